@@ -1,0 +1,1 @@
+//! wasmdm-package

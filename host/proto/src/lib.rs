@@ -1,1 +1,6 @@
-//! wasmdm-proto
+//! Sans-IO core of wasmdm's LwM2M: bytes and commands in, bytes, events and
+//! timers out. No sockets, no clock, no files: the tokio drivers in the
+//! `wasmdm` crate own those.
+
+pub mod model;
+pub mod object;

@@ -1,1 +1,33 @@
-//! wasmdm-package
+//! wasmdm software packages: manifest, hostile-input-safe archive reader, digests, signatures and
+//! the packer. Pure: no wasmtime, no networking, files only where the caller says.
+//!
+//! A package is a tar (usually gzip-compressed, `.wdm`) holding `manifest.toml` first, optionally
+//! `manifest.sig`, then the component `.wasm` files and read-only assets the manifest pins by sha256.
+
+mod archive;
+mod digest;
+mod error;
+mod manifest;
+mod network;
+mod pack;
+mod relpath;
+pub mod signing;
+mod units;
+
+pub use archive::{
+    DEFAULT_HOST_FEATURES, EntryReport, EntryStatus, Inspection, Limits, SignatureStatus, Verified,
+    read_manifest, unpack,
+};
+pub use digest::Digest;
+pub use error::{ErrorKind, PackageError, Result};
+pub use manifest::{
+    Component, DATA_GUEST_PATH, FileEntry, MANIFEST_VERSION, MAX_MANIFEST_BYTES, Manifest,
+    PackageInfo, ReadonlyMount, Restart, RestartPolicy, Sandbox, World,
+};
+pub use network::{NetRule, NetworkGrant, PortRange};
+pub use pack::{PackProgress, pack};
+pub use relpath::{MANIFEST_NAME, SIGNATURE_NAME};
+pub use signing::{SigningKey, VerifyingKey, keygen, sign_manifest};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,563 @@
+//! The CoAP message layer (RFC 7252 §4), role-agnostic and sans-IO.
+//!
+//! It owns MIDs, tokens, retransmission of CONs, duplicate detection and
+//! the NSTART=1 queue; it knows nothing of LwM2M. Drive it like quinn-proto:
+//! - B. inputs: [`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`];
+//! - C. commands: [`Endpoint::send_request`], [`Endpoint::send_message`],
+//!   [`Endpoint::respond`], [`Endpoint::cancel`];
+//! - D. outputs, drained in this order after every input: [`Endpoint::poll_transmit`],
+//!   [`Endpoint::poll_event`], then [`Endpoint::poll_timeout`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageType, Packet};
+
+use super::msg::{self, Classified, Code};
+use super::rng::Rng;
+
+/// Transmission parameters (RFC 7252 §4.8; LwM2M uses the defaults).
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// ACK_TIMEOUT: the lower bound of the first retransmission timeout.
+    pub ack_timeout: Duration,
+    /// ACK_TIMEOUT × (ACK_RANDOM_FACTOR − 1): the random extra on the first timeout.
+    pub ack_jitter: Duration,
+    /// MAX_RETRANSMIT.
+    pub max_retransmit: u32,
+    /// EXCHANGE_LIFETIME: how long a CON MID is remembered for dedup.
+    pub exchange_lifetime: Duration,
+    /// NON_LIFETIME: how long a NON MID is remembered for dedup.
+    pub non_lifetime: Duration,
+    /// How long to wait for a separate response after an empty ACK.
+    pub separate_response_timeout: Duration,
+    /// Upper bound of the dedup cache; the entry closest to expiry is evicted first.
+    pub dedup_capacity: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            ack_timeout: Duration::from_secs(2),
+            ack_jitter: Duration::from_secs(1),
+            max_retransmit: 4,
+            exchange_lifetime: Duration::from_secs(247),
+            non_lifetime: Duration::from_secs(145),
+            separate_response_timeout: Duration::from_secs(247),
+            dedup_capacity: 512,
+        }
+    }
+}
+
+/// MAX_TRANSMIT_WAIT with default parameters (RFC 7252 §4.8.2).
+pub const MAX_TRANSMIT_WAIT: Duration = Duration::from_secs(93);
+
+/// Identifies one outgoing exchange (request or CON/NON message).
+pub type ExchangeId = u64;
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Encoded CoAP message.
+    pub bytes: Vec<u8>,
+}
+
+/// A request received from a peer; hand it back to [`Endpoint::respond`].
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    /// Who sent it.
+    pub peer: SocketAddr,
+    /// The decoded request.
+    pub packet: Packet,
+}
+
+impl InboundRequest {
+    /// True for a CON request (its response is piggy-backed on the ACK).
+    pub fn confirmable(&self) -> bool {
+        msg::type_of(&self.packet) == MessageType::Confirmable
+    }
+    fn key(&self) -> (SocketAddr, u16) {
+        (self.peer, self.packet.header.message_id)
+    }
+}
+
+/// What the message layer reports upwards.
+#[derive(Debug)]
+pub enum EndpointEvent {
+    /// A new (non-duplicate) request; answer it with [`Endpoint::respond`].
+    Request(InboundRequest),
+    /// A response matched to an outgoing request by token and peer.
+    Response {
+        /// The request's exchange.
+        id: ExchangeId,
+        /// The response.
+        packet: Packet,
+    },
+    /// A CON message sent with [`Endpoint::send_message`] was acknowledged.
+    Acked {
+        /// The exchange.
+        id: ExchangeId,
+    },
+    /// The peer answered with RST (e.g. rejecting a notification, RFC 7641 §3.6).
+    Reset {
+        /// The exchange.
+        id: ExchangeId,
+    },
+    /// No answer after MAX_RETRANSMIT retransmissions or the response timeout.
+    Timeout {
+        /// The exchange.
+        id: ExchangeId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Expects a response; subject to NSTART.
+    Request,
+    /// A request with Observe=0: stays open for notifications after the first response.
+    ObserveRequest,
+    /// A message that expects only an ACK (CON) or nothing (NON).
+    Message,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the NSTART slot of its peer.
+    Queued,
+    /// CON sent, waiting for ACK/RST; retransmitted at `at`.
+    AwaitAck { retries: u32, timeout: Duration, at: Instant },
+    /// Acknowledged (or NON), waiting for a response until `until`.
+    AwaitResponse { until: Instant },
+    /// Open observation (client role): notifications keep arriving.
+    Observing,
+    /// NON message sent; remembered until `until` to match an RST.
+    NonSent { until: Instant },
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    peer: SocketAddr,
+    mid: u16,
+    token: Vec<u8>,
+    packet: Packet,
+    bytes: Vec<u8>,
+    con: bool,
+    kind: Kind,
+    state: State,
+}
+
+impl Outgoing {
+    /// Holds the peer's NSTART slot (RFC 7252 §4.7).
+    fn outstanding(&self) -> bool {
+        matches!(self.kind, Kind::Request | Kind::ObserveRequest)
+            && match self.state {
+                State::AwaitAck { .. } => true,
+                State::AwaitResponse { .. } => !self.con,
+                _ => false,
+            }
+    }
+    fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitAck { at, .. } => Some(at),
+            State::AwaitResponse { until } | State::NonSent { until } => Some(until),
+            State::Queued | State::Observing => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Dedup {
+    expires: Instant,
+    /// The reply sent for this MID, replayed on duplicates; `None` while the
+    /// request is still being processed (duplicates are then ignored).
+    reply: Option<Vec<u8>>,
+}
+
+/// The CoAP message layer for one socket.
+#[derive(Debug)]
+pub struct Endpoint {
+    params: Params,
+    rng: Rng,
+    next_mid: u16,
+    next_id: ExchangeId,
+    outgoing: BTreeMap<ExchangeId, Outgoing>,
+    dedup: HashMap<(SocketAddr, u16), Dedup>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EndpointEvent>,
+}
+
+impl Endpoint {
+    /// Creates an endpoint; `seed` drives MIDs, tokens and jitter.
+    pub fn new(params: Params, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let next_mid = (rng.next_u64() & 0xFFFF) as u16;
+        Endpoint {
+            params,
+            rng,
+            next_mid,
+            next_id: 1,
+            outgoing: BTreeMap::new(),
+            dedup: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The transmission parameters in use.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// A fresh 8-byte token (RFC 7252 §5.3.1).
+    pub fn new_token(&mut self) -> Vec<u8> {
+        self.rng.token()
+    }
+
+    /// Overrides the next MID (tests reproducing wire captures).
+    pub fn set_next_mid(&mut self, mid: u16) {
+        self.next_mid = mid;
+    }
+
+    fn alloc_mid(&mut self) -> u16 {
+        let mid = self.next_mid;
+        self.next_mid = self.next_mid.wrapping_add(1);
+        mid
+    }
+
+    /// Random mutable access for the layers above (e.g. registration jitter).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    // ---- B. inputs ----
+
+    /// Processes one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.purge(now);
+        let packet = match msg::classify(bytes) {
+            Classified::Message(p) => p,
+            Classified::RejectCon(mid) => {
+                self.send_empty(from, MessageType::Reset, mid);
+                return;
+            }
+            Classified::Ignore => return,
+        };
+        let code = Code::of(&packet);
+        let mid = packet.header.message_id;
+        match msg::type_of(&packet) {
+            MessageType::Acknowledgement => self.on_ack(now, from, packet),
+            MessageType::Reset => self.on_reset(now, from, mid),
+            t @ (MessageType::Confirmable | MessageType::NonConfirmable) => {
+                let con = t == MessageType::Confirmable;
+                if code == Code::EMPTY {
+                    // RFC 7252 §4.3: an empty CON is a ping, answered with RST.
+                    if con {
+                        self.send_empty(from, MessageType::Reset, mid);
+                    }
+                    return;
+                }
+                if let Some(d) = self.dedup.get(&(from, mid)) {
+                    // §4.5: acknowledge duplicates the same way, process once.
+                    if let (true, Some(reply)) = (con, d.reply.clone()) {
+                        self.transmits.push_back(Transmit { to: from, bytes: reply });
+                    }
+                    return;
+                }
+                let life = if con { self.params.exchange_lifetime } else { self.params.non_lifetime };
+                self.insert_dedup((from, mid), Dedup { expires: now + life, reply: None });
+                if code.class() == 0 {
+                    self.events.push_back(EndpointEvent::Request(InboundRequest { peer: from, packet }));
+                } else {
+                    self.on_separate_response(now, from, con, packet);
+                }
+            }
+        }
+    }
+
+    /// Fires due retransmissions and timeouts; safe to call spuriously.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.purge(now);
+        let due: Vec<ExchangeId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(o) = self.outgoing.get_mut(&id) else { continue };
+            match &mut o.state {
+                State::AwaitAck { retries, timeout, at } if *retries < self.params.max_retransmit => {
+                    // RFC 7252 §4.2: double the timeout per retransmission.
+                    *retries += 1;
+                    *timeout *= 2;
+                    *at = now + *timeout;
+                    self.transmits.push_back(Transmit { to: o.peer, bytes: o.bytes.clone() });
+                }
+                State::NonSent { .. } if o.kind == Kind::Message => {
+                    self.finish(now, id);
+                }
+                _ => {
+                    self.finish(now, id);
+                    self.events.push_back(EndpointEvent::Timeout { id });
+                }
+            }
+        }
+    }
+
+    // ---- C. commands ----
+
+    /// Sends a request (CON or NON as set in its header). A token is assigned
+    /// when it has none. Queued behind another outstanding request to the same
+    /// peer (NSTART = 1, RFC 7252 §4.7).
+    pub fn send_request(&mut self, now: Instant, peer: SocketAddr, mut packet: Packet) -> ExchangeId {
+        if packet.get_token().is_empty() {
+            let token = self.new_token();
+            packet.set_token(token);
+        }
+        let observe = packet.get_first_option(CoapOption::Observe).is_some_and(|v| v.is_empty());
+        let kind = if observe { Kind::ObserveRequest } else { Kind::Request };
+        self.enqueue(now, peer, packet, kind)
+    }
+
+    /// Sends a message that is not a request (notification, separate
+    /// response). CON ones are retransmitted until ACK/RST; NON ones are
+    /// remembered for NON_LIFETIME to match an RST. Not subject to NSTART.
+    pub fn send_message(&mut self, now: Instant, peer: SocketAddr, packet: Packet) -> ExchangeId {
+        self.enqueue(now, peer, packet, Kind::Message)
+    }
+
+    /// Answers a request: piggy-backed in the ACK for a CON, a NON otherwise.
+    /// The reply is cached so a duplicate gets the same bytes (RFC 7252 §4.5).
+    pub fn respond(&mut self, now: Instant, request: &InboundRequest, mut response: Packet) {
+        if response.get_token().is_empty() {
+            response.set_token(request.packet.get_token().to_vec());
+        }
+        if request.confirmable() {
+            response.header.set_type(MessageType::Acknowledgement);
+            response.header.message_id = request.packet.header.message_id;
+        } else {
+            response.header.set_type(MessageType::NonConfirmable);
+            response.header.message_id = self.alloc_mid();
+        }
+        let Some(bytes) = msg::encode(&response) else { return };
+        let life = if request.confirmable() { self.params.exchange_lifetime } else { self.params.non_lifetime };
+        self.insert_dedup(request.key(), Dedup { expires: now + life, reply: Some(bytes.clone()) });
+        self.transmits.push_back(Transmit { to: request.peer, bytes });
+    }
+
+    /// Forgets an exchange without an event (e.g. abandoning an observation
+    /// or a download); frees its NSTART slot.
+    pub fn cancel(&mut self, now: Instant, id: ExchangeId) {
+        self.finish(now, id);
+    }
+
+    /// True while the exchange is still open.
+    pub fn is_open(&self, id: ExchangeId) -> bool {
+        self.outgoing.contains_key(&id)
+    }
+
+    // ---- D. outputs ----
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the layer above.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.outgoing.values().filter_map(Outgoing::deadline).min()
+    }
+
+    // ---- internals ----
+
+    fn enqueue(&mut self, now: Instant, peer: SocketAddr, mut packet: Packet, kind: Kind) -> ExchangeId {
+        let con = msg::type_of(&packet) == MessageType::Confirmable;
+        if !con {
+            packet.header.set_type(MessageType::NonConfirmable);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let token = packet.get_token().to_vec();
+        let busy = kind != Kind::Message && self.outgoing.values().any(|o| o.peer == peer && o.outstanding());
+        let o = Outgoing { peer, mid: 0, token, packet, bytes: Vec::new(), con, kind, state: State::Queued };
+        self.outgoing.insert(id, o);
+        if !busy {
+            self.start(now, id);
+        }
+        id
+    }
+
+    /// Assigns the MID, encodes and sends a queued exchange.
+    fn start(&mut self, now: Instant, id: ExchangeId) {
+        let mid = self.alloc_mid();
+        let jitter_ms = u64::try_from(self.params.ack_jitter.as_millis()).unwrap_or(u64::MAX);
+        let first = self.params.ack_timeout + Duration::from_millis(self.rng.below_inclusive(jitter_ms));
+        let non_life = self.params.non_lifetime;
+        let Some(o) = self.outgoing.get_mut(&id) else { return };
+        o.mid = mid;
+        o.packet.header.message_id = mid;
+        let Some(bytes) = msg::encode(&o.packet) else {
+            self.outgoing.remove(&id);
+            self.events.push_back(EndpointEvent::Timeout { id });
+            return;
+        };
+        o.bytes = bytes.clone();
+        // RFC 7252 §4.2: the first timeout is random in [ACK_TIMEOUT, ACK_TIMEOUT × 1.5].
+        o.state = if o.con {
+            State::AwaitAck { retries: 0, timeout: first, at: now + first }
+        } else if o.kind == Kind::Message {
+            State::NonSent { until: now + non_life }
+        } else {
+            State::AwaitResponse { until: now + non_life }
+        };
+        let to = o.peer;
+        self.transmits.push_back(Transmit { to, bytes });
+    }
+
+    /// Removes an exchange and starts the next queued one for its peer.
+    fn finish(&mut self, now: Instant, id: ExchangeId) {
+        if let Some(o) = self.outgoing.remove(&id) {
+            self.start_next(now, o.peer);
+        }
+    }
+
+    fn start_next(&mut self, now: Instant, peer: SocketAddr) {
+        if self.outgoing.values().any(|o| o.peer == peer && o.outstanding()) {
+            return;
+        }
+        let next = self
+            .outgoing
+            .iter()
+            .find(|(_, o)| o.peer == peer && matches!(o.state, State::Queued))
+            .map(|(id, _)| *id);
+        if let Some(id) = next {
+            self.start(now, id);
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, from: SocketAddr, packet: Packet) {
+        let mid = packet.header.message_id;
+        let found = self
+            .outgoing
+            .iter()
+            .find(|(_, o)| o.peer == from && o.mid == mid && matches!(o.state, State::AwaitAck { .. }))
+            .map(|(id, _)| *id);
+        let Some(id) = found else { return };
+        let Some(o) = self.outgoing.get_mut(&id) else { return };
+        let code = Code::of(&packet);
+        match o.kind {
+            Kind::Message => {
+                self.finish(now, id);
+                self.events.push_back(EndpointEvent::Acked { id });
+            }
+            Kind::Request | Kind::ObserveRequest if code == Code::EMPTY => {
+                // §5.2.2: empty ACK; the response comes separately.
+                o.state = State::AwaitResponse { until: now + self.params.separate_response_timeout };
+                let peer = o.peer;
+                self.start_next(now, peer);
+            }
+            Kind::Request | Kind::ObserveRequest => {
+                if packet.get_token() != o.token.as_slice() {
+                    return; // §5.3.2: a piggy-backed response must carry the request's token
+                }
+                self.deliver_response(now, id, packet);
+            }
+        }
+    }
+
+    fn on_reset(&mut self, now: Instant, from: SocketAddr, mid: u16) {
+        let found = self
+            .outgoing
+            .iter()
+            .find(|(_, o)| {
+                o.peer == from
+                    && o.mid == mid
+                    && matches!(o.state, State::AwaitAck { .. } | State::NonSent { .. } | State::AwaitResponse { .. })
+            })
+            .map(|(id, _)| *id);
+        if let Some(id) = found {
+            self.finish(now, id);
+            self.events.push_back(EndpointEvent::Reset { id });
+        }
+    }
+
+    fn on_separate_response(&mut self, now: Instant, from: SocketAddr, con: bool, packet: Packet) {
+        let mid = packet.header.message_id;
+        let token = packet.get_token().to_vec();
+        let found = self
+            .outgoing
+            .iter()
+            .find(|(_, o)| {
+                o.peer == from
+                    && o.token == token
+                    && matches!(o.kind, Kind::Request | Kind::ObserveRequest)
+                    && !matches!(o.state, State::Queued)
+            })
+            .map(|(id, _)| *id);
+        let Some(id) = found else {
+            // §4.2/§4.3 and RFC 7641 §3.6: reject a response nobody waits for.
+            self.send_empty(from, MessageType::Reset, mid);
+            self.dedup_reply(from, mid, MessageType::Reset);
+            return;
+        };
+        if con {
+            self.send_empty(from, MessageType::Acknowledgement, mid);
+            self.dedup_reply(from, mid, MessageType::Acknowledgement);
+        }
+        self.deliver_response(now, id, packet);
+    }
+
+    fn deliver_response(&mut self, now: Instant, id: ExchangeId, packet: Packet) {
+        let keep = self.outgoing.get(&id).is_some_and(|o| o.kind == Kind::ObserveRequest)
+            && packet.get_first_option(CoapOption::Observe).is_some()
+            && Code::of(&packet).is_success();
+        if keep {
+            if let Some(o) = self.outgoing.get_mut(&id) {
+                let peer = o.peer;
+                o.state = State::Observing;
+                self.start_next(now, peer);
+            }
+        } else {
+            self.finish(now, id);
+        }
+        self.events.push_back(EndpointEvent::Response { id, packet });
+    }
+
+    fn send_empty(&mut self, to: SocketAddr, kind: MessageType, mid: u16) {
+        if let Some(bytes) = msg::encode(&msg::empty(kind, mid)) {
+            self.transmits.push_back(Transmit { to, bytes });
+        }
+    }
+
+    fn dedup_reply(&mut self, from: SocketAddr, mid: u16, kind: MessageType) {
+        if let (Some(d), Some(bytes)) = (self.dedup.get_mut(&(from, mid)), msg::encode(&msg::empty(kind, mid))) {
+            d.reply = Some(bytes);
+        }
+    }
+
+    fn insert_dedup(&mut self, key: (SocketAddr, u16), entry: Dedup) {
+        if !self.dedup.contains_key(&key) && self.dedup.len() >= self.params.dedup_capacity {
+            // Bounded cache: evict the entry that would expire first.
+            let oldest = self.dedup.iter().min_by_key(|(_, d)| d.expires).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.dedup.remove(&k);
+            }
+        }
+        self.dedup.insert(key, entry);
+    }
+
+    fn purge(&mut self, now: Instant) {
+        self.dedup.retain(|_, d| d.expires > now);
+    }
+}

@@ -5,3 +5,7 @@
 pub mod model;
 pub mod object;
 pub mod coap;
+pub mod execargs;
+pub mod objects;
+pub mod swcomp;
+pub mod swmgmt;

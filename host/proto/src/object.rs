@@ -75,6 +75,8 @@ pub enum Effect {
     RegistrationUpdate,
     /// Reboot the device (/3/0/4).
     Reboot,
+    /// Deregister and stay away for `timeout_s` seconds (/1/x/4 Disable, Core 1.1 §E.2).
+    Disable { timeout_s: u64 },
     /// Software Management work for package instance `instance`.
     SwMgmt { instance: u16, action: SwMgmtAction },
     /// Software Component work for component instance `instance` of Object 14.

@@ -1,0 +1,1228 @@
+//! LwM2M Software Management, Object 9 (OMA-TS-LWM2M_SwMgmt-V1_0 §5, §6).
+//!
+//! One [`PackageInstance`] per /9 instance holds the Package Installation
+//! state machine (§5.1) and the Software Activation state machine (§5.2) as
+//! plain data. Its methods are the transitions: each checks the state, changes
+//! the data, and returns a [`Changes`] (resource ids to notify observers of,
+//! driver actions to run). Nothing here does I/O: a download, a
+//! verification, an install are [`SwMgmtAction`]s, and the driver reports
+//! their outcome back through the event methods of [`SoftwareManagement`]
+//! (`download_progress`, `package_written`, `integrity_checked`, ...).
+//!
+//! Where the spec says an operation in the wrong state "has no effect", we
+//! answer 4.05 Method Not Allowed and change nothing: that is what servers
+//! observe from the reference client (field notes, "Common practice").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::execargs;
+use crate::model::{DataType, Path, ResourceValue, Value};
+use crate::object::{Effect, Object, OpError, Operations, ResourceDef, SwMgmtAction, objlnk};
+
+/// The object id of Software Management.
+pub const OBJECT_ID: u16 = 9;
+
+/// Resource ids of Object 9 (SwMgmt §6, "Resource definitions").
+pub mod res {
+    pub const PKG_NAME: u16 = 0;
+    pub const PKG_VERSION: u16 = 1;
+    pub const PACKAGE: u16 = 2;
+    pub const PACKAGE_URI: u16 = 3;
+    pub const INSTALL: u16 = 4;
+    pub const UNINSTALL: u16 = 6;
+    pub const UPDATE_STATE: u16 = 7;
+    pub const UPDATE_SUPPORTED_OBJECTS: u16 = 8;
+    pub const UPDATE_RESULT: u16 = 9;
+    pub const ACTIVATE: u16 = 10;
+    pub const DEACTIVATE: u16 = 11;
+    pub const ACTIVATION_STATE: u16 = 12;
+    pub const USER_NAME: u16 = 14;
+    pub const PASSWORD: u16 = 15;
+    pub const STATUS_REASON: u16 = 16;
+    pub const COMPONENT_LINK: u16 = 17;
+    pub const COMPONENT_TREE_LENGTH: u16 = 18;
+}
+
+/// Longest value of the 0-255 byte String resources (PkgName, Package URI, User Name, Password).
+const MAX_STRING: usize = 255;
+
+const fn def(id: u16, name: &'static str, operations: Operations, mandatory: bool, data_type: DataType) -> ResourceDef {
+    ResourceDef { id, name, operations, multiple: false, mandatory, data_type }
+}
+
+/// Object 9 resources we implement. 5 (Checkpoint) and 13 (Package Settings)
+/// link to objects nobody defines and are absent.
+static RESOURCES: [ResourceDef; 17] = [
+    def(res::PKG_NAME, "PkgName", Operations::Read, true, DataType::String),
+    def(res::PKG_VERSION, "PkgVersion", Operations::Read, true, DataType::String),
+    def(res::PACKAGE, "Package", Operations::Write, false, DataType::Opaque),
+    def(res::PACKAGE_URI, "Package URI", Operations::Write, false, DataType::String),
+    def(res::INSTALL, "Install", Operations::Execute, true, DataType::None),
+    def(res::UNINSTALL, "Uninstall", Operations::Execute, true, DataType::None),
+    def(res::UPDATE_STATE, "Update State", Operations::Read, true, DataType::Integer),
+    def(res::UPDATE_SUPPORTED_OBJECTS, "Update Supported Objects", Operations::ReadWrite, false, DataType::Boolean),
+    def(res::UPDATE_RESULT, "Update Result", Operations::Read, true, DataType::Integer),
+    def(res::ACTIVATE, "Activate", Operations::Execute, true, DataType::None),
+    def(res::DEACTIVATE, "Deactivate", Operations::Execute, true, DataType::None),
+    def(res::ACTIVATION_STATE, "Activation State", Operations::Read, true, DataType::Boolean),
+    def(res::USER_NAME, "User Name", Operations::Write, false, DataType::String),
+    def(res::PASSWORD, "Password", Operations::Write, false, DataType::String),
+    def(res::STATUS_REASON, "Status Reason", Operations::Read, false, DataType::String),
+    ResourceDef {
+        id: res::COMPONENT_LINK,
+        name: "Software Component Link",
+        operations: Operations::Read,
+        multiple: true,
+        mandatory: false,
+        data_type: DataType::ObjLink,
+    },
+    def(res::COMPONENT_TREE_LENGTH, "Software Component tree length", Operations::Read, false, DataType::Integer),
+];
+
+/// Update State, /9/x/7 (SwMgmt §5.1.2, §6 resource 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UpdateState {
+    /// 0: no package in the device (§5.1.2.1).
+    Initial,
+    /// 1: a push or pull is under way (§5.1.2.2).
+    DownloadStarted,
+    /// 2: the package is fully written, integrity not yet checked (§5.1.2.3).
+    Downloaded,
+    /// 3: the package is verified and ready to install (§5.1.2.4).
+    Delivered,
+    /// 4: the software is installed; the activation machine is alive (§5.1.2.5).
+    Installed,
+}
+
+impl UpdateState {
+    /// The resource value.
+    pub const fn code(self) -> i64 {
+        match self {
+            UpdateState::Initial => 0,
+            UpdateState::DownloadStarted => 1,
+            UpdateState::Downloaded => 2,
+            UpdateState::Delivered => 3,
+            UpdateState::Installed => 4,
+        }
+    }
+
+    /// The spec's name, for logs and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            UpdateState::Initial => "INITIAL",
+            UpdateState::DownloadStarted => "DOWNLOAD STARTED",
+            UpdateState::Downloaded => "DOWNLOADED",
+            UpdateState::Delivered => "DELIVERED",
+            UpdateState::Installed => "INSTALLED",
+        }
+    }
+}
+
+/// Update Result, /9/x/9 (SwMgmt §6 resource 9; 59 from the OMA registry's
+/// 9.xml V1_0_3, see field notes; 55 is undefined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UpdateResult {
+    /// 0: initial value.
+    Initial,
+    /// 1: downloading.
+    Downloading,
+    /// 2: software successfully installed.
+    Installed,
+    /// 3: successfully downloaded and package integrity verified.
+    DownloadedVerified,
+    /// 50: not enough storage for the new software package.
+    NotEnoughStorage,
+    /// 51: out of memory during the downloading process.
+    OutOfMemory,
+    /// 52: connection lost during the downloading process.
+    ConnectionLost,
+    /// 53: package integrity check failure.
+    IntegrityFailure,
+    /// 54: unsupported package type.
+    UnsupportedPackageType,
+    /// 56: invalid URI.
+    InvalidUri,
+    /// 57: device defined update error.
+    DeviceDefined,
+    /// 58: software installation failure.
+    InstallFailure,
+    /// 59: uninstallation failure during forUpdate (arg=1).
+    UninstallForUpdateFailure,
+}
+
+impl UpdateResult {
+    /// The resource value.
+    pub const fn code(self) -> i64 {
+        match self {
+            UpdateResult::Initial => 0,
+            UpdateResult::Downloading => 1,
+            UpdateResult::Installed => 2,
+            UpdateResult::DownloadedVerified => 3,
+            UpdateResult::NotEnoughStorage => 50,
+            UpdateResult::OutOfMemory => 51,
+            UpdateResult::ConnectionLost => 52,
+            UpdateResult::IntegrityFailure => 53,
+            UpdateResult::UnsupportedPackageType => 54,
+            UpdateResult::InvalidUri => 56,
+            UpdateResult::DeviceDefined => 57,
+            UpdateResult::InstallFailure => 58,
+            UpdateResult::UninstallForUpdateFailure => 59,
+        }
+    }
+
+    /// The value for a resource code, if it is one the spec defines.
+    pub const fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => UpdateResult::Initial,
+            1 => UpdateResult::Downloading,
+            2 => UpdateResult::Installed,
+            3 => UpdateResult::DownloadedVerified,
+            50 => UpdateResult::NotEnoughStorage,
+            51 => UpdateResult::OutOfMemory,
+            52 => UpdateResult::ConnectionLost,
+            53 => UpdateResult::IntegrityFailure,
+            54 => UpdateResult::UnsupportedPackageType,
+            56 => UpdateResult::InvalidUri,
+            57 => UpdateResult::DeviceDefined,
+            58 => UpdateResult::InstallFailure,
+            59 => UpdateResult::UninstallForUpdateFailure,
+            _ => return None,
+        })
+    }
+
+    /// The spec's wording, for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            UpdateResult::Initial => "Initial value",
+            UpdateResult::Downloading => "Downloading",
+            UpdateResult::Installed => "Software successfully installed",
+            UpdateResult::DownloadedVerified => "Successfully Downloaded and package integrity verified",
+            UpdateResult::NotEnoughStorage => "Not enough storage for the new software package",
+            UpdateResult::OutOfMemory => "Out of memory during downloading process",
+            UpdateResult::ConnectionLost => "Connection lost during downloading process",
+            UpdateResult::IntegrityFailure => "Package integrity check failure",
+            UpdateResult::UnsupportedPackageType => "Unsupported package type",
+            UpdateResult::InvalidUri => "Invalid URI",
+            UpdateResult::DeviceDefined => "Device defined update error",
+            UpdateResult::InstallFailure => "Software installation failure",
+            UpdateResult::UninstallForUpdateFailure => "Uninstallation failure during forUpdate",
+        }
+    }
+
+    /// Codes 50 and up report a failure.
+    pub const fn is_failure(self) -> bool {
+        self.code() >= 50
+    }
+
+    /// Failures a delivery (pull, push or integrity check) can end with (§5.1.2.2, §5.1.2.3).
+    pub const fn is_delivery_failure(self) -> bool {
+        matches!(
+            self,
+            UpdateResult::NotEnoughStorage
+                | UpdateResult::OutOfMemory
+                | UpdateResult::ConnectionLost
+                | UpdateResult::IntegrityFailure
+                | UpdateResult::UnsupportedPackageType
+                | UpdateResult::InvalidUri
+                | UpdateResult::DeviceDefined
+        )
+    }
+}
+
+/// Status Reason, /9/x/16 (SwMgmt Appendix B). The resource is a String; we
+/// report the Appendix B value in decimal ("10", "30", ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StatusReason {
+    /// 10: no data, a download is about to start.
+    Idle,
+    /// 20: download failed and no data was kept.
+    DownloadFailed,
+    /// 30: a download started; 0 or more bytes received.
+    DownloadProgressing,
+    /// 40: the download completed; the data is here.
+    DownloadComplete,
+    /// 50: an installation has started.
+    InstallProgressing,
+    /// 60: the install failed; the package is still in the device.
+    InstallFailedWithData,
+    /// 70: the install failed and the package was deleted.
+    InstallFailedWithoutData,
+}
+
+impl StatusReason {
+    /// The Appendix B value.
+    pub const fn code(self) -> u8 {
+        match self {
+            StatusReason::Idle => 10,
+            StatusReason::DownloadFailed => 20,
+            StatusReason::DownloadProgressing => 30,
+            StatusReason::DownloadComplete => 40,
+            StatusReason::InstallProgressing => 50,
+            StatusReason::InstallFailedWithData => 60,
+            StatusReason::InstallFailedWithoutData => 70,
+        }
+    }
+
+    /// The Appendix B state name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StatusReason::Idle => "Idle/Start",
+            StatusReason::DownloadFailed => "Download failed",
+            StatusReason::DownloadProgressing => "Download Progressing",
+            StatusReason::DownloadComplete => "Download Complete",
+            StatusReason::InstallProgressing => "Install Progressing",
+            StatusReason::InstallFailedWithData => "Install Failed with data",
+            StatusReason::InstallFailedWithoutData => "Install Failed without data",
+        }
+    }
+}
+
+/// How the package of a delivery arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryKind {
+    /// Written to Package (2), possibly block-wise.
+    Push,
+    /// Fetched by the driver from Package URI (3).
+    Pull,
+}
+
+/// Progress of the delivery under way, kept so a pull can resume after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub kind: DeliveryKind,
+    /// Bytes stored so far.
+    pub received: u64,
+    /// Total size, when the source said it.
+    pub total: Option<u64>,
+    /// A push whose last block arrived; more blocks are refused.
+    pub complete: bool,
+}
+
+/// Uninstall work handed to the driver and not yet reported finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Removal {
+    /// Uninstall with no argument or 0: remove the software.
+    Remove,
+    /// Uninstall(1) "ForUpdate": keep what runs, get ready for its upgrade.
+    PrepareForUpdate,
+}
+
+/// What the driver reports when an install ends well (§5.1.3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// PkgName (0) from the package's manifest.
+    pub name: String,
+    /// PkgVersion (1) from the package's manifest.
+    pub version: String,
+    /// The /14 instances created for the package's components (17).
+    pub components: Vec<u16>,
+    /// Whether the software already runs (an upgrade that kept it running).
+    pub active: bool,
+}
+
+/// The URI schemes the driver can fetch from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwMgmtConfig {
+    /// Most /9 instances the device keeps; Create beyond answers 4.05.
+    pub max_instances: usize,
+    /// The driver can fetch `coaps://` (it has DTLS credentials for downloads).
+    pub coaps: bool,
+    /// The driver can fetch `https://`.
+    pub https: bool,
+    /// Largest package accepted by push; bigger answers 4.13.
+    pub max_package_bytes: Option<u64>,
+}
+
+impl Default for SwMgmtConfig {
+    fn default() -> Self {
+        SwMgmtConfig { max_instances: 8, coaps: false, https: false, max_package_bytes: None }
+    }
+}
+
+/// What one transition changed: the resources whose value changed (for
+/// Observe), the work the driver must do, and whether the registration must
+/// be updated because /14 instances changed and Update Supported Objects is set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub resources: BTreeSet<u16>,
+    pub actions: Vec<SwMgmtAction>,
+    pub registration_update: bool,
+}
+
+impl Changes {
+    fn action(mut self, action: SwMgmtAction) -> Self {
+        self.actions.push(action);
+        self
+    }
+
+    /// Nothing changed and nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty() && self.actions.is_empty() && !self.registration_update
+    }
+}
+
+/// An operation refused by the state machine, with what it changed anyway
+/// (only an invalid Package URI does: Update Result becomes 56).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub error: OpError,
+    pub changes: Changes,
+}
+
+impl From<OpError> for Refusal {
+    fn from(error: OpError) -> Self {
+        Refusal { error, changes: Changes::default() }
+    }
+}
+
+/// A driver event that does not fit the instance it names; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwMgmtError {
+    /// No /9 instance with this id (deleted while the driver worked).
+    #[error("no /9 instance {0}")]
+    NoInstance(u16),
+    /// The event does not apply in the instance's state (stale or repeated report).
+    #[error("{event} does not apply in state {}", state.name())]
+    UnexpectedEvent { event: &'static str, state: UpdateState },
+    /// A failure event carried a result code that is not a failure of that kind.
+    #[error("result {} ({}) is not a {kind} failure", result.code(), result.name())]
+    NotAFailure { kind: &'static str, result: UpdateResult },
+}
+
+/// One /9 instance: a package and its two state machines (SwMgmt §5.1, §5.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageInstance {
+    pub pkg_name: String,
+    pub pkg_version: String,
+    pub update_state: UpdateState,
+    pub update_result: UpdateResult,
+    /// Activation State (12): true only when INSTALLED and ACTIVE (§5.2).
+    pub activation: bool,
+    pub status_reason: StatusReason,
+    pub package_uri: Option<String>,
+    /// User Name (14): write-only.
+    pub username: Option<String>,
+    /// Password (15): write-only, never read back.
+    pub password: Option<String>,
+    pub update_supported_objects: bool,
+    /// Set by Uninstall(1): the next Install upgrades the software in place (§5.1.3.2).
+    pub for_update: bool,
+    /// Software Component Link (17): ids of /14 instances.
+    pub component_links: Vec<u16>,
+    pub delivery: Option<Delivery>,
+    /// Install was executed and the driver has not reported its end yet.
+    pub installing: bool,
+    /// Activate/Deactivate was executed and the driver has not reported its end yet.
+    pub activation_target: Option<bool>,
+    /// Uninstall was executed and the driver has not reported its end yet.
+    pub removal: Option<Removal>,
+}
+
+impl Default for PackageInstance {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks a Package URI: scheme://authority..., ASCII without spaces, at
+/// most 255 bytes (§6 resource 3), and a scheme the driver can fetch.
+fn check_uri(uri: &str, config: &SwMgmtConfig) -> Result<(), &'static str> {
+    if uri.is_empty() {
+        return Err("empty Package URI");
+    }
+    if uri.len() > MAX_STRING {
+        return Err("Package URI longer than 255 bytes");
+    }
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("Package URI holds spaces, controls or non-ASCII");
+    }
+    let (scheme, rest) = uri.split_once("://").ok_or("Package URI has no scheme://")?;
+    // RFC 3986 §3.1: schemes compare case-insensitively.
+    let scheme = scheme.to_ascii_lowercase();
+    let supported = match scheme.as_str() {
+        "coap" | "http" => true,
+        "coaps" => config.coaps,
+        "https" => config.https,
+        _ => false,
+    };
+    if !supported {
+        return Err("unsupported Package URI scheme");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || host.starts_with(':') {
+        return Err("Package URI has no host");
+    }
+    Ok(())
+}
+
+impl PackageInstance {
+    /// A fresh instance: INITIAL, Update Result 0, DISABLED, Idle (§5.1.2.1).
+    pub fn new() -> Self {
+        PackageInstance {
+            pkg_name: String::new(),
+            pkg_version: String::new(),
+            update_state: UpdateState::Initial,
+            update_result: UpdateResult::Initial,
+            activation: false,
+            status_reason: StatusReason::Idle,
+            package_uri: None,
+            username: None,
+            password: None,
+            update_supported_objects: false,
+            for_update: false,
+            component_links: Vec::new(),
+            delivery: None,
+            installing: false,
+            activation_target: None,
+            removal: None,
+        }
+    }
+
+    fn set_state(&mut self, state: UpdateState, ch: &mut Changes) {
+        if self.update_state != state {
+            self.update_state = state;
+            ch.resources.insert(res::UPDATE_STATE);
+        }
+    }
+
+    fn set_result(&mut self, result: UpdateResult, ch: &mut Changes) {
+        if self.update_result != result {
+            self.update_result = result;
+            ch.resources.insert(res::UPDATE_RESULT);
+        }
+    }
+
+    fn set_activation(&mut self, active: bool, ch: &mut Changes) {
+        if self.activation != active {
+            self.activation = active;
+            ch.resources.insert(res::ACTIVATION_STATE);
+        }
+    }
+
+    fn set_reason(&mut self, reason: StatusReason, ch: &mut Changes) {
+        if self.status_reason != reason {
+            self.status_reason = reason;
+            ch.resources.insert(res::STATUS_REASON);
+        }
+    }
+
+    fn set_name(&mut self, name: String, version: String, ch: &mut Changes) {
+        if self.pkg_name != name {
+            self.pkg_name = name;
+            ch.resources.insert(res::PKG_NAME);
+        }
+        if self.pkg_version != version {
+            self.pkg_version = version;
+            ch.resources.insert(res::PKG_VERSION);
+        }
+    }
+
+    fn set_links(&mut self, links: Vec<u16>, ch: &mut Changes) {
+        if self.component_links != links {
+            if self.component_links.len() != links.len() {
+                ch.resources.insert(res::COMPONENT_TREE_LENGTH);
+            }
+            self.component_links = links;
+            ch.resources.insert(res::COMPONENT_LINK);
+            // SwMgmt §6 resource 8: /14 instances changed, so the registered
+            // objects changed: update now if asked, else at the next periodic Update.
+            ch.registration_update = self.update_supported_objects;
+        }
+    }
+
+    /// Back to INITIAL after a failed delivery; the partial package is deleted (§5.1.2.2, §5.1.2.3).
+    fn fail_delivery(&mut self, result: UpdateResult) -> Changes {
+        let mut ch = Changes::default();
+        self.set_state(UpdateState::Initial, &mut ch);
+        self.set_result(result, &mut ch);
+        self.set_reason(StatusReason::DownloadFailed, &mut ch);
+        self.delivery = None;
+        self.package_uri = None;
+        ch.action(SwMgmtAction::CancelDelivery)
+    }
+
+    /// Write to Package URI (3): starts a pull (SwMgmt §5.1.1 "PKG/URI Write",
+    /// §5.1.2.1). Writable in INITIAL only; an empty, malformed or
+    /// unsupported URI answers 4.00 and sets Update Result 56, state unchanged.
+    pub fn write_package_uri(&mut self, uri: &str, config: &SwMgmtConfig) -> Result<Changes, Refusal> {
+        if self.update_state != UpdateState::Initial {
+            return Err(OpError::MethodNotAllowed("Package URI is writable in INITIAL only").into());
+        }
+        if let Err(why) = check_uri(uri, config) {
+            let mut changes = Changes::default();
+            self.set_result(UpdateResult::InvalidUri, &mut changes);
+            return Err(Refusal { error: OpError::BadRequest(why.to_owned()), changes });
+        }
+        let mut ch = Changes::default();
+        self.package_uri = Some(uri.to_owned());
+        self.delivery = Some(Delivery { kind: DeliveryKind::Pull, received: 0, total: None, complete: false });
+        self.set_state(UpdateState::DownloadStarted, &mut ch);
+        self.set_result(UpdateResult::Downloading, &mut ch);
+        self.set_reason(StatusReason::DownloadProgressing, &mut ch);
+        Ok(ch.action(SwMgmtAction::Download {
+            uri: uri.to_owned(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }))
+    }
+
+    /// One piece of a push to Package (2) (SwMgmt §5.1.2.1; RFC 7959 §2.5 for
+    /// a restart at offset 0). The first piece moves INITIAL to DOWNLOAD
+    /// STARTED; pieces must follow each other; after the last the driver
+    /// stores, then reports [`PackageInstance::package_written`].
+    pub fn write_package_block(&mut self, offset: u64, bytes: &[u8], last: bool, config: &SwMgmtConfig) -> Result<Changes, Refusal> {
+        let len = bytes.len() as u64;
+        let end = offset.checked_add(len).ok_or_else(|| OpError::BadRequest("package offset overflows".into()))?;
+        if let Some(limit) = config.max_package_bytes
+            && end > limit
+        {
+            return Err(OpError::TooLarge { limit: Some(limit) }.into());
+        }
+        let mut ch = Changes::default();
+        match (self.update_state, &mut self.delivery) {
+            (UpdateState::Initial, _) => {
+                if offset != 0 {
+                    return Err(OpError::BadRequest("package push must start at offset 0".into()).into());
+                }
+                if last && bytes.is_empty() {
+                    // An empty Package is no package: nothing to deliver, nothing changes.
+                    return Err(OpError::BadRequest("empty Package".into()).into());
+                }
+                self.delivery = Some(Delivery { kind: DeliveryKind::Push, received: len, total: None, complete: last });
+                self.package_uri = None;
+                self.set_state(UpdateState::DownloadStarted, &mut ch);
+                self.set_result(UpdateResult::Downloading, &mut ch);
+                self.set_reason(StatusReason::DownloadProgressing, &mut ch);
+            }
+            (UpdateState::DownloadStarted, Some(d)) if d.kind == DeliveryKind::Push && !d.complete => {
+                // Offset 0 restarts the push (RFC 7959 §2.5); otherwise pieces must be contiguous.
+                if offset != 0 && offset != d.received {
+                    return Err(OpError::BadRequest(format!("package block at {offset}, expected {}", d.received)).into());
+                }
+                d.received = end;
+                d.complete = last;
+            }
+            _ => return Err(OpError::MethodNotAllowed("Package is writable in INITIAL only").into()),
+        }
+        Ok(ch.action(SwMgmtAction::StorePushed { offset, data: bytes.to_vec(), last }))
+    }
+
+    /// The driver stored more of a pull (no resource changes; kept for resuming).
+    pub fn download_progress(&mut self, received: u64, total: Option<u64>) -> Result<Changes, SwMgmtError> {
+        match (self.update_state, &mut self.delivery) {
+            (UpdateState::DownloadStarted, Some(d)) => {
+                d.received = received;
+                if total.is_some() {
+                    d.total = total;
+                }
+                Ok(Changes::default())
+            }
+            (state, _) => Err(SwMgmtError::UnexpectedEvent { event: "download_progress", state }),
+        }
+    }
+
+    /// The delivery failed: "PKG Download Failed" (SwMgmt §5.1.1, §5.1.2.2):
+    /// INITIAL, Update Result = the error, the partial package removed.
+    pub fn download_failed(&mut self, result: UpdateResult) -> Result<Changes, SwMgmtError> {
+        if self.update_state != UpdateState::DownloadStarted {
+            return Err(SwMgmtError::UnexpectedEvent { event: "download_failed", state: self.update_state });
+        }
+        if !result.is_delivery_failure() {
+            return Err(SwMgmtError::NotAFailure { kind: "download", result });
+        }
+        Ok(self.fail_delivery(result))
+    }
+
+    /// "PKG Written" (SwMgmt §5.1.1, §5.1.2.3): DOWNLOADED, Update Result 0,
+    /// and the driver checks integrity next.
+    pub fn package_written(&mut self) -> Result<Changes, SwMgmtError> {
+        if self.update_state != UpdateState::DownloadStarted {
+            return Err(SwMgmtError::UnexpectedEvent { event: "package_written", state: self.update_state });
+        }
+        let mut ch = Changes::default();
+        self.set_state(UpdateState::Downloaded, &mut ch);
+        self.set_result(UpdateResult::Initial, &mut ch);
+        self.set_reason(StatusReason::DownloadComplete, &mut ch);
+        if let Some(d) = &mut self.delivery {
+            d.complete = true;
+        }
+        Ok(ch.action(SwMgmtAction::VerifyIntegrity))
+    }
+
+    /// "PKG Integrity OK / not OK" (SwMgmt §5.1.1, §5.1.2.3). OK: DELIVERED
+    /// with Update Result left at 0 (the scenario list: "after verification
+    /// S=3 alone"), name and version from the package. Not OK: INITIAL with
+    /// the error (53 usually), the package removed.
+    pub fn integrity_checked(&mut self, outcome: Result<(String, String), UpdateResult>) -> Result<Changes, SwMgmtError> {
+        if self.update_state != UpdateState::Downloaded {
+            return Err(SwMgmtError::UnexpectedEvent { event: "integrity_checked", state: self.update_state });
+        }
+        match outcome {
+            Ok((name, version)) => {
+                let mut ch = Changes::default();
+                self.set_state(UpdateState::Delivered, &mut ch);
+                self.set_name(name, version, &mut ch);
+                self.delivery = None;
+                Ok(ch)
+            }
+            Err(result) if result.is_delivery_failure() => Ok(self.fail_delivery(result)),
+            Err(result) => Err(SwMgmtError::NotAFailure { kind: "integrity", result }),
+        }
+    }
+
+    /// Execute Install (4) (SwMgmt §5.1.3.1): only in DELIVERED; elsewhere the
+    /// spec says "no effect" and we answer 4.05 like common practice. The
+    /// state moves when the driver reports [`PackageInstance::install_finished`].
+    pub fn install(&mut self) -> Result<Changes, OpError> {
+        if self.update_state != UpdateState::Delivered {
+            return Err(OpError::MethodNotAllowed("Install needs DELIVERED"));
+        }
+        let mut ch = Changes::default();
+        if self.installing {
+            // Already handed to the driver: a repeated Execute adds nothing.
+            return Ok(ch);
+        }
+        self.installing = true;
+        self.set_reason(StatusReason::InstallProgressing, &mut ch);
+        Ok(ch.action(SwMgmtAction::Install { upgrade: self.for_update }))
+    }
+
+    /// The install ended (SwMgmt §5.1.1 "Install execution", §5.1.2.4, §5.2).
+    /// Success: INSTALLED, result 2, activation machine born INACTIVE unless the
+    /// driver says the software already runs. Status Reason stays 50: Appendix B
+    /// has no "installed" value and "an installation has started" stays true.
+    /// Failure: stays DELIVERED with the error (57/58), Status Reason 60.
+    pub fn install_finished(&mut self, outcome: Result<Installed, UpdateResult>) -> Result<Changes, SwMgmtError> {
+        if self.update_state != UpdateState::Delivered {
+            return Err(SwMgmtError::UnexpectedEvent { event: "install_finished", state: self.update_state });
+        }
+        let mut ch = Changes::default();
+        match outcome {
+            Ok(done) => {
+                self.installing = false;
+                self.for_update = false;
+                self.activation_target = None;
+                self.package_uri = None;
+                self.set_state(UpdateState::Installed, &mut ch);
+                self.set_result(UpdateResult::Installed, &mut ch);
+                self.set_activation(done.active, &mut ch);
+                self.set_reason(StatusReason::InstallProgressing, &mut ch);
+                self.set_name(done.name, done.version, &mut ch);
+                self.set_links(done.components, &mut ch);
+            }
+            Err(result) if result.is_failure() => {
+                self.installing = false;
+                self.set_result(result, &mut ch);
+                self.set_reason(StatusReason::InstallFailedWithData, &mut ch);
+            }
+            Err(result) => return Err(SwMgmtError::NotAFailure { kind: "install", result }),
+        }
+        Ok(ch)
+    }
+
+    /// Execute Uninstall (6) (SwMgmt §5.1.1, §5.1.2.4, §5.1.2.5, §5.1.3.2).
+    ///
+    /// - INSTALLED, no arg / 0: INITIAL, result 0, DISABLED, the software removed.
+    /// - INSTALLED, 1 (ForUpdate): INITIAL, result 0, and the next Install
+    ///   upgrades. What runs keeps running until then, but Activation State
+    ///   reads 0: §5.2 says it is DISABLED whenever the activation machine is
+    ///   not alive (not INSTALLED), and the scenario list expects A=0 notified.
+    ///   Name, version and component links stay: the software is still there.
+    /// - DELIVERED, no arg / 0: INITIAL, result unchanged, the package deleted.
+    /// - DELIVERED, 1: 4.05 (nothing installed to prepare an update of).
+    /// - Anywhere else: "no effect" in the spec; 4.05 like common practice.
+    pub fn uninstall(&mut self, for_update: bool) -> Result<Changes, OpError> {
+        let mut ch = Changes::default();
+        match (self.update_state, for_update) {
+            (UpdateState::Installed, false) => {
+                self.set_state(UpdateState::Initial, &mut ch);
+                self.set_result(UpdateResult::Initial, &mut ch);
+                self.set_activation(false, &mut ch);
+                self.set_reason(StatusReason::Idle, &mut ch);
+                self.set_name(String::new(), String::new(), &mut ch);
+                self.set_links(Vec::new(), &mut ch);
+                self.for_update = false;
+                self.activation_target = None;
+                self.removal = Some(Removal::Remove);
+                Ok(ch.action(SwMgmtAction::Remove))
+            }
+            (UpdateState::Installed, true) => {
+                self.set_state(UpdateState::Initial, &mut ch);
+                self.set_result(UpdateResult::Initial, &mut ch);
+                self.set_activation(false, &mut ch);
+                self.set_reason(StatusReason::Idle, &mut ch);
+                self.for_update = true;
+                self.activation_target = None;
+                self.removal = Some(Removal::PrepareForUpdate);
+                Ok(ch.action(SwMgmtAction::PrepareForUpdate))
+            }
+            (UpdateState::Delivered, false) => {
+                if self.installing {
+                    return Err(OpError::MethodNotAllowed("installation in progress"));
+                }
+                // §5.1.1 last row: "Update Result unchanged".
+                self.set_state(UpdateState::Initial, &mut ch);
+                self.set_reason(StatusReason::Idle, &mut ch);
+                if !self.for_update {
+                    self.set_name(String::new(), String::new(), &mut ch);
+                }
+                Ok(ch.action(SwMgmtAction::CancelDelivery))
+            }
+            (UpdateState::Delivered, true) => Err(OpError::MethodNotAllowed("Uninstall(1) needs INSTALLED")),
+            _ => Err(OpError::MethodNotAllowed("Uninstall needs INSTALLED or DELIVERED")),
+        }
+    }
+
+    /// The driver finished an Uninstall. A failed ForUpdate preparation sets
+    /// Update Result 59 (OMA registry 9.xml), a failed removal 57; either only
+    /// while the instance is still INITIAL (a newer delivery owns the result).
+    pub fn uninstall_finished(&mut self, ok: bool) -> Result<Changes, SwMgmtError> {
+        let Some(removal) = self.removal.take() else {
+            return Err(SwMgmtError::UnexpectedEvent { event: "uninstall_finished", state: self.update_state });
+        };
+        let mut ch = Changes::default();
+        if !ok && self.update_state == UpdateState::Initial {
+            let result = match removal {
+                Removal::PrepareForUpdate => {
+                    self.for_update = false;
+                    UpdateResult::UninstallForUpdateFailure
+                }
+                Removal::Remove => UpdateResult::DeviceDefined,
+            };
+            self.set_result(result, &mut ch);
+        }
+        Ok(ch)
+    }
+
+    /// Execute Activate (10) / Deactivate (11) (SwMgmt §5.2): only while the
+    /// activation machine is alive (INSTALLED), else 4.05. Asking for the
+    /// state it is in (or already heading to) answers 2.04 and changes nothing.
+    pub fn set_active(&mut self, active: bool) -> Result<Changes, OpError> {
+        if self.update_state != UpdateState::Installed {
+            return Err(OpError::MethodNotAllowed("Activate/Deactivate need INSTALLED"));
+        }
+        let ch = Changes::default();
+        if self.activation_target.unwrap_or(self.activation) == active {
+            return Ok(ch);
+        }
+        self.activation_target = Some(active);
+        Ok(ch.action(if active { SwMgmtAction::Activate } else { SwMgmtAction::Deactivate }))
+    }
+
+    /// The driver reports whether the package's software now runs (§5.2:
+    /// Activation State ENABLED only when ACTIVE).
+    pub fn activation_finished(&mut self, active: bool) -> Result<Changes, SwMgmtError> {
+        if self.update_state != UpdateState::Installed {
+            return Err(SwMgmtError::UnexpectedEvent { event: "activation_finished", state: self.update_state });
+        }
+        let mut ch = Changes::default();
+        self.activation_target = None;
+        self.set_activation(active, &mut ch);
+        Ok(ch)
+    }
+
+    /// Brings a state loaded after a restart back to something the driver can
+    /// carry on from, returning the work to re-issue.
+    ///
+    /// Failure results are not kept across a restart (scenario list:
+    /// "after restart S=0, R=0"); a pull resumes, an unfinished push cannot
+    /// (the server's block sequence is gone) and ends with 52; a written
+    /// package is verified again; an install or uninstall in flight is
+    /// re-issued; active software is started again.
+    pub fn restored(&mut self) -> Changes {
+        let mut ch = Changes::default();
+        if self.update_result.is_failure() {
+            self.set_result(UpdateResult::Initial, &mut ch);
+            let idle = if self.update_state == UpdateState::Delivered { StatusReason::DownloadComplete } else { StatusReason::Idle };
+            self.set_reason(idle, &mut ch);
+        }
+        match self.removal {
+            Some(Removal::Remove) => ch.actions.push(SwMgmtAction::Remove),
+            Some(Removal::PrepareForUpdate) => ch.actions.push(SwMgmtAction::PrepareForUpdate),
+            None => {}
+        }
+        match self.update_state {
+            UpdateState::Initial => {}
+            UpdateState::DownloadStarted => match &self.delivery {
+                Some(d) if d.kind == DeliveryKind::Pull => {
+                    if let Some(uri) = &self.package_uri {
+                        ch.actions.push(SwMgmtAction::Download {
+                            uri: uri.clone(),
+                            username: self.username.clone(),
+                            password: self.password.clone(),
+                        });
+                    } else {
+                        let failed = self.fail_delivery(UpdateResult::ConnectionLost);
+                        merge(&mut ch, failed);
+                    }
+                }
+                _ => {
+                    let failed = self.fail_delivery(UpdateResult::ConnectionLost);
+                    merge(&mut ch, failed);
+                }
+            },
+            UpdateState::Downloaded => ch.actions.push(SwMgmtAction::VerifyIntegrity),
+            UpdateState::Delivered => {
+                if self.installing {
+                    ch.actions.push(SwMgmtAction::Install { upgrade: self.for_update });
+                }
+            }
+            UpdateState::Installed => {
+                let want = self.activation_target.unwrap_or(self.activation);
+                if want {
+                    ch.actions.push(SwMgmtAction::Activate);
+                } else if self.activation_target.is_some() {
+                    ch.actions.push(SwMgmtAction::Deactivate);
+                }
+            }
+        }
+        ch
+    }
+
+    /// Value of a readable resource; write-only ones (2, 3, 14, 15) answer 4.05.
+    pub fn read(&self, resource: u16) -> Result<Option<ResourceValue>, OpError> {
+        let single = |v: Value| Ok(Some(ResourceValue::Single(v)));
+        match resource {
+            res::PKG_NAME => single(Value::String(self.pkg_name.clone())),
+            res::PKG_VERSION => single(Value::String(self.pkg_version.clone())),
+            res::UPDATE_STATE => single(Value::Integer(self.update_state.code())),
+            res::UPDATE_SUPPORTED_OBJECTS => single(Value::Boolean(self.update_supported_objects)),
+            res::UPDATE_RESULT => single(Value::Integer(self.update_result.code())),
+            res::ACTIVATION_STATE => single(Value::Boolean(self.activation)),
+            res::STATUS_REASON => single(Value::String(self.status_reason.code().to_string())),
+            res::COMPONENT_LINK => Ok(Some(ResourceValue::Multiple(
+                (0u16..).zip(self.component_links.iter().map(|id| objlnk(crate::swcomp::OBJECT_ID, *id))).collect(),
+            ))),
+            res::COMPONENT_TREE_LENGTH => single(Value::Integer(self.component_links.len() as i64)),
+            res::PACKAGE | res::PACKAGE_URI | res::USER_NAME | res::PASSWORD => {
+                Err(OpError::MethodNotAllowed("write-only resource"))
+            }
+            res::INSTALL | res::UNINSTALL | res::ACTIVATE | res::DEACTIVATE => {
+                Err(OpError::MethodNotAllowed("executable resource"))
+            }
+            _ => Err(OpError::NotFound),
+        }
+    }
+
+    /// Write of one resource; Package (2) as a whole value goes through
+    /// [`PackageInstance::write_package_block`] as a single last piece.
+    pub fn write(&mut self, resource: u16, value: ResourceValue, config: &SwMgmtConfig) -> Result<Changes, Refusal> {
+        let value = match value {
+            ResourceValue::Single(v) => v,
+            ResourceValue::Multiple(_) => {
+                return match resource {
+                    r if RESOURCES.iter().any(|d| d.id == r) => {
+                        Err(OpError::BadRequest("single-instance resource given several values".into()).into())
+                    }
+                    _ => Err(OpError::NotFound.into()),
+                };
+            }
+        };
+        let short_string = |v: Value| match v {
+            Value::String(s) if s.len() <= MAX_STRING => Ok(s),
+            Value::String(_) => Err(Refusal::from(OpError::BadRequest("string longer than 255 bytes".into()))),
+            _ => Err(OpError::BadRequest("expected a string".into()).into()),
+        };
+        match resource {
+            res::PACKAGE => match value {
+                Value::Opaque(bytes) => self.write_package_block(0, &bytes, true, config),
+                _ => Err(OpError::BadRequest("Package is opaque".into()).into()),
+            },
+            res::PACKAGE_URI => match value {
+                // The URI check happens after the state check: 4.05 wins in other states.
+                Value::String(uri) => self.write_package_uri(&uri, config),
+                _ => Err(OpError::BadRequest("Package URI is a string".into()).into()),
+            },
+            res::UPDATE_SUPPORTED_OBJECTS => match value {
+                Value::Boolean(b) => {
+                    let mut ch = Changes::default();
+                    if self.update_supported_objects != b {
+                        self.update_supported_objects = b;
+                        ch.resources.insert(res::UPDATE_SUPPORTED_OBJECTS);
+                    }
+                    Ok(ch)
+                }
+                _ => Err(OpError::BadRequest("Update Supported Objects is boolean".into()).into()),
+            },
+            res::USER_NAME => {
+                self.username = Some(short_string(value)?);
+                Ok(Changes::default())
+            }
+            res::PASSWORD => {
+                self.password = Some(short_string(value)?);
+                Ok(Changes::default())
+            }
+            r if RESOURCES.iter().any(|d| d.id == r) => Err(OpError::MethodNotAllowed("resource is not writable").into()),
+            _ => Err(OpError::NotFound.into()),
+        }
+    }
+
+    /// Execute of one resource with its raw arguments (Core §6.3.5).
+    pub fn execute(&mut self, resource: u16, args: &[u8]) -> Result<Changes, OpError> {
+        let args = execargs::parse(args).map_err(|e| OpError::BadRequest(e.to_string()))?;
+        match resource {
+            res::INSTALL => self.install(),
+            res::UNINSTALL => self.uninstall(uninstall_for_update(&args)?),
+            res::ACTIVATE => self.set_active(true),
+            res::DEACTIVATE => self.set_active(false),
+            r if RESOURCES.iter().any(|d| d.id == r) => Err(OpError::MethodNotAllowed("resource is not executable")),
+            _ => Err(OpError::NotFound),
+        }
+    }
+
+    /// What a Delete of this instance leaves the driver to clean up.
+    fn teardown(&self) -> Vec<SwMgmtAction> {
+        match self.update_state {
+            UpdateState::DownloadStarted | UpdateState::Downloaded | UpdateState::Delivered => {
+                let mut actions = vec![SwMgmtAction::CancelDelivery];
+                if self.for_update {
+                    actions.push(SwMgmtAction::Remove);
+                }
+                actions
+            }
+            UpdateState::Installed => vec![SwMgmtAction::Remove],
+            UpdateState::Initial if self.for_update || self.removal == Some(Removal::Remove) => vec![SwMgmtAction::Remove],
+            UpdateState::Initial => Vec::new(),
+        }
+    }
+}
+
+fn merge(into: &mut Changes, from: Changes) {
+    into.resources.extend(from.resources);
+    into.actions.extend(from.actions);
+    into.registration_update |= from.registration_update;
+}
+
+/// Uninstall's one argument (SwMgmt §6 resource 6): none or 0 removes, 1 is
+/// "ForUpdate". Both the bare digit (`1`, as Anjay sends) and a value on
+/// argument 0 (`0='1'`) are accepted (field notes); anything else is 4.00.
+fn uninstall_for_update(args: &[execargs::ExecArg]) -> Result<bool, OpError> {
+    let bad = || OpError::BadRequest("Uninstall takes one argument, 0 or 1".into());
+    match args {
+        [] => Ok(false),
+        [(0, None)] => Ok(false),
+        [(1, None)] => Ok(true),
+        [(0, Some(v))] if v == "0" => Ok(false),
+        [(0, Some(v))] if v == "1" => Ok(true),
+        _ => Err(bad()),
+    }
+}
+
+/// Object 9 with all its instances; serialisable for persistence (the
+/// configuration and the pending notifications are not part of the state).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SoftwareManagement {
+    instances: BTreeMap<u16, PackageInstance>,
+    #[serde(skip)]
+    config: SwMgmtConfig,
+    /// Resources changed since the engine last asked, for Observe.
+    #[serde(skip)]
+    changed: Vec<Path>,
+}
+
+/// The result of a driver event: resources to notify and effects to carry out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub changed: Vec<Path>,
+    /// In order: `Persist` first (state on disk before anything else), then the work.
+    pub effects: Vec<Effect>,
+}
+
+impl SoftwareManagement {
+    /// An object with no instances.
+    pub fn new(config: SwMgmtConfig) -> Self {
+        SoftwareManagement { instances: BTreeMap::new(), config, changed: Vec::new() }
+    }
+
+    /// Loads persisted state (from [`SoftwareManagement::to_json`]) and brings
+    /// each instance back to a state the driver can carry on from
+    /// ([`PackageInstance::restored`]); returns the effects to re-issue.
+    pub fn from_json(json: &str, config: SwMgmtConfig) -> Result<(Self, Vec<Effect>), serde_json::Error> {
+        let mut sm: SoftwareManagement = serde_json::from_str(json)?;
+        sm.config = config;
+        let mut effects = Vec::new();
+        let ids: Vec<u16> = sm.instances.keys().copied().collect();
+        for iid in ids {
+            if let Some(inst) = sm.instances.get_mut(&iid) {
+                let ch = inst.restored();
+                let (_, mut fx) = sm.report(iid, ch);
+                effects.append(&mut fx);
+            }
+        }
+        sm.changed.clear();
+        Ok((sm, effects))
+    }
+
+    /// The persisted form.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    pub fn config(&self) -> &SwMgmtConfig {
+        &self.config
+    }
+
+    /// One instance, for the driver and for tests.
+    pub fn instance(&self, iid: u16) -> Option<&PackageInstance> {
+        self.instances.get(&iid)
+    }
+
+    /// Paths whose value changed since the last call (Observe notifications).
+    pub fn take_changed(&mut self) -> Vec<Path> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Turns a transition's changes into paths and effects; also queues the paths.
+    fn report(&mut self, iid: u16, ch: Changes) -> (Vec<Path>, Vec<Effect>) {
+        let paths: Vec<Path> = ch.resources.iter().map(|r| Path::resource(OBJECT_ID, iid, *r)).collect();
+        self.changed.extend(paths.iter().copied());
+        let mut effects = Vec::new();
+        if !ch.is_empty() {
+            effects.push(Effect::Persist);
+        }
+        effects.extend(ch.actions.into_iter().map(|action| Effect::SwMgmt { instance: iid, action }));
+        if ch.registration_update {
+            effects.push(Effect::RegistrationUpdate);
+        }
+        (paths, effects)
+    }
+
+    fn event(
+        &mut self,
+        iid: u16,
+        f: impl FnOnce(&mut PackageInstance) -> Result<Changes, SwMgmtError>,
+    ) -> Result<Report, SwMgmtError> {
+        let inst = self.instances.get_mut(&iid).ok_or(SwMgmtError::NoInstance(iid))?;
+        let ch = f(inst)?;
+        let (changed, effects) = self.report(iid, ch);
+        Ok(Report { changed, effects })
+    }
+
+    fn op(&mut self, iid: u16, f: impl FnOnce(&mut PackageInstance, &SwMgmtConfig) -> Result<Changes, Refusal>) -> Result<Vec<Effect>, OpError> {
+        let config = self.config;
+        let inst = self.instances.get_mut(&iid).ok_or(OpError::NotFound)?;
+        match f(inst, &config) {
+            Ok(ch) => Ok(self.report(iid, ch).1),
+            Err(Refusal { error, changes }) => {
+                self.report(iid, changes);
+                Err(error)
+            }
+        }
+    }
+
+    /// See [`PackageInstance::download_progress`].
+    pub fn download_progress(&mut self, iid: u16, received: u64, total: Option<u64>) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.download_progress(received, total))
+    }
+
+    /// See [`PackageInstance::download_failed`].
+    pub fn download_failed(&mut self, iid: u16, result: UpdateResult) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.download_failed(result))
+    }
+
+    /// See [`PackageInstance::package_written`].
+    pub fn package_written(&mut self, iid: u16) -> Result<Report, SwMgmtError> {
+        self.event(iid, PackageInstance::package_written)
+    }
+
+    /// See [`PackageInstance::integrity_checked`]; `Ok((name, version))`.
+    pub fn integrity_checked(&mut self, iid: u16, outcome: Result<(String, String), UpdateResult>) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.integrity_checked(outcome))
+    }
+
+    /// See [`PackageInstance::install_finished`].
+    pub fn install_finished(&mut self, iid: u16, outcome: Result<Installed, UpdateResult>) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.install_finished(outcome))
+    }
+
+    /// See [`PackageInstance::activation_finished`].
+    pub fn activation_finished(&mut self, iid: u16, active: bool) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.activation_finished(active))
+    }
+
+    /// See [`PackageInstance::uninstall_finished`].
+    pub fn uninstall_finished(&mut self, iid: u16, ok: bool) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.uninstall_finished(ok))
+    }
+}
+
+impl Object for SoftwareManagement {
+    fn id(&self) -> u16 {
+        OBJECT_ID
+    }
+
+    fn resources(&self) -> &'static [ResourceDef] {
+        &RESOURCES
+    }
+
+    fn instances(&self) -> Vec<u16> {
+        self.instances.keys().copied().collect()
+    }
+
+    fn read(&self, instance: u16, resource: u16) -> Result<Option<ResourceValue>, OpError> {
+        self.instances.get(&instance).ok_or(OpError::NotFound)?.read(resource)
+    }
+
+    fn write(&mut self, instance: u16, resource: u16, value: ResourceValue, _replace: bool) -> Result<Vec<Effect>, OpError> {
+        self.op(instance, |p, cfg| p.write(resource, value, cfg))
+    }
+
+    fn write_block(&mut self, instance: u16, resource: u16, offset: u64, bytes: &[u8], last: bool) -> Result<Vec<Effect>, OpError> {
+        if resource != res::PACKAGE {
+            return Err(OpError::MethodNotAllowed("block-wise write is for Package only"));
+        }
+        self.op(instance, |p, cfg| p.write_package_block(offset, bytes, last, cfg))
+    }
+
+    fn execute(&mut self, instance: u16, resource: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
+        self.op(instance, |p, _| p.execute(resource, args).map_err(Refusal::from))
+    }
+
+    /// Create makes an empty INITIAL instance (SwMgmt §5.1.2.1), then applies
+    /// the given values as writes; if one fails the instance is not kept.
+    fn create(&mut self, instance: Option<u16>, values: Vec<(u16, ResourceValue)>) -> Result<(u16, Vec<Effect>), OpError> {
+        if self.instances.len() >= self.config.max_instances {
+            return Err(OpError::MethodNotAllowed("no free Software Management instance"));
+        }
+        let iid = match instance {
+            Some(u16::MAX) => return Err(OpError::BadRequest("instance id 65535 is reserved".into())),
+            Some(id) if self.instances.contains_key(&id) => {
+                return Err(OpError::BadRequest(format!("instance /9/{id} exists")));
+            }
+            Some(id) => id,
+            None => (0..u16::MAX).find(|id| !self.instances.contains_key(id)).ok_or(OpError::MethodNotAllowed("no free instance id"))?,
+        };
+        let mut inst = PackageInstance::new();
+        let mut changes = Changes::default();
+        for (resource, value) in values {
+            let ch = inst.write(resource, value, &self.config).map_err(|r| r.error)?;
+            merge(&mut changes, ch);
+        }
+        self.instances.insert(iid, inst);
+        changes.resources.clear(); // a new instance has no observers yet
+        let (_, mut effects) = self.report(iid, changes);
+        if !effects.contains(&Effect::Persist) {
+            effects.insert(0, Effect::Persist);
+        }
+        Ok((iid, effects))
+    }
+
+    /// Delete drops the instance and asks the driver to clean up what it held.
+    fn delete(&mut self, instance: u16) -> Result<Vec<Effect>, OpError> {
+        let inst = self.instances.remove(&instance).ok_or(OpError::NotFound)?;
+        self.changed.retain(|p| p.instance != Some(instance));
+        let mut effects = vec![Effect::Persist];
+        effects.extend(inst.teardown().into_iter().map(|action| Effect::SwMgmt { instance, action }));
+        if inst.update_supported_objects && !inst.component_links.is_empty() {
+            effects.push(Effect::RegistrationUpdate);
+        }
+        Ok(effects)
+    }
+}
+
+#[cfg(test)]
+#[path = "swmgmt_tests.rs"]
+mod tests;

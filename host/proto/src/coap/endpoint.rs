@@ -561,3 +561,149 @@ impl Endpoint {
         self.dedup.retain(|_, d| d.expires > now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coap_lite::RequestType;
+
+    fn peer() -> SocketAddr {
+        "192.0.2.1:5683".parse().unwrap()
+    }
+
+    fn get(mid: u16, con: bool) -> Vec<u8> {
+        let mut p = msg::request(RequestType::Get, &["3", "0"]);
+        p.header.message_id = mid;
+        p.header.set_type(if con { MessageType::Confirmable } else { MessageType::NonConfirmable });
+        p.set_token(vec![7]);
+        msg::encode(&p).unwrap()
+    }
+
+    #[test]
+    fn ping_gets_rst_and_garbage_con_gets_rst() {
+        let mut ep = Endpoint::new(Params::default(), 1);
+        let now = Instant::now();
+        ep.handle_datagram(now, peer(), &[0x40, 0x00, 0xAB, 0xCD]);
+        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0xAB, 0xCD]);
+        ep.handle_datagram(now, peer(), &[0x40, 0x01, 0x00, 0x09, 0xBF]);
+        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0x00, 0x09]);
+        // malformed NON: silently ignored, no event
+        ep.handle_datagram(now, peer(), &[0x50, 0x01, 0x00, 0x0A, 0xBF]);
+        assert!(ep.poll_transmit().is_none());
+        assert!(ep.poll_event().is_none());
+    }
+
+    #[test]
+    fn duplicate_con_replays_same_reply_and_is_processed_once() {
+        let mut ep = Endpoint::new(Params::default(), 1);
+        let now = Instant::now();
+        ep.handle_datagram(now, peer(), &get(0x1234, true));
+        let Some(EndpointEvent::Request(req)) = ep.poll_event() else { panic!() };
+        // duplicate before the answer: ignored
+        ep.handle_datagram(now, peer(), &get(0x1234, true));
+        assert!(ep.poll_event().is_none() && ep.poll_transmit().is_none());
+        let mut resp = msg::response_to(&req.packet, Code::CONTENT);
+        resp.payload = b"x".to_vec();
+        ep.respond(now, &req, resp);
+        let first = ep.poll_transmit().unwrap().bytes;
+        assert_eq!(&first[..4], &[0x61, 0x45, 0x12, 0x34]);
+        ep.handle_datagram(now + Duration::from_secs(10), peer(), &get(0x1234, true));
+        assert!(ep.poll_event().is_none());
+        assert_eq!(ep.poll_transmit().unwrap().bytes, first);
+        // after EXCHANGE_LIFETIME the MID is new again
+        ep.handle_datagram(now + Duration::from_secs(248), peer(), &get(0x1234, true));
+        assert!(matches!(ep.poll_event(), Some(EndpointEvent::Request(_))));
+        // NON duplicates are dropped silently
+        ep.handle_datagram(now, peer(), &get(0x2000, false));
+        assert!(matches!(ep.poll_event(), Some(EndpointEvent::Request(_))));
+        ep.handle_datagram(now, peer(), &get(0x2000, false));
+        assert!(ep.poll_event().is_none());
+    }
+
+    #[test]
+    fn dedup_cache_is_bounded() {
+        let mut ep = Endpoint::new(Params { dedup_capacity: 4, ..Params::default() }, 1);
+        let now = Instant::now();
+        for mid in 0..10 {
+            ep.handle_datagram(now + Duration::from_millis(mid.into()), peer(), &get(mid, true));
+        }
+        assert_eq!(ep.dedup.len(), 4);
+    }
+
+    #[test]
+    fn con_retransmits_with_doubling_then_times_out() {
+        for seed in 0..20 {
+            let mut ep = Endpoint::new(Params::default(), seed);
+            let t0 = Instant::now();
+            let id = ep.send_request(t0, peer(), msg::request(RequestType::Post, &["rd"]));
+            let first = ep.poll_transmit().unwrap().bytes;
+            let mut sends = vec![Duration::ZERO];
+            let mut now = t0;
+            loop {
+                let Some(t) = ep.poll_timeout() else { break };
+                now = t;
+                ep.handle_timeout(now);
+                if let Some(tx) = ep.poll_transmit() {
+                    assert_eq!(tx.bytes, first, "retransmission reuses MID and bytes");
+                    sends.push(now - t0);
+                }
+            }
+            assert_eq!(sends.len(), 5, "1 + MAX_RETRANSMIT");
+            let t = sends[1];
+            assert!(t >= Duration::from_secs(2) && t <= Duration::from_secs(3), "{t:?}");
+            assert_eq!(sends[2], t * 3);
+            assert_eq!(sends[3], t * 7);
+            assert_eq!(sends[4], t * 15);
+            assert_eq!(now - t0, t * 31);
+            assert!(matches!(ep.poll_event(), Some(EndpointEvent::Timeout { id: i }) if i == id));
+        }
+    }
+
+    #[test]
+    fn nstart_one_queues_second_request_and_matches_by_token() {
+        let mut ep = Endpoint::new(Params::default(), 3);
+        let now = Instant::now();
+        let a = ep.send_request(now, peer(), msg::request(RequestType::Get, &["a"]));
+        let b = ep.send_request(now, peer(), msg::request(RequestType::Get, &["b"]));
+        let tx = ep.poll_transmit().unwrap();
+        assert!(ep.poll_transmit().is_none(), "second request waits");
+        let sent = Packet::from_bytes(&tx.bytes).unwrap();
+        // piggy-backed response with the wrong token is ignored
+        let mut bad = msg::response_to(&sent, Code::CONTENT);
+        bad.set_token(vec![0xEE]);
+        bad.header.set_type(MessageType::Acknowledgement);
+        bad.header.message_id = sent.header.message_id;
+        ep.handle_datagram(now, peer(), &msg::encode(&bad).unwrap());
+        assert!(ep.poll_event().is_none());
+        // empty ACK frees the slot; separate CON response is ACKed and delivered
+        ep.handle_datagram(now, peer(), &msg::encode(&msg::empty(MessageType::Acknowledgement, sent.header.message_id)).unwrap());
+        assert!(ep.poll_transmit().is_some(), "b starts after the ACK");
+        let mut sep = msg::response_to(&sent, Code::CONTENT);
+        sep.header.set_type(MessageType::Confirmable);
+        sep.header.message_id = 0x7777;
+        ep.handle_datagram(now, peer(), &msg::encode(&sep).unwrap());
+        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x60, 0x00, 0x77, 0x77]);
+        assert!(matches!(ep.poll_event(), Some(EndpointEvent::Response { id, .. }) if id == a));
+        assert!(ep.is_open(b));
+        // an unexpected response is rejected with RST
+        let mut stray = msg::response_to(&sent, Code::CONTENT);
+        stray.set_token(vec![1, 2, 3]);
+        stray.header.set_type(MessageType::NonConfirmable);
+        stray.header.message_id = 0x0101;
+        ep.handle_datagram(now, peer(), &msg::encode(&stray).unwrap());
+        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0x01, 0x01]);
+    }
+
+    #[test]
+    fn rst_to_non_message_is_reported() {
+        let mut ep = Endpoint::new(Params::default(), 3);
+        let now = Instant::now();
+        let mut n = msg::response_to(&Packet::new(), Code::CONTENT);
+        n.header.set_type(MessageType::NonConfirmable);
+        n.set_token(vec![1, 2]);
+        let id = ep.send_message(now, peer(), n);
+        let tx = Packet::from_bytes(&ep.poll_transmit().unwrap().bytes).unwrap();
+        ep.handle_datagram(now, peer(), &msg::encode(&msg::empty(MessageType::Reset, tx.header.message_id)).unwrap());
+        assert!(matches!(ep.poll_event(), Some(EndpointEvent::Reset { id: i }) if i == id));
+    }
+}

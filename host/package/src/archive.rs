@@ -130,8 +130,8 @@ impl<R: Read> Read for CappedReader<R> {
 }
 
 /// A tar parser over gzip or plain input, plus the flags that classify its errors.
-struct Stream {
-    archive: tar::Archive<Box<dyn Read>>,
+struct Stream<'a> {
+    archive: tar::Archive<Box<dyn Read + 'a>>,
     flags: Rc<StreamFlags>,
     cap: u64,
     /// Last entry fully read, for error messages.
@@ -140,8 +140,8 @@ struct Stream {
     started: bool,
 }
 
-impl Stream {
-    fn open<R: Read + 'static>(reader: R, limits: &Limits) -> Result<Self> {
+impl<'a> Stream<'a> {
+    fn open<R: Read + 'a>(reader: R, limits: &Limits) -> Result<Self> {
         let flags = Rc::new(StreamFlags::default());
         let mut source = SourceReader {
             inner: reader,
@@ -155,7 +155,7 @@ impl Stream {
             .map_err(|e| PackageError::io("read package", e))?;
         let gzip = magic == [0x1f, 0x8b];
         let joined = io::Cursor::new(magic).chain(source);
-        let decoded: Box<dyn Read> = if gzip {
+        let decoded: Box<dyn Read + 'a> = if gzip {
             Box::new(GzDecoder::new(joined))
         } else {
             Box::new(joined)
@@ -166,7 +166,7 @@ impl Stream {
             remaining: cap,
             flags: flags.clone(),
         };
-        let archive = tar::Archive::new(Box::new(capped) as Box<dyn Read>);
+        let archive = tar::Archive::new(Box::new(capped) as Box<dyn Read + 'a>);
         Ok(Stream {
             archive,
             flags,
@@ -280,7 +280,7 @@ fn read_small<R: Read>(
 ///
 /// On error the staging dir may hold partial files: the caller deletes it. Nothing is ever
 /// written outside it.
-pub fn unpack<R: Read + 'static>(
+pub fn unpack<R: Read>(
     reader: R,
     staging_dir: &Path,
     limits: &Limits,
@@ -579,7 +579,7 @@ impl Inspection {
 /// Reads the manifest and checks every file's digest without writing anything. Structural
 /// problems (not an archive, no or bad manifest, manifest not first, limits) are errors;
 /// per-file problems are reported in [`Inspection::entries`].
-pub fn read_manifest<R: Read + 'static>(reader: R, limits: &Limits) -> Result<Inspection> {
+pub fn read_manifest<R: Read>(reader: R, limits: &Limits) -> Result<Inspection> {
     let mut stream = Stream::open(reader, limits)?;
     let Stream {
         archive,

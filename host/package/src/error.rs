@@ -1,7 +1,8 @@
 //! One error type for everything a package can get wrong, sorted by whose fault it is.
 //!
-//! The host maps [`ErrorKind`] onto LwM2M Update Result codes (SwMgmt §5.1.2.3, resource 9):
-//! `Integrity` -> 53, `Unsupported` -> 54, `TooLarge` -> 50; `Io` is a local fault.
+//! The host maps [`ErrorKind`] onto LwM2M Update Result codes (SwMgmt §6, resource 9 "Update
+//! Result"; the integrity check of §5.1.2.3 DOWNLOADED): `Integrity` -> 53, `Unsupported` -> 54,
+//! `TooLarge` -> 50; `Io` is a local fault (57, device defined error, is a reasonable choice).
 
 use std::io;
 

@@ -651,3 +651,67 @@ fn inspection_reports_without_writing() {
     assert!(matches!(status[2], ("link", EntryStatus::Refused(_))));
     assert_eq!(i.missing, vec!["assets/index.html".to_string()]);
 }
+
+// ---- pack edge cases -------------------------------------------------------------------------
+
+#[test]
+fn long_paths_survive_pack_and_unpack() {
+    let src = tempfile::tempdir().unwrap();
+    source_dir(src.path());
+    let deep = format!("assets/{}/{}", "d".repeat(120), "f".repeat(120));
+    assert!(deep.len() > 100 && deep.len() <= 255);
+    std::fs::create_dir_all(src.path().join(&deep).parent().unwrap()).unwrap();
+    std::fs::write(src.path().join(&deep), b"deep").unwrap();
+    let mut out = Vec::new();
+    let m = pack(src.path(), &mut out, None, &mut |_| {}).unwrap();
+    assert!(m.files.iter().any(|f| f.path == deep));
+    let s = Scratch::new();
+    s.unpack(&out, &limits(), &[]).unwrap();
+    assert_eq!(s.staged(&deep).unwrap(), b"deep");
+}
+
+#[test]
+fn pack_refuses_missing_files_and_symlinked_assets() {
+    let src = tempfile::tempdir().unwrap();
+    source_dir(src.path());
+    std::fs::remove_file(src.path().join("app.wasm")).unwrap();
+    let e = pack(src.path(), &mut Vec::new(), None, &mut |_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert!(e.to_string().contains("app.wasm"), "{e}");
+
+    let src = tempfile::tempdir().unwrap();
+    source_dir(src.path());
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/etc/passwd", src.path().join("assets/passwd")).unwrap();
+        let e = pack(src.path(), &mut Vec::new(), None, &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+    }
+}
+
+#[test]
+fn pack_refuses_invalid_manifest() {
+    let src = tempfile::tempdir().unwrap();
+    source_dir(src.path());
+    let text = std::fs::read_to_string(src.path().join("manifest.toml")).unwrap();
+    std::fs::write(
+        src.path().join("manifest.toml"),
+        text.replace("wasmdm:device/app", "wasi:http/proxy"),
+    )
+    .unwrap();
+    let e = pack(src.path(), &mut Vec::new(), None, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, PackageError::UnknownWorld { .. }), "{e}");
+}
+
+#[test]
+fn packed_manifest_lists_every_digest() {
+    let src = tempfile::tempdir().unwrap();
+    source_dir(src.path());
+    let mut out = Vec::new();
+    pack(src.path(), &mut out, None, &mut |_| {}).unwrap();
+    let i = read_manifest(&out[..], &limits()).unwrap();
+    let text = String::from_utf8(i.manifest_bytes).unwrap();
+    assert!(text.contains(&Digest::of(APP).to_hex()));
+    assert!(text.contains(&Digest::of(b"h1{}").to_hex()));
+    assert!(!text.contains(&"0".repeat(64)), "stale digest replaced");
+}

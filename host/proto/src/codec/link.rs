@@ -1,0 +1,1 @@
+//! CoRE link format.

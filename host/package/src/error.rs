@@ -159,6 +159,15 @@ impl PackageError {
     pub fn kind(&self) -> ErrorKind {
         use PackageError::*;
         match self {
+            // A full disk while staging is "not enough storage", not a generic local fault.
+            Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                ErrorKind::TooLarge
+            }
             Io { .. } | Random(_) => ErrorKind::Io,
             NotAnArchive(_)
             | NoManifest
@@ -204,3 +213,19 @@ impl PackageError {
 
 /// Result alias for this crate.
 pub type Result<T, E = PackageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_is_too_large_other_io_is_io() {
+        let full = PackageError::io("write x", io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(full.kind(), ErrorKind::TooLarge);
+        let quota = PackageError::io("write x", io::Error::from(io::ErrorKind::QuotaExceeded));
+        assert_eq!(quota.kind(), ErrorKind::TooLarge);
+        let denied = PackageError::io("write x", io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.kind(), ErrorKind::Io);
+        assert!(denied.to_string().starts_with("write x: "));
+    }
+}

@@ -79,7 +79,7 @@ fn prefix_match(net: IpAddr, ip: IpAddr, prefix: u8) -> bool {
         (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128u32),
         _ => return false,
     };
-    let host_bits = bits - u32::from(prefix);
+    let host_bits = bits.saturating_sub(u32::from(prefix));
     // Shifting a u128 by 128 would overflow: prefix 0 matches everything of the family.
     host_bits >= 128 || (net >> host_bits) == (ip >> host_bits)
 }

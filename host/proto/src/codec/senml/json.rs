@@ -61,20 +61,15 @@ fn number(n: Number) -> Result<String, CodecError> {
     }
 }
 
-/// Parses a SenML JSON array into wire records.
+/// Parses a SenML JSON array into wire records. A key repeated inside one
+/// record is refused, not silently collapsed as a JSON map would.
 pub fn from_json(bytes: &[u8]) -> Result<Vec<RawRecord>, CodecError> {
     let bad = |why: String| CodecError::malformed(FORMAT, why);
-    let json: Json = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    let Json::Array(items) = json else {
-        return Err(bad("top level is not an array".into()));
-    };
+    let items: Vec<Pairs> = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
     let mut records = Vec::with_capacity(items.len());
-    for item in items {
-        let Json::Object(map) = item else {
-            return Err(bad("record is not an object".into()));
-        };
+    for Pairs(pairs) in items {
         let mut record = RawRecord::default();
-        for (key, value) in map {
+        for (key, value) in pairs {
             let field = Field::from_name(&key).ok_or_else(|| bad(format!("must-understand field {key:?}")))?;
             let value = match (field, value) {
                 (Field::DataValue, Json::String(s)) => {
@@ -90,6 +85,29 @@ pub fn from_json(bytes: &[u8]) -> Result<Vec<RawRecord>, CodecError> {
         records.push(record);
     }
     Ok(records)
+}
+
+/// One JSON object as its key/value pairs in order, duplicates kept.
+struct Pairs(Vec<(String, Json)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a SenML record object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, Json>()? {
+                    pairs.push(pair);
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 fn json_number(n: &serde_json::Number) -> Number {

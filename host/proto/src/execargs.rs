@@ -42,7 +42,10 @@ pub type ExecArg = (u8, Option<String>);
 
 /// CHAR of §6.3.5: printable ASCII without space, `"`, `'` and `\`.
 fn is_arg_char(b: u8) -> bool {
-    b == b'!' || (0x23..=0x26).contains(&b) || (0x28..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)
+    b == b'!'
+        || (0x23..=0x26).contains(&b)
+        || (0x28..=0x5B).contains(&b)
+        || (0x5D..=0x7E).contains(&b)
 }
 
 /// Parses an Execute payload into its arguments, in the order given.
@@ -80,7 +83,10 @@ pub fn parse(payload: &[u8]) -> Result<Vec<ExecArg>, ExecArgsError> {
                     }
                 }
                 // Only ASCII passed `is_arg_char`, so the slice is valid UTF-8.
-                let value = text.get(start..end).ok_or(ExecArgsError::NotText)?.to_owned();
+                let value = text
+                    .get(start..end)
+                    .ok_or(ExecArgsError::NotText)?
+                    .to_owned();
                 pos = end + 1;
                 Some(value)
             }
@@ -108,9 +114,15 @@ mod tests {
             parse(b"7,0='https://www.omaspecworks.org'").unwrap(),
             vec![(7, None), (0, Some("https://www.omaspecworks.org".into()))]
         );
-        assert_eq!(parse(b"0,1,2,3,4").unwrap(), (0..=4).map(|d| (d, None)).collect::<Vec<_>>());
+        assert_eq!(
+            parse(b"0,1,2,3,4").unwrap(),
+            (0..=4).map(|d| (d, None)).collect::<Vec<_>>()
+        );
         // The wire vector of reference §2: POST /9/0/6 "0='v1',1".
-        assert_eq!(parse(b"0='v1',1").unwrap(), vec![(0, Some("v1".into())), (1, None)]);
+        assert_eq!(
+            parse(b"0='v1',1").unwrap(),
+            vec![(0, Some("v1".into())), (1, None)]
+        );
         // Empty quoted value is `*CHAR`: allowed.
         assert_eq!(parse(b"3=''").unwrap(), vec![(3, Some(String::new()))]);
     }
@@ -137,7 +149,12 @@ mod tests {
             (b"1='\xc3\xa9'", ExecArgsError::BadChar(3)),
         ];
         for (input, want) in cases {
-            assert_eq!(parse(input).as_ref(), Err(want), "input {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                parse(input).as_ref(),
+                Err(want),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }

@@ -29,17 +29,59 @@ pub mod res {
     pub const ACTIVATION_STATE: u16 = 5;
 }
 
-const fn def(id: u16, name: &'static str, operations: Operations, data_type: DataType) -> ResourceDef {
-    ResourceDef { id, name, operations, multiple: false, mandatory: false, data_type }
+const fn def(
+    id: u16,
+    name: &'static str,
+    operations: Operations,
+    data_type: DataType,
+) -> ResourceDef {
+    ResourceDef {
+        id,
+        name,
+        operations,
+        multiple: false,
+        mandatory: false,
+        data_type,
+    }
 }
 
 static RESOURCES: [ResourceDef; 6] = [
-    def(res::IDENTITY, "Component Identity", Operations::Read, DataType::String),
-    def(res::PACK, "Component Pack", Operations::Read, DataType::Opaque),
-    def(res::VERSION, "Component Version", Operations::Read, DataType::String),
-    def(res::ACTIVATE, "Activate", Operations::Execute, DataType::None),
-    def(res::DEACTIVATE, "Deactivate", Operations::Execute, DataType::None),
-    def(res::ACTIVATION_STATE, "Activation State", Operations::Read, DataType::Boolean),
+    def(
+        res::IDENTITY,
+        "Component Identity",
+        Operations::Read,
+        DataType::String,
+    ),
+    def(
+        res::PACK,
+        "Component Pack",
+        Operations::Read,
+        DataType::Opaque,
+    ),
+    def(
+        res::VERSION,
+        "Component Version",
+        Operations::Read,
+        DataType::String,
+    ),
+    def(
+        res::ACTIVATE,
+        "Activate",
+        Operations::Execute,
+        DataType::None,
+    ),
+    def(
+        res::DEACTIVATE,
+        "Deactivate",
+        Operations::Execute,
+        DataType::None,
+    ),
+    def(
+        res::ACTIVATION_STATE,
+        "Activation State",
+        Operations::Read,
+        DataType::Boolean,
+    ),
 ];
 
 /// One /14 instance.
@@ -91,11 +133,27 @@ impl SoftwareComponents {
 
     /// Adds a component of package `owner` (not yet INSTALLED: the driver calls
     /// this before reporting the install finished). Returns its /14 id.
-    pub fn add(&mut self, owner: u16, identity: String, version: String, active: bool) -> Result<u16, SwCompError> {
-        let id = (0..u16::MAX).find(|id| !self.instances.contains_key(id)).ok_or(SwCompError::Full)?;
+    pub fn add(
+        &mut self,
+        owner: u16,
+        identity: String,
+        version: String,
+        active: bool,
+    ) -> Result<u16, SwCompError> {
+        let id = (0..u16::MAX)
+            .find(|id| !self.instances.contains_key(id))
+            .ok_or(SwCompError::Full)?;
         self.instances.insert(
             id,
-            Component { owner, identity, version, pack: None, active, activation_target: None, owner_installed: false },
+            Component {
+                owner,
+                identity,
+                version,
+                pack: None,
+                active,
+                activation_target: None,
+                owner_installed: false,
+            },
         );
         Ok(id)
     }
@@ -107,7 +165,10 @@ impl SoftwareComponents {
 
     /// Makes Component Pack (1) readable with these bytes (or absent with `None`).
     pub fn set_pack(&mut self, id: u16, pack: Option<Vec<u8>>) -> Result<(), SwCompError> {
-        let c = self.instances.get_mut(&id).ok_or(SwCompError::NoInstance(id))?;
+        let c = self
+            .instances
+            .get_mut(&id)
+            .ok_or(SwCompError::NoInstance(id))?;
         c.pack = pack;
         self.changed.push(Path::resource(OBJECT_ID, id, res::PACK));
         Ok(())
@@ -116,13 +177,17 @@ impl SoftwareComponents {
     /// The driver reports whether a component runs now; returns whether
     /// Activation State (5) changed.
     pub fn activation_finished(&mut self, id: u16, active: bool) -> Result<bool, SwCompError> {
-        let c = self.instances.get_mut(&id).ok_or(SwCompError::NoInstance(id))?;
+        let c = self
+            .instances
+            .get_mut(&id)
+            .ok_or(SwCompError::NoInstance(id))?;
         c.activation_target = None;
         if c.active == active {
             return Ok(false);
         }
         c.active = active;
-        self.changed.push(Path::resource(OBJECT_ID, id, res::ACTIVATION_STATE));
+        self.changed
+            .push(Path::resource(OBJECT_ID, id, res::ACTIVATION_STATE));
         Ok(true)
     }
 
@@ -135,7 +200,9 @@ impl SoftwareComponents {
         let mut removed = Vec::new();
         let mut changed = Vec::new();
         self.instances.retain(|id, c| {
-            let owner = packages.instance(c.owner).filter(|p| p.component_links.contains(id));
+            let owner = packages
+                .instance(c.owner)
+                .filter(|p| p.component_links.contains(id));
             match owner {
                 None => {
                     removed.push(*id);
@@ -152,7 +219,8 @@ impl SoftwareComponents {
                 }
             }
         });
-        self.changed.retain(|p| p.instance.is_none_or(|i| !removed.contains(&i)));
+        self.changed
+            .retain(|p| p.instance.is_none_or(|i| !removed.contains(&i)));
         self.changed.extend(changed);
         removed
     }
@@ -181,18 +249,31 @@ impl Object for SoftwareComponents {
         let single = |v: Value| Ok(Some(ResourceValue::Single(v)));
         match resource {
             res::IDENTITY => single(Value::String(c.identity.clone())),
-            res::PACK => Ok(c.pack.as_ref().map(|p| ResourceValue::Single(Value::Opaque(p.clone())))),
+            res::PACK => Ok(c
+                .pack
+                .as_ref()
+                .map(|p| ResourceValue::Single(Value::Opaque(p.clone())))),
             res::VERSION => single(Value::String(c.version.clone())),
             res::ACTIVATION_STATE => single(Value::Boolean(c.active)),
-            res::ACTIVATE | res::DEACTIVATE => Err(OpError::MethodNotAllowed("executable resource")),
+            res::ACTIVATE | res::DEACTIVATE => {
+                Err(OpError::MethodNotAllowed("executable resource"))
+            }
             _ => Err(OpError::NotFound),
         }
     }
 
-    fn write(&mut self, instance: u16, resource: u16, _value: ResourceValue, _replace: bool) -> Result<Vec<Effect>, OpError> {
+    fn write(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        _value: ResourceValue,
+        _replace: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         self.instances.get(&instance).ok_or(OpError::NotFound)?;
         if RESOURCES.iter().any(|d| d.id == resource) {
-            Err(OpError::MethodNotAllowed("Object 14 resources are not writable"))
+            Err(OpError::MethodNotAllowed(
+                "Object 14 resources are not writable",
+            ))
         } else {
             Err(OpError::NotFound)
         }
@@ -201,24 +282,40 @@ impl Object for SoftwareComponents {
     /// Activate (3) / Deactivate (4): only while the owning package is
     /// INSTALLED (§6.1.1), else 4.05; the state it is already in answers 2.04
     /// with no change (as /9 Activate twice).
-    fn execute(&mut self, instance: u16, resource: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
+    fn execute(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        args: &[u8],
+    ) -> Result<Vec<Effect>, OpError> {
         crate::execargs::parse(args).map_err(|e| OpError::BadRequest(e.to_string()))?;
         let c = self.instances.get_mut(&instance).ok_or(OpError::NotFound)?;
         let active = match resource {
             res::ACTIVATE => true,
             res::DEACTIVATE => false,
-            r if RESOURCES.iter().any(|d| d.id == r) => return Err(OpError::MethodNotAllowed("resource is not executable")),
+            r if RESOURCES.iter().any(|d| d.id == r) => {
+                return Err(OpError::MethodNotAllowed("resource is not executable"));
+            }
             _ => return Err(OpError::NotFound),
         };
         if !c.owner_installed {
-            return Err(OpError::MethodNotAllowed("the component's package is not INSTALLED"));
+            return Err(OpError::MethodNotAllowed(
+                "the component's package is not INSTALLED",
+            ));
         }
         if c.activation_target.unwrap_or(c.active) == active {
             return Ok(Vec::new());
         }
         c.activation_target = Some(active);
-        let action = if active { ComponentAction::Activate } else { ComponentAction::Deactivate };
-        Ok(vec![Effect::Persist, Effect::Component { instance, action }])
+        let action = if active {
+            ComponentAction::Activate
+        } else {
+            ComponentAction::Deactivate
+        };
+        Ok(vec![
+            Effect::Persist,
+            Effect::Component { instance, action },
+        ])
     }
 }
 
@@ -232,16 +329,36 @@ mod tests {
         let mut sm = SoftwareManagement::new(SwMgmtConfig::default());
         let mut sc = SoftwareComponents::new();
         sm.create(Some(0), vec![]).unwrap();
-        sm.write(0, 3, ResourceValue::Single(Value::String("coap://h/p".into())), true).unwrap();
+        sm.write(
+            0,
+            3,
+            ResourceValue::Single(Value::String("coap://h/p".into())),
+            true,
+        )
+        .unwrap();
         sm.package_written(0).unwrap();
-        sm.integrity_checked(0, Ok(("app".into(), "1.0".into()))).unwrap();
+        sm.integrity_checked(0, Ok(("app".into(), "1.0".into())))
+            .unwrap();
         sm.execute(0, 4, b"").unwrap();
         let a = sc.add(0, "web".into(), "1.0".into(), false).unwrap();
         let b = sc.add(0, "worker".into(), "1.1".into(), false).unwrap();
         // Before the install is reported the components are not activatable.
-        assert_eq!(sc.execute(a, res::ACTIVATE, b""), Err(OpError::MethodNotAllowed("the component's package is not INSTALLED")));
-        sm.install_finished(0, Ok(Installed { name: "app".into(), version: "1.0".into(), components: vec![a, b], active: false }))
-            .unwrap();
+        assert_eq!(
+            sc.execute(a, res::ACTIVATE, b""),
+            Err(OpError::MethodNotAllowed(
+                "the component's package is not INSTALLED"
+            ))
+        );
+        sm.install_finished(
+            0,
+            Ok(Installed {
+                name: "app".into(),
+                version: "1.0".into(),
+                components: vec![a, b],
+                active: false,
+            }),
+        )
+        .unwrap();
         assert!(sc.sync_owners(&sm).is_empty());
         (sm, sc, vec![a, b])
     }
@@ -250,9 +367,18 @@ mod tests {
     fn reads_and_links() {
         let (sm, sc, ids) = installed();
         assert_eq!(sc.instances(), ids);
-        assert_eq!(sc.read(ids[1], res::IDENTITY).unwrap(), Some(ResourceValue::Single(Value::String("worker".into()))));
-        assert_eq!(sc.read(ids[1], res::VERSION).unwrap(), Some(ResourceValue::Single(Value::String("1.1".into()))));
-        assert_eq!(sc.read(ids[1], res::ACTIVATION_STATE).unwrap(), Some(ResourceValue::Single(Value::Boolean(false))));
+        assert_eq!(
+            sc.read(ids[1], res::IDENTITY).unwrap(),
+            Some(ResourceValue::Single(Value::String("worker".into())))
+        );
+        assert_eq!(
+            sc.read(ids[1], res::VERSION).unwrap(),
+            Some(ResourceValue::Single(Value::String("1.1".into())))
+        );
+        assert_eq!(
+            sc.read(ids[1], res::ACTIVATION_STATE).unwrap(),
+            Some(ResourceValue::Single(Value::Boolean(false)))
+        );
         // Pack absent until the driver fills it.
         assert_eq!(sc.read(ids[0], res::PACK).unwrap(), None);
         assert_eq!(sc.read(9, res::IDENTITY), Err(OpError::NotFound));
@@ -260,16 +386,25 @@ mod tests {
         // /9/0/17 links both, /9/0/18 counts them.
         assert_eq!(
             sm.read(0, 17).unwrap(),
-            Some(ResourceValue::Multiple(vec![(0, crate::object::objlnk(14, ids[0])), (1, crate::object::objlnk(14, ids[1]))]))
+            Some(ResourceValue::Multiple(vec![
+                (0, crate::object::objlnk(14, ids[0])),
+                (1, crate::object::objlnk(14, ids[1]))
+            ]))
         );
-        assert_eq!(sm.read(0, 18).unwrap(), Some(ResourceValue::Single(Value::Integer(2))));
+        assert_eq!(
+            sm.read(0, 18).unwrap(),
+            Some(ResourceValue::Single(Value::Integer(2)))
+        );
     }
 
     #[test]
     fn pack_is_readable_once_filled() {
         let (_, mut sc, ids) = installed();
         sc.set_pack(ids[0], Some(vec![0, 97, 115, 109])).unwrap();
-        assert_eq!(sc.read(ids[0], res::PACK).unwrap(), Some(ResourceValue::Single(Value::Opaque(vec![0, 97, 115, 109]))));
+        assert_eq!(
+            sc.read(ids[0], res::PACK).unwrap(),
+            Some(ResourceValue::Single(Value::Opaque(vec![0, 97, 115, 109])))
+        );
         assert_eq!(sc.set_pack(77, None), Err(SwCompError::NoInstance(77)));
     }
 
@@ -279,31 +414,66 @@ mod tests {
         let a = ids[0];
         assert_eq!(
             sc.execute(a, res::ACTIVATE, b"").unwrap(),
-            vec![Effect::Persist, Effect::Component { instance: a, action: ComponentAction::Activate }]
+            vec![
+                Effect::Persist,
+                Effect::Component {
+                    instance: a,
+                    action: ComponentAction::Activate
+                }
+            ]
         );
         // Repeated while pending: nothing more.
         assert_eq!(sc.execute(a, res::ACTIVATE, b"").unwrap(), vec![]);
         assert!(sc.activation_finished(a, true).unwrap());
-        assert_eq!(sc.take_changed(), vec![Path::resource(14, a, res::ACTIVATION_STATE)]);
+        assert_eq!(
+            sc.take_changed(),
+            vec![Path::resource(14, a, res::ACTIVATION_STATE)]
+        );
         assert_eq!(sc.execute(a, res::ACTIVATE, b"").unwrap(), vec![]);
         assert_eq!(
             sc.execute(a, res::DEACTIVATE, b"").unwrap(),
-            vec![Effect::Persist, Effect::Component { instance: a, action: ComponentAction::Deactivate }]
+            vec![
+                Effect::Persist,
+                Effect::Component {
+                    instance: a,
+                    action: ComponentAction::Deactivate
+                }
+            ]
         );
         assert!(sc.activation_finished(a, false).unwrap());
         assert!(sc.activation_finished(a, true).unwrap());
         // Bad args, read-only resource, unknown resource.
-        assert!(matches!(sc.execute(a, res::ACTIVATE, b"x"), Err(OpError::BadRequest(_))));
-        assert!(matches!(sc.execute(a, res::IDENTITY, b""), Err(OpError::MethodNotAllowed(_))));
+        assert!(matches!(
+            sc.execute(a, res::ACTIVATE, b"x"),
+            Err(OpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            sc.execute(a, res::IDENTITY, b""),
+            Err(OpError::MethodNotAllowed(_))
+        ));
         assert_eq!(sc.execute(a, 42, b""), Err(OpError::NotFound));
-        assert!(matches!(sc.write(a, res::IDENTITY, ResourceValue::Single(Value::String("x".into())), true), Err(OpError::MethodNotAllowed(_))));
+        assert!(matches!(
+            sc.write(
+                a,
+                res::IDENTITY,
+                ResourceValue::Single(Value::String("x".into())),
+                true
+            ),
+            Err(OpError::MethodNotAllowed(_))
+        ));
 
         // Uninstall(1) keeps the components linked but not INSTALLED: 4.05, DISABLED.
         sm.execute(0, 6, b"1").unwrap();
         assert!(sc.sync_owners(&sm).is_empty());
         sc.take_changed();
-        assert_eq!(sc.read(a, res::ACTIVATION_STATE).unwrap(), Some(ResourceValue::Single(Value::Boolean(false))));
-        assert!(matches!(sc.execute(ids[1], res::ACTIVATE, b""), Err(OpError::MethodNotAllowed(_))));
+        assert_eq!(
+            sc.read(a, res::ACTIVATION_STATE).unwrap(),
+            Some(ResourceValue::Single(Value::Boolean(false)))
+        );
+        assert!(matches!(
+            sc.execute(ids[1], res::ACTIVATE, b""),
+            Err(OpError::MethodNotAllowed(_))
+        ));
     }
 
     #[test]
@@ -326,6 +496,9 @@ mod tests {
         let back: SoftwareComponents = serde_json::from_str(&json).unwrap();
         assert_eq!(back.instances(), ids);
         let c = back.component(ids[0]).unwrap();
-        assert_eq!((c.identity.as_str(), c.pack.as_ref(), c.owner_installed), ("web", None, true));
+        assert_eq!(
+            (c.identity.as_str(), c.pack.as_ref(), c.owner_installed),
+            ("web", None, true)
+        );
     }
 }

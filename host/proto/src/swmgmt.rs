@@ -48,28 +48,131 @@ pub mod res {
 /// Longest value of the 0-255 byte String resources (PkgName, Package URI, User Name, Password).
 const MAX_STRING: usize = 255;
 
-const fn def(id: u16, name: &'static str, operations: Operations, mandatory: bool, data_type: DataType) -> ResourceDef {
-    ResourceDef { id, name, operations, multiple: false, mandatory, data_type }
+const fn def(
+    id: u16,
+    name: &'static str,
+    operations: Operations,
+    mandatory: bool,
+    data_type: DataType,
+) -> ResourceDef {
+    ResourceDef {
+        id,
+        name,
+        operations,
+        multiple: false,
+        mandatory,
+        data_type,
+    }
 }
 
 /// Object 9 resources we implement. 5 (Checkpoint) and 13 (Package Settings)
 /// link to objects nobody defines and are absent.
 static RESOURCES: [ResourceDef; 17] = [
-    def(res::PKG_NAME, "PkgName", Operations::Read, true, DataType::String),
-    def(res::PKG_VERSION, "PkgVersion", Operations::Read, true, DataType::String),
-    def(res::PACKAGE, "Package", Operations::Write, false, DataType::Opaque),
-    def(res::PACKAGE_URI, "Package URI", Operations::Write, false, DataType::String),
-    def(res::INSTALL, "Install", Operations::Execute, true, DataType::None),
-    def(res::UNINSTALL, "Uninstall", Operations::Execute, true, DataType::None),
-    def(res::UPDATE_STATE, "Update State", Operations::Read, true, DataType::Integer),
-    def(res::UPDATE_SUPPORTED_OBJECTS, "Update Supported Objects", Operations::ReadWrite, false, DataType::Boolean),
-    def(res::UPDATE_RESULT, "Update Result", Operations::Read, true, DataType::Integer),
-    def(res::ACTIVATE, "Activate", Operations::Execute, true, DataType::None),
-    def(res::DEACTIVATE, "Deactivate", Operations::Execute, true, DataType::None),
-    def(res::ACTIVATION_STATE, "Activation State", Operations::Read, true, DataType::Boolean),
-    def(res::USER_NAME, "User Name", Operations::Write, false, DataType::String),
-    def(res::PASSWORD, "Password", Operations::Write, false, DataType::String),
-    def(res::STATUS_REASON, "Status Reason", Operations::Read, false, DataType::String),
+    def(
+        res::PKG_NAME,
+        "PkgName",
+        Operations::Read,
+        true,
+        DataType::String,
+    ),
+    def(
+        res::PKG_VERSION,
+        "PkgVersion",
+        Operations::Read,
+        true,
+        DataType::String,
+    ),
+    def(
+        res::PACKAGE,
+        "Package",
+        Operations::Write,
+        false,
+        DataType::Opaque,
+    ),
+    def(
+        res::PACKAGE_URI,
+        "Package URI",
+        Operations::Write,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::INSTALL,
+        "Install",
+        Operations::Execute,
+        true,
+        DataType::None,
+    ),
+    def(
+        res::UNINSTALL,
+        "Uninstall",
+        Operations::Execute,
+        true,
+        DataType::None,
+    ),
+    def(
+        res::UPDATE_STATE,
+        "Update State",
+        Operations::Read,
+        true,
+        DataType::Integer,
+    ),
+    def(
+        res::UPDATE_SUPPORTED_OBJECTS,
+        "Update Supported Objects",
+        Operations::ReadWrite,
+        false,
+        DataType::Boolean,
+    ),
+    def(
+        res::UPDATE_RESULT,
+        "Update Result",
+        Operations::Read,
+        true,
+        DataType::Integer,
+    ),
+    def(
+        res::ACTIVATE,
+        "Activate",
+        Operations::Execute,
+        true,
+        DataType::None,
+    ),
+    def(
+        res::DEACTIVATE,
+        "Deactivate",
+        Operations::Execute,
+        true,
+        DataType::None,
+    ),
+    def(
+        res::ACTIVATION_STATE,
+        "Activation State",
+        Operations::Read,
+        true,
+        DataType::Boolean,
+    ),
+    def(
+        res::USER_NAME,
+        "User Name",
+        Operations::Write,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::PASSWORD,
+        "Password",
+        Operations::Write,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::STATUS_REASON,
+        "Status Reason",
+        Operations::Read,
+        false,
+        DataType::String,
+    ),
     ResourceDef {
         id: res::COMPONENT_LINK,
         name: "Software Component Link",
@@ -78,7 +181,13 @@ static RESOURCES: [ResourceDef; 17] = [
         mandatory: false,
         data_type: DataType::ObjLink,
     },
-    def(res::COMPONENT_TREE_LENGTH, "Software Component tree length", Operations::Read, false, DataType::Integer),
+    def(
+        res::COMPONENT_TREE_LENGTH,
+        "Software Component tree length",
+        Operations::Read,
+        false,
+        DataType::Integer,
+    ),
 ];
 
 /// Update State, /9/x/7 (SwMgmt §5.1.2, §6 resource 7).
@@ -198,7 +307,9 @@ impl UpdateResult {
             UpdateResult::Initial => "Initial value",
             UpdateResult::Downloading => "Downloading",
             UpdateResult::Installed => "Software successfully installed",
-            UpdateResult::DownloadedVerified => "Successfully Downloaded and package integrity verified",
+            UpdateResult::DownloadedVerified => {
+                "Successfully Downloaded and package integrity verified"
+            }
             UpdateResult::NotEnoughStorage => "Not enough storage for the new software package",
             UpdateResult::OutOfMemory => "Out of memory during downloading process",
             UpdateResult::ConnectionLost => "Connection lost during downloading process",
@@ -337,7 +448,12 @@ pub struct SwMgmtConfig {
 
 impl Default for SwMgmtConfig {
     fn default() -> Self {
-        SwMgmtConfig { max_instances: 8, coaps: false, https: false, max_package_bytes: None }
+        SwMgmtConfig {
+            max_instances: 8,
+            coaps: false,
+            https: false,
+            max_package_bytes: None,
+        }
     }
 }
 
@@ -349,6 +465,8 @@ pub struct Changes {
     pub resources: BTreeSet<u16>,
     pub actions: Vec<SwMgmtAction>,
     pub registration_update: bool,
+    /// Persisted data changed though no readable resource did (credentials).
+    pub persist: bool,
 }
 
 impl Changes {
@@ -357,9 +475,17 @@ impl Changes {
         self
     }
 
-    /// Nothing changed and nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.resources.is_empty() && self.actions.is_empty() && !self.registration_update
+    /// Whether the state must reach the disk before the response: anything
+    /// but a further piece of a push (a push cannot resume after a restart,
+    /// so its progress is not worth a write per block).
+    pub fn needs_persist(&self) -> bool {
+        self.persist
+            || self.registration_update
+            || !self.resources.is_empty()
+            || self
+                .actions
+                .iter()
+                .any(|a| !matches!(a, SwMgmtAction::StorePushed { .. }))
     }
 }
 
@@ -373,7 +499,10 @@ pub struct Refusal {
 
 impl From<OpError> for Refusal {
     fn from(error: OpError) -> Self {
-        Refusal { error, changes: Changes::default() }
+        Refusal {
+            error,
+            changes: Changes::default(),
+        }
     }
 }
 
@@ -385,10 +514,16 @@ pub enum SwMgmtError {
     NoInstance(u16),
     /// The event does not apply in the instance's state (stale or repeated report).
     #[error("{event} does not apply in state {}", state.name())]
-    UnexpectedEvent { event: &'static str, state: UpdateState },
+    UnexpectedEvent {
+        event: &'static str,
+        state: UpdateState,
+    },
     /// A failure event carried a result code that is not a failure of that kind.
     #[error("result {} ({}) is not a {kind} failure", result.code(), result.name())]
-    NotAFailure { kind: &'static str, result: UpdateResult },
+    NotAFailure {
+        kind: &'static str,
+        result: UpdateResult,
+    },
 }
 
 /// One /9 instance: a package and its two state machines (SwMgmt §5.1, §5.2).
@@ -438,7 +573,9 @@ fn check_uri(uri: &str, config: &SwMgmtConfig) -> Result<(), &'static str> {
     if !uri.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("Package URI holds spaces, controls or non-ASCII");
     }
-    let (scheme, rest) = uri.split_once("://").ok_or("Package URI has no scheme://")?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or("Package URI has no scheme://")?;
     // RFC 3986 §3.1: schemes compare case-insensitively.
     let scheme = scheme.to_ascii_lowercase();
     let supported = match scheme.as_str() {
@@ -547,18 +684,32 @@ impl PackageInstance {
     /// Write to Package URI (3): starts a pull (SwMgmt §5.1.1 "PKG/URI Write",
     /// §5.1.2.1). Writable in INITIAL only; an empty, malformed or
     /// unsupported URI answers 4.00 and sets Update Result 56, state unchanged.
-    pub fn write_package_uri(&mut self, uri: &str, config: &SwMgmtConfig) -> Result<Changes, Refusal> {
+    pub fn write_package_uri(
+        &mut self,
+        uri: &str,
+        config: &SwMgmtConfig,
+    ) -> Result<Changes, Refusal> {
         if self.update_state != UpdateState::Initial {
-            return Err(OpError::MethodNotAllowed("Package URI is writable in INITIAL only").into());
+            return Err(
+                OpError::MethodNotAllowed("Package URI is writable in INITIAL only").into(),
+            );
         }
         if let Err(why) = check_uri(uri, config) {
             let mut changes = Changes::default();
             self.set_result(UpdateResult::InvalidUri, &mut changes);
-            return Err(Refusal { error: OpError::BadRequest(why.to_owned()), changes });
+            return Err(Refusal {
+                error: OpError::BadRequest(why.to_owned()),
+                changes,
+            });
         }
         let mut ch = Changes::default();
         self.package_uri = Some(uri.to_owned());
-        self.delivery = Some(Delivery { kind: DeliveryKind::Pull, received: 0, total: None, complete: false });
+        self.delivery = Some(Delivery {
+            kind: DeliveryKind::Pull,
+            received: 0,
+            total: None,
+            complete: false,
+        });
         self.set_state(UpdateState::DownloadStarted, &mut ch);
         self.set_result(UpdateResult::Downloading, &mut ch);
         self.set_reason(StatusReason::DownloadProgressing, &mut ch);
@@ -573,9 +724,17 @@ impl PackageInstance {
     /// a restart at offset 0). The first piece moves INITIAL to DOWNLOAD
     /// STARTED; pieces must follow each other; after the last the driver
     /// stores, then reports [`PackageInstance::package_written`].
-    pub fn write_package_block(&mut self, offset: u64, bytes: &[u8], last: bool, config: &SwMgmtConfig) -> Result<Changes, Refusal> {
+    pub fn write_package_block(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        last: bool,
+        config: &SwMgmtConfig,
+    ) -> Result<Changes, Refusal> {
         let len = bytes.len() as u64;
-        let end = offset.checked_add(len).ok_or_else(|| OpError::BadRequest("package offset overflows".into()))?;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| OpError::BadRequest("package offset overflows".into()))?;
         if let Some(limit) = config.max_package_bytes
             && end > limit
         {
@@ -585,33 +744,59 @@ impl PackageInstance {
         match (self.update_state, &mut self.delivery) {
             (UpdateState::Initial, _) => {
                 if offset != 0 {
-                    return Err(OpError::BadRequest("package push must start at offset 0".into()).into());
+                    return Err(
+                        OpError::BadRequest("package push must start at offset 0".into()).into(),
+                    );
                 }
                 if last && bytes.is_empty() {
                     // An empty Package is no package: nothing to deliver, nothing changes.
                     return Err(OpError::BadRequest("empty Package".into()).into());
                 }
-                self.delivery = Some(Delivery { kind: DeliveryKind::Push, received: len, total: None, complete: last });
+                self.delivery = Some(Delivery {
+                    kind: DeliveryKind::Push,
+                    received: len,
+                    total: None,
+                    complete: last,
+                });
                 self.package_uri = None;
                 self.set_state(UpdateState::DownloadStarted, &mut ch);
                 self.set_result(UpdateResult::Downloading, &mut ch);
                 self.set_reason(StatusReason::DownloadProgressing, &mut ch);
             }
-            (UpdateState::DownloadStarted, Some(d)) if d.kind == DeliveryKind::Push && !d.complete => {
+            (UpdateState::DownloadStarted, Some(d))
+                if d.kind == DeliveryKind::Push && !d.complete =>
+            {
                 // Offset 0 restarts the push (RFC 7959 §2.5); otherwise pieces must be contiguous.
+                if offset == 0 && last && bytes.is_empty() {
+                    return Err(OpError::BadRequest("empty Package".into()).into());
+                }
                 if offset != 0 && offset != d.received {
-                    return Err(OpError::BadRequest(format!("package block at {offset}, expected {}", d.received)).into());
+                    return Err(OpError::BadRequest(format!(
+                        "package block at {offset}, expected {}",
+                        d.received
+                    ))
+                    .into());
                 }
                 d.received = end;
                 d.complete = last;
             }
-            _ => return Err(OpError::MethodNotAllowed("Package is writable in INITIAL only").into()),
+            _ => {
+                return Err(OpError::MethodNotAllowed("Package is writable in INITIAL only").into());
+            }
         }
-        Ok(ch.action(SwMgmtAction::StorePushed { offset, data: bytes.to_vec(), last }))
+        Ok(ch.action(SwMgmtAction::StorePushed {
+            offset,
+            data: bytes.to_vec(),
+            last,
+        }))
     }
 
     /// The driver stored more of a pull (no resource changes; kept for resuming).
-    pub fn download_progress(&mut self, received: u64, total: Option<u64>) -> Result<Changes, SwMgmtError> {
+    pub fn download_progress(
+        &mut self,
+        received: u64,
+        total: Option<u64>,
+    ) -> Result<Changes, SwMgmtError> {
         match (self.update_state, &mut self.delivery) {
             (UpdateState::DownloadStarted, Some(d)) => {
                 d.received = received;
@@ -620,7 +805,10 @@ impl PackageInstance {
                 }
                 Ok(Changes::default())
             }
-            (state, _) => Err(SwMgmtError::UnexpectedEvent { event: "download_progress", state }),
+            (state, _) => Err(SwMgmtError::UnexpectedEvent {
+                event: "download_progress",
+                state,
+            }),
         }
     }
 
@@ -628,10 +816,16 @@ impl PackageInstance {
     /// INITIAL, Update Result = the error, the partial package removed.
     pub fn download_failed(&mut self, result: UpdateResult) -> Result<Changes, SwMgmtError> {
         if self.update_state != UpdateState::DownloadStarted {
-            return Err(SwMgmtError::UnexpectedEvent { event: "download_failed", state: self.update_state });
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "download_failed",
+                state: self.update_state,
+            });
         }
         if !result.is_delivery_failure() {
-            return Err(SwMgmtError::NotAFailure { kind: "download", result });
+            return Err(SwMgmtError::NotAFailure {
+                kind: "download",
+                result,
+            });
         }
         Ok(self.fail_delivery(result))
     }
@@ -640,7 +834,10 @@ impl PackageInstance {
     /// and the driver checks integrity next.
     pub fn package_written(&mut self) -> Result<Changes, SwMgmtError> {
         if self.update_state != UpdateState::DownloadStarted {
-            return Err(SwMgmtError::UnexpectedEvent { event: "package_written", state: self.update_state });
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "package_written",
+                state: self.update_state,
+            });
         }
         let mut ch = Changes::default();
         self.set_state(UpdateState::Downloaded, &mut ch);
@@ -656,9 +853,15 @@ impl PackageInstance {
     /// with Update Result left at 0 (the scenario list: "after verification
     /// S=3 alone"), name and version from the package. Not OK: INITIAL with
     /// the error (53 usually), the package removed.
-    pub fn integrity_checked(&mut self, outcome: Result<(String, String), UpdateResult>) -> Result<Changes, SwMgmtError> {
+    pub fn integrity_checked(
+        &mut self,
+        outcome: Result<(String, String), UpdateResult>,
+    ) -> Result<Changes, SwMgmtError> {
         if self.update_state != UpdateState::Downloaded {
-            return Err(SwMgmtError::UnexpectedEvent { event: "integrity_checked", state: self.update_state });
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "integrity_checked",
+                state: self.update_state,
+            });
         }
         match outcome {
             Ok((name, version)) => {
@@ -669,7 +872,10 @@ impl PackageInstance {
                 Ok(ch)
             }
             Err(result) if result.is_delivery_failure() => Ok(self.fail_delivery(result)),
-            Err(result) => Err(SwMgmtError::NotAFailure { kind: "integrity", result }),
+            Err(result) => Err(SwMgmtError::NotAFailure {
+                kind: "integrity",
+                result,
+            }),
         }
     }
 
@@ -687,7 +893,9 @@ impl PackageInstance {
         }
         self.installing = true;
         self.set_reason(StatusReason::InstallProgressing, &mut ch);
-        Ok(ch.action(SwMgmtAction::Install { upgrade: self.for_update }))
+        Ok(ch.action(SwMgmtAction::Install {
+            upgrade: self.for_update,
+        }))
     }
 
     /// The install ended (SwMgmt §5.1.1 "Install execution", §5.1.2.4, §5.2).
@@ -695,9 +903,15 @@ impl PackageInstance {
     /// driver says the software already runs. Status Reason stays 50: Appendix B
     /// has no "installed" value and "an installation has started" stays true.
     /// Failure: stays DELIVERED with the error (57/58), Status Reason 60.
-    pub fn install_finished(&mut self, outcome: Result<Installed, UpdateResult>) -> Result<Changes, SwMgmtError> {
+    pub fn install_finished(
+        &mut self,
+        outcome: Result<Installed, UpdateResult>,
+    ) -> Result<Changes, SwMgmtError> {
         if self.update_state != UpdateState::Delivered {
-            return Err(SwMgmtError::UnexpectedEvent { event: "install_finished", state: self.update_state });
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "install_finished",
+                state: self.update_state,
+            });
         }
         let mut ch = Changes::default();
         match outcome {
@@ -718,7 +932,12 @@ impl PackageInstance {
                 self.set_result(result, &mut ch);
                 self.set_reason(StatusReason::InstallFailedWithData, &mut ch);
             }
-            Err(result) => return Err(SwMgmtError::NotAFailure { kind: "install", result }),
+            Err(result) => {
+                return Err(SwMgmtError::NotAFailure {
+                    kind: "install",
+                    result,
+                });
+            }
         }
         Ok(ch)
     }
@@ -771,8 +990,12 @@ impl PackageInstance {
                 }
                 Ok(ch.action(SwMgmtAction::CancelDelivery))
             }
-            (UpdateState::Delivered, true) => Err(OpError::MethodNotAllowed("Uninstall(1) needs INSTALLED")),
-            _ => Err(OpError::MethodNotAllowed("Uninstall needs INSTALLED or DELIVERED")),
+            (UpdateState::Delivered, true) => {
+                Err(OpError::MethodNotAllowed("Uninstall(1) needs INSTALLED"))
+            }
+            _ => Err(OpError::MethodNotAllowed(
+                "Uninstall needs INSTALLED or DELIVERED",
+            )),
         }
     }
 
@@ -781,7 +1004,10 @@ impl PackageInstance {
     /// while the instance is still INITIAL (a newer delivery owns the result).
     pub fn uninstall_finished(&mut self, ok: bool) -> Result<Changes, SwMgmtError> {
         let Some(removal) = self.removal.take() else {
-            return Err(SwMgmtError::UnexpectedEvent { event: "uninstall_finished", state: self.update_state });
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "uninstall_finished",
+                state: self.update_state,
+            });
         };
         let mut ch = Changes::default();
         if !ok && self.update_state == UpdateState::Initial {
@@ -802,21 +1028,30 @@ impl PackageInstance {
     /// state it is in (or already heading to) answers 2.04 and changes nothing.
     pub fn set_active(&mut self, active: bool) -> Result<Changes, OpError> {
         if self.update_state != UpdateState::Installed {
-            return Err(OpError::MethodNotAllowed("Activate/Deactivate need INSTALLED"));
+            return Err(OpError::MethodNotAllowed(
+                "Activate/Deactivate need INSTALLED",
+            ));
         }
         let ch = Changes::default();
         if self.activation_target.unwrap_or(self.activation) == active {
             return Ok(ch);
         }
         self.activation_target = Some(active);
-        Ok(ch.action(if active { SwMgmtAction::Activate } else { SwMgmtAction::Deactivate }))
+        Ok(ch.action(if active {
+            SwMgmtAction::Activate
+        } else {
+            SwMgmtAction::Deactivate
+        }))
     }
 
     /// The driver reports whether the package's software now runs (§5.2:
     /// Activation State ENABLED only when ACTIVE).
     pub fn activation_finished(&mut self, active: bool) -> Result<Changes, SwMgmtError> {
         if self.update_state != UpdateState::Installed {
-            return Err(SwMgmtError::UnexpectedEvent { event: "activation_finished", state: self.update_state });
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "activation_finished",
+                state: self.update_state,
+            });
         }
         let mut ch = Changes::default();
         self.activation_target = None;
@@ -836,7 +1071,11 @@ impl PackageInstance {
         let mut ch = Changes::default();
         if self.update_result.is_failure() {
             self.set_result(UpdateResult::Initial, &mut ch);
-            let idle = if self.update_state == UpdateState::Delivered { StatusReason::DownloadComplete } else { StatusReason::Idle };
+            let idle = if self.update_state == UpdateState::Delivered {
+                StatusReason::DownloadComplete
+            } else {
+                StatusReason::Idle
+            };
             self.set_reason(idle, &mut ch);
         }
         match self.removal {
@@ -867,7 +1106,9 @@ impl PackageInstance {
             UpdateState::Downloaded => ch.actions.push(SwMgmtAction::VerifyIntegrity),
             UpdateState::Delivered => {
                 if self.installing {
-                    ch.actions.push(SwMgmtAction::Install { upgrade: self.for_update });
+                    ch.actions.push(SwMgmtAction::Install {
+                        upgrade: self.for_update,
+                    });
                 }
             }
             UpdateState::Installed => {
@@ -894,7 +1135,13 @@ impl PackageInstance {
             res::ACTIVATION_STATE => single(Value::Boolean(self.activation)),
             res::STATUS_REASON => single(Value::String(self.status_reason.code().to_string())),
             res::COMPONENT_LINK => Ok(Some(ResourceValue::Multiple(
-                (0u16..).zip(self.component_links.iter().map(|id| objlnk(crate::swcomp::OBJECT_ID, *id))).collect(),
+                (0u16..)
+                    .zip(
+                        self.component_links
+                            .iter()
+                            .map(|id| objlnk(crate::swcomp::OBJECT_ID, *id)),
+                    )
+                    .collect(),
             ))),
             res::COMPONENT_TREE_LENGTH => single(Value::Integer(self.component_links.len() as i64)),
             res::PACKAGE | res::PACKAGE_URI | res::USER_NAME | res::PASSWORD => {
@@ -909,21 +1156,29 @@ impl PackageInstance {
 
     /// Write of one resource; Package (2) as a whole value goes through
     /// [`PackageInstance::write_package_block`] as a single last piece.
-    pub fn write(&mut self, resource: u16, value: ResourceValue, config: &SwMgmtConfig) -> Result<Changes, Refusal> {
+    pub fn write(
+        &mut self,
+        resource: u16,
+        value: ResourceValue,
+        config: &SwMgmtConfig,
+    ) -> Result<Changes, Refusal> {
         let value = match value {
             ResourceValue::Single(v) => v,
             ResourceValue::Multiple(_) => {
                 return match resource {
-                    r if RESOURCES.iter().any(|d| d.id == r) => {
-                        Err(OpError::BadRequest("single-instance resource given several values".into()).into())
-                    }
+                    r if RESOURCES.iter().any(|d| d.id == r) => Err(OpError::BadRequest(
+                        "single-instance resource given several values".into(),
+                    )
+                    .into()),
                     _ => Err(OpError::NotFound.into()),
                 };
             }
         };
         let short_string = |v: Value| match v {
             Value::String(s) if s.len() <= MAX_STRING => Ok(s),
-            Value::String(_) => Err(Refusal::from(OpError::BadRequest("string longer than 255 bytes".into()))),
+            Value::String(_) => Err(Refusal::from(OpError::BadRequest(
+                "string longer than 255 bytes".into(),
+            ))),
             _ => Err(OpError::BadRequest("expected a string".into()).into()),
         };
         match resource {
@@ -949,13 +1204,21 @@ impl PackageInstance {
             },
             res::USER_NAME => {
                 self.username = Some(short_string(value)?);
-                Ok(Changes::default())
+                Ok(Changes {
+                    persist: true,
+                    ..Changes::default()
+                })
             }
             res::PASSWORD => {
                 self.password = Some(short_string(value)?);
-                Ok(Changes::default())
+                Ok(Changes {
+                    persist: true,
+                    ..Changes::default()
+                })
             }
-            r if RESOURCES.iter().any(|d| d.id == r) => Err(OpError::MethodNotAllowed("resource is not writable").into()),
+            r if RESOURCES.iter().any(|d| d.id == r) => {
+                Err(OpError::MethodNotAllowed("resource is not writable").into())
+            }
             _ => Err(OpError::NotFound.into()),
         }
     }
@@ -968,7 +1231,9 @@ impl PackageInstance {
             res::UNINSTALL => self.uninstall(uninstall_for_update(&args)?),
             res::ACTIVATE => self.set_active(true),
             res::DEACTIVATE => self.set_active(false),
-            r if RESOURCES.iter().any(|d| d.id == r) => Err(OpError::MethodNotAllowed("resource is not executable")),
+            r if RESOURCES.iter().any(|d| d.id == r) => {
+                Err(OpError::MethodNotAllowed("resource is not executable"))
+            }
             _ => Err(OpError::NotFound),
         }
     }
@@ -984,7 +1249,9 @@ impl PackageInstance {
                 actions
             }
             UpdateState::Installed => vec![SwMgmtAction::Remove],
-            UpdateState::Initial if self.for_update || self.removal == Some(Removal::Remove) => vec![SwMgmtAction::Remove],
+            UpdateState::Initial if self.for_update || self.removal == Some(Removal::Remove) => {
+                vec![SwMgmtAction::Remove]
+            }
             UpdateState::Initial => Vec::new(),
         }
     }
@@ -994,6 +1261,7 @@ fn merge(into: &mut Changes, from: Changes) {
     into.resources.extend(from.resources);
     into.actions.extend(from.actions);
     into.registration_update |= from.registration_update;
+    into.persist |= from.persist;
 }
 
 /// Uninstall's one argument (SwMgmt §6 resource 6): none or 0 removes, 1 is
@@ -1034,13 +1302,20 @@ pub struct Report {
 impl SoftwareManagement {
     /// An object with no instances.
     pub fn new(config: SwMgmtConfig) -> Self {
-        SoftwareManagement { instances: BTreeMap::new(), config, changed: Vec::new() }
+        SoftwareManagement {
+            instances: BTreeMap::new(),
+            config,
+            changed: Vec::new(),
+        }
     }
 
     /// Loads persisted state (from [`SoftwareManagement::to_json`]) and brings
     /// each instance back to a state the driver can carry on from
     /// ([`PackageInstance::restored`]); returns the effects to re-issue.
-    pub fn from_json(json: &str, config: SwMgmtConfig) -> Result<(Self, Vec<Effect>), serde_json::Error> {
+    pub fn from_json(
+        json: &str,
+        config: SwMgmtConfig,
+    ) -> Result<(Self, Vec<Effect>), serde_json::Error> {
         let mut sm: SoftwareManagement = serde_json::from_str(json)?;
         sm.config = config;
         let mut effects = Vec::new();
@@ -1077,13 +1352,20 @@ impl SoftwareManagement {
 
     /// Turns a transition's changes into paths and effects; also queues the paths.
     fn report(&mut self, iid: u16, ch: Changes) -> (Vec<Path>, Vec<Effect>) {
-        let paths: Vec<Path> = ch.resources.iter().map(|r| Path::resource(OBJECT_ID, iid, *r)).collect();
+        let paths: Vec<Path> = ch
+            .resources
+            .iter()
+            .map(|r| Path::resource(OBJECT_ID, iid, *r))
+            .collect();
         self.changed.extend(paths.iter().copied());
         let mut effects = Vec::new();
-        if !ch.is_empty() {
+        if ch.needs_persist() {
             effects.push(Effect::Persist);
         }
-        effects.extend(ch.actions.into_iter().map(|action| Effect::SwMgmt { instance: iid, action }));
+        effects.extend(ch.actions.into_iter().map(|action| Effect::SwMgmt {
+            instance: iid,
+            action,
+        }));
         if ch.registration_update {
             effects.push(Effect::RegistrationUpdate);
         }
@@ -1095,13 +1377,20 @@ impl SoftwareManagement {
         iid: u16,
         f: impl FnOnce(&mut PackageInstance) -> Result<Changes, SwMgmtError>,
     ) -> Result<Report, SwMgmtError> {
-        let inst = self.instances.get_mut(&iid).ok_or(SwMgmtError::NoInstance(iid))?;
+        let inst = self
+            .instances
+            .get_mut(&iid)
+            .ok_or(SwMgmtError::NoInstance(iid))?;
         let ch = f(inst)?;
         let (changed, effects) = self.report(iid, ch);
         Ok(Report { changed, effects })
     }
 
-    fn op(&mut self, iid: u16, f: impl FnOnce(&mut PackageInstance, &SwMgmtConfig) -> Result<Changes, Refusal>) -> Result<Vec<Effect>, OpError> {
+    fn op(
+        &mut self,
+        iid: u16,
+        f: impl FnOnce(&mut PackageInstance, &SwMgmtConfig) -> Result<Changes, Refusal>,
+    ) -> Result<Vec<Effect>, OpError> {
         let config = self.config;
         let inst = self.instances.get_mut(&iid).ok_or(OpError::NotFound)?;
         match f(inst, &config) {
@@ -1114,12 +1403,21 @@ impl SoftwareManagement {
     }
 
     /// See [`PackageInstance::download_progress`].
-    pub fn download_progress(&mut self, iid: u16, received: u64, total: Option<u64>) -> Result<Report, SwMgmtError> {
+    pub fn download_progress(
+        &mut self,
+        iid: u16,
+        received: u64,
+        total: Option<u64>,
+    ) -> Result<Report, SwMgmtError> {
         self.event(iid, |p| p.download_progress(received, total))
     }
 
     /// See [`PackageInstance::download_failed`].
-    pub fn download_failed(&mut self, iid: u16, result: UpdateResult) -> Result<Report, SwMgmtError> {
+    pub fn download_failed(
+        &mut self,
+        iid: u16,
+        result: UpdateResult,
+    ) -> Result<Report, SwMgmtError> {
         self.event(iid, |p| p.download_failed(result))
     }
 
@@ -1129,12 +1427,20 @@ impl SoftwareManagement {
     }
 
     /// See [`PackageInstance::integrity_checked`]; `Ok((name, version))`.
-    pub fn integrity_checked(&mut self, iid: u16, outcome: Result<(String, String), UpdateResult>) -> Result<Report, SwMgmtError> {
+    pub fn integrity_checked(
+        &mut self,
+        iid: u16,
+        outcome: Result<(String, String), UpdateResult>,
+    ) -> Result<Report, SwMgmtError> {
         self.event(iid, |p| p.integrity_checked(outcome))
     }
 
     /// See [`PackageInstance::install_finished`].
-    pub fn install_finished(&mut self, iid: u16, outcome: Result<Installed, UpdateResult>) -> Result<Report, SwMgmtError> {
+    pub fn install_finished(
+        &mut self,
+        iid: u16,
+        outcome: Result<Installed, UpdateResult>,
+    ) -> Result<Report, SwMgmtError> {
         self.event(iid, |p| p.install_finished(outcome))
     }
 
@@ -1163,42 +1469,81 @@ impl Object for SoftwareManagement {
     }
 
     fn read(&self, instance: u16, resource: u16) -> Result<Option<ResourceValue>, OpError> {
-        self.instances.get(&instance).ok_or(OpError::NotFound)?.read(resource)
+        self.instances
+            .get(&instance)
+            .ok_or(OpError::NotFound)?
+            .read(resource)
     }
 
-    fn write(&mut self, instance: u16, resource: u16, value: ResourceValue, _replace: bool) -> Result<Vec<Effect>, OpError> {
+    fn write(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        value: ResourceValue,
+        _replace: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         self.op(instance, |p, cfg| p.write(resource, value, cfg))
     }
 
-    fn write_block(&mut self, instance: u16, resource: u16, offset: u64, bytes: &[u8], last: bool) -> Result<Vec<Effect>, OpError> {
+    fn write_block(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        offset: u64,
+        bytes: &[u8],
+        last: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         if resource != res::PACKAGE {
-            return Err(OpError::MethodNotAllowed("block-wise write is for Package only"));
+            return Err(OpError::MethodNotAllowed(
+                "block-wise write is for Package only",
+            ));
         }
-        self.op(instance, |p, cfg| p.write_package_block(offset, bytes, last, cfg))
+        self.op(instance, |p, cfg| {
+            p.write_package_block(offset, bytes, last, cfg)
+        })
     }
 
-    fn execute(&mut self, instance: u16, resource: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
-        self.op(instance, |p, _| p.execute(resource, args).map_err(Refusal::from))
+    fn execute(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        args: &[u8],
+    ) -> Result<Vec<Effect>, OpError> {
+        self.op(instance, |p, _| {
+            p.execute(resource, args).map_err(Refusal::from)
+        })
     }
 
     /// Create makes an empty INITIAL instance (SwMgmt §5.1.2.1), then applies
     /// the given values as writes; if one fails the instance is not kept.
-    fn create(&mut self, instance: Option<u16>, values: Vec<(u16, ResourceValue)>) -> Result<(u16, Vec<Effect>), OpError> {
+    fn create(
+        &mut self,
+        instance: Option<u16>,
+        values: Vec<(u16, ResourceValue)>,
+    ) -> Result<(u16, Vec<Effect>), OpError> {
         if self.instances.len() >= self.config.max_instances {
-            return Err(OpError::MethodNotAllowed("no free Software Management instance"));
+            return Err(OpError::MethodNotAllowed(
+                "no free Software Management instance",
+            ));
         }
         let iid = match instance {
-            Some(u16::MAX) => return Err(OpError::BadRequest("instance id 65535 is reserved".into())),
+            Some(u16::MAX) => {
+                return Err(OpError::BadRequest("instance id 65535 is reserved".into()));
+            }
             Some(id) if self.instances.contains_key(&id) => {
                 return Err(OpError::BadRequest(format!("instance /9/{id} exists")));
             }
             Some(id) => id,
-            None => (0..u16::MAX).find(|id| !self.instances.contains_key(id)).ok_or(OpError::MethodNotAllowed("no free instance id"))?,
+            None => (0..u16::MAX)
+                .find(|id| !self.instances.contains_key(id))
+                .ok_or(OpError::MethodNotAllowed("no free instance id"))?,
         };
         let mut inst = PackageInstance::new();
         let mut changes = Changes::default();
         for (resource, value) in values {
-            let ch = inst.write(resource, value, &self.config).map_err(|r| r.error)?;
+            let ch = inst
+                .write(resource, value, &self.config)
+                .map_err(|r| r.error)?;
             merge(&mut changes, ch);
         }
         self.instances.insert(iid, inst);
@@ -1215,7 +1560,11 @@ impl Object for SoftwareManagement {
         let inst = self.instances.remove(&instance).ok_or(OpError::NotFound)?;
         self.changed.retain(|p| p.instance != Some(instance));
         let mut effects = vec![Effect::Persist];
-        effects.extend(inst.teardown().into_iter().map(|action| Effect::SwMgmt { instance, action }));
+        effects.extend(
+            inst.teardown()
+                .into_iter()
+                .map(|action| Effect::SwMgmt { instance, action }),
+        );
         if inst.update_supported_objects && !inst.component_links.is_empty() {
             effects.push(Effect::RegistrationUpdate);
         }

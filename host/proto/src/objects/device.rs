@@ -29,18 +29,102 @@ pub mod res {
 }
 
 static RESOURCES: [ResourceDef; 12] = [
-    def(res::MANUFACTURER, "Manufacturer", Operations::Read, false, false, DataType::String),
-    def(res::MODEL_NUMBER, "Model Number", Operations::Read, false, false, DataType::String),
-    def(res::SERIAL_NUMBER, "Serial Number", Operations::Read, false, false, DataType::String),
-    def(res::FIRMWARE_VERSION, "Firmware Version", Operations::Read, false, false, DataType::String),
-    def(res::REBOOT, "Reboot", Operations::Execute, false, true, DataType::None),
-    def(res::MEMORY_FREE, "Memory Free", Operations::Read, false, false, DataType::Integer),
-    def(res::ERROR_CODE, "Error Code", Operations::Read, true, true, DataType::Integer),
-    def(res::CURRENT_TIME, "Current Time", Operations::ReadWrite, false, false, DataType::Time),
-    def(res::UTC_OFFSET, "UTC Offset", Operations::ReadWrite, false, false, DataType::String),
-    def(res::SUPPORTED_BINDING, "Supported Binding and Modes", Operations::Read, false, true, DataType::String),
-    def(res::DEVICE_TYPE, "Device Type", Operations::Read, false, false, DataType::String),
-    def(res::SOFTWARE_VERSION, "Software Version", Operations::Read, false, false, DataType::String),
+    def(
+        res::MANUFACTURER,
+        "Manufacturer",
+        Operations::Read,
+        false,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::MODEL_NUMBER,
+        "Model Number",
+        Operations::Read,
+        false,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::SERIAL_NUMBER,
+        "Serial Number",
+        Operations::Read,
+        false,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::FIRMWARE_VERSION,
+        "Firmware Version",
+        Operations::Read,
+        false,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::REBOOT,
+        "Reboot",
+        Operations::Execute,
+        false,
+        true,
+        DataType::None,
+    ),
+    def(
+        res::MEMORY_FREE,
+        "Memory Free",
+        Operations::Read,
+        false,
+        false,
+        DataType::Integer,
+    ),
+    def(
+        res::ERROR_CODE,
+        "Error Code",
+        Operations::Read,
+        true,
+        true,
+        DataType::Integer,
+    ),
+    def(
+        res::CURRENT_TIME,
+        "Current Time",
+        Operations::ReadWrite,
+        false,
+        false,
+        DataType::Time,
+    ),
+    def(
+        res::UTC_OFFSET,
+        "UTC Offset",
+        Operations::ReadWrite,
+        false,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::SUPPORTED_BINDING,
+        "Supported Binding and Modes",
+        Operations::Read,
+        false,
+        true,
+        DataType::String,
+    ),
+    def(
+        res::DEVICE_TYPE,
+        "Device Type",
+        Operations::Read,
+        false,
+        false,
+        DataType::String,
+    ),
+    def(
+        res::SOFTWARE_VERSION,
+        "Software Version",
+        Operations::Read,
+        false,
+        false,
+        DataType::String,
+    ),
 ];
 
 /// What the driver knows about the device at start.
@@ -71,7 +155,14 @@ pub struct Device {
 
 impl Device {
     pub fn new(info: DeviceInfo) -> Self {
-        Device { info, error_codes: vec![0], memory_free_kib: 0, now: 0, time_offset: 0, utc_offset: "+00:00".into() }
+        Device {
+            info,
+            error_codes: vec![0],
+            memory_free_kib: 0,
+            now: 0,
+            time_offset: 0,
+            utc_offset: "+00:00".into(),
+        }
     }
 
     /// The driver's clock, Unix seconds; Current Time reads this plus what a server Write set.
@@ -117,13 +208,17 @@ impl Object for Device {
             res::MODEL_NUMBER => s(&self.info.model),
             res::SERIAL_NUMBER => s(&self.info.serial),
             res::FIRMWARE_VERSION => s(&self.info.firmware_version),
-            res::MEMORY_FREE => {
-                Ok(Some(ResourceValue::Single(Value::Integer(i64::try_from(self.memory_free_kib).unwrap_or(i64::MAX)))))
-            }
+            res::MEMORY_FREE => Ok(Some(ResourceValue::Single(Value::Integer(
+                i64::try_from(self.memory_free_kib).unwrap_or(i64::MAX),
+            )))),
             res::ERROR_CODE => Ok(Some(ResourceValue::Multiple(
-                (0u16..).zip(self.error_codes.iter().map(|c| Value::Integer(*c))).collect(),
+                (0u16..)
+                    .zip(self.error_codes.iter().map(|c| Value::Integer(*c)))
+                    .collect(),
             ))),
-            res::CURRENT_TIME => Ok(Some(ResourceValue::Single(Value::Time(self.current_time())))),
+            res::CURRENT_TIME => Ok(Some(ResourceValue::Single(Value::Time(
+                self.current_time(),
+            )))),
             res::UTC_OFFSET => s(&self.utc_offset),
             res::SUPPORTED_BINDING => s("U"),
             res::DEVICE_TYPE => s(&self.info.device_type),
@@ -132,7 +227,13 @@ impl Object for Device {
         }
     }
 
-    fn write(&mut self, instance: u16, resource: u16, value: ResourceValue, _replace: bool) -> Result<Vec<Effect>, OpError> {
+    fn write(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        value: ResourceValue,
+        _replace: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         if instance != 0 {
             return Err(OpError::NotFound);
         }
@@ -156,7 +257,12 @@ impl Object for Device {
         }
     }
 
-    fn execute(&mut self, instance: u16, resource: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
+    fn execute(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        args: &[u8],
+    ) -> Result<Vec<Effect>, OpError> {
         if instance != 0 {
             return Err(OpError::NotFound);
         }
@@ -196,12 +302,22 @@ mod tests {
         assert_eq!(d.read(0, res::SUPPORTED_BINDING).unwrap(), string("U"));
         assert_eq!(d.read(0, res::DEVICE_TYPE).unwrap(), string("gateway"));
         assert_eq!(d.read(0, res::SOFTWARE_VERSION).unwrap(), string("0.1.0"));
-        assert_eq!(d.read(0, res::ERROR_CODE).unwrap(), Some(ResourceValue::Multiple(vec![(0, Value::Integer(0))])));
-        assert!(matches!(d.read(0, res::REBOOT), Err(OpError::MethodNotAllowed(_))));
+        assert_eq!(
+            d.read(0, res::ERROR_CODE).unwrap(),
+            Some(ResourceValue::Multiple(vec![(0, Value::Integer(0))]))
+        );
+        assert!(matches!(
+            d.read(0, res::REBOOT),
+            Err(OpError::MethodNotAllowed(_))
+        ));
         assert_eq!(d.read(0, 5), Err(OpError::NotFound));
         assert_eq!(d.read(1, 0), Err(OpError::NotFound));
         // Error Code is a multiple resource per the table.
-        assert!(d.resources().iter().any(|r| r.id == res::ERROR_CODE && r.multiple));
+        assert!(
+            d.resources()
+                .iter()
+                .any(|r| r.id == res::ERROR_CODE && r.multiple)
+        );
     }
 
     #[test]
@@ -209,29 +325,88 @@ mod tests {
         let mut d = device();
         d.set_now(1_000);
         d.set_memory_free(2048);
-        assert_eq!(d.read(0, res::CURRENT_TIME).unwrap(), Some(ResourceValue::Single(Value::Time(1_000))));
-        assert_eq!(d.read(0, res::MEMORY_FREE).unwrap(), Some(ResourceValue::Single(Value::Integer(2048))));
-        assert_eq!(d.write(0, res::CURRENT_TIME, ResourceValue::Single(Value::Time(1_476_186_613)), true).unwrap(), vec![Effect::Persist]);
+        assert_eq!(
+            d.read(0, res::CURRENT_TIME).unwrap(),
+            Some(ResourceValue::Single(Value::Time(1_000)))
+        );
+        assert_eq!(
+            d.read(0, res::MEMORY_FREE).unwrap(),
+            Some(ResourceValue::Single(Value::Integer(2048)))
+        );
+        assert_eq!(
+            d.write(
+                0,
+                res::CURRENT_TIME,
+                ResourceValue::Single(Value::Time(1_476_186_613)),
+                true
+            )
+            .unwrap(),
+            vec![Effect::Persist]
+        );
         d.set_now(1_010);
         assert_eq!(d.current_time(), 1_476_186_623);
-        assert!(matches!(d.write(0, res::CURRENT_TIME, ResourceValue::Single(Value::String("x".into())), true), Err(OpError::BadRequest(_))));
+        assert!(matches!(
+            d.write(
+                0,
+                res::CURRENT_TIME,
+                ResourceValue::Single(Value::String("x".into())),
+                true
+            ),
+            Err(OpError::BadRequest(_))
+        ));
     }
 
     #[test]
     fn utc_offset_and_read_only_writes() {
         let mut d = device();
-        d.write(0, res::UTC_OFFSET, ResourceValue::Single(Value::String("+02:00".into())), true).unwrap();
+        d.write(
+            0,
+            res::UTC_OFFSET,
+            ResourceValue::Single(Value::String("+02:00".into())),
+            true,
+        )
+        .unwrap();
         assert_eq!(d.read(0, res::UTC_OFFSET).unwrap(), string("+02:00"));
-        assert!(matches!(d.write(0, res::UTC_OFFSET, ResourceValue::Single(Value::String("2h".into())), true), Err(OpError::BadRequest(_))));
+        assert!(matches!(
+            d.write(
+                0,
+                res::UTC_OFFSET,
+                ResourceValue::Single(Value::String("2h".into())),
+                true
+            ),
+            Err(OpError::BadRequest(_))
+        ));
         assert_eq!(d.utc_offset, "+02:00");
-        assert!(matches!(d.write(0, res::MANUFACTURER, ResourceValue::Single(Value::String("x".into())), true), Err(OpError::MethodNotAllowed(_))));
-        assert_eq!(d.write(0, 99, ResourceValue::Single(Value::String("x".into())), true), Err(OpError::NotFound));
+        assert!(matches!(
+            d.write(
+                0,
+                res::MANUFACTURER,
+                ResourceValue::Single(Value::String("x".into())),
+                true
+            ),
+            Err(OpError::MethodNotAllowed(_))
+        ));
+        assert_eq!(
+            d.write(
+                0,
+                99,
+                ResourceValue::Single(Value::String("x".into())),
+                true
+            ),
+            Err(OpError::NotFound)
+        );
     }
 
     #[test]
     fn reboot_is_an_effect() {
         let mut d = device();
-        assert_eq!(d.execute(0, res::REBOOT, b"").unwrap(), vec![Effect::Reboot]);
-        assert!(matches!(d.execute(0, res::MANUFACTURER, b""), Err(OpError::MethodNotAllowed(_))));
+        assert_eq!(
+            d.execute(0, res::REBOOT, b"").unwrap(),
+            vec![Effect::Reboot]
+        );
+        assert!(matches!(
+            d.execute(0, res::MANUFACTURER, b""),
+            Err(OpError::MethodNotAllowed(_))
+        ));
     }
 }

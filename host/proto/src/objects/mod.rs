@@ -21,21 +21,32 @@ pub(crate) const fn def(
     mandatory: bool,
     data_type: crate::model::DataType,
 ) -> ResourceDef {
-    ResourceDef { id, name, operations, multiple, mandatory, data_type }
+    ResourceDef {
+        id,
+        name,
+        operations,
+        multiple,
+        mandatory,
+        data_type,
+    }
 }
 
 /// The single value of a write, or 4.00.
 pub(crate) fn single(value: ResourceValue) -> Result<Value, OpError> {
     match value {
         ResourceValue::Single(v) => Ok(v),
-        ResourceValue::Multiple(_) => Err(OpError::BadRequest("single-instance resource given several values".into())),
+        ResourceValue::Multiple(_) => Err(OpError::BadRequest(
+            "single-instance resource given several values".into(),
+        )),
     }
 }
 
 /// A non-negative integer write (Integer or Unsigned on the wire).
 pub(crate) fn non_negative(value: ResourceValue) -> Result<u64, OpError> {
     match single(value)? {
-        Value::Integer(i) => u64::try_from(i).map_err(|_| OpError::BadRequest("negative value".into())),
+        Value::Integer(i) => {
+            u64::try_from(i).map_err(|_| OpError::BadRequest("negative value".into()))
+        }
         Value::Unsigned(u) => Ok(u),
         _ => Err(OpError::BadRequest("expected an integer".into())),
     }
@@ -43,5 +54,9 @@ pub(crate) fn non_negative(value: ResourceValue) -> Result<u64, OpError> {
 
 /// 4.05 for a resource the table knows but the operation does not fit, 4.04 otherwise.
 pub(crate) fn not_allowed(table: &[ResourceDef], resource: u16, why: &'static str) -> OpError {
-    if table.iter().any(|d| d.id == resource) { OpError::MethodNotAllowed(why) } else { OpError::NotFound }
+    if table.iter().any(|d| d.id == resource) {
+        OpError::MethodNotAllowed(why)
+    } else {
+        OpError::NotFound
+    }
 }

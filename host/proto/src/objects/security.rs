@@ -12,11 +12,46 @@ use crate::objects::def;
 pub const OBJECT_ID: u16 = 0;
 
 static RESOURCES: [ResourceDef; 5] = [
-    def(0, "LwM2M Server URI", Operations::None, false, true, DataType::String),
-    def(1, "Bootstrap-Server", Operations::None, false, true, DataType::Boolean),
-    def(2, "Security Mode", Operations::None, false, true, DataType::Integer),
-    def(10, "Short Server ID", Operations::None, false, false, DataType::Integer),
-    def(11, "Client Hold Off Time", Operations::None, false, false, DataType::Integer),
+    def(
+        0,
+        "LwM2M Server URI",
+        Operations::None,
+        false,
+        true,
+        DataType::String,
+    ),
+    def(
+        1,
+        "Bootstrap-Server",
+        Operations::None,
+        false,
+        true,
+        DataType::Boolean,
+    ),
+    def(
+        2,
+        "Security Mode",
+        Operations::None,
+        false,
+        true,
+        DataType::Integer,
+    ),
+    def(
+        10,
+        "Short Server ID",
+        Operations::None,
+        false,
+        false,
+        DataType::Integer,
+    ),
+    def(
+        11,
+        "Client Hold Off Time",
+        Operations::None,
+        false,
+        false,
+        DataType::Integer,
+    ),
 ];
 
 /// Security Mode 3: NoSec (reference §8).
@@ -34,7 +69,12 @@ pub struct Security {
 impl Security {
     /// A NoSec, non-bootstrap account for `server_uri`.
     pub fn nosec(server_uri: impl Into<String>, short_server_id: u16) -> Self {
-        Security { server_uri: server_uri.into(), bootstrap: false, security_mode: SECURITY_MODE_NOSEC, short_server_id }
+        Security {
+            server_uri: server_uri.into(),
+            bootstrap: false,
+            security_mode: SECURITY_MODE_NOSEC,
+            short_server_id,
+        }
     }
 }
 
@@ -54,13 +94,24 @@ impl Object for Security {
     fn write(&mut self, _: u16, _: u16, _: ResourceValue, _: bool) -> Result<Vec<Effect>, OpError> {
         Err(OpError::Unauthorized)
     }
-    fn write_block(&mut self, _: u16, _: u16, _: u64, _: &[u8], _: bool) -> Result<Vec<Effect>, OpError> {
+    fn write_block(
+        &mut self,
+        _: u16,
+        _: u16,
+        _: u64,
+        _: &[u8],
+        _: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         Err(OpError::Unauthorized)
     }
     fn execute(&mut self, _: u16, _: u16, _: &[u8]) -> Result<Vec<Effect>, OpError> {
         Err(OpError::Unauthorized)
     }
-    fn create(&mut self, _: Option<u16>, _: Vec<(u16, ResourceValue)>) -> Result<(u16, Vec<Effect>), OpError> {
+    fn create(
+        &mut self,
+        _: Option<u16>,
+        _: Vec<(u16, ResourceValue)>,
+    ) -> Result<(u16, Vec<Effect>), OpError> {
         Err(OpError::Unauthorized)
     }
     fn delete(&mut self, _: u16) -> Result<Vec<Effect>, OpError> {
@@ -77,8 +128,14 @@ mod tests {
     fn every_dm_operation_is_unauthorized() {
         let mut s = Security::nosec("coap://127.0.0.1:5683", 1);
         assert_eq!(s.read(0, 0), Err(OpError::Unauthorized));
-        assert_eq!(s.write(0, 0, ResourceValue::Single(Value::String("x".into())), true), Err(OpError::Unauthorized));
-        assert_eq!(s.write_block(0, 0, 0, b"x", true), Err(OpError::Unauthorized));
+        assert_eq!(
+            s.write(0, 0, ResourceValue::Single(Value::String("x".into())), true),
+            Err(OpError::Unauthorized)
+        );
+        assert_eq!(
+            s.write_block(0, 0, 0, b"x", true),
+            Err(OpError::Unauthorized)
+        );
         assert_eq!(s.execute(0, 0, b""), Err(OpError::Unauthorized));
         assert_eq!(s.create(None, vec![]), Err(OpError::Unauthorized));
         assert_eq!(s.delete(0), Err(OpError::Unauthorized));

@@ -24,15 +24,78 @@ pub mod res {
 }
 
 static RESOURCES: [ResourceDef; 9] = [
-    def(res::SHORT_SERVER_ID, "Short Server ID", Operations::Read, false, true, DataType::Integer),
-    def(res::LIFETIME, "Lifetime", Operations::ReadWrite, false, true, DataType::Integer),
-    def(res::DEFAULT_PMIN, "Default Minimum Period", Operations::ReadWrite, false, false, DataType::Integer),
-    def(res::DEFAULT_PMAX, "Default Maximum Period", Operations::ReadWrite, false, false, DataType::Integer),
-    def(res::DISABLE, "Disable", Operations::Execute, false, false, DataType::None),
-    def(res::DISABLE_TIMEOUT, "Disable Timeout", Operations::ReadWrite, false, false, DataType::Integer),
-    def(res::NOTIFICATION_STORING, "Notification Storing When Disabled or Offline", Operations::ReadWrite, false, true, DataType::Boolean),
-    def(res::BINDING, "Binding", Operations::ReadWrite, false, true, DataType::String),
-    def(res::REGISTRATION_UPDATE_TRIGGER, "Registration Update Trigger", Operations::Execute, false, true, DataType::None),
+    def(
+        res::SHORT_SERVER_ID,
+        "Short Server ID",
+        Operations::Read,
+        false,
+        true,
+        DataType::Integer,
+    ),
+    def(
+        res::LIFETIME,
+        "Lifetime",
+        Operations::ReadWrite,
+        false,
+        true,
+        DataType::Integer,
+    ),
+    def(
+        res::DEFAULT_PMIN,
+        "Default Minimum Period",
+        Operations::ReadWrite,
+        false,
+        false,
+        DataType::Integer,
+    ),
+    def(
+        res::DEFAULT_PMAX,
+        "Default Maximum Period",
+        Operations::ReadWrite,
+        false,
+        false,
+        DataType::Integer,
+    ),
+    def(
+        res::DISABLE,
+        "Disable",
+        Operations::Execute,
+        false,
+        false,
+        DataType::None,
+    ),
+    def(
+        res::DISABLE_TIMEOUT,
+        "Disable Timeout",
+        Operations::ReadWrite,
+        false,
+        false,
+        DataType::Integer,
+    ),
+    def(
+        res::NOTIFICATION_STORING,
+        "Notification Storing When Disabled or Offline",
+        Operations::ReadWrite,
+        false,
+        true,
+        DataType::Boolean,
+    ),
+    def(
+        res::BINDING,
+        "Binding",
+        Operations::ReadWrite,
+        false,
+        true,
+        DataType::String,
+    ),
+    def(
+        res::REGISTRATION_UPDATE_TRIGGER,
+        "Registration Update Trigger",
+        Operations::Execute,
+        false,
+        true,
+        DataType::None,
+    ),
 ];
 
 /// The one binding we speak: UDP.
@@ -85,7 +148,11 @@ impl Object for Server {
         if instance != 0 {
             return Err(OpError::NotFound);
         }
-        let int = |v: u64| Ok(Some(ResourceValue::Single(Value::Integer(i64::try_from(v).unwrap_or(i64::MAX)))));
+        let int = |v: u64| {
+            Ok(Some(ResourceValue::Single(Value::Integer(
+                i64::try_from(v).unwrap_or(i64::MAX),
+            ))))
+        };
         match resource {
             res::SHORT_SERVER_ID => int(u64::from(self.short_server_id)),
             res::LIFETIME => int(self.lifetime),
@@ -95,15 +162,25 @@ impl Object for Server {
                 None => Ok(None),
             },
             res::DISABLE_TIMEOUT => int(self.disable_timeout),
-            res::NOTIFICATION_STORING => Ok(Some(ResourceValue::Single(Value::Boolean(self.notification_storing)))),
-            res::BINDING => Ok(Some(ResourceValue::Single(Value::String(self.binding.clone())))),
+            res::NOTIFICATION_STORING => Ok(Some(ResourceValue::Single(Value::Boolean(
+                self.notification_storing,
+            )))),
+            res::BINDING => Ok(Some(ResourceValue::Single(Value::String(
+                self.binding.clone(),
+            )))),
             r => Err(not_allowed(&RESOURCES, r, "resource is not readable")),
         }
     }
 
     /// Lifetime and Binding travel in the Register/Update parameters, so a
     /// change to either asks for a Registration Update (Core 1.1 §6.2.2).
-    fn write(&mut self, instance: u16, resource: u16, value: ResourceValue, _replace: bool) -> Result<Vec<Effect>, OpError> {
+    fn write(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        value: ResourceValue,
+        _replace: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         if instance != 0 {
             return Err(OpError::NotFound);
         }
@@ -115,7 +192,11 @@ impl Object for Server {
                 }
                 let changed = v != self.lifetime;
                 self.lifetime = v;
-                Ok(if changed { vec![Effect::Persist, Effect::RegistrationUpdate] } else { vec![Effect::Persist] })
+                Ok(if changed {
+                    vec![Effect::Persist, Effect::RegistrationUpdate]
+                } else {
+                    vec![Effect::Persist]
+                })
             }
             res::DEFAULT_PMIN => {
                 self.default_pmin = non_negative(value)?;
@@ -140,7 +221,11 @@ impl Object for Server {
                 Value::String(b) if b == BINDING_UDP => {
                     let changed = b != self.binding;
                     self.binding = b;
-                    Ok(if changed { vec![Effect::Persist, Effect::RegistrationUpdate] } else { vec![Effect::Persist] })
+                    Ok(if changed {
+                        vec![Effect::Persist, Effect::RegistrationUpdate]
+                    } else {
+                        vec![Effect::Persist]
+                    })
                 }
                 Value::String(_) => Err(OpError::BadRequest("only binding U is supported".into())),
                 _ => Err(OpError::BadRequest("expected a string".into())),
@@ -149,13 +234,20 @@ impl Object for Server {
         }
     }
 
-    fn execute(&mut self, instance: u16, resource: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
+    fn execute(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        args: &[u8],
+    ) -> Result<Vec<Effect>, OpError> {
         if instance != 0 {
             return Err(OpError::NotFound);
         }
         crate::execargs::parse(args).map_err(|e| OpError::BadRequest(e.to_string()))?;
         match resource {
-            res::DISABLE => Ok(vec![Effect::Disable { timeout_s: self.disable_timeout }]),
+            res::DISABLE => Ok(vec![Effect::Disable {
+                timeout_s: self.disable_timeout,
+            }]),
             res::REGISTRATION_UPDATE_TRIGGER => Ok(vec![Effect::RegistrationUpdate]),
             r => Err(not_allowed(&RESOURCES, r, "resource is not executable")),
         }
@@ -178,9 +270,18 @@ mod tests {
         assert_eq!(s.read(0, res::DEFAULT_PMIN).unwrap(), Some(int(0)));
         assert_eq!(s.read(0, res::DEFAULT_PMAX).unwrap(), None);
         assert_eq!(s.read(0, res::DISABLE_TIMEOUT).unwrap(), Some(int(86_400)));
-        assert_eq!(s.read(0, res::NOTIFICATION_STORING).unwrap(), Some(ResourceValue::Single(Value::Boolean(true))));
-        assert_eq!(s.read(0, res::BINDING).unwrap(), Some(ResourceValue::Single(Value::String("U".into()))));
-        assert!(matches!(s.read(0, res::DISABLE), Err(OpError::MethodNotAllowed(_))));
+        assert_eq!(
+            s.read(0, res::NOTIFICATION_STORING).unwrap(),
+            Some(ResourceValue::Single(Value::Boolean(true)))
+        );
+        assert_eq!(
+            s.read(0, res::BINDING).unwrap(),
+            Some(ResourceValue::Single(Value::String("U".into())))
+        );
+        assert!(matches!(
+            s.read(0, res::DISABLE),
+            Err(OpError::MethodNotAllowed(_))
+        ));
         assert_eq!(s.read(0, 99), Err(OpError::NotFound));
         assert_eq!(s.read(1, 0), Err(OpError::NotFound));
     }
@@ -188,31 +289,95 @@ mod tests {
     #[test]
     fn writes_and_their_effects() {
         let mut s = Server::new(1, 300);
-        assert_eq!(s.write(0, res::LIFETIME, int(3600), true).unwrap(), vec![Effect::Persist, Effect::RegistrationUpdate]);
+        assert_eq!(
+            s.write(0, res::LIFETIME, int(3600), true).unwrap(),
+            vec![Effect::Persist, Effect::RegistrationUpdate]
+        );
         assert_eq!(s.lifetime, 3600);
-        assert_eq!(s.write(0, res::LIFETIME, int(3600), true).unwrap(), vec![Effect::Persist]);
-        assert!(matches!(s.write(0, res::LIFETIME, int(0), true), Err(OpError::BadRequest(_))));
-        assert!(matches!(s.write(0, res::LIFETIME, int(-5), true), Err(OpError::BadRequest(_))));
-        assert!(matches!(s.write(0, res::LIFETIME, ResourceValue::Single(Value::String("1".into())), true), Err(OpError::BadRequest(_))));
+        assert_eq!(
+            s.write(0, res::LIFETIME, int(3600), true).unwrap(),
+            vec![Effect::Persist]
+        );
+        assert!(matches!(
+            s.write(0, res::LIFETIME, int(0), true),
+            Err(OpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            s.write(0, res::LIFETIME, int(-5), true),
+            Err(OpError::BadRequest(_))
+        ));
+        assert!(matches!(
+            s.write(
+                0,
+                res::LIFETIME,
+                ResourceValue::Single(Value::String("1".into())),
+                true
+            ),
+            Err(OpError::BadRequest(_))
+        ));
         assert_eq!(s.lifetime, 3600);
         s.write(0, res::DEFAULT_PMIN, int(10), true).unwrap();
-        s.write(0, res::DEFAULT_PMAX, ResourceValue::Single(Value::Unsigned(60)), true).unwrap();
+        s.write(
+            0,
+            res::DEFAULT_PMAX,
+            ResourceValue::Single(Value::Unsigned(60)),
+            true,
+        )
+        .unwrap();
         assert_eq!((s.default_pmin, s.default_pmax), (10, Some(60)));
-        s.write(0, res::NOTIFICATION_STORING, ResourceValue::Single(Value::Boolean(false)), true).unwrap();
+        s.write(
+            0,
+            res::NOTIFICATION_STORING,
+            ResourceValue::Single(Value::Boolean(false)),
+            true,
+        )
+        .unwrap();
         assert!(!s.notification_storing);
-        assert!(matches!(s.write(0, res::BINDING, ResourceValue::Single(Value::String("T".into())), true), Err(OpError::BadRequest(_))));
-        assert_eq!(s.write(0, res::BINDING, ResourceValue::Single(Value::String("U".into())), true).unwrap(), vec![Effect::Persist]);
-        assert!(matches!(s.write(0, res::SHORT_SERVER_ID, int(2), true), Err(OpError::MethodNotAllowed(_))));
+        assert!(matches!(
+            s.write(
+                0,
+                res::BINDING,
+                ResourceValue::Single(Value::String("T".into())),
+                true
+            ),
+            Err(OpError::BadRequest(_))
+        ));
+        assert_eq!(
+            s.write(
+                0,
+                res::BINDING,
+                ResourceValue::Single(Value::String("U".into())),
+                true
+            )
+            .unwrap(),
+            vec![Effect::Persist]
+        );
+        assert!(matches!(
+            s.write(0, res::SHORT_SERVER_ID, int(2), true),
+            Err(OpError::MethodNotAllowed(_))
+        ));
         assert_eq!(s.short_server_id, 1);
     }
 
     #[test]
     fn executes() {
         let mut s = Server::new(1, 300);
-        assert_eq!(s.execute(0, res::REGISTRATION_UPDATE_TRIGGER, b"").unwrap(), vec![Effect::RegistrationUpdate]);
-        assert_eq!(s.execute(0, res::DISABLE, b"").unwrap(), vec![Effect::Disable { timeout_s: 86_400 }]);
-        assert!(matches!(s.execute(0, res::LIFETIME, b""), Err(OpError::MethodNotAllowed(_))));
-        assert!(matches!(s.execute(0, res::DISABLE, b"x y"), Err(OpError::BadRequest(_))));
+        assert_eq!(
+            s.execute(0, res::REGISTRATION_UPDATE_TRIGGER, b"").unwrap(),
+            vec![Effect::RegistrationUpdate]
+        );
+        assert_eq!(
+            s.execute(0, res::DISABLE, b"").unwrap(),
+            vec![Effect::Disable { timeout_s: 86_400 }]
+        );
+        assert!(matches!(
+            s.execute(0, res::LIFETIME, b""),
+            Err(OpError::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            s.execute(0, res::DISABLE, b"x y"),
+            Err(OpError::BadRequest(_))
+        ));
         assert_eq!(s.execute(0, 42, b""), Err(OpError::NotFound));
     }
 }

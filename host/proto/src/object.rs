@@ -149,6 +149,12 @@ pub trait Object {
     fn delete(&mut self, _instance: u16) -> Result<Vec<Effect>, OpError> {
         Err(OpError::MethodNotAllowed("delete"))
     }
+    /// Resources whose value changed since the last call, by an operation or
+    /// a driver event (for Observe notifications). Objects whose values only
+    /// change by Write need not implement it: the engine knows those.
+    fn take_changed(&mut self) -> Vec<crate::model::Path> {
+        Vec::new()
+    }
 }
 
 /// Convenience for objects building object-link values.

@@ -236,6 +236,10 @@ impl Object for SoftwareComponents {
         OBJECT_ID
     }
 
+    fn take_changed(&mut self) -> Vec<Path> {
+        std::mem::take(&mut self.changed)
+    }
+
     fn resources(&self) -> &'static [ResourceDef] {
         &RESOURCES
     }

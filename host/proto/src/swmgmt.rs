@@ -781,7 +781,9 @@ impl PackageInstance {
                 d.complete = last;
             }
             _ => {
-                return Err(OpError::MethodNotAllowed("Package is writable in INITIAL only").into());
+                return Err(
+                    OpError::MethodNotAllowed("Package is writable in INITIAL only").into(),
+                );
             }
         }
         Ok(ch.action(SwMgmtAction::StorePushed {
@@ -1458,6 +1460,10 @@ impl SoftwareManagement {
 impl Object for SoftwareManagement {
     fn id(&self) -> u16 {
         OBJECT_ID
+    }
+
+    fn take_changed(&mut self) -> Vec<Path> {
+        std::mem::take(&mut self.changed)
     }
 
     fn resources(&self) -> &'static [ResourceDef] {

@@ -1336,3 +1336,18 @@ fn restore_after_restart() {
     // Garbage is an error, not a panic.
     assert!(SoftwareManagement::from_json("{\"instances\":7}", cfg()).is_err());
 }
+
+/// The engine sees changes through the trait object, not only the inherent method.
+#[test]
+fn changes_reach_the_engine_through_the_object_trait() {
+    let mut sm = new_sm();
+    sm.package_written(I).unwrap_err();
+    sm.write(I, res::PACKAGE_URI, s("coap://h/p"), true)
+        .unwrap();
+    sm.download_failed(I, UpdateResult::ConnectionLost).unwrap();
+    let obj: &mut dyn Object = &mut sm;
+    let paths = obj.take_changed();
+    assert_eq!(paths.first(), Some(&Path::resource(9, I, 7)));
+    assert!(paths.contains(&Path::resource(9, I, 9)));
+    assert!(obj.take_changed().is_empty());
+}

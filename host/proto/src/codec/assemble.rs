@@ -17,8 +17,18 @@ pub struct CreateInstance {
 
 /// True when `path` is `base` or lies below it.
 pub(crate) fn is_within(base: Path, path: Path) -> bool {
-    let b = [Some(base.object), base.instance, base.resource, base.resource_instance];
-    let p = [Some(path.object), path.instance, path.resource, path.resource_instance];
+    let b = [
+        Some(base.object),
+        base.instance,
+        base.resource,
+        base.resource_instance,
+    ];
+    let p = [
+        Some(path.object),
+        path.instance,
+        path.resource,
+        path.resource_instance,
+    ];
     b.iter().zip(p.iter()).all(|(b, p)| b.is_none() || b == p)
 }
 
@@ -60,7 +70,11 @@ pub fn flatten(node: &Node, base: Path) -> Result<Vec<(Path, Value)>, CodecError
     Ok(out)
 }
 
-fn push_resources(out: &mut Vec<(Path, Value)>, instance: Path, resources: &[(u16, ResourceValue)]) {
+fn push_resources(
+    out: &mut Vec<(Path, Value)>,
+    instance: Path,
+    resources: &[(u16, ResourceValue)],
+) {
     for (rid, value) in resources {
         let iid = instance.instance.unwrap_or_default();
         push_resource(out, Path::resource(instance.object, iid, *rid), value);
@@ -72,7 +86,13 @@ fn push_resource(out: &mut Vec<(Path, Value)>, resource: Path, value: &ResourceV
         ResourceValue::Single(v) => out.push((resource, v.clone())),
         ResourceValue::Multiple(items) => {
             for (ri, v) in items {
-                out.push((Path { resource_instance: Some(*ri), ..resource }, v.clone()));
+                out.push((
+                    Path {
+                        resource_instance: Some(*ri),
+                        ..resource
+                    },
+                    v.clone(),
+                ));
             }
         }
     }
@@ -87,7 +107,11 @@ enum Building {
 /// Builds the node at `base` from flat values (all within `base`). A value at
 /// `/o/i/r` makes a single resource, values at `/o/i/r/ri` a multiple one;
 /// mixing both or repeating a path is malformed. `format` only labels errors.
-pub fn assemble(base: Path, values: &[(Path, Value)], format: ContentFormat) -> Result<Node, CodecError> {
+pub fn assemble(
+    base: Path,
+    values: &[(Path, Value)],
+    format: ContentFormat,
+) -> Result<Node, CodecError> {
     let bad = |reason: String| CodecError::malformed(format, reason);
     // instance id -> resource id -> value, ordered by id.
     let mut tree: BTreeMap<u16, BTreeMap<u16, Building>> = BTreeMap::new();
@@ -104,12 +128,19 @@ pub fn assemble(base: Path, values: &[(Path, Value)], format: ContentFormat) -> 
                 resources.insert(rid, Building::Single(value.clone()));
             }
             (Some(ri), None) => {
-                resources.insert(rid, Building::Multiple(BTreeMap::from([(ri, value.clone())])));
+                resources.insert(
+                    rid,
+                    Building::Multiple(BTreeMap::from([(ri, value.clone())])),
+                );
             }
             (Some(ri), Some(Building::Multiple(items))) if !items.contains_key(&ri) => {
                 items.insert(ri, value.clone());
             }
-            _ => return Err(bad(format!("{path} given twice or as both single and multiple"))),
+            _ => {
+                return Err(bad(format!(
+                    "{path} given twice or as both single and multiple"
+                )));
+            }
         }
     }
     let finish = |resources: BTreeMap<u16, Building>| -> Vec<(u16, ResourceValue)> {
@@ -118,7 +149,9 @@ pub fn assemble(base: Path, values: &[(Path, Value)], format: ContentFormat) -> 
             .map(|(rid, b)| {
                 let v = match b {
                     Building::Single(v) => ResourceValue::Single(v),
-                    Building::Multiple(items) => ResourceValue::Multiple(items.into_iter().collect()),
+                    Building::Multiple(items) => {
+                        ResourceValue::Multiple(items.into_iter().collect())
+                    }
                 };
                 (rid, v)
             })
@@ -139,7 +172,10 @@ pub fn assemble(base: Path, values: &[(Path, Value)], format: ContentFormat) -> 
                 .and_then(|mut r| r.remove(&rid))
                 .ok_or_else(|| bad(format!("no value for {base}")))?;
             match (ri, resource) {
-                (None, Building::Single(v)) => Ok(Node::Resource { id: rid, value: ResourceValue::Single(v) }),
+                (None, Building::Single(v)) => Ok(Node::Resource {
+                    id: rid,
+                    value: ResourceValue::Single(v),
+                }),
                 (None, Building::Multiple(items)) => Ok(Node::Resource {
                     id: rid,
                     value: ResourceValue::Multiple(items.into_iter().collect()),
@@ -174,7 +210,13 @@ mod tests {
                 id: 0,
                 resources: vec![
                     (0, ResourceValue::Single(Value::String("a".into()))),
-                    (6, ResourceValue::Multiple(vec![(0, Value::Integer(1)), (1, Value::Integer(5))])),
+                    (
+                        6,
+                        ResourceValue::Multiple(vec![
+                            (0, Value::Integer(1)),
+                            (1, Value::Integer(5))
+                        ])
+                    ),
                 ]
             }
         );
@@ -187,10 +229,18 @@ mod tests {
 
     #[test]
     fn refuses_duplicates_mixes_and_outsiders() {
-        let dup = vec![(Path::resource(3, 0, 0), Value::Integer(1)), (Path::resource(3, 0, 0), Value::Integer(2))];
-        assert!(matches!(assemble(Path::instance(3, 0), &dup, F), Err(CodecError::Malformed { .. })));
-        let mixed =
-            vec![(Path::resource(3, 0, 6), Value::Integer(1)), (Path::resource_instance(3, 0, 6, 0), Value::Integer(2))];
+        let dup = vec![
+            (Path::resource(3, 0, 0), Value::Integer(1)),
+            (Path::resource(3, 0, 0), Value::Integer(2)),
+        ];
+        assert!(matches!(
+            assemble(Path::instance(3, 0), &dup, F),
+            Err(CodecError::Malformed { .. })
+        ));
+        let mixed = vec![
+            (Path::resource(3, 0, 6), Value::Integer(1)),
+            (Path::resource_instance(3, 0, 6, 0), Value::Integer(2)),
+        ];
         assert!(assemble(Path::instance(3, 0), &mixed, F).is_err());
         let outside = vec![(Path::resource(3, 1, 0), Value::Integer(1))];
         assert!(assemble(Path::instance(3, 0), &outside, F).is_err());
@@ -204,11 +254,17 @@ mod tests {
         let values = vec![(Path::resource_instance(3, 0, 6, 2), Value::Integer(7))];
         assert_eq!(
             assemble(Path::resource(3, 0, 6), &values, F).unwrap(),
-            Node::Resource { id: 6, value: ResourceValue::Multiple(vec![(2, Value::Integer(7))]) }
+            Node::Resource {
+                id: 6,
+                value: ResourceValue::Multiple(vec![(2, Value::Integer(7))])
+            }
         );
         assert_eq!(
             assemble(Path::resource_instance(3, 0, 6, 2), &values, F).unwrap(),
-            Node::ResourceInstance { id: 2, value: Value::Integer(7) }
+            Node::ResourceInstance {
+                id: 2,
+                value: Value::Integer(7)
+            }
         );
         assert!(is_within(Path::object(3), Path::resource(3, 1, 2)));
         assert!(!is_within(Path::resource(3, 0, 1), Path::instance(3, 0)));

@@ -39,7 +39,12 @@ fn i(v: i64) -> ResourceValue {
     ResourceValue::Single(Value::Integer(v))
 }
 fn multi(items: &[(u16, i64)]) -> ResourceValue {
-    ResourceValue::Multiple(items.iter().map(|(id, v)| (*id, Value::Integer(*v))).collect())
+    ResourceValue::Multiple(
+        items
+            .iter()
+            .map(|(id, v)| (*id, Value::Integer(*v)))
+            .collect(),
+    )
 }
 
 /// The Device instance of Core 1.1 Table 7.4.3-x / 7.4.4-2.
@@ -62,7 +67,10 @@ pub(crate) fn device_resources() -> Vec<(u16, ResourceValue)> {
 }
 
 pub(crate) fn device_instance() -> Node {
-    Node::Instance { id: 0, resources: device_resources() }
+    Node::Instance {
+        id: 0,
+        resources: device_resources(),
+    }
 }
 
 pub(crate) fn objlink(object: u16, instance: u16) -> Value {
@@ -70,7 +78,8 @@ pub(crate) fn objlink(object: u16, instance: u16) -> Value {
 }
 
 pub(crate) fn device_tlv() -> Vec<u8> {
-    hex("C8 00 14 4F 70 65 6E 20 4D 6F 62 69 6C 65 20 41 6C 6C 69 61 6E 63 65
+    hex(
+        "C8 00 14 4F 70 65 6E 20 4D 6F 62 69 6C 65 20 41 6C 6C 69 61 6E 63 65
          C8 01 16 4C 69 67 68 74 77 65 69 67 68 74 20 4D 32 4D 20 43 6C 69 65 6E 74
          C8 02 09 33 34 35 30 30 30 31 32 33
          C3 03 31 2E 30
@@ -82,5 +91,6 @@ pub(crate) fn device_tlv() -> Vec<u8> {
          83 0B 41 00 00
          C4 0D 51 82 42 8F
          C6 0E 2B 30 32 3A 30 30
-         C1 10 55")
+         C1 10 55",
+    )
 }

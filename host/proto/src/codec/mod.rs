@@ -56,7 +56,10 @@ pub enum CodecError {
 
 impl CodecError {
     pub(crate) fn malformed(format: ContentFormat, reason: impl Into<String>) -> Self {
-        CodecError::Malformed { format, reason: reason.into() }
+        CodecError::Malformed {
+            format,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -75,7 +78,10 @@ impl<F: Fn(Path) -> Option<DataType>> ResourceTypes for F {
 
 /// The resource path (`/o/i/r`) a path belongs to, used for type lookups.
 pub(crate) fn resource_path(path: Path) -> Path {
-    Path { resource_instance: None, ..path }
+    Path {
+        resource_instance: None,
+        ..path
+    }
 }
 
 /// Encodes `node`, which lives at `base`, in `format`.
@@ -141,7 +147,10 @@ pub fn decode_flat(
     let mut out = Vec::with_capacity(records.len());
     for record in records {
         let Some(value) = record.value else {
-            return Err(CodecError::malformed(format, format!("record {} has no value", record.path)));
+            return Err(CodecError::malformed(
+                format,
+                format!("record {} has no value", record.path),
+            ));
         };
         if !assemble::is_within(base, record.path) {
             return Err(CodecError::malformed(
@@ -170,9 +179,15 @@ pub fn decode_create(
             match decode(bytes, base, format, types)? {
                 Node::Object { instances, .. } => Ok(instances
                     .into_iter()
-                    .map(|(id, resources)| CreateInstance { id: Some(id), resources })
+                    .map(|(id, resources)| CreateInstance {
+                        id: Some(id),
+                        resources,
+                    })
                     .collect()),
-                _ => Err(CodecError::malformed(format, "Create payload holds no instance")),
+                _ => Err(CodecError::malformed(
+                    format,
+                    "Create payload holds no instance",
+                )),
             }
         }
         _ => Err(CodecError::Unsupported(format)),

@@ -66,12 +66,16 @@ pub fn parse_entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, CodecError> {
         let id_len = if type_byte & 0x20 != 0 { 2 } else { 1 };
         let len_len = usize::from((type_byte >> 3) & 0b11);
         let (id_bytes, after_id) = take(after_type, id_len, "identifier")?;
-        let id = id_bytes.iter().fold(0u16, |acc, b| (acc << 8) | u16::from(*b));
+        let id = id_bytes
+            .iter()
+            .fold(0u16, |acc, b| (acc << 8) | u16::from(*b));
         let (len_bytes, after_len) = take(after_id, len_len, "length field")?;
         let len = if len_len == 0 {
             usize::from(type_byte & 0b111)
         } else {
-            len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+            len_bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
         };
         let (value, after_value) = take(after_len, len, "value")?;
         entries.push(Entry { kind, id, value });
@@ -82,7 +86,9 @@ pub fn parse_entries(bytes: &[u8]) -> Result<Vec<Entry<'_>>, CodecError> {
 
 fn take<'a>(bytes: &'a [u8], n: usize, what: &str) -> Result<(&'a [u8], &'a [u8]), CodecError> {
     if bytes.len() < n {
-        return Err(malformed(format!("{what} runs past the end of the payload")));
+        return Err(malformed(format!(
+            "{what} runs past the end of the payload"
+        )));
     }
     Ok(bytes.split_at(n))
 }
@@ -112,7 +118,12 @@ fn write_entry(out: &mut Vec<u8>, kind: Kind, id: u16, value: &[u8]) -> Result<(
             type_byte |= 0b11 << 3;
             &len_bytes[1..]
         }
-        _ => return Err(CodecError::NotRepresentable { format: FORMAT, what: "a value over 16 MiB" }),
+        _ => {
+            return Err(CodecError::NotRepresentable {
+                format: FORMAT,
+                what: "a value over 16 MiB",
+            });
+        }
     };
     out.push(type_byte);
     if id > 0xFF {
@@ -175,7 +186,12 @@ fn encode_uint(u: u64) -> Vec<u8> {
 
 /// Decodes a value's bytes as `data_type` (Core 1.1 Appendix C; widths as Leshan accepts).
 pub fn decode_value(bytes: &[u8], data_type: DataType) -> Result<Value, CodecError> {
-    let wrong_len = || malformed(format!("{} bytes is not a valid {data_type:?}", bytes.len()));
+    let wrong_len = || {
+        malformed(format!(
+            "{} bytes is not a valid {data_type:?}",
+            bytes.len()
+        ))
+    };
     Ok(match data_type {
         DataType::String => Value::String(utf8(bytes)?),
         DataType::CoreLink => Value::CoreLink(utf8(bytes)?),
@@ -233,7 +249,12 @@ pub fn encode(node: &Node, base: Path) -> Result<Vec<u8>, CodecError> {
     match node {
         Node::Object { instances, .. } => {
             for (iid, resources) in instances {
-                write_entry(&mut out, Kind::ObjectInstance, *iid, &encode_resources(resources)?)?;
+                write_entry(
+                    &mut out,
+                    Kind::ObjectInstance,
+                    *iid,
+                    &encode_resources(resources)?,
+                )?;
             }
         }
         Node::Instance { id, resources } => {
@@ -285,11 +306,16 @@ pub fn decode(bytes: &[u8], base: Path, types: &dyn ResourceTypes) -> Result<Nod
             let mut instances = Vec::with_capacity(entries.len());
             for e in &entries {
                 if e.kind != Kind::ObjectInstance {
-                    return Err(malformed("an object payload must hold Object Instance TLVs"));
+                    return Err(malformed(
+                        "an object payload must hold Object Instance TLVs",
+                    ));
                 }
                 instances.push((e.id, decode_resources(e.value, base.object, e.id, types)?));
             }
-            Ok(Node::Object { id: base.object, instances: sorted_unique(instances)? })
+            Ok(Node::Object {
+                id: base.object,
+                instances: sorted_unique(instances)?,
+            })
         }
         (Some(iid), None, _) => {
             let resources = match entries.as_slice() {
@@ -310,7 +336,10 @@ pub fn decode(bytes: &[u8], base: Path, types: &dyn ResourceTypes) -> Result<Nod
                     if e.id != rid {
                         return Err(malformed(format!("resource {} sent to {base}", e.id)));
                     }
-                    Ok(Node::Resource { id: rid, value: decode_resource(e, path, types)? })
+                    Ok(Node::Resource {
+                        id: rid,
+                        value: decode_resource(e, path, types)?,
+                    })
                 }
                 [] => Err(malformed("empty payload")),
                 _ => Ok(Node::Resource {
@@ -322,9 +351,14 @@ pub fn decode(bytes: &[u8], base: Path, types: &dyn ResourceTypes) -> Result<Nod
         (Some(iid), Some(rid), Some(ri)) => match entries.as_slice() {
             [e] if e.kind == Kind::ResourceInstance && e.id == ri => {
                 let data_type = lookup(types, Path::resource(base.object, iid, rid))?;
-                Ok(Node::ResourceInstance { id: ri, value: decode_value(e.value, data_type)? })
+                Ok(Node::ResourceInstance {
+                    id: ri,
+                    value: decode_value(e.value, data_type)?,
+                })
             }
-            _ => Err(malformed(format!("expected one Resource Instance TLV for {base}"))),
+            _ => Err(malformed(format!(
+                "expected one Resource Instance TLV for {base}"
+            ))),
         },
     }
 }
@@ -345,11 +379,17 @@ pub fn decode_create(
         }
         return Ok(sorted_unique(instances)?
             .into_iter()
-            .map(|(id, resources)| CreateInstance { id: Some(id), resources })
+            .map(|(id, resources)| CreateInstance {
+                id: Some(id),
+                resources,
+            })
             .collect());
     }
     let resources = resources_from(&entries, object, u16::MAX, types)?;
-    Ok(vec![CreateInstance { id: None, resources }])
+    Ok(vec![CreateInstance {
+        id: None,
+        resources,
+    }])
 }
 
 fn decode_resources(
@@ -370,7 +410,10 @@ fn resources_from(
     let mut resources = Vec::with_capacity(entries.len());
     for e in entries {
         if !matches!(e.kind, Kind::Resource | Kind::MultipleResource) {
-            return Err(malformed(format!("{:?} TLV where a resource was expected", e.kind)));
+            return Err(malformed(format!(
+                "{:?} TLV where a resource was expected",
+                e.kind
+            )));
         }
         let path = Path::resource(object, instance, e.id);
         resources.push((e.id, decode_resource(e, path, types)?));
@@ -378,11 +421,22 @@ fn resources_from(
     sorted_unique(resources)
 }
 
-fn decode_resource(e: &Entry<'_>, path: Path, types: &dyn ResourceTypes) -> Result<ResourceValue, CodecError> {
+fn decode_resource(
+    e: &Entry<'_>,
+    path: Path,
+    types: &dyn ResourceTypes,
+) -> Result<ResourceValue, CodecError> {
     if e.kind == Kind::MultipleResource {
-        return Ok(ResourceValue::Multiple(resource_instances(&parse_entries(e.value)?, path, types)?));
+        return Ok(ResourceValue::Multiple(resource_instances(
+            &parse_entries(e.value)?,
+            path,
+            types,
+        )?));
     }
-    Ok(ResourceValue::Single(decode_value(e.value, lookup(types, path)?)?))
+    Ok(ResourceValue::Single(decode_value(
+        e.value,
+        lookup(types, path)?,
+    )?))
 }
 
 fn resource_instances(
@@ -394,7 +448,10 @@ fn resource_instances(
     let mut items = Vec::with_capacity(entries.len());
     for e in entries {
         if e.kind != Kind::ResourceInstance {
-            return Err(malformed(format!("{:?} TLV inside multiple resource {path}", e.kind)));
+            return Err(malformed(format!(
+                "{:?} TLV inside multiple resource {path}",
+                e.kind
+            )));
         }
         items.push((e.id, decode_value(e.value, data_type)?));
     }
@@ -402,7 +459,9 @@ fn resource_instances(
 }
 
 fn lookup(types: &dyn ResourceTypes, path: Path) -> Result<DataType, CodecError> {
-    types.data_type(path).ok_or(CodecError::UnknownResource(path))
+    types
+        .data_type(path)
+        .ok_or(CodecError::UnknownResource(path))
 }
 
 /// Sorts by id and refuses a repeated id: a payload naming one id twice is ambiguous.

@@ -30,7 +30,9 @@ pub fn to_cbor(records: &[RawRecord]) -> Result<Vec<u8>, CodecError> {
             Some(SenmlValue::String(s)) => map.push((label(3), Cbor::Text(s.clone()))),
             Some(SenmlValue::Bool(b)) => map.push((label(4), Cbor::Bool(*b))),
             Some(SenmlValue::Data(d)) => map.push((label(8), Cbor::Bytes(d.clone()))),
-            Some(SenmlValue::ObjLink(s)) => map.push((Cbor::Text("vlo".into()), Cbor::Text(s.clone()))),
+            Some(SenmlValue::ObjLink(s)) => {
+                map.push((Cbor::Text("vlo".into()), Cbor::Text(s.clone())))
+            }
         }
         if let Some(t) = record.t {
             map.push((label(6), number(t)));
@@ -38,8 +40,12 @@ pub fn to_cbor(records: &[RawRecord]) -> Result<Vec<u8>, CodecError> {
         array.push(Cbor::Map(map));
     }
     let mut out = Vec::new();
-    ciborium::into_writer(&Cbor::Array(array), &mut out)
-        .map_err(|_| CodecError::NotRepresentable { format: FORMAT, what: "these records" })?;
+    ciborium::into_writer(&Cbor::Array(array), &mut out).map_err(|_| {
+        CodecError::NotRepresentable {
+            format: FORMAT,
+            what: "these records",
+        }
+    })?;
     Ok(out)
 }
 
@@ -76,7 +82,8 @@ pub fn from_cbor(bytes: &[u8]) -> Result<Vec<RawRecord>, CodecError> {
         for (key, value) in map {
             let field = match key {
                 Cbor::Integer(l) => Field::from_label(i128::from(l)),
-                Cbor::Text(name) => Field::from_name(&name).ok_or_else(|| bad(format!("must-understand field {name:?}")))?,
+                Cbor::Text(name) => Field::from_name(&name)
+                    .ok_or_else(|| bad(format!("must-understand field {name:?}")))?,
                 _ => return Err(bad("record key is neither integer nor text".into())),
             };
             let value = match value {

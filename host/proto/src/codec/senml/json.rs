@@ -57,7 +57,10 @@ fn number(n: Number) -> Result<String, CodecError> {
         Number::UInt(u) => Ok(u.to_string()),
         Number::Float(f) => serde_json::Number::from_f64(f)
             .map(|n| n.to_string())
-            .ok_or(CodecError::NotRepresentable { format: FORMAT, what: "a non-finite float" }),
+            .ok_or(CodecError::NotRepresentable {
+                format: FORMAT,
+                what: "a non-finite float",
+            }),
     }
 }
 
@@ -70,7 +73,8 @@ pub fn from_json(bytes: &[u8]) -> Result<Vec<RawRecord>, CodecError> {
     for Pairs(pairs) in items {
         let mut record = RawRecord::default();
         for (key, value) in pairs {
-            let field = Field::from_name(&key).ok_or_else(|| bad(format!("must-understand field {key:?}")))?;
+            let field = Field::from_name(&key)
+                .ok_or_else(|| bad(format!("must-understand field {key:?}")))?;
             let value = match (field, value) {
                 (Field::DataValue, Json::String(s)) => {
                     FieldValue::Bytes(decode_vd(&s).ok_or_else(|| bad("vd is not base64".into()))?)
@@ -98,7 +102,10 @@ impl<'de> serde::Deserialize<'de> for Pairs {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a SenML record object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs, A::Error> {
                 let mut pairs = Vec::new();
                 while let Some(pair) = map.next_entry::<String, Json>()? {
                     pairs.push(pair);

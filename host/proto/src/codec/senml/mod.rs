@@ -86,7 +86,8 @@ pub struct Record {
 
 /// Base64url without padding when writing `vd` (RFC 8428 §4.3, what Leshan demands).
 const URL_NO_PAD: GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
 /// Reading `vd` accepts both alphabets, padding optional: Wakaama sends
 /// standard base64 with padding (reference §6).
 const URL_LENIENT: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
@@ -97,7 +98,12 @@ pub(crate) fn encode_vd(bytes: &[u8]) -> String {
 }
 
 pub(crate) fn decode_vd(text: &str) -> Option<Vec<u8>> {
-    if text.contains(['-', '_']) { URL_LENIENT.decode(text) } else { STANDARD_LENIENT.decode(text) }.ok()
+    if text.contains(['-', '_']) {
+        URL_LENIENT.decode(text)
+    } else {
+        STANDARD_LENIENT.decode(text)
+    }
+    .ok()
 }
 
 /// The wire form of a typed value.
@@ -137,7 +143,12 @@ pub fn records(node: &Node, base: Path) -> Result<Vec<RawRecord>, CodecError> {
         .enumerate()
         .map(|(index, (p, value))| {
             let ids = [Some(p.object), p.instance, p.resource, p.resource_instance];
-            let rest: Vec<String> = ids.iter().flatten().skip(skip).map(u16::to_string).collect();
+            let rest: Vec<String> = ids
+                .iter()
+                .flatten()
+                .skip(skip)
+                .map(u16::to_string)
+                .collect();
             RawRecord {
                 bn: (index == 0).then(|| format!("{path}/")),
                 n: Some(rest.join("/")),
@@ -173,7 +184,11 @@ pub fn decode_cbor(bytes: &[u8], types: &dyn ResourceTypes) -> Result<Vec<Record
 /// Numbers are converted to the resource's declared type and refused when
 /// they do not fit; for a resource `types` does not know, the type is read
 /// from the record (integer -> Integer, fraction -> Float, `vs` -> String, ...).
-pub fn resolve(raw: Vec<RawRecord>, format: ContentFormat, types: &dyn ResourceTypes) -> Result<Vec<Record>, CodecError> {
+pub fn resolve(
+    raw: Vec<RawRecord>,
+    format: ContentFormat,
+    types: &dyn ResourceTypes,
+) -> Result<Vec<Record>, CodecError> {
     let mut base_name = String::new();
     let mut base_time: Option<f64> = None;
     let mut out = Vec::with_capacity(raw.len());
@@ -185,7 +200,8 @@ pub fn resolve(raw: Vec<RawRecord>, format: ContentFormat, types: &dyn ResourceT
             base_time = Some(bt.as_f64());
         }
         let name = format!("{base_name}{}", record.n.as_deref().unwrap_or(""));
-        let path = parse_name(&name).ok_or_else(|| CodecError::malformed(format, format!("bad name {name:?}")))?;
+        let path = parse_name(&name)
+            .ok_or_else(|| CodecError::malformed(format, format!("bad name {name:?}")))?;
         let time = match (base_time, record.t) {
             (None, None) => None,
             (bt, t) => Some(bt.unwrap_or(0.0) + t.map_or(0.0, Number::as_f64)),
@@ -204,21 +220,33 @@ fn parse_name(name: &str) -> Option<Path> {
     let rest = name.strip_prefix('/')?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit())) {
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     Path::from_segments(&segments)
 }
 
-fn typed(path: Path, value: SenmlValue, format: ContentFormat, types: &dyn ResourceTypes) -> Result<Value, CodecError> {
+fn typed(
+    path: Path,
+    value: SenmlValue,
+    format: ContentFormat,
+    types: &dyn ResourceTypes,
+) -> Result<Value, CodecError> {
     let bad = |why: &str| CodecError::malformed(format, format!("{path}: {why}"));
     if path.resource.is_none() {
         return Err(bad("a value needs a resource path"));
     }
     let declared = types.data_type(resource_path(path));
     Ok(match (declared, value) {
-        (Some(DataType::Integer), SenmlValue::Number(n)) => Value::Integer(to_i64(n).ok_or_else(|| bad("not an integer"))?),
-        (Some(DataType::Time), SenmlValue::Number(n)) => Value::Time(to_i64(n).ok_or_else(|| bad("not an integer time"))?),
+        (Some(DataType::Integer), SenmlValue::Number(n)) => {
+            Value::Integer(to_i64(n).ok_or_else(|| bad("not an integer"))?)
+        }
+        (Some(DataType::Time), SenmlValue::Number(n)) => {
+            Value::Time(to_i64(n).ok_or_else(|| bad("not an integer time"))?)
+        }
         (Some(DataType::Unsigned), SenmlValue::Number(n)) => {
             Value::Unsigned(to_u64(n).ok_or_else(|| bad("not an unsigned integer"))?)
         }
@@ -331,10 +359,18 @@ pub(crate) fn set_field(
         (Field::StringValue, FieldValue::Text(s)) => put(&mut record.value, SenmlValue::String(s)),
         (Field::BoolValue, FieldValue::Bool(b)) => put(&mut record.value, SenmlValue::Bool(b)),
         (Field::DataValue, FieldValue::Bytes(d)) => put(&mut record.value, SenmlValue::Data(d)),
-        (Field::ObjLinkValue, FieldValue::Text(s)) => put(&mut record.value, SenmlValue::ObjLink(s)),
+        (Field::ObjLinkValue, FieldValue::Text(s)) => {
+            put(&mut record.value, SenmlValue::ObjLink(s))
+        }
         (field, _) => return Err(bad(&format!("field {field:?} has the wrong type"))),
     };
-    if fresh { Ok(()) } else { Err(bad(&format!("field {field:?} repeated or two value fields"))) }
+    if fresh {
+        Ok(())
+    } else {
+        Err(bad(&format!(
+            "field {field:?} repeated or two value fields"
+        )))
+    }
 }
 
 /// A field's content once read from JSON or CBOR.

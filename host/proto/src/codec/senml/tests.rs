@@ -21,9 +21,20 @@ const DEVICE_CBOR: &str = "
 
 #[test]
 fn device_read_as_json_is_table_7_4_4_2_exactly() {
-    let bytes = encode(&device_instance(), Path::instance(3, 0), ContentFormat::SenmlJson).unwrap();
+    let bytes = encode(
+        &device_instance(),
+        Path::instance(3, 0),
+        ContentFormat::SenmlJson,
+    )
+    .unwrap();
     assert_eq!(String::from_utf8(bytes.clone()).unwrap(), T7_4_4_2);
-    let node = decode(T7_4_4_2.as_bytes(), Path::instance(3, 0), ContentFormat::SenmlJson, &types).unwrap();
+    let node = decode(
+        T7_4_4_2.as_bytes(),
+        Path::instance(3, 0),
+        ContentFormat::SenmlJson,
+        &types,
+    )
+    .unwrap();
     assert_eq!(node, device_instance());
 }
 
@@ -31,26 +42,64 @@ fn device_read_as_json_is_table_7_4_4_2_exactly() {
 fn device_read_as_cbor_is_the_196_byte_vector() {
     let vector = hex(DEVICE_CBOR);
     assert_eq!(vector.len(), 196);
-    let bytes = encode(&device_instance(), Path::instance(3, 0), ContentFormat::SenmlCbor).unwrap();
+    let bytes = encode(
+        &device_instance(),
+        Path::instance(3, 0),
+        ContentFormat::SenmlCbor,
+    )
+    .unwrap();
     assert_eq!(bytes, vector);
-    let node = decode(&vector, Path::instance(3, 0), ContentFormat::SenmlCbor, &types).unwrap();
+    let node = decode(
+        &vector,
+        Path::instance(3, 0),
+        ContentFormat::SenmlCbor,
+        &types,
+    )
+    .unwrap();
     assert_eq!(node, device_instance());
 }
 
 #[test]
 fn single_resource_is_named_by_bn_alone() {
-    let node = Node::Resource { id: 0, value: ResourceValue::Single(Value::String("Open Mobile Alliance".into())) };
+    let node = Node::Resource {
+        id: 0,
+        value: ResourceValue::Single(Value::String("Open Mobile Alliance".into())),
+    };
     let json = encode(&node, Path::resource(3, 0, 0), ContentFormat::SenmlJson).unwrap();
     assert_eq!(json, br#"[{"bn":"/3/0/0","vs":"Open Mobile Alliance"}]"#);
-    assert_eq!(decode(&json, Path::resource(3, 0, 0), ContentFormat::SenmlJson, &types).unwrap(), node);
+    assert_eq!(
+        decode(
+            &json,
+            Path::resource(3, 0, 0),
+            ContentFormat::SenmlJson,
+            &types
+        )
+        .unwrap(),
+        node
+    );
 }
 
 #[test]
 fn opaque_cbor_vector() {
     let vector = hex("81 A2 21 66 2F 30 2F 30 2F 33 08 43 AB CD EF");
-    let node = Node::Resource { id: 3, value: ResourceValue::Single(Value::Opaque(vec![0xAB, 0xCD, 0xEF])) };
-    assert_eq!(encode(&node, Path::resource(0, 0, 3), ContentFormat::SenmlCbor).unwrap(), vector);
-    assert_eq!(decode(&vector, Path::resource(0, 0, 3), ContentFormat::SenmlCbor, &types).unwrap(), node);
+    let node = Node::Resource {
+        id: 3,
+        value: ResourceValue::Single(Value::Opaque(vec![0xAB, 0xCD, 0xEF])),
+    };
+    assert_eq!(
+        encode(&node, Path::resource(0, 0, 3), ContentFormat::SenmlCbor).unwrap(),
+        vector
+    );
+    assert_eq!(
+        decode(
+            &vector,
+            Path::resource(0, 0, 3),
+            ContentFormat::SenmlCbor,
+            &types
+        )
+        .unwrap(),
+        node
+    );
 }
 
 #[test]
@@ -59,7 +108,11 @@ fn objlink_cbor_vector_uses_text_key_vlo() {
     let records = decode_cbor(&vector, &types).unwrap();
     assert_eq!(
         records,
-        vec![Record { path: Path::resource_instance(65, 0, 0, 0), time: None, value: Some(objlink(66, 0)) }]
+        vec![Record {
+            path: Path::resource_instance(65, 0, 0, 0),
+            time: None,
+            value: Some(objlink(66, 0))
+        }]
     );
     let raw = vec![RawRecord {
         n: Some("/65/0/0/0".into()),
@@ -73,11 +126,29 @@ fn objlink_cbor_vector_uses_text_key_vlo() {
 fn half_float_cbor_vector_decodes() {
     let vector = hex("81 A2 02 F9 5C B0 21 6B 2F 33 34 34 32 2F 30 2F 31 33 30");
     let records = decode_cbor(&vector, &types).unwrap();
-    assert_eq!(records, vec![Record { path: Path::resource(3442, 0, 130), time: None, value: Some(Value::Float(300.0)) }]);
+    assert_eq!(
+        records,
+        vec![Record {
+            path: Path::resource(3442, 0, 130),
+            time: None,
+            value: Some(Value::Float(300.0))
+        }]
+    );
     // And we write 300.0 as a half float too.
-    let node = Node::Resource { id: 130, value: ResourceValue::Single(Value::Float(300.0)) };
-    let bytes = encode(&node, Path::resource(3442, 0, 130), ContentFormat::SenmlCbor).unwrap();
-    assert_eq!(bytes, hex("81 A2 21 6B 2F 33 34 34 32 2F 30 2F 31 33 30 02 F9 5C B0"));
+    let node = Node::Resource {
+        id: 130,
+        value: ResourceValue::Single(Value::Float(300.0)),
+    };
+    let bytes = encode(
+        &node,
+        Path::resource(3442, 0, 130),
+        ContentFormat::SenmlCbor,
+    )
+    .unwrap();
+    assert_eq!(
+        bytes,
+        hex("81 A2 21 6B 2F 33 34 34 32 2F 30 2F 31 33 30 02 F9 5C B0")
+    );
 }
 
 #[test]
@@ -92,15 +163,29 @@ fn objlink_json_table_7_4_4_4_decodes() {
     assert_eq!(records[0].path, Path::resource_instance(65, 0, 0, 0));
     assert_eq!(records[0].value, Some(objlink(66, 0)));
     assert_eq!(records[3].value, Some(Value::Integer(1)));
-    assert_eq!(records[9].value, Some(Value::ObjLink(ObjLink { object: 65535, instance: 65535 })));
+    assert_eq!(
+        records[9].value,
+        Some(Value::ObjLink(ObjLink {
+            object: 65535,
+            instance: 65535
+        }))
+    );
     assert_eq!(records[11].path, Path::resource(67, 0, 1));
     // One object's slice assembles into a node.
-    let flat: Vec<(Path, Value)> =
-        records.into_iter().filter(|r| r.path.object == 66).map(|r| (r.path, r.value.unwrap())).collect();
+    let flat: Vec<(Path, Value)> = records
+        .into_iter()
+        .filter(|r| r.path.object == 66)
+        .map(|r| (r.path, r.value.unwrap()))
+        .collect();
     let node = assemble(Path::object(66), &flat, ContentFormat::SenmlJson).unwrap();
-    let Node::Object { instances, .. } = node else { panic!("not an object") };
+    let Node::Object { instances, .. } = node else {
+        panic!("not an object")
+    };
     assert_eq!(instances.len(), 2);
-    assert_eq!(instances[0].1[2], (2, ResourceValue::Single(objlink(67, 0))));
+    assert_eq!(
+        instances[0].1[2],
+        (2, ResourceValue::Single(objlink(67, 0)))
+    );
 }
 
 #[test]
@@ -111,9 +196,21 @@ fn timestamped_records_apply_base_time() {
     assert_eq!(
         records,
         vec![
-            Record { path: Path::resource(72, 1, 2), time: Some(25462629.0), value: Some(Value::Float(22.4)) },
-            Record { path: Path::resource(72, 1, 2), time: Some(25462604.0), value: Some(Value::Float(22.9)) },
-            Record { path: Path::resource(72, 1, 2), time: Some(25462584.0), value: Some(Value::Float(24.1)) },
+            Record {
+                path: Path::resource(72, 1, 2),
+                time: Some(25462629.0),
+                value: Some(Value::Float(22.4))
+            },
+            Record {
+                path: Path::resource(72, 1, 2),
+                time: Some(25462604.0),
+                value: Some(Value::Float(22.9))
+            },
+            Record {
+                path: Path::resource(72, 1, 2),
+                time: Some(25462584.0),
+                value: Some(Value::Float(24.1))
+            },
         ]
     );
     // Written back in the spec's key order.
@@ -123,15 +220,35 @@ fn timestamped_records_apply_base_time() {
 
 #[test]
 fn vd_is_written_base64url_unpadded_and_read_in_any_alphabet() {
-    let node = Node::Resource { id: 3, value: ResourceValue::Single(Value::Opaque(vec![1, 2, 3, 4, 5])) };
+    let node = Node::Resource {
+        id: 3,
+        value: ResourceValue::Single(Value::Opaque(vec![1, 2, 3, 4, 5])),
+    };
     let json = encode(&node, Path::resource(0, 0, 3), ContentFormat::SenmlJson).unwrap();
     assert_eq!(json, br#"[{"bn":"/0/0/3","vd":"AQIDBAU"}]"#);
     for vd in ["AQIDBAU", "AQIDBAU=", "-_8", "+/8=", "+/8"] {
         let text = format!(r#"[{{"bn":"/0/0/3","vd":"{vd}"}}]"#);
-        assert!(decode(text.as_bytes(), Path::resource(0, 0, 3), ContentFormat::SenmlJson, &types).is_ok(), "{vd}");
+        assert!(
+            decode(
+                text.as_bytes(),
+                Path::resource(0, 0, 3),
+                ContentFormat::SenmlJson,
+                &types
+            )
+            .is_ok(),
+            "{vd}"
+        );
     }
     let mixed = r#"[{"bn":"/0/0/3","vd":"-/8"}]"#;
-    assert!(decode(mixed.as_bytes(), Path::resource(0, 0, 3), ContentFormat::SenmlJson, &types).is_err());
+    assert!(
+        decode(
+            mixed.as_bytes(),
+            Path::resource(0, 0, 3),
+            ContentFormat::SenmlJson,
+            &types
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -149,23 +266,45 @@ fn write_composite_decodes_flat() {
 
 #[test]
 fn read_composite_request_has_no_values() {
-    let records = decode_json(br#"[{"n":"/3/0/0"},{"n":"/3/0/9"},{"n":"/1/0/1"}]"#, &types).unwrap();
-    assert_eq!(records.iter().map(|r| r.path).collect::<Vec<_>>(), [
-        Path::resource(3, 0, 0),
-        Path::resource(3, 0, 9),
-        Path::resource(1, 0, 1)
-    ]);
+    let records =
+        decode_json(br#"[{"n":"/3/0/0"},{"n":"/3/0/9"},{"n":"/1/0/1"}]"#, &types).unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.path).collect::<Vec<_>>(),
+        [
+            Path::resource(3, 0, 0),
+            Path::resource(3, 0, 9),
+            Path::resource(1, 0, 1)
+        ]
+    );
     assert!(records.iter().all(|r| r.value.is_none()));
-    assert!(decode_flat(br#"[{"n":"/3/0/0"}]"#, Path::object(3), ContentFormat::SenmlJson, &types).is_err());
+    assert!(
+        decode_flat(
+            br#"[{"n":"/3/0/0"}]"#,
+            Path::object(3),
+            ContentFormat::SenmlJson,
+            &types
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn declared_types_are_enforced() {
-    let write = |text: &str| decode(text.as_bytes(), Path::instance(3, 0), ContentFormat::SenmlJson, &types);
+    let write = |text: &str| {
+        decode(
+            text.as_bytes(),
+            Path::instance(3, 0),
+            ContentFormat::SenmlJson,
+            &types,
+        )
+    };
     // Integral float for an Integer resource is accepted (CBOR writers shrink 100 to 100.0 at times).
     assert_eq!(
         write(r#"[{"n":"/3/0/9","v":100.0}]"#).unwrap(),
-        Node::Instance { id: 0, resources: vec![(9, ResourceValue::Single(Value::Integer(100)))] }
+        Node::Instance {
+            id: 0,
+            resources: vec![(9, ResourceValue::Single(Value::Integer(100)))]
+        }
     );
     for bad in [
         r#"[{"n":"/3/0/9","v":1.5}]"#,
@@ -181,7 +320,10 @@ fn declared_types_are_enforced() {
         r#"[{"n":"/3/0/9","v":1}] x"#,
         r#"[{"n":"/3/0/9","v":"1"}]"#,
     ] {
-        assert!(matches!(write(bad), Err(CodecError::Malformed { .. })), "{bad}");
+        assert!(
+            matches!(write(bad), Err(CodecError::Malformed { .. })),
+            "{bad}"
+        );
     }
     // Unknown fields that are not must-understand are ignored.
     assert!(write(r#"[{"n":"/3/0/9","v":1,"u":"%"}]"#).is_ok());
@@ -204,7 +346,10 @@ fn cbor_refuses_trailing_bytes_and_wrong_shapes() {
 fn object_and_multiple_resource_round_trip_in_both_formats() {
     let object = Node::Object {
         id: 3,
-        instances: vec![(0, crate::codec::fixtures::device_resources()), (1, vec![(9, ResourceValue::Single(Value::Integer(5)))])],
+        instances: vec![
+            (0, crate::codec::fixtures::device_resources()),
+            (1, vec![(9, ResourceValue::Single(Value::Integer(5)))]),
+        ],
     };
     let multi = Node::Resource {
         id: 6,
@@ -212,9 +357,15 @@ fn object_and_multiple_resource_round_trip_in_both_formats() {
     };
     for format in [ContentFormat::SenmlJson, ContentFormat::SenmlCbor] {
         let bytes = encode(&object, Path::object(3), format).unwrap();
-        assert_eq!(decode(&bytes, Path::object(3), format, &types).unwrap(), object);
+        assert_eq!(
+            decode(&bytes, Path::object(3), format, &types).unwrap(),
+            object
+        );
         let bytes = encode(&multi, Path::resource(3, 0, 6), format).unwrap();
-        assert_eq!(decode(&bytes, Path::resource(3, 0, 6), format, &types).unwrap(), multi);
+        assert_eq!(
+            decode(&bytes, Path::resource(3, 0, 6), format, &types).unwrap(),
+            multi
+        );
     }
     let json = encode(&multi, Path::resource(3, 0, 6), ContentFormat::SenmlJson).unwrap();
     assert_eq!(json, br#"[{"bn":"/3/0/6/","n":"0","v":1},{"n":"1","v":5}]"#);

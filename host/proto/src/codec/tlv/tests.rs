@@ -6,7 +6,10 @@ fn read_device_instance_is_the_121_byte_spec_vector() {
     let bytes = encode(&device_instance(), Path::instance(3, 0)).unwrap();
     assert_eq!(bytes.len(), 121);
     assert_eq!(bytes, device_tlv());
-    assert_eq!(decode(&bytes, Path::instance(3, 0), &types).unwrap(), device_instance());
+    assert_eq!(
+        decode(&bytes, Path::instance(3, 0), &types).unwrap(),
+        device_instance()
+    );
 }
 
 #[test]
@@ -17,24 +20,39 @@ fn instance_at_object_path_is_wrapped_in_124_bytes() {
     assert_eq!(bytes.len(), 124);
     assert_eq!(bytes, wrapped);
     // A Write to /3/0 may carry the wrapper too.
-    assert_eq!(decode(&wrapped, Path::instance(3, 0), &types).unwrap(), device_instance());
+    assert_eq!(
+        decode(&wrapped, Path::instance(3, 0), &types).unwrap(),
+        device_instance()
+    );
     // Read of /3 decodes as an object with one instance.
     assert_eq!(
         decode(&wrapped, Path::object(3), &types).unwrap(),
-        Node::Object { id: 3, instances: vec![(0, device_resources())] }
+        Node::Object {
+            id: 3,
+            instances: vec![(0, device_resources())]
+        }
     );
     // A wrapper naming another instance is refused.
     let mut other = hex("08 01 79");
     other.extend(device_tlv());
-    assert!(matches!(decode(&other, Path::instance(3, 0), &types), Err(CodecError::Malformed { .. })));
+    assert!(matches!(
+        decode(&other, Path::instance(3, 0), &types),
+        Err(CodecError::Malformed { .. })
+    ));
 }
 
 #[test]
 fn single_resource_manufacturer() {
     let vector = hex("C8 00 14 4F 70 65 6E 20 4D 6F 62 69 6C 65 20 41 6C 6C 69 61 6E 63 65");
-    let node = Node::Resource { id: 0, value: ResourceValue::Single(Value::String("Open Mobile Alliance".into())) };
+    let node = Node::Resource {
+        id: 0,
+        value: ResourceValue::Single(Value::String("Open Mobile Alliance".into())),
+    };
     assert_eq!(encode(&node, Path::resource(3, 0, 0)).unwrap(), vector);
-    assert_eq!(decode(&vector, Path::resource(3, 0, 0), &types).unwrap(), node);
+    assert_eq!(
+        decode(&vector, Path::resource(3, 0, 0), &types).unwrap(),
+        node
+    );
     // The same TLV sent to another resource is refused.
     assert!(decode(&vector, Path::resource(3, 0, 1), &types).is_err());
 }
@@ -47,36 +65,63 @@ fn multiple_resource_both_forms() {
     };
     let wrapped = hex("86 06 41 00 01 41 01 05");
     assert_eq!(encode(&node, Path::resource(3, 0, 6)).unwrap(), wrapped);
-    assert_eq!(decode(&wrapped, Path::resource(3, 0, 6), &types).unwrap(), node);
-    assert_eq!(decode(&hex("41 00 01 41 01 05"), Path::resource(3, 0, 6), &types).unwrap(), node);
+    assert_eq!(
+        decode(&wrapped, Path::resource(3, 0, 6), &types).unwrap(),
+        node
+    );
+    assert_eq!(
+        decode(&hex("41 00 01 41 01 05"), Path::resource(3, 0, 6), &types).unwrap(),
+        node
+    );
 }
 
 #[test]
 fn resource_instance_alone() {
-    let node = Node::ResourceInstance { id: 1, value: Value::Integer(5) };
+    let node = Node::ResourceInstance {
+        id: 1,
+        value: Value::Integer(5),
+    };
     let bytes = hex("41 01 05");
-    assert_eq!(encode(&node, Path::resource_instance(3, 0, 6, 1)).unwrap(), bytes);
-    assert_eq!(decode(&bytes, Path::resource_instance(3, 0, 6, 1), &types).unwrap(), node);
+    assert_eq!(
+        encode(&node, Path::resource_instance(3, 0, 6, 1)).unwrap(),
+        bytes
+    );
+    assert_eq!(
+        decode(&bytes, Path::resource_instance(3, 0, 6, 1), &types).unwrap(),
+        node
+    );
     assert!(decode(&bytes, Path::resource_instance(3, 0, 6, 0), &types).is_err());
 }
 
 #[test]
 fn access_control_object_with_16_bit_resource_instance_id() {
-    let vector = hex(
-        "08 00 0E C1 00 01 C1 01 00 83 02 41 7F 07 C1 03 7F
-         08 02 12 C1 00 03 C1 01 00 87 02 41 7F 07 61 01 36 01 C1 03 7F",
-    );
+    let vector = hex("08 00 0E C1 00 01 C1 01 00 83 02 41 7F 07 C1 03 7F
+         08 02 12 C1 00 03 C1 01 00 87 02 41 7F 07 61 01 36 01 C1 03 7F");
     let int = |v| ResourceValue::Single(Value::Integer(v));
     let node = Node::Object {
         id: 2,
         instances: vec![
-            (0, vec![(0, int(1)), (1, int(0)), (2, ResourceValue::Multiple(vec![(127, Value::Integer(7))])), (3, int(127))]),
+            (
+                0,
+                vec![
+                    (0, int(1)),
+                    (1, int(0)),
+                    (2, ResourceValue::Multiple(vec![(127, Value::Integer(7))])),
+                    (3, int(127)),
+                ],
+            ),
             (
                 2,
                 vec![
                     (0, int(3)),
                     (1, int(0)),
-                    (2, ResourceValue::Multiple(vec![(127, Value::Integer(7)), (310, Value::Integer(1))])),
+                    (
+                        2,
+                        ResourceValue::Multiple(vec![
+                            (127, Value::Integer(7)),
+                            (310, Value::Integer(1)),
+                        ]),
+                    ),
                     (3, int(127)),
                 ],
             ),
@@ -115,8 +160,14 @@ fn object_links_65_and_66() {
     let n65 = Node::Instance {
         id: 0,
         resources: vec![
-            (0, ResourceValue::Multiple(vec![(0, objlink(66, 0)), (1, objlink(66, 1))])),
-            (1, ResourceValue::Single(Value::String("8613800755500".into()))),
+            (
+                0,
+                ResourceValue::Multiple(vec![(0, objlink(66, 0)), (1, objlink(66, 1))]),
+            ),
+            (
+                1,
+                ResourceValue::Single(Value::String("8613800755500".into())),
+            ),
             (2, ResourceValue::Single(Value::Integer(305419896))),
         ],
     };
@@ -139,7 +190,10 @@ fn object_links_65_and_66() {
         id: 66,
         instances: vec![
             (0, inst("myService 1", "Internet.15.234", objlink(67, 0))),
-            (1, inst("myService 2", "Internet.15.235", objlink(65535, 65535))),
+            (
+                1,
+                inst("myService 2", "Internet.15.235", objlink(65535, 65535)),
+            ),
         ],
     };
     assert_eq!(encode(&n66, Path::object(66)).unwrap(), v66);
@@ -209,23 +263,44 @@ fn create_with_and_without_instance_id() {
     let with_id = decode_create(&hex("08 05 03 C1 09 64"), 3, &types).unwrap();
     assert_eq!(
         with_id,
-        vec![CreateInstance { id: Some(5), resources: vec![(9, ResourceValue::Single(Value::Integer(100)))] }]
+        vec![CreateInstance {
+            id: Some(5),
+            resources: vec![(9, ResourceValue::Single(Value::Integer(100)))]
+        }]
     );
     let without = decode_create(&hex("C1 09 64"), 3, &types).unwrap();
-    assert_eq!(without, vec![CreateInstance { id: None, resources: vec![(9, ResourceValue::Single(Value::Integer(100)))] }]);
+    assert_eq!(
+        without,
+        vec![CreateInstance {
+            id: None,
+            resources: vec![(9, ResourceValue::Single(Value::Integer(100)))]
+        }]
+    );
 }
 
 #[test]
 fn node_must_fit_its_base() {
-    let node = Node::Resource { id: 0, value: ResourceValue::Single(Value::Integer(1)) };
-    assert!(matches!(encode(&node, Path::object(3)), Err(CodecError::PathMismatch(_))));
-    assert!(matches!(encode(&device_instance(), Path::instance(3, 1)), Err(CodecError::PathMismatch(_))));
+    let node = Node::Resource {
+        id: 0,
+        value: ResourceValue::Single(Value::Integer(1)),
+    };
+    assert!(matches!(
+        encode(&node, Path::object(3)),
+        Err(CodecError::PathMismatch(_))
+    ));
+    assert!(matches!(
+        encode(&device_instance(), Path::instance(3, 1)),
+        Err(CodecError::PathMismatch(_))
+    ));
 }
 
 #[test]
 fn sixteen_bit_ids_and_long_values_use_wider_fields() {
     let long = "x".repeat(300);
-    let node = Node::Resource { id: 300, value: ResourceValue::Single(Value::String(long.clone())) };
+    let node = Node::Resource {
+        id: 300,
+        value: ResourceValue::Single(Value::String(long.clone())),
+    };
     let bytes = encode(&node, Path::resource(3, 0, 300)).unwrap();
     assert_eq!(&bytes[..5], &[0xF0, 0x01, 0x2C, 0x01, 0x2C]);
     let t = |_: Path| Some(DataType::String);

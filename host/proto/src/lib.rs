@@ -10,3 +10,4 @@ pub mod execargs;
 pub mod objects;
 pub mod swcomp;
 pub mod swmgmt;
+pub mod client;

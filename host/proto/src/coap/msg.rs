@@ -107,6 +107,14 @@ fn string_options(packet: &Packet, option: CoapOption) -> Option<Vec<String>> {
     }
 }
 
+/// All values of a string option (Location-Path); invalid UTF-8 values are skipped.
+pub fn string_list(packet: &Packet, option: CoapOption) -> Vec<String> {
+    packet
+        .get_option(option)
+        .map(|l| l.iter().filter_map(|v| String::from_utf8(v.clone()).ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Appends one option value per segment (Uri-Path, Location-Path, Uri-Query).
 pub fn add_strings<S: AsRef<str>>(packet: &mut Packet, option: CoapOption, values: &[S]) {
     for v in values {

@@ -422,6 +422,23 @@ impl Registry {
         self.obs.values().filter_map(|o| Self::due_at(o, attrs.effective(o.path, defaults))).min()
     }
 
+    /// True when pmax has elapsed for `key` (a notification is owed even if
+    /// the value did not change).
+    pub fn pmax_due(&self, key: &ObsKey, now: Instant, attrs: &AttributeStore, defaults: Attributes) -> bool {
+        let Some(o) = self.obs.get(key) else { return false };
+        let eff = attrs.effective(o.path, defaults);
+        eff.pmax
+            .filter(|p| *p > 0 && *p >= eff.pmin.unwrap_or(0))
+            .is_some_and(|p| o.last_sent + Duration::from_secs(p.into()) <= now)
+    }
+
+    /// Drops a pending change that turned out not to change the payload.
+    pub fn clear_pending(&mut self, key: &ObsKey) {
+        if let Some(o) = self.obs.get_mut(key) {
+            o.pending = false;
+        }
+    }
+
     /// True when the next notification for `key` must be CON (24 h rule).
     pub fn wants_con(&self, key: &ObsKey, now: Instant) -> bool {
         self.obs.get(key).is_some_and(|o| now.saturating_duration_since(o.last_con) >= CON_INTERVAL)

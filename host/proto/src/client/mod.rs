@@ -1,0 +1,811 @@
+//! The LwM2M 1.1 client engine (sans-IO), compatible with 1.0 servers.
+//!
+//! [`Client`] owns the CoAP [`Endpoint`], the objects, the registration state
+//! machine, write-attributes and observations. Drive it like quinn-proto:
+//! - A. getters: [`Client::registration`], [`Client::object`], [`Client::is_registered`];
+//! - B. inputs: [`Client::handle_datagram`], [`Client::handle_timeout`];
+//! - C. commands: [`Client::start`], [`Client::complete`], [`Client::resources_changed`],
+//!   [`Client::trigger_update`], [`Client::deregister`], [`Client::start_download`], [`Client::object_mut`];
+//! - D. outputs, drained after every input or command in this order:
+//!   [`Client::poll_transmit`], [`Client::poll_event`], [`Client::poll_timeout`].
+//!
+//! Durability: an operation whose object returns effects gets its response
+//! held; the driver receives [`Event::Effects`] with a [`PendingId`], carries
+//! out the effects (persisting first) and calls [`Client::complete`], which
+//! sends the response. So a device never reports a change it has not stored.
+
+pub mod dispatch;
+pub mod registration;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, MessageType, Packet};
+
+use crate::coap::block::{self, Block1Limits, Block1Rx, Block1Step, BlockDownload, BlockOpt, DownloadError};
+use crate::coap::endpoint::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params, Transmit};
+use crate::coap::msg::{self, Code};
+use crate::coap::observe::{AttributeStore, Attributes, ObsKey, Registry};
+use crate::model::{ContentFormat, DataType, Path, ResourceValue, Value};
+use crate::object::{Effect, Object, OpError};
+use dispatch::{Failure, Operation, Outcome, Target};
+use registration::RegState;
+
+/// Engine configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Endpoint Client Name (`ep`).
+    pub endpoint_name: String,
+    /// The LwM2M server.
+    pub server: SocketAddr,
+    /// Lifetime (s) used when Object 1 gives none.
+    pub lifetime: u32,
+    /// Binding (`b`), "U".
+    pub binding: String,
+    /// Enabler version (`lwm2m`), "1.1".
+    pub lwm2m_version: String,
+    /// Content formats announced on the root link (reference §1, field notes).
+    pub content_formats: Vec<ContentFormat>,
+    /// Register retry base (60 s in Core 1.1 §6.2.1.1; shorter in tests).
+    pub retry_base: Duration,
+    /// Cap of the Register back-off.
+    pub retry_cap: Duration,
+    /// Largest block exponent we send or accept (6 = 1024 bytes).
+    pub max_szx: u8,
+    /// Largest non-streamed Block1 body assembled in memory.
+    pub assembly_cap: u64,
+    /// Largest streamed opaque body (package push), `None` = unlimited.
+    pub push_limit: Option<u64>,
+    /// Seed for MIDs, tokens and jitter (from getrandom in production).
+    pub seed: u64,
+    /// CoAP transmission parameters.
+    pub coap: Params,
+}
+
+impl Config {
+    /// Defaults for `endpoint_name` registering at `server`.
+    pub fn new(endpoint_name: impl Into<String>, server: SocketAddr, seed: u64) -> Self {
+        Config {
+            endpoint_name: endpoint_name.into(),
+            server,
+            lifetime: 86400,
+            binding: "U".into(),
+            lwm2m_version: "1.1".into(),
+            content_formats: vec![ContentFormat::SenmlJson, ContentFormat::SenmlCbor, ContentFormat::Tlv],
+            retry_base: Duration::from_secs(60),
+            retry_cap: Duration::from_secs(3600),
+            max_szx: block::MAX_SZX,
+            assembly_cap: 64 * 1024,
+            push_limit: None,
+            seed,
+            coap: Params::default(),
+        }
+    }
+}
+
+/// A held response waiting for [`Client::complete`].
+pub type PendingId = u64;
+/// A download started with [`Client::start_download`].
+pub type DownloadId = u64;
+
+/// Why a download stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DownloadFailure {
+    /// The block session failed (status, ETag change, bad block).
+    #[error(transparent)]
+    Block(#[from] DownloadError),
+    /// A GET got no answer after all retransmissions.
+    #[error("no answer from the file server")]
+    Timeout,
+    /// The file server rejected the GET with RST.
+    #[error("file server reset the request")]
+    Reset,
+}
+
+/// What the engine reports to its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Registered (2.01) at `location`.
+    Registered {
+        /// Location-Path segments.
+        location: Vec<String>,
+    },
+    /// A Register attempt failed; the next is in `retry_in`.
+    RegistrationFailed {
+        /// Attempt number that failed.
+        attempt: u32,
+        /// Back-off before the next attempt.
+        retry_in: Duration,
+    },
+    /// An Update got 2.04.
+    Updated,
+    /// De-registered (2.02, error or timeout after [`Client::deregister`]).
+    Deregistered,
+    /// Effects to carry out; call [`Client::complete`] with `pending` after
+    /// the durable ones (Persist, StorePushed) are done.
+    Effects {
+        /// The held response.
+        pending: PendingId,
+        /// What the objects asked for.
+        effects: Vec<Effect>,
+    },
+    /// A downloaded piece; offset 0 means start from scratch.
+    DownloadData {
+        /// The download.
+        id: DownloadId,
+        /// Offset in the body.
+        offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// More follow.
+        more: bool,
+    },
+    /// A download failed.
+    DownloadFailed {
+        /// The download.
+        id: DownloadId,
+        /// Why.
+        error: DownloadFailure,
+    },
+}
+
+#[derive(Debug)]
+struct Held {
+    request: InboundRequest,
+    response: Packet,
+    block2: bool,
+}
+
+#[derive(Debug)]
+struct Download {
+    peer: SocketAddr,
+    session: BlockDownload,
+    exchange: Option<ExchangeId>,
+}
+
+/// One Block1 transfer in progress (per peer and Uri-Path).
+#[derive(Debug, Default)]
+struct Block1Transfer {
+    rx: Option<Block1Rx>,
+    buffer: Vec<u8>,
+}
+
+/// The LwM2M client engine.
+pub struct Client {
+    cfg: Config,
+    ep: Endpoint,
+    objects: Vec<Box<dyn Object>>,
+    reg: RegState,
+    reg_payload: String,
+    reg_lifetime: u32,
+    update_wanted: bool,
+    attrs: AttributeStore,
+    observers: Registry,
+    last_notified: HashMap<ObsKey, Vec<u8>>,
+    held: BTreeMap<PendingId, Held>,
+    next_pending: PendingId,
+    block1: HashMap<(SocketAddr, Vec<String>), Block1Transfer>,
+    downloads: BTreeMap<DownloadId, Download>,
+    next_download: DownloadId,
+    events: VecDeque<Event>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("reg", &self.reg).field("objects", &self.objects.len()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Creates the engine with its objects (one per object id).
+    pub fn new(cfg: Config, objects: Vec<Box<dyn Object>>) -> Self {
+        let ep = Endpoint::new(cfg.coap.clone(), cfg.seed);
+        Client {
+            reg_lifetime: cfg.lifetime,
+            cfg,
+            ep,
+            objects,
+            reg: RegState::Idle,
+            reg_payload: String::new(),
+            update_wanted: false,
+            attrs: AttributeStore::default(),
+            observers: Registry::new(),
+            last_notified: HashMap::new(),
+            held: BTreeMap::new(),
+            next_pending: 1,
+            block1: HashMap::new(),
+            downloads: BTreeMap::new(),
+            next_download: 1,
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- A. getters ----
+
+    /// The registration state.
+    pub fn registration(&self) -> &RegState {
+        &self.reg
+    }
+
+    /// True while registered (including while an Update is in flight).
+    pub fn is_registered(&self) -> bool {
+        matches!(self.reg, RegState::Registered { .. } | RegState::AwaitUpdate { .. })
+    }
+
+    /// An object by id.
+    pub fn object(&self, id: u16) -> Option<&dyn Object> {
+        self.objects.iter().find(|o| o.id() == id).map(|o| o.as_ref())
+    }
+
+    /// Mutable access for the driver to feed outcomes into an object; follow
+    /// with [`Client::resources_changed`].
+    pub fn object_mut(&mut self, id: u16) -> Option<&mut (dyn Object + 'static)> {
+        self.objects.iter_mut().find(|o| o.id() == id).map(|o| o.as_mut())
+    }
+
+    /// The message layer (e.g. to fix the next MID in tests).
+    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.ep
+    }
+
+    /// The current link payload (objects and instances).
+    pub fn link_payload(&self) -> String {
+        registration::link_payload(&self.objects, &self.cfg.content_formats)
+    }
+
+    // ---- B. inputs ----
+
+    /// Processes one datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.ep.handle_datagram(now, from, bytes);
+        self.pump(now);
+    }
+
+    /// Runs due timers; safe to call spuriously.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        match self.reg {
+            RegState::Registered { update_at, .. } if update_at <= now => self.update_wanted = true,
+            RegState::BackOff { until, attempt } if until <= now => self.send_register(now, attempt),
+            _ => {}
+        }
+        self.pump(now);
+    }
+
+    // ---- C. commands ----
+
+    /// Starts registration (Register now).
+    pub fn start(&mut self, now: Instant) {
+        if matches!(self.reg, RegState::Idle | RegState::Deregistered) {
+            self.send_register(now, 1);
+            self.pump(now);
+        }
+    }
+
+    /// Sends the response held for `pending` (after the driver carried out its effects).
+    pub fn complete(&mut self, now: Instant, pending: PendingId) {
+        if let Some(h) = self.held.remove(&pending) {
+            self.send_response(now, &h.request, h.response, h.block2);
+            self.pump(now);
+        }
+    }
+
+    /// Answers a held request with an error instead (the driver could not
+    /// carry out a durable effect).
+    pub fn fail(&mut self, now: Instant, pending: PendingId, error: OpError) {
+        if let Some(h) = self.held.remove(&pending) {
+            let resp = dispatch::failure_response(&h.request.packet, error.into());
+            self.send_response(now, &h.request, resp, false);
+            self.pump(now);
+        }
+    }
+
+    /// Tells the engine resources changed (after the driver fed an object):
+    /// observers get notified, and an instance list change triggers an Update.
+    pub fn resources_changed(&mut self, now: Instant, paths: &[Path]) {
+        for p in paths {
+            self.mark_changed(*p);
+        }
+        if self.is_registered() && self.link_payload() != self.reg_payload {
+            self.update_wanted = true;
+        }
+        self.pump(now);
+    }
+
+    /// Registration Update Trigger (/1/x/8) or any reason to Update now.
+    pub fn trigger_update(&mut self, now: Instant) {
+        self.update_wanted = true;
+        self.pump(now);
+    }
+
+    /// De-registers (DELETE location); [`Event::Deregistered`] follows.
+    pub fn deregister(&mut self, now: Instant) {
+        let location = match std::mem::replace(&mut self.reg, RegState::Deregistered) {
+            RegState::Registered { location, .. } => location,
+            RegState::AwaitUpdate { ex, location, .. } => {
+                self.ep.cancel(now, ex);
+                location
+            }
+            RegState::AwaitRegister { ex, .. } => {
+                self.ep.cancel(now, ex);
+                self.events.push_back(Event::Deregistered);
+                return;
+            }
+            RegState::AwaitDeregister { ex } => {
+                self.reg = RegState::AwaitDeregister { ex };
+                return;
+            }
+            _ => {
+                self.events.push_back(Event::Deregistered);
+                return;
+            }
+        };
+        let ex = self.ep.send_request(now, self.cfg.server, registration::deregister_request(&location));
+        self.reg = RegState::AwaitDeregister { ex };
+        self.pump(now);
+    }
+
+    /// Starts a Block2 download of `path` from `peer` at block `start_block`
+    /// (resume), expecting `etag` if known. Pieces arrive as [`Event::DownloadData`].
+    pub fn start_download(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        path: Vec<String>,
+        query: Vec<String>,
+        start_block: u32,
+        etag: Option<Vec<u8>>,
+    ) -> DownloadId {
+        let id = self.next_download;
+        self.next_download += 1;
+        let session = BlockDownload::new(path, query, start_block, self.cfg.max_szx).with_etag(etag);
+        self.downloads.insert(id, Download { peer, session, exchange: None });
+        self.next_download_get(now, id);
+        self.pump(now);
+        id
+    }
+
+    /// Abandons a download.
+    pub fn cancel_download(&mut self, now: Instant, id: DownloadId) {
+        if let Some(d) = self.downloads.remove(&id) {
+            if let Some(ex) = d.exchange {
+                self.ep.cancel(now, ex);
+            }
+        }
+    }
+
+    // ---- D. outputs ----
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ep.poll_transmit()
+    }
+
+    /// The next event for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let reg = match self.reg {
+            RegState::Registered { update_at, .. } => Some(update_at),
+            RegState::BackOff { until, .. } => Some(until),
+            _ => None,
+        };
+        let notify = self.observers.next_deadline(&self.attrs, self.default_attrs());
+        [self.ep.poll_timeout(), reg, notify].into_iter().flatten().min()
+    }
+
+    // ---- internals: event pump ----
+
+    fn pump(&mut self, now: Instant) {
+        while let Some(ev) = self.ep.poll_event() {
+            match ev {
+                EndpointEvent::Request(req) => self.on_request(now, req),
+                EndpointEvent::Response { id, packet } => self.on_response(now, id, Some(packet)),
+                EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
+                    if self.observers.remove_by_exchange(id) {
+                        continue; // RFC 7641 §3.6/§4.5: the observer is gone
+                    }
+                    self.on_response(now, id, None);
+                }
+                EndpointEvent::Acked { .. } => {}
+            }
+        }
+        if self.update_wanted {
+            self.try_update(now);
+        }
+        self.flush_notifications(now);
+    }
+
+    fn on_response(&mut self, now: Instant, id: ExchangeId, packet: Option<Packet>) {
+        if let Some(dl) = self.downloads.iter().find(|(_, d)| d.exchange == Some(id)).map(|(k, _)| *k) {
+            self.on_download_response(now, dl, packet);
+            return;
+        }
+        let code = packet.as_ref().map(Code::of);
+        match self.reg.clone() {
+            RegState::AwaitRegister { ex, attempt } if ex == id => match (code, packet) {
+                (Some(Code::CREATED), Some(p)) => {
+                    let location = msg::string_list(&p, CoapOption::LocationPath);
+                    // A new registration session: old observations are void.
+                    self.observers = Registry::new();
+                    self.last_notified.clear();
+                    self.reg = RegState::Registered {
+                        location: location.clone(),
+                        update_at: now + registration::update_delay(self.reg_lifetime),
+                    };
+                    self.events.push_back(Event::Registered { location });
+                }
+                _ => {
+                    let retry_in = registration::backoff(self.cfg.retry_base, self.cfg.retry_cap, attempt);
+                    self.reg = RegState::BackOff { until: now + retry_in, attempt: attempt + 1 };
+                    self.events.push_back(Event::RegistrationFailed { attempt, retry_in });
+                }
+            },
+            RegState::AwaitUpdate { ex, location, payload, lifetime } if ex == id => {
+                if code.is_some_and(Code::is_success) {
+                    if let Some(p) = payload {
+                        self.reg_payload = p;
+                    }
+                    self.reg_lifetime = lifetime;
+                    self.reg = RegState::Registered { location, update_at: now + registration::update_delay(lifetime) };
+                    self.events.push_back(Event::Updated);
+                } else {
+                    // 4.04 (or any failure) to Update: register afresh (reference §1).
+                    self.send_register(now, 1);
+                }
+            }
+            RegState::AwaitDeregister { ex } if ex == id => {
+                self.reg = RegState::Deregistered;
+                self.events.push_back(Event::Deregistered);
+            }
+            _ => {}
+        }
+    }
+
+    fn current_lifetime(&self) -> u32 {
+        // Lifetime lives in /1/x/1 when the Server object is present.
+        let from_server = self.object(1).and_then(|o| {
+            let i = *o.instances().first()?;
+            match o.read(i, 1).ok()?? {
+                ResourceValue::Single(Value::Integer(v)) => u32::try_from(v).ok(),
+                ResourceValue::Single(Value::Unsigned(v)) => u32::try_from(v).ok(),
+                _ => None,
+            }
+        });
+        from_server.unwrap_or(self.cfg.lifetime)
+    }
+
+    fn send_register(&mut self, now: Instant, attempt: u32) {
+        let payload = self.link_payload();
+        let lifetime = self.current_lifetime();
+        let p = registration::register_request(&self.cfg.endpoint_name, lifetime, &self.cfg.lwm2m_version, &self.cfg.binding, &payload);
+        let ex = self.ep.send_request(now, self.cfg.server, p);
+        self.reg_payload = payload;
+        self.reg_lifetime = lifetime;
+        self.update_wanted = false;
+        self.reg = RegState::AwaitRegister { ex, attempt };
+    }
+
+    fn try_update(&mut self, now: Instant) {
+        let RegState::Registered { location, .. } = &self.reg else { return };
+        let location = location.clone();
+        self.update_wanted = false;
+        let payload = self.link_payload();
+        let payload = (payload != self.reg_payload).then_some(payload);
+        let lifetime = self.current_lifetime();
+        let lt = (lifetime != self.reg_lifetime).then_some(lifetime);
+        let p = registration::update_request(&location, lt, payload.as_deref());
+        let ex = self.ep.send_request(now, self.cfg.server, p);
+        self.reg = RegState::AwaitUpdate { ex, location, payload, lifetime };
+    }
+
+    // ---- internals: downloads ----
+
+    fn next_download_get(&mut self, now: Instant, id: DownloadId) {
+        let Some(d) = self.downloads.get_mut(&id) else { return };
+        if let Some(p) = d.session.next_request() {
+            let peer = d.peer;
+            let ex = self.ep.send_request(now, peer, p);
+            if let Some(d) = self.downloads.get_mut(&id) {
+                d.exchange = Some(ex);
+            }
+        }
+    }
+
+    fn on_download_response(&mut self, now: Instant, id: DownloadId, packet: Option<Packet>) {
+        let Some(d) = self.downloads.get_mut(&id) else { return };
+        d.exchange = None;
+        let Some(packet) = packet else {
+            self.downloads.remove(&id);
+            self.events.push_back(Event::DownloadFailed { id, error: DownloadFailure::Timeout });
+            return;
+        };
+        match d.session.handle_response(&packet) {
+            Ok(piece) => {
+                let more = piece.more;
+                self.events.push_back(Event::DownloadData { id, offset: piece.offset, bytes: piece.bytes, more });
+                if more {
+                    self.next_download_get(now, id);
+                } else {
+                    self.downloads.remove(&id);
+                }
+            }
+            Err(e) => {
+                self.downloads.remove(&id);
+                self.events.push_back(Event::DownloadFailed { id, error: e.into() });
+            }
+        }
+    }
+
+    // ---- internals: requests ----
+
+    fn default_attrs(&self) -> Attributes {
+        // Server defaults /1/x/2 (pmin) and /1/x/3 (pmax), reference §3.
+        let read = |r: u16| -> Option<u32> {
+            let o = self.object(1)?;
+            let i = *o.instances().first()?;
+            match o.read(i, r).ok()?? {
+                ResourceValue::Single(Value::Integer(v)) => u32::try_from(v).ok(),
+                ResourceValue::Single(Value::Unsigned(v)) => u32::try_from(v).ok(),
+                _ => None,
+            }
+        };
+        Attributes { pmin: read(2), pmax: read(3), ..Attributes::default() }
+    }
+
+    fn send_response(&mut self, now: Instant, req: &InboundRequest, mut response: Packet, block2: bool) {
+        if block2 && Code::of(&response) == Code::CONTENT {
+            let requested = BlockOpt::read(&req.packet, CoapOption::Block2).ok().flatten();
+            match block::block2_slice(&response.payload, requested, self.cfg.max_szx) {
+                Ok(Some(slice)) => {
+                    let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
+                    // An ETag lets the reader detect a body changing between blocks (RFC 7959 §2.4).
+                    response.add_option(CoapOption::ETag, etag(&response.payload));
+                    if opt.num == 0 {
+                        let total = response.payload.len() as u64;
+                        msg::set_uint(&mut response, CoapOption::Size2, total);
+                    }
+                    opt.write(&mut response, CoapOption::Block2);
+                    response.payload = chunk;
+                }
+                Ok(None) => {}
+                Err(code) => response = dispatch::failure_response(&req.packet, code.into()),
+            }
+        }
+        self.ep.respond(now, req, response);
+    }
+
+    fn on_request(&mut self, now: Instant, req: InboundRequest) {
+        let code = Code::of(&req.packet);
+        let result = match BlockOpt::read(&req.packet, CoapOption::Block1) {
+            Err(_) => Err(Failure::from(Code::BAD_OPTION)),
+            Ok(Some(b1)) if matches!(code, Code::PUT | Code::POST) => self.block1_request(now, &req, b1),
+            _ => self.operate(now, &req, &req.packet).map(Some),
+        };
+        let outcome = match result {
+            Ok(Some(o)) => o,
+            Ok(None) => return, // already answered (2.31 Continue)
+            Err(f) => {
+                let resp = dispatch::failure_response(&req.packet, f);
+                self.send_response(now, &req, resp, false);
+                return;
+            }
+        };
+        self.finish_outcome(now, req, outcome);
+    }
+
+    fn finish_outcome(&mut self, now: Instant, req: InboundRequest, outcome: Outcome) {
+        for p in &outcome.changed {
+            self.mark_changed(*p);
+        }
+        if outcome.instances_changed && self.is_registered() {
+            self.update_wanted = true;
+        }
+        let block2 = Code::of(&req.packet) == Code::GET;
+        if outcome.effects.is_empty() {
+            self.send_response(now, &req, outcome.response, block2);
+        } else {
+            let pending = self.next_pending;
+            self.next_pending += 1;
+            self.held.insert(pending, Held { request: req, response: outcome.response, block2 });
+            self.events.push_back(Event::Effects { pending, effects: outcome.effects });
+        }
+    }
+
+    /// Runs one DM operation on a complete request (`body` carries the
+    /// assembled payload for Block1 writes).
+    fn operate(&mut self, now: Instant, req: &InboundRequest, body: &Packet) -> Result<Outcome, Failure> {
+        let t = dispatch::parse_target(body)?;
+        // Reference §2: any DM operation on Security (/0) is 4.01.
+        if t.path.object == 0 {
+            return Err(Code::UNAUTHORIZED.into());
+        }
+        let defaults = self.default_attrs();
+        let Some(idx) = self.objects.iter().position(|o| o.id() == t.path.object) else {
+            return Err(Code::NOT_FOUND.into());
+        };
+        let obj = self.objects.get_mut(idx).ok_or(Code::NOT_FOUND)?;
+        let def = t.path.resource.and_then(|r| dispatch::resource_def(obj.as_ref(), r));
+        let op = dispatch::classify(Code::of(body), &t, def, !body.payload.is_empty())?;
+        match op {
+            Operation::Read => {
+                let mut out = dispatch::read(obj.as_ref(), body, &t)?;
+                match t.observe {
+                    Some(0) => {
+                        let key = (req.peer, req.packet.get_token().to_vec());
+                        let value = dispatch::numeric_value(obj.as_ref(), t.path);
+                        self.observers.add(now, key.clone(), t.path, t.accept, value);
+                        self.last_notified.insert(key, out.response.payload.clone());
+                        let seq = self.observers.next_seq();
+                        msg::set_uint(&mut out.response, CoapOption::Observe, seq.into());
+                    }
+                    Some(1) => {
+                        // RFC 7641 §3.6: cancel; the answer carries no Observe option.
+                        let key = (req.peer, req.packet.get_token().to_vec());
+                        self.observers.remove(&key);
+                        self.last_notified.remove(&key);
+                    }
+                    _ => {}
+                }
+                Ok(out)
+            }
+            Operation::Discover => dispatch::discover(obj.as_ref(), &self.attrs, defaults, body, &t),
+            Operation::WriteAttributes => dispatch::write_attributes(obj.as_ref(), &mut self.attrs, body, &t),
+            Operation::WriteReplace => dispatch::write(obj.as_mut(), body, &t, true),
+            Operation::WritePartial => dispatch::write(obj.as_mut(), body, &t, false),
+            Operation::Execute => dispatch::execute(obj.as_mut(), body, &t),
+            Operation::Create => dispatch::create(obj.as_mut(), body, &t),
+            Operation::Delete => dispatch::delete(obj.as_mut(), &mut self.attrs, body, &t),
+        }
+    }
+
+    /// True when this write streams into `Object::write_block`: an opaque
+    /// single resource written as application/octet-stream.
+    fn streams(&self, t: &Target) -> Option<(usize, u16, u16)> {
+        let (i, r) = (t.path.instance?, t.path.resource?);
+        if t.path.resource_instance.is_some() || t.content_format != Some(ContentFormat::Opaque.code()) {
+            return None;
+        }
+        let idx = self.objects.iter().position(|o| o.id() == t.path.object)?;
+        let obj = self.objects.get(idx)?;
+        let d = dispatch::resource_def(obj.as_ref(), r)?;
+        (d.data_type == DataType::Opaque && !d.multiple && d.operations.writable() && obj.instances().contains(&i)).then_some((idx, i, r))
+    }
+
+    /// Block1 (RFC 7959 §2.3-2.5): stream opaque pushes, assemble the rest.
+    fn block1_request(&mut self, now: Instant, req: &InboundRequest, b1: BlockOpt) -> Result<Option<Outcome>, Failure> {
+        let t = dispatch::parse_target(&req.packet)?;
+        if t.path.object == 0 {
+            return Err(Code::UNAUTHORIZED.into());
+        }
+        let size1 = msg::get_uint(&req.packet, CoapOption::Size1, 4).map_err(|_| Failure::from(Code::BAD_OPTION))?;
+        let stream = if Code::of(&req.packet) == Code::PUT { self.streams(&t) } else { None };
+        let limits = Block1Limits {
+            max_szx: self.cfg.max_szx,
+            max_size: if stream.is_some() { self.cfg.push_limit } else { Some(self.cfg.assembly_cap) },
+        };
+        let key = (req.peer, msg::uri_path(&req.packet).unwrap_or_default());
+        let transfer = self.block1.entry(key.clone()).or_default();
+        let step = block::block1_step(&mut transfer.rx, b1, req.packet.payload.len(), size1, limits);
+        let (offset, last, reply) = match step {
+            Block1Step::Reject { code, size1 } => {
+                if transfer.rx.is_none() {
+                    self.block1.remove(&key);
+                }
+                return Err(Failure { code, size1 });
+            }
+            Block1Step::Piece { offset, last, reply } => (offset, last, reply),
+        };
+        let with_block1 = |mut out: Outcome| {
+            reply.write(&mut out.response, CoapOption::Block1);
+            out
+        };
+        if let Some((idx, i, r)) = stream {
+            if last {
+                self.block1.remove(&key);
+            }
+            let obj = self.objects.get_mut(idx).ok_or(Code::NOT_FOUND)?;
+            let result = obj.write_block(i, r, offset, &req.packet.payload, last);
+            let effects = match result {
+                Ok(e) => e,
+                Err(e) => {
+                    self.block1.remove(&key);
+                    return Err(e.into());
+                }
+            };
+            let code = if last { Code::CHANGED } else { Code::CONTINUE };
+            let changed = if last { vec![Path::instance(t.path.object, i)] } else { Vec::new() };
+            let out = Outcome { response: msg::response_to(&req.packet, code), effects, changed, instances_changed: false };
+            return Ok(Some(with_block1(out)));
+        }
+        let transfer = self.block1.entry(key.clone()).or_default();
+        if offset == 0 {
+            transfer.buffer.clear();
+        }
+        transfer.buffer.extend_from_slice(&req.packet.payload);
+        if !last {
+            let mut resp = msg::response_to(&req.packet, Code::CONTINUE);
+            reply.write(&mut resp, CoapOption::Block1);
+            self.send_response(now, req, resp, false);
+            return Ok(None);
+        }
+        let mut body = req.packet.clone();
+        body.payload = self.block1.remove(&key).map(|t| t.buffer).unwrap_or_default();
+        body.clear_option(CoapOption::Block1);
+        body.clear_option(CoapOption::Size1);
+        self.operate(now, req, &body).map(|out| Some(with_block1(out)))
+    }
+
+    // ---- internals: notifications ----
+
+    fn mark_changed(&mut self, path: Path) {
+        let objects = &self.objects;
+        let value_of = |p: Path| objects.iter().find(|o| o.id() == p.object).and_then(|o| dispatch::numeric_value(o.as_ref(), p));
+        let defaults = self.default_attrs();
+        self.observers.changed(path, &self.attrs, defaults, &value_of);
+    }
+
+    fn flush_notifications(&mut self, now: Instant) {
+        let defaults = self.default_attrs();
+        for key in self.observers.due(now, &self.attrs, defaults) {
+            let Some(obs) = self.observers.get(&key) else { continue };
+            let (path, accept) = (obs.path, obs.accept);
+            let pmax_due = self.observers.pmax_due(&key, now, &self.attrs, defaults);
+            let mut fake = Packet::new();
+            fake.set_token(key.1.clone());
+            let t = Target { path, content_format: None, accept, observe: None, query: Vec::new() };
+            let Some(obj) = self.objects.iter().find(|o| o.id() == path.object) else { continue };
+            let value = dispatch::numeric_value(obj.as_ref(), path);
+            let mut packet = match dispatch::read(obj.as_ref(), &fake, &t) {
+                Ok(out) => out.response,
+                Err(f) => {
+                    // RFC 7641 §4.2: an error response ends the observation.
+                    let mut p = dispatch::failure_response(&fake, f);
+                    p.header.set_type(MessageType::NonConfirmable);
+                    self.observers.remove(&key);
+                    self.last_notified.remove(&key);
+                    self.ep.send_message(now, key.0, p);
+                    continue;
+                }
+            };
+            if !pmax_due && self.last_notified.get(&key) == Some(&packet.payload) {
+                self.observers.clear_pending(&key);
+                continue;
+            }
+            self.last_notified.insert(key.clone(), packet.payload.clone());
+            let con = self.observers.wants_con(&key, now);
+            packet.header.set_type(if con { MessageType::Confirmable } else { MessageType::NonConfirmable });
+            let seq = self.observers.next_seq();
+            msg::set_uint(&mut packet, CoapOption::Observe, seq.into());
+            // RFC 7959 §3.4: a large notification carries block 0 only.
+            if let Ok(Some(slice)) = block::block2_slice(&packet.payload, None, self.cfg.max_szx) {
+                let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
+                packet.add_option(CoapOption::ETag, etag(&packet.payload));
+                opt.write(&mut packet, CoapOption::Block2);
+                packet.payload = chunk;
+            }
+            let ex = self.ep.send_message(now, key.0, packet);
+            self.observers.sent(&key, now, value, con, ex);
+        }
+    }
+}
+
+/// A 4-byte ETag of a body (FNV-1a): changes when the body changes.
+fn etag(body: &[u8]) -> Vec<u8> {
+    let mut h: u32 = 0x811C_9DC5;
+    for b in body {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.to_be_bytes().to_vec()
+}

@@ -53,7 +53,7 @@ pub(crate) fn node_path(node: &Node, base: Path) -> Result<Path, CodecError> {
 }
 
 /// Lists every value in `node` with its absolute path, in tree order.
-/// `base` is the node's path or its parent's (see [`node_path`]).
+/// `base` is the node's path or its parent's (the parent is enough: nodes carry their own id).
 pub fn flatten(node: &Node, base: Path) -> Result<Vec<(Path, Value)>, CodecError> {
     let path = node_path(node, base)?;
     let mut out = Vec::new();

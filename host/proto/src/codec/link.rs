@@ -2,7 +2,7 @@
 //! object list (Core 1.1 §6.2.1, reference §1) and Discover answers (Core
 //! 1.1 §5.2.7.3 / §6.3.2, reference §2).
 //!
-//! Written without spaces ([OMA#487]); read tolerantly: quoted values with
+//! Written without spaces (OMA issue #487); read tolerantly: quoted values with
 //! `\` escapes, optional whitespace between links and parameters.
 
 use std::fmt::{self, Write as _};
@@ -414,7 +414,7 @@ pub struct DiscoverEntry {
     pub path: Option<Path>,
     /// Object version, on object links.
     pub ver: Option<String>,
-    /// Number of instances of a multiple resource (0-255, [L:ATTR]).
+    /// Number of instances of a multiple resource (0-255, Leshan ATTR).
     pub dim: Option<u8>,
     /// Attributes attached at exactly this level.
     pub attrs: LinkAttributes,

@@ -4,6 +4,7 @@
 //! - [`tlv`]: OMA-TLV (CF 11542), the legacy binary format servers still default to.
 //! - [`senml`]: SenML JSON (CF 110) and SenML CBOR (CF 112).
 //! - [`text`]: text/plain (CF 0) and opaque (CF 42), one value per payload.
+//! - [`cbor`]: plain CBOR (CF 60), one value per payload.
 //! - [`link`]: CoRE link format (CF 40) for Register payloads and Discover.
 //!
 //! Every decoder is pure and bounded: a length field that points past the
@@ -12,6 +13,7 @@
 //! [`ContentFormat`]; formats without a codec give [`CodecError::Unsupported`]
 //! so the caller can answer 4.15 (Write) or 4.06 (Read).
 
+pub mod cbor;
 pub mod link;
 pub mod senml;
 pub mod text;
@@ -96,7 +98,8 @@ pub fn encode(node: &Node, base: Path, format: ContentFormat) -> Result<Vec<u8>,
         ContentFormat::SenmlCbor => senml::encode_cbor(node, base),
         ContentFormat::Text => text::encode_node(node),
         ContentFormat::Opaque => text::encode_opaque_node(node),
-        ContentFormat::LinkFormat | ContentFormat::Cbor | ContentFormat::LwM2mJson => {
+        ContentFormat::Cbor => cbor::encode_node(node),
+        ContentFormat::LinkFormat | ContentFormat::LwM2mJson => {
             Err(CodecError::Unsupported(format))
         }
     }
@@ -120,7 +123,8 @@ pub fn decode(
         }
         ContentFormat::Text => text::decode_node(bytes, base, types),
         ContentFormat::Opaque => text::decode_opaque_node(bytes, base, types),
-        ContentFormat::LinkFormat | ContentFormat::Cbor | ContentFormat::LwM2mJson => {
+        ContentFormat::Cbor => cbor::decode_node(bytes, base, types),
+        ContentFormat::LinkFormat | ContentFormat::LwM2mJson => {
             Err(CodecError::Unsupported(format))
         }
     }
@@ -165,7 +169,7 @@ pub fn decode_flat(
 
 /// Decodes a Create payload for object `object`: each instance with the id
 /// the server chose, or `None` when the client must assign one
-/// (Core 1.1 §6.3.6, [OMA#422]: TLV without an Object Instance wrapper).
+/// (Core 1.1 §6.3.6, OMA issue #422: TLV without an Object Instance wrapper).
 pub fn decode_create(
     bytes: &[u8],
     object: u16,

@@ -1,5 +1,5 @@
 //! text/plain (CF 0) and opaque (CF 42): one value per payload, for a single
-//! resource or one resource instance ([OMA#489]; reference §7).
+//! resource or one resource instance (OMA issue #489; reference §7).
 
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;

@@ -1,5 +1,5 @@
 //! SenML CBOR (CF 112, RFC 8428 §6): integer labels, except LwM2M's `vlo`
-//! which keeps its text label ([OMA#484]). Floats are written in the
+//! which keeps its text label (OMA issue #484). Floats are written in the
 //! shortest lossless width, as ciborium does (half-float `F9 5C B0` = 300.0).
 
 use ciborium::Value as Cbor;

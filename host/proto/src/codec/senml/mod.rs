@@ -54,7 +54,7 @@ pub enum SenmlValue {
     Bool(bool),
     /// `vd`: base64 text in JSON, a byte string in CBOR.
     Data(Vec<u8>),
-    /// `vlo`: `"oid:iid"`, LwM2M's registered extension ([OMA#485]).
+    /// `vlo`: `"oid:iid"`, LwM2M's registered extension (OMA issue #485).
     ObjLink(String),
 }
 

@@ -3,9 +3,9 @@
 
 use coap_lite::{CoapOption, Packet};
 
-use crate::codec::{self, CodecError};
 use crate::coap::msg::{self, Code};
 use crate::coap::observe::{AttributeStore, Attributes, parse_attr_query};
+use crate::codec::{self, CodecError};
 use crate::model::{ContentFormat, DataType, Node, Path, ResourceValue, Value};
 use crate::object::{Effect, Object, OpError, ResourceDef};
 
@@ -45,7 +45,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn code(request: &Packet, code: Code) -> Outcome {
-        Outcome { response: msg::response_to(request, code), effects: Vec::new(), changed: Vec::new(), instances_changed: false }
+        Outcome {
+            response: msg::response_to(request, code),
+            effects: Vec::new(),
+            changed: Vec::new(),
+            instances_changed: false,
+        }
     }
 }
 
@@ -72,7 +77,10 @@ impl From<OpError> for Failure {
             OpError::MethodNotAllowed(_) => Code::METHOD_NOT_ALLOWED.into(),
             OpError::BadRequest(_) => Code::BAD_REQUEST.into(),
             OpError::Unauthorized => Code::UNAUTHORIZED.into(),
-            OpError::TooLarge { limit } => Failure { code: Code::REQUEST_ENTITY_TOO_LARGE, size1: limit },
+            OpError::TooLarge { limit } => Failure {
+                code: Code::REQUEST_ENTITY_TOO_LARGE,
+                size1: limit,
+            },
             OpError::Internal(_) => Code::INTERNAL_SERVER_ERROR.into(),
         }
     }
@@ -91,7 +99,9 @@ fn write_codec_failure(e: CodecError) -> Failure {
 /// Encode errors on Read: 4.06 when the format cannot carry the node.
 fn read_codec_failure(e: CodecError) -> Failure {
     match e {
-        CodecError::Unsupported(_) | CodecError::NotRepresentable { .. } => Code::NOT_ACCEPTABLE.into(),
+        CodecError::Unsupported(_) | CodecError::NotRepresentable { .. } => {
+            Code::NOT_ACCEPTABLE.into()
+        }
         _ => Code::INTERNAL_SERVER_ERROR.into(),
     }
 }
@@ -129,16 +139,29 @@ pub fn parse_target(request: &Packet) -> Result<Target, Failure> {
     let accept = opt(CoapOption::Accept, 2)?.map(|v| v as u16);
     let observe = opt(CoapOption::Observe, 3)?;
     let query = msg::uri_query(request).ok_or(Code::BAD_REQUEST)?;
-    Ok(Target { path, content_format, accept, observe, query })
+    Ok(Target {
+        path,
+        content_format,
+        accept,
+        observe,
+        query,
+    })
 }
 
 /// Decides the operation from method, path depth and options (reference §2).
-pub fn classify(code: Code, t: &Target, def: Option<&ResourceDef>, has_payload: bool) -> Result<Operation, Failure> {
+pub fn classify(
+    code: Code,
+    t: &Target,
+    def: Option<&ResourceDef>,
+    has_payload: bool,
+) -> Result<Operation, Failure> {
     let depth = t.path.depth();
     match code {
         Code::GET if t.accept == Some(ContentFormat::LinkFormat.code()) => Ok(Operation::Discover),
         Code::GET => Ok(Operation::Read),
-        Code::PUT if t.content_format.is_none() && !has_payload && !t.query.is_empty() => Ok(Operation::WriteAttributes),
+        Code::PUT if t.content_format.is_none() && !has_payload && !t.query.is_empty() => {
+            Ok(Operation::WriteAttributes)
+        }
         Code::PUT if depth == 1 => Err(Code::METHOD_NOT_ALLOWED.into()),
         Code::PUT => Ok(Operation::WriteReplace),
         Code::POST => match depth {
@@ -148,7 +171,11 @@ pub fn classify(code: Code, t: &Target, def: Option<&ResourceDef>, has_payload: 
                 // Leshan's rule: POST on a resource is Execute unless a CF other than 0 targets a writable multiple resource.
                 let partial = t.content_format.is_some_and(|cf| cf != 0)
                     && def.is_some_and(|d| d.multiple && d.operations.writable());
-                Ok(if partial { Operation::WritePartial } else { Operation::Execute })
+                Ok(if partial {
+                    Operation::WritePartial
+                } else {
+                    Operation::Execute
+                })
             }
             _ => Err(Code::METHOD_NOT_ALLOWED.into()),
         },
@@ -189,9 +216,15 @@ pub fn read_node(obj: &dyn Object, path: Path) -> Result<Node, Failure> {
             for i in obj.instances() {
                 instances.push((i, read_instance(obj, i)?));
             }
-            Ok(Node::Object { id: path.object, instances })
+            Ok(Node::Object {
+                id: path.object,
+                instances,
+            })
         }
-        (Some(i), None, _) => Ok(Node::Instance { id: i, resources: read_instance(obj, i)? }),
+        (Some(i), None, _) => Ok(Node::Instance {
+            id: i,
+            resources: read_instance(obj, i)?,
+        }),
         (Some(i), Some(r), ri) => {
             let def = resource_def(obj, r).ok_or(Code::NOT_FOUND)?;
             if !def.operations.readable() {
@@ -214,7 +247,10 @@ pub fn read_node(obj: &dyn Object, path: Path) -> Result<Node, Failure> {
 /// Numeric value at a resource path, for gt/lt/st.
 pub fn numeric_value(obj: &dyn Object, path: Path) -> Option<f64> {
     let value = match read_node(obj, path).ok()? {
-        Node::Resource { value: ResourceValue::Single(v), .. } => v,
+        Node::Resource {
+            value: ResourceValue::Single(v),
+            ..
+        } => v,
         Node::ResourceInstance { value, .. } => value,
         _ => return None,
     };
@@ -229,7 +265,11 @@ pub fn numeric_value(obj: &dyn Object, path: Path) -> Option<f64> {
 /// Read format: Accept if given (unknown -> 4.06); else text (opaque for
 /// opaque data) for one value and TLV for anything larger, the format 1.0
 /// servers assume (reference §4).
-pub fn read_format(accept: Option<u16>, node: &Node, obj: &dyn Object) -> Result<ContentFormat, Failure> {
+pub fn read_format(
+    accept: Option<u16>,
+    node: &Node,
+    obj: &dyn Object,
+) -> Result<ContentFormat, Failure> {
     if let Some(code) = accept {
         return ContentFormat::from_code(code).ok_or(Code::NOT_ACCEPTABLE.into());
     }
@@ -253,54 +293,83 @@ pub fn read(obj: &dyn Object, request: &Packet, t: &Target) -> Result<Outcome, F
     let node = read_node(obj, t.path)?;
     let mut format = read_format(t.accept, &node, obj)?;
     // A resource instance read with no Accept in text: opaque instances go opaque.
-    if t.accept.is_none() {
-        if let (Node::ResourceInstance { value: Value::Opaque(_), .. }, ContentFormat::Text) = (&node, format) {
-            format = ContentFormat::Opaque;
-        }
+    if t.accept.is_none()
+        && let (
+            Node::ResourceInstance {
+                value: Value::Opaque(_),
+                ..
+            },
+            ContentFormat::Text,
+        ) = (&node, format)
+    {
+        format = ContentFormat::Opaque;
     }
     let body = codec::encode(&node, t.path, format).map_err(read_codec_failure)?;
     let mut out = Outcome::code(request, Code::CONTENT);
-    msg::set_uint(&mut out.response, CoapOption::ContentFormat, format.code().into());
+    msg::set_uint(
+        &mut out.response,
+        CoapOption::ContentFormat,
+        format.code().into(),
+    );
     out.response.payload = body;
     Ok(out)
 }
 
 /// Discover (Core 1.1 §5.4.2): links with attributes and `dim`.
-pub fn discover(obj: &dyn Object, attrs: &AttributeStore, defaults: Attributes, request: &Packet, t: &Target) -> Result<Outcome, Failure> {
+pub fn discover(
+    obj: &dyn Object,
+    attrs: &AttributeStore,
+    defaults: Attributes,
+    request: &Packet,
+    t: &Target,
+) -> Result<Outcome, Failure> {
     require_instance(obj, t.path)?;
     if t.path.resource_instance.is_some() {
         return Err(Code::METHOD_NOT_ALLOWED.into());
     }
     let o = t.path.object;
-    let mut links = vec![format!("<{}>{}", t.path, attrs.effective(t.path, defaults).link_params())];
-    let resource_links = |links: &mut Vec<String>, i: u16, only: Option<u16>| -> Result<(), Failure> {
-        for d in obj.resources().iter().filter(|d| only.is_none_or(|r| r == d.id)) {
-            let rp = Path::resource(o, i, d.id);
-            let value = if d.operations.readable() { obj.read(i, d.id)? } else { None };
-            if d.operations.readable() && value.is_none() {
-                if only.is_some() {
-                    return Err(Code::NOT_FOUND.into());
-                }
-                continue;
-            }
-            if only.is_none() {
-                let dim = match &value {
-                    Some(ResourceValue::Multiple(items)) => format!(";dim={}", items.len()),
-                    _ => String::new(),
+    let mut links = vec![format!(
+        "<{}>{}",
+        t.path,
+        attrs.effective(t.path, defaults).link_params()
+    )];
+    let resource_links =
+        |links: &mut Vec<String>, i: u16, only: Option<u16>| -> Result<(), Failure> {
+            for d in obj
+                .resources()
+                .iter()
+                .filter(|d| only.is_none_or(|r| r == d.id))
+            {
+                let rp = Path::resource(o, i, d.id);
+                let value = if d.operations.readable() {
+                    obj.read(i, d.id)?
+                } else {
+                    None
                 };
-                links.push(format!("<{rp}>{}{dim}", attrs.at(rp).link_params()));
-            } else if let Some(ResourceValue::Multiple(items)) = &value {
-                if let Some(first) = links.first_mut() {
-                    first.push_str(&format!(";dim={}", items.len()));
+                if d.operations.readable() && value.is_none() {
+                    if only.is_some() {
+                        return Err(Code::NOT_FOUND.into());
+                    }
+                    continue;
                 }
-                for (ri, _) in items {
-                    let rip = Path::resource_instance(o, i, d.id, *ri);
-                    links.push(format!("<{rip}>{}", attrs.at(rip).link_params()));
+                if only.is_none() {
+                    let dim = match &value {
+                        Some(ResourceValue::Multiple(items)) => format!(";dim={}", items.len()),
+                        _ => String::new(),
+                    };
+                    links.push(format!("<{rp}>{}{dim}", attrs.at(rp).link_params()));
+                } else if let Some(ResourceValue::Multiple(items)) = &value {
+                    if let Some(first) = links.first_mut() {
+                        first.push_str(&format!(";dim={}", items.len()));
+                    }
+                    for (ri, _) in items {
+                        let rip = Path::resource_instance(o, i, d.id, *ri);
+                        links.push(format!("<{rip}>{}", attrs.at(rip).link_params()));
+                    }
                 }
             }
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     match (t.path.instance, t.path.resource) {
         (None, _) => {
             for i in obj.instances() {
@@ -316,24 +385,37 @@ pub fn discover(obj: &dyn Object, attrs: &AttributeStore, defaults: Attributes, 
         }
     }
     let mut out = Outcome::code(request, Code::CONTENT);
-    msg::set_uint(&mut out.response, CoapOption::ContentFormat, ContentFormat::LinkFormat.code().into());
+    msg::set_uint(
+        &mut out.response,
+        CoapOption::ContentFormat,
+        ContentFormat::LinkFormat.code().into(),
+    );
     out.response.payload = links.join(",").into_bytes();
     Ok(out)
 }
 
 /// Write-Attributes (Core 1.1 §5.4.4): PUT with Uri-Query only.
-pub fn write_attributes(obj: &dyn Object, attrs: &mut AttributeStore, request: &Packet, t: &Target) -> Result<Outcome, Failure> {
+pub fn write_attributes(
+    obj: &dyn Object,
+    attrs: &mut AttributeStore,
+    request: &Packet,
+    t: &Target,
+) -> Result<Outcome, Failure> {
     require_instance(obj, t.path)?;
     let numeric = match t.path.resource {
         Some(r) => {
             let d = resource_def(obj, r).ok_or(Code::NOT_FOUND)?;
-            matches!(d.data_type, DataType::Integer | DataType::Unsigned | DataType::Float | DataType::Time)
-                && d.operations.readable()
+            matches!(
+                d.data_type,
+                DataType::Integer | DataType::Unsigned | DataType::Float | DataType::Time
+            ) && d.operations.readable()
         }
         None => false,
     };
     let update = parse_attr_query(&t.query).map_err(|_| Failure::from(Code::BAD_REQUEST))?;
-    attrs.apply(t.path, &update, numeric).map_err(|_| Failure::from(Code::BAD_REQUEST))?;
+    attrs
+        .apply(t.path, &update, numeric)
+        .map_err(|_| Failure::from(Code::BAD_REQUEST))?;
     let mut out = Outcome::code(request, Code::CHANGED);
     out.changed.push(t.path);
     Ok(out)
@@ -346,7 +428,11 @@ fn payload_format(t: &Target) -> Result<ContentFormat, Failure> {
 }
 
 fn types_of(obj: &dyn Object) -> impl Fn(Path) -> Option<DataType> + '_ {
-    move |p: Path| p.resource.and_then(|r| resource_def(obj, r)).map(|d| d.data_type)
+    move |p: Path| {
+        p.resource
+            .and_then(|r| resource_def(obj, r))
+            .map(|d| d.data_type)
+    }
 }
 
 /// Checks every resource is defined and writable before anything is written
@@ -362,11 +448,19 @@ fn check_writable(obj: &dyn Object, ids: impl Iterator<Item = u16>) -> Result<()
 }
 
 /// Write (Replace with PUT, Partial Update with POST), Core 1.1 §5.4.3.
-pub fn write(obj: &mut dyn Object, request: &Packet, t: &Target, replace: bool) -> Result<Outcome, Failure> {
+pub fn write(
+    obj: &mut dyn Object,
+    request: &Packet,
+    t: &Target,
+    replace: bool,
+) -> Result<Outcome, Failure> {
     require_instance(&*obj, t.path)?;
     let format = payload_format(t)?;
-    let Some(i) = t.path.instance else { return Err(Code::METHOD_NOT_ALLOWED.into()) };
-    let node = codec::decode(&request.payload, t.path, format, &types_of(&*obj)).map_err(write_codec_failure)?;
+    let Some(i) = t.path.instance else {
+        return Err(Code::METHOD_NOT_ALLOWED.into());
+    };
+    let node = codec::decode(&request.payload, t.path, format, &types_of(&*obj))
+        .map_err(write_codec_failure)?;
     let mut effects = Vec::new();
     match node {
         Node::Instance { resources, .. } => {
@@ -394,10 +488,19 @@ pub fn write(obj: &mut dyn Object, request: &Packet, t: &Target, replace: bool) 
 
 /// One resource write; single opaque values go through `write_block` as one
 /// piece (the object's streaming path, see [`Object::write_block`]).
-fn write_one(obj: &mut dyn Object, i: u16, r: u16, value: ResourceValue, replace: bool) -> Result<Vec<Effect>, Failure> {
-    let opaque = resource_def(&*obj, r).is_some_and(|d| d.data_type == DataType::Opaque && !d.multiple);
+fn write_one(
+    obj: &mut dyn Object,
+    i: u16,
+    r: u16,
+    value: ResourceValue,
+    replace: bool,
+) -> Result<Vec<Effect>, Failure> {
+    let opaque =
+        resource_def(&*obj, r).is_some_and(|d| d.data_type == DataType::Opaque && !d.multiple);
     Ok(match value {
-        ResourceValue::Single(Value::Opaque(bytes)) if opaque => obj.write_block(i, r, 0, &bytes, true)?,
+        ResourceValue::Single(Value::Opaque(bytes)) if opaque => {
+            obj.write_block(i, r, 0, &bytes, true)?
+        }
         v => obj.write(i, r, v, replace)?,
     })
 }
@@ -405,7 +508,9 @@ fn write_one(obj: &mut dyn Object, i: u16, r: u16, value: ResourceValue, replace
 /// Execute (Core 1.1 §5.4.5): the payload is the argument list.
 pub fn execute(obj: &mut dyn Object, request: &Packet, t: &Target) -> Result<Outcome, Failure> {
     require_instance(&*obj, t.path)?;
-    let (Some(i), Some(r)) = (t.path.instance, t.path.resource) else { return Err(Code::METHOD_NOT_ALLOWED.into()) };
+    let (Some(i), Some(r)) = (t.path.instance, t.path.resource) else {
+        return Err(Code::METHOD_NOT_ALLOWED.into());
+    };
     let d = resource_def(&*obj, r).ok_or(Code::NOT_FOUND)?;
     if !d.operations.executable() {
         return Err(Code::METHOD_NOT_ALLOWED.into());
@@ -421,7 +526,8 @@ pub fn execute(obj: &mut dyn Object, request: &Packet, t: &Target) -> Result<Out
 pub fn create(obj: &mut dyn Object, request: &Packet, t: &Target) -> Result<Outcome, Failure> {
     let format = payload_format(t)?;
     let o = t.path.object;
-    let list = codec::decode_create(&request.payload, o, format, &types_of(&*obj)).map_err(write_codec_failure)?;
+    let list = codec::decode_create(&request.payload, o, format, &types_of(&*obj))
+        .map_err(write_codec_failure)?;
     let existing = obj.instances();
     for c in &list {
         if c.id.is_some_and(|id| existing.contains(&id)) {
@@ -434,7 +540,11 @@ pub fn create(obj: &mut dyn Object, request: &Packet, t: &Target) -> Result<Outc
         let (id, effects) = obj.create(c.id, c.resources)?;
         out.effects.extend(effects);
         out.changed.push(Path::instance(o, id));
-        msg::add_strings(&mut out.response, CoapOption::LocationPath, &[o.to_string(), id.to_string()]);
+        msg::add_strings(
+            &mut out.response,
+            CoapOption::LocationPath,
+            &[o.to_string(), id.to_string()],
+        );
     }
     out.instances_changed = true;
     out.changed.push(Path::object(o));
@@ -442,7 +552,12 @@ pub fn create(obj: &mut dyn Object, request: &Packet, t: &Target) -> Result<Outc
 }
 
 /// Delete (Core 1.1 §5.4.7) of one instance.
-pub fn delete(obj: &mut dyn Object, attrs: &mut AttributeStore, request: &Packet, t: &Target) -> Result<Outcome, Failure> {
+pub fn delete(
+    obj: &mut dyn Object,
+    attrs: &mut AttributeStore,
+    request: &Packet,
+    t: &Target,
+) -> Result<Outcome, Failure> {
     require_instance(&*obj, t.path)?;
     let i = t.path.instance.ok_or(Code::METHOD_NOT_ALLOWED)?;
     let effects = obj.delete(i)?;

@@ -26,8 +26,12 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageType, Packet};
 
-use crate::coap::block::{self, Block1Limits, Block1Rx, Block1Step, BlockDownload, BlockOpt, DownloadError};
-use crate::coap::endpoint::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params, Transmit};
+use crate::coap::block::{
+    self, Block1Limits, Block1Rx, Block1Step, BlockDownload, BlockOpt, DownloadError,
+};
+use crate::coap::endpoint::{
+    Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params, Transmit,
+};
 use crate::coap::msg::{self, Code};
 use crate::coap::observe::{AttributeStore, Attributes, ObsKey, Registry};
 use crate::model::{ContentFormat, DataType, Path, ResourceValue, Value};
@@ -75,7 +79,11 @@ impl Config {
             lifetime: 86400,
             binding: "U".into(),
             lwm2m_version: "1.1".into(),
-            content_formats: vec![ContentFormat::SenmlJson, ContentFormat::SenmlCbor, ContentFormat::Tlv],
+            content_formats: vec![
+                ContentFormat::SenmlJson,
+                ContentFormat::SenmlCbor,
+                ContentFormat::Tlv,
+            ],
             retry_base: Duration::from_secs(60),
             retry_cap: Duration::from_secs(3600),
             max_szx: block::MAX_SZX,
@@ -196,7 +204,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("reg", &self.reg).field("objects", &self.objects.len()).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("reg", &self.reg)
+            .field("objects", &self.objects.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -233,18 +244,27 @@ impl Client {
 
     /// True while registered (including while an Update is in flight).
     pub fn is_registered(&self) -> bool {
-        matches!(self.reg, RegState::Registered { .. } | RegState::AwaitUpdate { .. })
+        matches!(
+            self.reg,
+            RegState::Registered { .. } | RegState::AwaitUpdate { .. }
+        )
     }
 
     /// An object by id.
     pub fn object(&self, id: u16) -> Option<&dyn Object> {
-        self.objects.iter().find(|o| o.id() == id).map(|o| o.as_ref())
+        self.objects
+            .iter()
+            .find(|o| o.id() == id)
+            .map(|o| o.as_ref())
     }
 
     /// Mutable access for the driver to feed outcomes into an object; follow
     /// with [`Client::resources_changed`].
     pub fn object_mut(&mut self, id: u16) -> Option<&mut (dyn Object + 'static)> {
-        self.objects.iter_mut().find(|o| o.id() == id).map(|o| o.as_mut())
+        self.objects
+            .iter_mut()
+            .find(|o| o.id() == id)
+            .map(|o| o.as_mut())
     }
 
     /// The message layer (e.g. to fix the next MID in tests).
@@ -270,7 +290,9 @@ impl Client {
         self.ep.handle_timeout(now);
         match self.reg {
             RegState::Registered { update_at, .. } if update_at <= now => self.update_wanted = true,
-            RegState::BackOff { until, attempt } if until <= now => self.send_register(now, attempt),
+            RegState::BackOff { until, attempt } if until <= now => {
+                self.send_register(now, attempt)
+            }
             _ => {}
         }
         self.pump(now);
@@ -344,7 +366,11 @@ impl Client {
                 return;
             }
         };
-        let ex = self.ep.send_request(now, self.cfg.server, registration::deregister_request(&location));
+        let ex = self.ep.send_request(
+            now,
+            self.cfg.server,
+            registration::deregister_request(&location),
+        );
         self.reg = RegState::AwaitDeregister { ex };
         self.pump(now);
     }
@@ -362,8 +388,16 @@ impl Client {
     ) -> DownloadId {
         let id = self.next_download;
         self.next_download += 1;
-        let session = BlockDownload::new(path, query, start_block, self.cfg.max_szx).with_etag(etag);
-        self.downloads.insert(id, Download { peer, session, exchange: None });
+        let session =
+            BlockDownload::new(path, query, start_block, self.cfg.max_szx).with_etag(etag);
+        self.downloads.insert(
+            id,
+            Download {
+                peer,
+                session,
+                exchange: None,
+            },
+        );
         self.next_download_get(now, id);
         self.pump(now);
         id
@@ -371,10 +405,10 @@ impl Client {
 
     /// Abandons a download.
     pub fn cancel_download(&mut self, now: Instant, id: DownloadId) {
-        if let Some(d) = self.downloads.remove(&id) {
-            if let Some(ex) = d.exchange {
-                self.ep.cancel(now, ex);
-            }
+        if let Some(d) = self.downloads.remove(&id)
+            && let Some(ex) = d.exchange
+        {
+            self.ep.cancel(now, ex);
         }
     }
 
@@ -400,8 +434,13 @@ impl Client {
             RegState::BackOff { until, .. } => Some(until),
             _ => None,
         };
-        let notify = self.observers.next_deadline(&self.attrs, self.default_attrs());
-        [self.ep.poll_timeout(), reg, notify].into_iter().flatten().min()
+        let notify = self
+            .observers
+            .next_deadline(&self.attrs, self.default_attrs());
+        [self.ep.poll_timeout(), reg, notify]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---- internals: event pump ----
@@ -427,7 +466,12 @@ impl Client {
     }
 
     fn on_response(&mut self, now: Instant, id: ExchangeId, packet: Option<Packet>) {
-        if let Some(dl) = self.downloads.iter().find(|(_, d)| d.exchange == Some(id)).map(|(k, _)| *k) {
+        if let Some(dl) = self
+            .downloads
+            .iter()
+            .find(|(_, d)| d.exchange == Some(id))
+            .map(|(k, _)| *k)
+        {
             self.on_download_response(now, dl, packet);
             return;
         }
@@ -446,18 +490,31 @@ impl Client {
                     self.events.push_back(Event::Registered { location });
                 }
                 _ => {
-                    let retry_in = registration::backoff(self.cfg.retry_base, self.cfg.retry_cap, attempt);
-                    self.reg = RegState::BackOff { until: now + retry_in, attempt: attempt + 1 };
-                    self.events.push_back(Event::RegistrationFailed { attempt, retry_in });
+                    let retry_in =
+                        registration::backoff(self.cfg.retry_base, self.cfg.retry_cap, attempt);
+                    self.reg = RegState::BackOff {
+                        until: now + retry_in,
+                        attempt: attempt + 1,
+                    };
+                    self.events
+                        .push_back(Event::RegistrationFailed { attempt, retry_in });
                 }
             },
-            RegState::AwaitUpdate { ex, location, payload, lifetime } if ex == id => {
+            RegState::AwaitUpdate {
+                ex,
+                location,
+                payload,
+                lifetime,
+            } if ex == id => {
                 if code.is_some_and(Code::is_success) {
                     if let Some(p) = payload {
                         self.reg_payload = p;
                     }
                     self.reg_lifetime = lifetime;
-                    self.reg = RegState::Registered { location, update_at: now + registration::update_delay(lifetime) };
+                    self.reg = RegState::Registered {
+                        location,
+                        update_at: now + registration::update_delay(lifetime),
+                    };
                     self.events.push_back(Event::Updated);
                 } else {
                     // 4.04 (or any failure) to Update: register afresh (reference §1).
@@ -488,7 +545,13 @@ impl Client {
     fn send_register(&mut self, now: Instant, attempt: u32) {
         let payload = self.link_payload();
         let lifetime = self.current_lifetime();
-        let p = registration::register_request(&self.cfg.endpoint_name, lifetime, &self.cfg.lwm2m_version, &self.cfg.binding, &payload);
+        let p = registration::register_request(
+            &self.cfg.endpoint_name,
+            lifetime,
+            &self.cfg.lwm2m_version,
+            &self.cfg.binding,
+            &payload,
+        );
         let ex = self.ep.send_request(now, self.cfg.server, p);
         self.reg_payload = payload;
         self.reg_lifetime = lifetime;
@@ -497,7 +560,9 @@ impl Client {
     }
 
     fn try_update(&mut self, now: Instant) {
-        let RegState::Registered { location, .. } = &self.reg else { return };
+        let RegState::Registered { location, .. } = &self.reg else {
+            return;
+        };
         let location = location.clone();
         self.update_wanted = false;
         let payload = self.link_payload();
@@ -506,13 +571,20 @@ impl Client {
         let lt = (lifetime != self.reg_lifetime).then_some(lifetime);
         let p = registration::update_request(&location, lt, payload.as_deref());
         let ex = self.ep.send_request(now, self.cfg.server, p);
-        self.reg = RegState::AwaitUpdate { ex, location, payload, lifetime };
+        self.reg = RegState::AwaitUpdate {
+            ex,
+            location,
+            payload,
+            lifetime,
+        };
     }
 
     // ---- internals: downloads ----
 
     fn next_download_get(&mut self, now: Instant, id: DownloadId) {
-        let Some(d) = self.downloads.get_mut(&id) else { return };
+        let Some(d) = self.downloads.get_mut(&id) else {
+            return;
+        };
         if let Some(p) = d.session.next_request() {
             let peer = d.peer;
             let ex = self.ep.send_request(now, peer, p);
@@ -523,17 +595,27 @@ impl Client {
     }
 
     fn on_download_response(&mut self, now: Instant, id: DownloadId, packet: Option<Packet>) {
-        let Some(d) = self.downloads.get_mut(&id) else { return };
+        let Some(d) = self.downloads.get_mut(&id) else {
+            return;
+        };
         d.exchange = None;
         let Some(packet) = packet else {
             self.downloads.remove(&id);
-            self.events.push_back(Event::DownloadFailed { id, error: DownloadFailure::Timeout });
+            self.events.push_back(Event::DownloadFailed {
+                id,
+                error: DownloadFailure::Timeout,
+            });
             return;
         };
         match d.session.handle_response(&packet) {
             Ok(piece) => {
                 let more = piece.more;
-                self.events.push_back(Event::DownloadData { id, offset: piece.offset, bytes: piece.bytes, more });
+                self.events.push_back(Event::DownloadData {
+                    id,
+                    offset: piece.offset,
+                    bytes: piece.bytes,
+                    more,
+                });
                 if more {
                     self.next_download_get(now, id);
                 } else {
@@ -542,7 +624,10 @@ impl Client {
             }
             Err(e) => {
                 self.downloads.remove(&id);
-                self.events.push_back(Event::DownloadFailed { id, error: e.into() });
+                self.events.push_back(Event::DownloadFailed {
+                    id,
+                    error: e.into(),
+                });
             }
         }
     }
@@ -560,12 +645,24 @@ impl Client {
                 _ => None,
             }
         };
-        Attributes { pmin: read(2), pmax: read(3), ..Attributes::default() }
+        Attributes {
+            pmin: read(2),
+            pmax: read(3),
+            ..Attributes::default()
+        }
     }
 
-    fn send_response(&mut self, now: Instant, req: &InboundRequest, mut response: Packet, block2: bool) {
+    fn send_response(
+        &mut self,
+        now: Instant,
+        req: &InboundRequest,
+        mut response: Packet,
+        block2: bool,
+    ) {
         if block2 && Code::of(&response) == Code::CONTENT {
-            let requested = BlockOpt::read(&req.packet, CoapOption::Block2).ok().flatten();
+            let requested = BlockOpt::read(&req.packet, CoapOption::Block2)
+                .ok()
+                .flatten();
             match block::block2_slice(&response.payload, requested, self.cfg.max_szx) {
                 Ok(Some(slice)) => {
                     let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
@@ -589,7 +686,9 @@ impl Client {
         let code = Code::of(&req.packet);
         let result = match BlockOpt::read(&req.packet, CoapOption::Block1) {
             Err(_) => Err(Failure::from(Code::BAD_OPTION)),
-            Ok(Some(b1)) if matches!(code, Code::PUT | Code::POST) => self.block1_request(now, &req, b1),
+            Ok(Some(b1)) if matches!(code, Code::PUT | Code::POST) => {
+                self.block1_request(now, &req, b1)
+            }
             _ => self.operate(now, &req, &req.packet).map(Some),
         };
         let outcome = match result {
@@ -617,14 +716,29 @@ impl Client {
         } else {
             let pending = self.next_pending;
             self.next_pending += 1;
-            self.held.insert(pending, Held { request: req, response: outcome.response, block2 });
-            self.events.push_back(Event::Effects { pending, effects: outcome.effects });
+            self.held.insert(
+                pending,
+                Held {
+                    request: req,
+                    response: outcome.response,
+                    block2,
+                },
+            );
+            self.events.push_back(Event::Effects {
+                pending,
+                effects: outcome.effects,
+            });
         }
     }
 
     /// Runs one DM operation on a complete request (`body` carries the
     /// assembled payload for Block1 writes).
-    fn operate(&mut self, now: Instant, req: &InboundRequest, body: &Packet) -> Result<Outcome, Failure> {
+    fn operate(
+        &mut self,
+        now: Instant,
+        req: &InboundRequest,
+        body: &Packet,
+    ) -> Result<Outcome, Failure> {
         let t = dispatch::parse_target(body)?;
         // Reference §2: any DM operation on Security (/0) is 4.01.
         if t.path.object == 0 {
@@ -635,7 +749,10 @@ impl Client {
             return Err(Code::NOT_FOUND.into());
         };
         let obj = self.objects.get_mut(idx).ok_or(Code::NOT_FOUND)?;
-        let def = t.path.resource.and_then(|r| dispatch::resource_def(obj.as_ref(), r));
+        let def = t
+            .path
+            .resource
+            .and_then(|r| dispatch::resource_def(obj.as_ref(), r));
         let op = dispatch::classify(Code::of(body), &t, def, !body.payload.is_empty())?;
         match op {
             Operation::Read => {
@@ -644,7 +761,8 @@ impl Client {
                     Some(0) => {
                         let key = (req.peer, req.packet.get_token().to_vec());
                         let value = dispatch::numeric_value(obj.as_ref(), t.path);
-                        self.observers.add(now, key.clone(), t.path, t.accept, value);
+                        self.observers
+                            .add(now, key.clone(), t.path, t.accept, value);
                         self.last_notified.insert(key, out.response.payload.clone());
                         let seq = self.observers.next_seq();
                         msg::set_uint(&mut out.response, CoapOption::Observe, seq.into());
@@ -659,8 +777,12 @@ impl Client {
                 }
                 Ok(out)
             }
-            Operation::Discover => dispatch::discover(obj.as_ref(), &self.attrs, defaults, body, &t),
-            Operation::WriteAttributes => dispatch::write_attributes(obj.as_ref(), &mut self.attrs, body, &t),
+            Operation::Discover => {
+                dispatch::discover(obj.as_ref(), &self.attrs, defaults, body, &t)
+            }
+            Operation::WriteAttributes => {
+                dispatch::write_attributes(obj.as_ref(), &mut self.attrs, body, &t)
+            }
             Operation::WriteReplace => dispatch::write(obj.as_mut(), body, &t, true),
             Operation::WritePartial => dispatch::write(obj.as_mut(), body, &t, false),
             Operation::Execute => dispatch::execute(obj.as_mut(), body, &t),
@@ -673,30 +795,56 @@ impl Client {
     /// single resource written as application/octet-stream.
     fn streams(&self, t: &Target) -> Option<(usize, u16, u16)> {
         let (i, r) = (t.path.instance?, t.path.resource?);
-        if t.path.resource_instance.is_some() || t.content_format != Some(ContentFormat::Opaque.code()) {
+        if t.path.resource_instance.is_some()
+            || t.content_format != Some(ContentFormat::Opaque.code())
+        {
             return None;
         }
         let idx = self.objects.iter().position(|o| o.id() == t.path.object)?;
         let obj = self.objects.get(idx)?;
         let d = dispatch::resource_def(obj.as_ref(), r)?;
-        (d.data_type == DataType::Opaque && !d.multiple && d.operations.writable() && obj.instances().contains(&i)).then_some((idx, i, r))
+        (d.data_type == DataType::Opaque
+            && !d.multiple
+            && d.operations.writable()
+            && obj.instances().contains(&i))
+        .then_some((idx, i, r))
     }
 
     /// Block1 (RFC 7959 §2.3-2.5): stream opaque pushes, assemble the rest.
-    fn block1_request(&mut self, now: Instant, req: &InboundRequest, b1: BlockOpt) -> Result<Option<Outcome>, Failure> {
+    fn block1_request(
+        &mut self,
+        now: Instant,
+        req: &InboundRequest,
+        b1: BlockOpt,
+    ) -> Result<Option<Outcome>, Failure> {
         let t = dispatch::parse_target(&req.packet)?;
         if t.path.object == 0 {
             return Err(Code::UNAUTHORIZED.into());
         }
-        let size1 = msg::get_uint(&req.packet, CoapOption::Size1, 4).map_err(|_| Failure::from(Code::BAD_OPTION))?;
-        let stream = if Code::of(&req.packet) == Code::PUT { self.streams(&t) } else { None };
+        let size1 = msg::get_uint(&req.packet, CoapOption::Size1, 4)
+            .map_err(|_| Failure::from(Code::BAD_OPTION))?;
+        let stream = if Code::of(&req.packet) == Code::PUT {
+            self.streams(&t)
+        } else {
+            None
+        };
         let limits = Block1Limits {
             max_szx: self.cfg.max_szx,
-            max_size: if stream.is_some() { self.cfg.push_limit } else { Some(self.cfg.assembly_cap) },
+            max_size: if stream.is_some() {
+                self.cfg.push_limit
+            } else {
+                Some(self.cfg.assembly_cap)
+            },
         };
         let key = (req.peer, msg::uri_path(&req.packet).unwrap_or_default());
         let transfer = self.block1.entry(key.clone()).or_default();
-        let step = block::block1_step(&mut transfer.rx, b1, req.packet.payload.len(), size1, limits);
+        let step = block::block1_step(
+            &mut transfer.rx,
+            b1,
+            req.packet.payload.len(),
+            size1,
+            limits,
+        );
         let (offset, last, reply) = match step {
             Block1Step::Reject { code, size1 } => {
                 if transfer.rx.is_none() {
@@ -704,7 +852,11 @@ impl Client {
                 }
                 return Err(Failure { code, size1 });
             }
-            Block1Step::Piece { offset, last, reply } => (offset, last, reply),
+            Block1Step::Piece {
+                offset,
+                last,
+                reply,
+            } => (offset, last, reply),
         };
         let with_block1 = |mut out: Outcome| {
             reply.write(&mut out.response, CoapOption::Block1);
@@ -724,8 +876,17 @@ impl Client {
                 }
             };
             let code = if last { Code::CHANGED } else { Code::CONTINUE };
-            let changed = if last { vec![Path::instance(t.path.object, i)] } else { Vec::new() };
-            let out = Outcome { response: msg::response_to(&req.packet, code), effects, changed, instances_changed: false };
+            let changed = if last {
+                vec![Path::instance(t.path.object, i)]
+            } else {
+                Vec::new()
+            };
+            let out = Outcome {
+                response: msg::response_to(&req.packet, code),
+                effects,
+                changed,
+                instances_changed: false,
+            };
             return Ok(Some(with_block1(out)));
         }
         let transfer = self.block1.entry(key.clone()).or_default();
@@ -740,31 +901,52 @@ impl Client {
             return Ok(None);
         }
         let mut body = req.packet.clone();
-        body.payload = self.block1.remove(&key).map(|t| t.buffer).unwrap_or_default();
+        body.payload = self
+            .block1
+            .remove(&key)
+            .map(|t| t.buffer)
+            .unwrap_or_default();
         body.clear_option(CoapOption::Block1);
         body.clear_option(CoapOption::Size1);
-        self.operate(now, req, &body).map(|out| Some(with_block1(out)))
+        self.operate(now, req, &body)
+            .map(|out| Some(with_block1(out)))
     }
 
     // ---- internals: notifications ----
 
     fn mark_changed(&mut self, path: Path) {
         let objects = &self.objects;
-        let value_of = |p: Path| objects.iter().find(|o| o.id() == p.object).and_then(|o| dispatch::numeric_value(o.as_ref(), p));
+        let value_of = |p: Path| {
+            objects
+                .iter()
+                .find(|o| o.id() == p.object)
+                .and_then(|o| dispatch::numeric_value(o.as_ref(), p))
+        };
         let defaults = self.default_attrs();
-        self.observers.changed(path, &self.attrs, defaults, &value_of);
+        self.observers
+            .changed(path, &self.attrs, defaults, &value_of);
     }
 
     fn flush_notifications(&mut self, now: Instant) {
         let defaults = self.default_attrs();
         for key in self.observers.due(now, &self.attrs, defaults) {
-            let Some(obs) = self.observers.get(&key) else { continue };
+            let Some(obs) = self.observers.get(&key) else {
+                continue;
+            };
             let (path, accept) = (obs.path, obs.accept);
             let pmax_due = self.observers.pmax_due(&key, now, &self.attrs, defaults);
             let mut fake = Packet::new();
             fake.set_token(key.1.clone());
-            let t = Target { path, content_format: None, accept, observe: None, query: Vec::new() };
-            let Some(obj) = self.objects.iter().find(|o| o.id() == path.object) else { continue };
+            let t = Target {
+                path,
+                content_format: None,
+                accept,
+                observe: None,
+                query: Vec::new(),
+            };
+            let Some(obj) = self.objects.iter().find(|o| o.id() == path.object) else {
+                continue;
+            };
             let value = dispatch::numeric_value(obj.as_ref(), path);
             let mut packet = match dispatch::read(obj.as_ref(), &fake, &t) {
                 Ok(out) => out.response,
@@ -782,9 +964,14 @@ impl Client {
                 self.observers.clear_pending(&key);
                 continue;
             }
-            self.last_notified.insert(key.clone(), packet.payload.clone());
+            self.last_notified
+                .insert(key.clone(), packet.payload.clone());
             let con = self.observers.wants_con(&key, now);
-            packet.header.set_type(if con { MessageType::Confirmable } else { MessageType::NonConfirmable });
+            packet.header.set_type(if con {
+                MessageType::Confirmable
+            } else {
+                MessageType::NonConfirmable
+            });
             let seq = self.observers.next_seq();
             msg::set_uint(&mut packet, CoapOption::Observe, seq.into());
             // RFC 7959 §3.4: a large notification carries block 0 only.

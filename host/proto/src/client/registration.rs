@@ -66,7 +66,9 @@ pub fn update_delay(lifetime: u32) -> Duration {
 
 /// Register back-off: `base × 2^(attempt-1)`, capped (Core 1.1 §6.2.1.1).
 pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
@@ -83,7 +85,11 @@ pub fn link_payload(objects: &[Box<dyn Object>], formats: &[ContentFormat]) -> S
             links.push(format!("</>;rt=\"oma.lwm2m\";ct=\"{}\"", codes.join(" ")));
         }
     }
-    let mut sorted: Vec<&dyn Object> = objects.iter().map(|o| o.as_ref()).filter(|o| o.id() != 0 && o.id() != 21).collect();
+    let mut sorted: Vec<&dyn Object> = objects
+        .iter()
+        .map(|o| o.as_ref())
+        .filter(|o| o.id() != 0 && o.id() != 21)
+        .collect();
     sorted.sort_by_key(|o| o.id());
     for o in sorted {
         let instances = o.instances();
@@ -100,11 +106,26 @@ pub fn link_payload(objects: &[Box<dyn Object>], formats: &[ContentFormat]) -> S
 }
 
 /// Register: CON POST /rd?ep=&lt=&lwm2m=&b= with the link payload (CF 40).
-pub fn register_request(endpoint: &str, lifetime: u32, version: &str, binding: &str, payload: &str) -> Packet {
+pub fn register_request(
+    endpoint: &str,
+    lifetime: u32,
+    version: &str,
+    binding: &str,
+    payload: &str,
+) -> Packet {
     let mut p = msg::request(RequestType::Post, &["rd"]);
-    let q = [format!("ep={endpoint}"), format!("lt={lifetime}"), format!("lwm2m={version}"), format!("b={binding}")];
+    let q = [
+        format!("ep={endpoint}"),
+        format!("lt={lifetime}"),
+        format!("lwm2m={version}"),
+        format!("b={binding}"),
+    ];
     msg::add_strings(&mut p, CoapOption::UriQuery, &q);
-    msg::set_uint(&mut p, CoapOption::ContentFormat, ContentFormat::LinkFormat.code().into());
+    msg::set_uint(
+        &mut p,
+        CoapOption::ContentFormat,
+        ContentFormat::LinkFormat.code().into(),
+    );
     p.payload = payload.as_bytes().to_vec();
     p
 }
@@ -117,7 +138,11 @@ pub fn update_request(location: &[String], lifetime: Option<u32>, payload: Optio
         msg::add_strings(&mut p, CoapOption::UriQuery, &[format!("lt={lt}")]);
     }
     if let Some(body) = payload {
-        msg::set_uint(&mut p, CoapOption::ContentFormat, ContentFormat::LinkFormat.code().into());
+        msg::set_uint(
+            &mut p,
+            CoapOption::ContentFormat,
+            ContentFormat::LinkFormat.code().into(),
+        );
         p.payload = body.as_bytes().to_vec();
     }
     p
@@ -160,14 +185,22 @@ mod tests {
         let mut u = update_request(&loc, Some(600), None);
         u.header.message_id = 0x1235;
         u.set_token(vec![0xA1, 0xB2, 0xC3, 0xD5]);
-        assert_eq!(msg::encode(&u).unwrap(), bytes("44 02 12 35 A1 B2 C3 D5 B2 72 64 04 35 61 33 66 46 6C 74 3D 36 30 30"));
+        assert_eq!(
+            msg::encode(&u).unwrap(),
+            bytes("44 02 12 35 A1 B2 C3 D5 B2 72 64 04 35 61 33 66 46 6C 74 3D 36 30 30")
+        );
         let mut d = deregister_request(&loc);
         d.header.message_id = 0x1236;
         d.set_token(vec![0xA1, 0xB2, 0xC3, 0xD6]);
-        assert_eq!(msg::encode(&d).unwrap(), bytes("44 04 12 36 A1 B2 C3 D6 B2 72 64 04 35 61 33 66"));
+        assert_eq!(
+            msg::encode(&d).unwrap(),
+            bytes("44 04 12 36 A1 B2 C3 D6 B2 72 64 04 35 61 33 66")
+        );
     }
 
     pub(crate) fn bytes(hex: &str) -> Vec<u8> {
-        hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+        hex.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
     }
 }

@@ -1,7 +1,9 @@
 //! Scenario tests: a [`Client`] against a fake server built from the same
 //! [`Endpoint`], joined by in-memory queues (quinn's `Pair`).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageType, Packet, RequestType};
@@ -12,17 +14,63 @@ use crate::model::DataType;
 use crate::object::{Operations, ResourceDef};
 
 const RES: &[ResourceDef] = &[
-    ResourceDef { id: 0, name: "name", operations: Operations::ReadWrite, multiple: false, mandatory: true, data_type: DataType::String },
-    ResourceDef { id: 1, name: "level", operations: Operations::Read, multiple: false, mandatory: true, data_type: DataType::Integer },
-    ResourceDef { id: 2, name: "blob", operations: Operations::Write, multiple: false, mandatory: false, data_type: DataType::Opaque },
-    ResourceDef { id: 3, name: "run", operations: Operations::Execute, multiple: false, mandatory: false, data_type: DataType::None },
-    ResourceDef { id: 4, name: "big", operations: Operations::Read, multiple: false, mandatory: false, data_type: DataType::String },
-    ResourceDef { id: 5, name: "list", operations: Operations::ReadWrite, multiple: true, mandatory: false, data_type: DataType::Integer },
+    ResourceDef {
+        id: 0,
+        name: "name",
+        operations: Operations::ReadWrite,
+        multiple: false,
+        mandatory: true,
+        data_type: DataType::String,
+    },
+    ResourceDef {
+        id: 1,
+        name: "level",
+        operations: Operations::Read,
+        multiple: false,
+        mandatory: true,
+        data_type: DataType::Integer,
+    },
+    ResourceDef {
+        id: 2,
+        name: "blob",
+        operations: Operations::Write,
+        multiple: false,
+        mandatory: false,
+        data_type: DataType::Opaque,
+    },
+    ResourceDef {
+        id: 3,
+        name: "run",
+        operations: Operations::Execute,
+        multiple: false,
+        mandatory: false,
+        data_type: DataType::None,
+    },
+    ResourceDef {
+        id: 4,
+        name: "big",
+        operations: Operations::Read,
+        multiple: false,
+        mandatory: false,
+        data_type: DataType::String,
+    },
+    ResourceDef {
+        id: 5,
+        name: "list",
+        operations: Operations::ReadWrite,
+        multiple: true,
+        mandatory: false,
+        data_type: DataType::Integer,
+    },
 ];
 
-/// A test object (id 42) recording what the engine asked of it.
+/// A test object (id 42) recording what the engine asked of it; the test
+/// keeps a second handle on the shared state.
+#[derive(Default, Clone)]
+struct Thing(Rc<RefCell<ThingState>>);
+
 #[derive(Default)]
-struct Thing {
+struct ThingState {
     instances: Vec<u16>,
     name: String,
     level: i64,
@@ -30,6 +78,12 @@ struct Thing {
     pieces: Vec<(u64, usize, bool)>,
     runs: Vec<Vec<u8>>,
     persist_on_write: bool,
+}
+
+impl Thing {
+    fn s(&self) -> std::cell::RefMut<'_, ThingState> {
+        self.0.borrow_mut()
+    }
 }
 
 impl Object for Thing {
@@ -40,45 +94,69 @@ impl Object for Thing {
         RES
     }
     fn instances(&self) -> Vec<u16> {
-        self.instances.clone()
+        self.s().instances.clone()
     }
     fn read(&self, _i: u16, r: u16) -> Result<Option<ResourceValue>, OpError> {
         Ok(match r {
-            0 => Some(ResourceValue::Single(Value::String(self.name.clone()))),
-            1 => Some(ResourceValue::Single(Value::Integer(self.level))),
+            0 => Some(ResourceValue::Single(Value::String(self.s().name.clone()))),
+            1 => Some(ResourceValue::Single(Value::Integer(self.s().level))),
             4 => Some(ResourceValue::Single(Value::String("x".repeat(2500)))),
-            5 => Some(ResourceValue::Multiple(vec![(0, Value::Integer(1)), (1, Value::Integer(5))])),
+            5 => Some(ResourceValue::Multiple(vec![
+                (0, Value::Integer(1)),
+                (1, Value::Integer(5)),
+            ])),
             _ => None,
         })
     }
-    fn write(&mut self, _i: u16, r: u16, value: ResourceValue, _replace: bool) -> Result<Vec<Effect>, OpError> {
+    fn write(
+        &mut self,
+        _i: u16,
+        r: u16,
+        value: ResourceValue,
+        _replace: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         match (r, value) {
-            (0, ResourceValue::Single(Value::String(s))) => self.name = s,
+            (0, ResourceValue::Single(Value::String(s))) => self.s().name = s,
             (5, _) => {}
             _ => return Err(OpError::BadRequest("type".into())),
         }
-        Ok(if self.persist_on_write { vec![Effect::Persist] } else { vec![] })
+        Ok(if self.s().persist_on_write {
+            vec![Effect::Persist]
+        } else {
+            vec![]
+        })
     }
-    fn write_block(&mut self, _i: u16, _r: u16, offset: u64, bytes: &[u8], last: bool) -> Result<Vec<Effect>, OpError> {
+    fn write_block(
+        &mut self,
+        _i: u16,
+        _r: u16,
+        offset: u64,
+        bytes: &[u8],
+        last: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         if offset == 0 {
-            self.blob.clear();
+            self.s().blob.clear();
         }
-        self.blob.extend_from_slice(bytes);
-        self.pieces.push((offset, bytes.len(), last));
+        self.s().blob.extend_from_slice(bytes);
+        self.s().pieces.push((offset, bytes.len(), last));
         Ok(vec![])
     }
     fn execute(&mut self, _i: u16, _r: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
-        self.runs.push(args.to_vec());
+        self.s().runs.push(args.to_vec());
         Ok(vec![Effect::Persist])
     }
-    fn create(&mut self, id: Option<u16>, _v: Vec<(u16, ResourceValue)>) -> Result<(u16, Vec<Effect>), OpError> {
-        let id = id.unwrap_or_else(|| self.instances.iter().max().map_or(0, |m| m + 1));
-        self.instances.push(id);
-        self.instances.sort();
+    fn create(
+        &mut self,
+        id: Option<u16>,
+        _v: Vec<(u16, ResourceValue)>,
+    ) -> Result<(u16, Vec<Effect>), OpError> {
+        let id = id.unwrap_or_else(|| self.s().instances.iter().max().map_or(0, |m| m + 1));
+        self.s().instances.push(id);
+        self.s().instances.sort();
         Ok((id, vec![]))
     }
     fn delete(&mut self, i: u16) -> Result<Vec<Effect>, OpError> {
-        self.instances.retain(|x| *x != i);
+        self.s().instances.retain(|x| *x != i);
         Ok(vec![])
     }
 }
@@ -93,6 +171,7 @@ fn srv() -> SocketAddr {
 /// Device, fake server and a shared clock.
 struct Net {
     client: Client,
+    thing: Thing,
     server: Endpoint,
     now: Instant,
     /// Datagrams dropped on the way to the server (to exercise timeouts).
@@ -107,10 +186,21 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
-        let cfg = Config { retry_base: Duration::from_secs(5), lifetime: 300, ..Config::new("node1", srv(), 42) };
-        let thing = Thing { instances: vec![0], name: "a".into(), level: 10, ..Thing::default() };
+        let cfg = Config {
+            retry_base: Duration::from_secs(5),
+            lifetime: 300,
+            ..Config::new("node1", srv(), 42)
+        };
+        let thing = Thing::default();
+        {
+            let mut s = thing.s();
+            s.instances = vec![0];
+            s.name = "a".into();
+            s.level = 10;
+        }
         Net {
-            client: Client::new(cfg, vec![Box::new(thing)]),
+            client: Client::new(cfg, vec![Box::new(thing.clone())]),
+            thing,
             server: Endpoint::new(Params::default(), 7),
             now: Instant::now(),
             drop_to_server: false,
@@ -121,10 +211,8 @@ impl Net {
         }
     }
 
-    fn thing(&mut self) -> &mut Thing {
-        let obj = self.client.object_mut(42).unwrap();
-        // SAFETY-free downcast: the test knows object 42 is a Thing.
-        unsafe { &mut *(obj as *mut dyn Object as *mut Thing) }
+    fn thing(&self) -> std::cell::RefMut<'_, ThingState> {
+        self.thing.s()
     }
 
     /// Moves datagrams both ways until quiet; returns server events.
@@ -168,7 +256,11 @@ impl Net {
     }
 
     fn advance_to_next(&mut self) {
-        let t = [self.client.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min().unwrap();
+        let t = [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap();
         self.now = self.now.max(t);
         self.client.handle_timeout(self.now);
         self.server.handle_timeout(self.now);
@@ -179,7 +271,9 @@ impl Net {
         self.client.start(self.now);
         let evs = self.flush();
         let req = expect_request(evs);
-        self.reply(&req, Code::CREATED, |p| msg::add_strings(p, CoapOption::LocationPath, &["rd", "5a3f"]));
+        self.reply(&req, Code::CREATED, |p| {
+            msg::add_strings(p, CoapOption::LocationPath, &["rd", "5a3f"])
+        });
         assert!(matches!(self.event(), Some(Event::Registered { .. })));
     }
 
@@ -206,7 +300,9 @@ impl Net {
         let mut found = None;
         for e in evs {
             match e {
-                EndpointEvent::Response { id: i, packet } if i == id && found.is_none() => found = Some(packet),
+                EndpointEvent::Response { id: i, packet } if i == id && found.is_none() => {
+                    found = Some(packet)
+                }
                 e => self.inbox.push(e),
             }
         }
@@ -239,25 +335,52 @@ fn register_payload_update_and_deregister() {
     let mut n = Net::new();
     n.client.start(n.now);
     let r = expect_request(n.flush());
-    assert_eq!(msg::uri_query(&r.packet).unwrap(), vec!["ep=node1", "lt=300", "lwm2m=1.1", "b=U"]);
-    assert_eq!(String::from_utf8(r.packet.payload.clone()).unwrap(), "</>;rt=\"oma.lwm2m\";ct=\"110 112 11542\",</42/0>");
-    n.reply(&r, Code::CREATED, |p| msg::add_strings(p, CoapOption::LocationPath, &["rd", "5a3f"]));
-    assert_eq!(n.event(), Some(Event::Registered { location: vec!["rd".into(), "5a3f".into()] }));
+    assert_eq!(
+        msg::uri_query(&r.packet).unwrap(),
+        vec!["ep=node1", "lt=300", "lwm2m=1.1", "b=U"]
+    );
+    assert_eq!(
+        String::from_utf8(r.packet.payload.clone()).unwrap(),
+        "</>;rt=\"oma.lwm2m\";ct=\"110 112 11542\",</42/0>"
+    );
+    n.reply(&r, Code::CREATED, |p| {
+        msg::add_strings(p, CoapOption::LocationPath, &["rd", "5a3f"])
+    });
+    assert_eq!(
+        n.event(),
+        Some(Event::Registered {
+            location: vec!["rd".into(), "5a3f".into()]
+        })
+    );
     // Update falls due at lifetime - 93 s
     let t0 = n.now;
     n.advance_to_next();
     assert_eq!(n.now - t0, Duration::from_secs(207));
     let u = expect_request(n.flush());
     assert_eq!(msg::uri_path(&u.packet).unwrap(), vec!["rd", "5a3f"]);
-    assert!(u.packet.payload.is_empty(), "no payload when the object list is unchanged");
+    assert!(
+        u.packet.payload.is_empty(),
+        "no payload when the object list is unchanged"
+    );
     n.reply(&u, Code::CHANGED, |_| {});
     assert_eq!(n.event(), Some(Event::Updated));
     // Create changes the instance list -> Update with payload
-    let resp = n.request(with_cf(req(RequestType::Post, "/42"), 11542, &[0x08, 0x05, 0x03, 0xC1, 0x00, 0x62]));
+    let resp = n.request(with_cf(
+        req(RequestType::Post, "/42"),
+        11542,
+        &[0x08, 0x05, 0x03, 0xC1, 0x00, 0x62],
+    ));
     assert_eq!(Code::of(&resp), Code::CREATED);
-    assert_eq!(msg::string_list(&resp, CoapOption::LocationPath), vec!["42", "5"]);
+    assert_eq!(
+        msg::string_list(&resp, CoapOption::LocationPath),
+        vec!["42", "5"]
+    );
     let u = expect_request(n.flush_pending());
-    assert!(String::from_utf8(u.packet.payload.clone()).unwrap().ends_with("</42/0>,</42/5>"));
+    assert!(
+        String::from_utf8(u.packet.payload.clone())
+            .unwrap()
+            .ends_with("</42/0>,</42/5>")
+    );
     n.reply(&u, Code::CHANGED, |_| {});
     // De-register
     n.client.deregister(n.now);
@@ -284,16 +407,32 @@ fn update_404_re_registers_and_register_failure_backs_off() {
     n.reply(&u, Code::NOT_FOUND, |_| {});
     let r = expect_request(n.flush());
     assert_eq!(msg::uri_path(&r.packet).unwrap(), vec!["rd"]);
-    assert!(msg::uri_query(&r.packet).unwrap().contains(&"ep=node1".to_string()));
+    assert!(
+        msg::uri_query(&r.packet)
+            .unwrap()
+            .contains(&"ep=node1".to_string())
+    );
     // Register refused: back-off 5 s, then 10 s
     n.reply(&r, Code::FORBIDDEN, |_| {});
-    assert_eq!(n.event(), Some(Event::RegistrationFailed { attempt: 1, retry_in: Duration::from_secs(5) }));
+    assert_eq!(
+        n.event(),
+        Some(Event::RegistrationFailed {
+            attempt: 1,
+            retry_in: Duration::from_secs(5)
+        })
+    );
     let t0 = n.now;
     n.advance_to_next();
     assert_eq!(n.now - t0, Duration::from_secs(5));
     let r = expect_request(n.flush());
     n.reply(&r, Code::BAD_REQUEST, |_| {});
-    assert_eq!(n.event(), Some(Event::RegistrationFailed { attempt: 2, retry_in: Duration::from_secs(10) }));
+    assert_eq!(
+        n.event(),
+        Some(Event::RegistrationFailed {
+            attempt: 2,
+            retry_in: Duration::from_secs(10)
+        })
+    );
 }
 
 #[test]
@@ -309,7 +448,10 @@ fn register_timeout_after_four_retransmissions() {
     }
     assert_eq!(n.to_server.len(), 5);
     let waited = n.now - t0;
-    assert!(waited >= Duration::from_secs(62) && waited <= Duration::from_secs(93), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(62) && waited <= Duration::from_secs(93),
+        "{waited:?}"
+    );
 }
 
 #[test]
@@ -324,12 +466,30 @@ fn operations_map_to_response_codes() {
         (req(RequestType::Get, "/0/0"), Code::UNAUTHORIZED),
         (req(RequestType::Get, "/42/0/2"), Code::METHOD_NOT_ALLOWED),
         (req(RequestType::Get, "/42/0/77"), Code::NOT_FOUND),
-        (with_cf(req(RequestType::Put, "/42/0/0"), 0, b"bob"), Code::CHANGED),
-        (with_cf(req(RequestType::Put, "/42/0/1"), 0, b"5"), Code::METHOD_NOT_ALLOWED),
-        (with_cf(req(RequestType::Put, "/42/0/0"), 9999, b"x"), Code::UNSUPPORTED_CONTENT_FORMAT),
-        (with_cf(req(RequestType::Put, "/42/0/0"), 40, b"x"), Code::UNSUPPORTED_CONTENT_FORMAT),
-        (with_cf(req(RequestType::Put, "/42"), 0, b"x"), Code::METHOD_NOT_ALLOWED),
-        (with_cf(req(RequestType::Put, "/42/0"), 11542, &[0xFF]), Code::BAD_REQUEST),
+        (
+            with_cf(req(RequestType::Put, "/42/0/0"), 0, b"bob"),
+            Code::CHANGED,
+        ),
+        (
+            with_cf(req(RequestType::Put, "/42/0/1"), 0, b"5"),
+            Code::METHOD_NOT_ALLOWED,
+        ),
+        (
+            with_cf(req(RequestType::Put, "/42/0/0"), 9999, b"x"),
+            Code::UNSUPPORTED_CONTENT_FORMAT,
+        ),
+        (
+            with_cf(req(RequestType::Put, "/42/0/0"), 40, b"x"),
+            Code::UNSUPPORTED_CONTENT_FORMAT,
+        ),
+        (
+            with_cf(req(RequestType::Put, "/42"), 0, b"x"),
+            Code::METHOD_NOT_ALLOWED,
+        ),
+        (
+            with_cf(req(RequestType::Put, "/42/0"), 11542, &[0xFF]),
+            Code::BAD_REQUEST,
+        ),
         (req(RequestType::Post, "/42/0/3"), Code::CHANGED),
         (req(RequestType::Post, "/42/0/0"), Code::METHOD_NOT_ALLOWED),
         (req(RequestType::Delete, "/42"), Code::METHOD_NOT_ALLOWED),
@@ -350,17 +510,26 @@ fn read_formats_accept_and_406() {
     let mut n = Net::new();
     n.register();
     let r = n.request(req(RequestType::Get, "/42/0/0"));
-    assert_eq!(msg::get_uint(&r, CoapOption::ContentFormat, 2).unwrap(), Some(0));
+    assert_eq!(
+        msg::get_uint(&r, CoapOption::ContentFormat, 2).unwrap(),
+        Some(0)
+    );
     assert_eq!(r.payload, b"a");
     let r = n.request(req(RequestType::Get, "/42/0"));
-    assert_eq!(msg::get_uint(&r, CoapOption::ContentFormat, 2).unwrap(), Some(11542));
+    assert_eq!(
+        msg::get_uint(&r, CoapOption::ContentFormat, 2).unwrap(),
+        Some(11542)
+    );
     let mut p = req(RequestType::Get, "/42/0");
     msg::set_uint(&mut p, CoapOption::Accept, 0);
     assert_eq!(Code::of(&n.request(p)), Code::NOT_ACCEPTABLE);
     let mut p = req(RequestType::Get, "/42/0/1");
     msg::set_uint(&mut p, CoapOption::Accept, 110);
     let r = n.request(p);
-    assert_eq!(String::from_utf8(r.payload).unwrap(), r#"[{"bn":"/42/0/1","v":10}]"#);
+    assert_eq!(
+        String::from_utf8(r.payload).unwrap(),
+        r#"[{"bn":"/42/0/1","v":10}]"#
+    );
     let mut p = req(RequestType::Get, "/42/0/1");
     msg::set_uint(&mut p, CoapOption::Accept, 1234);
     assert_eq!(Code::of(&n.request(p)), Code::NOT_ACCEPTABLE);
@@ -368,7 +537,10 @@ fn read_formats_accept_and_406() {
     let mut p = req(RequestType::Get, "/42/0");
     msg::set_uint(&mut p, CoapOption::Accept, 40);
     let r = n.request(p);
-    assert_eq!(String::from_utf8(r.payload).unwrap(), "</42/0>,</42/0/0>,</42/0/1>,</42/0/2>,</42/0/3>,</42/0/4>,</42/0/5>;dim=2");
+    assert_eq!(
+        String::from_utf8(r.payload).unwrap(),
+        "</42/0>,</42/0/0>,</42/0/1>,</42/0/2>,</42/0/3>,</42/0/4>,</42/0/5>;dim=2"
+    );
 }
 
 #[test]
@@ -382,15 +554,22 @@ fn duplicate_execute_runs_once_and_response_waits_for_persist() {
     let bytes = msg::encode(&p).unwrap();
     n.client.handle_datagram(n.now, srv(), &bytes);
     assert!(n.client.poll_transmit().is_none(), "held until persisted");
-    let Some(Event::Effects { pending, effects }) = n.event() else { panic!() };
+    let Some(Event::Effects { pending, effects }) = n.event() else {
+        panic!()
+    };
     assert_eq!(effects, vec![Effect::Persist]);
     n.client.handle_datagram(n.now, srv(), &bytes); // duplicate while pending: ignored
     assert!(n.client.poll_transmit().is_none());
     n.client.complete(n.now, pending);
     let first = n.client.poll_transmit().unwrap().bytes;
     assert_eq!(&first[..4], &[0x61, 0x44, 0x0B, 0xAD]);
-    n.client.handle_datagram(n.now + Duration::from_secs(5), srv(), &bytes);
-    assert_eq!(n.client.poll_transmit().unwrap().bytes, first, "same bytes replayed");
+    n.client
+        .handle_datagram(n.now + Duration::from_secs(5), srv(), &bytes);
+    assert_eq!(
+        n.client.poll_transmit().unwrap().bytes,
+        first,
+        "same bytes replayed"
+    );
     assert!(n.event().is_none());
     assert_eq!(n.thing().runs, vec![b"0='v1',1".to_vec()]);
 }
@@ -399,10 +578,18 @@ fn duplicate_execute_runs_once_and_response_waits_for_persist() {
 fn ping_gets_rst_and_garbage_changes_nothing() {
     let mut n = Net::new();
     n.register();
-    n.client.handle_datagram(n.now, srv(), &[0x40, 0x00, 0x12, 0x34]);
-    assert_eq!(n.client.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0x12, 0x34]);
-    n.client.handle_datagram(n.now, srv(), &[0x43, 0x03, 0x00, 0x01, 0xFF]);
-    assert_eq!(n.client.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0x00, 0x01]);
+    n.client
+        .handle_datagram(n.now, srv(), &[0x40, 0x00, 0x12, 0x34]);
+    assert_eq!(
+        n.client.poll_transmit().unwrap().bytes,
+        vec![0x70, 0x00, 0x12, 0x34]
+    );
+    n.client
+        .handle_datagram(n.now, srv(), &[0x43, 0x03, 0x00, 0x01, 0xFF]);
+    assert_eq!(
+        n.client.poll_transmit().unwrap().bytes,
+        vec![0x70, 0x00, 0x00, 0x01]
+    );
     n.client.handle_datagram(n.now, srv(), &[0x01, 0x02]);
     assert!(n.client.poll_transmit().is_none());
     assert!(n.event().is_none());
@@ -427,7 +614,14 @@ fn block1_push_streams_restarts_and_rejects_out_of_order() {
     for i in 0..3 {
         let r = n.request(block1_put(i, true, 6, &block(i), None));
         assert_eq!(Code::of(&r), Code::CONTINUE);
-        assert_eq!(BlockOpt::read(&r, CoapOption::Block1).unwrap(), Some(BlockOpt { num: i, more: true, szx: 6 }));
+        assert_eq!(
+            BlockOpt::read(&r, CoapOption::Block1).unwrap(),
+            Some(BlockOpt {
+                num: i,
+                more: true,
+                szx: 6
+            })
+        );
     }
     let r = n.request(block1_put(5, true, 6, &block(5), None));
     assert_eq!(Code::of(&r), Code::REQUEST_ENTITY_INCOMPLETE);
@@ -435,11 +629,19 @@ fn block1_push_streams_restarts_and_rejects_out_of_order() {
         let last = i == 9;
         let data = if last { vec![9u8; 100] } else { block(i) };
         let r = n.request(block1_put(i, !last, 6, &data, None));
-        assert_eq!(Code::of(&r), if last { Code::CHANGED } else { Code::CONTINUE }, "block {i}");
+        assert_eq!(
+            Code::of(&r),
+            if last { Code::CHANGED } else { Code::CONTINUE },
+            "block {i}"
+        );
     }
     let t = n.thing();
     assert_eq!(t.blob.len(), 9 * 1024 + 100);
-    assert_eq!(t.pieces.iter().filter(|p| p.0 == 0).count(), 2, "restarted once");
+    assert_eq!(
+        t.pieces.iter().filter(|p| p.0 == 0).count(),
+        2,
+        "restarted once"
+    );
     assert_eq!(t.pieces.last(), Some(&(9216, 100, true)));
 }
 
@@ -453,7 +655,14 @@ fn block1_too_large_and_late_negotiation() {
     assert_eq!(Code::of(&r), Code::REQUEST_ENTITY_TOO_LARGE);
     assert_eq!(msg::get_uint(&r, CoapOption::Size1, 4).unwrap(), Some(4096));
     let r = n.request(block1_put(0, true, 6, &[0; 1024], Some(2000)));
-    assert_eq!(BlockOpt::read(&r, CoapOption::Block1).unwrap(), Some(BlockOpt { num: 0, more: true, szx: 5 }));
+    assert_eq!(
+        BlockOpt::read(&r, CoapOption::Block1).unwrap(),
+        Some(BlockOpt {
+            num: 0,
+            more: true,
+            szx: 5
+        })
+    );
     let r = n.request(block1_put(2, false, 5, &[1; 10], None));
     assert_eq!(Code::of(&r), Code::CHANGED);
     assert_eq!(n.thing().blob.len(), 1034);
@@ -467,9 +676,17 @@ fn block1_assembled_text_write() {
     for (i, chunk) in body.as_bytes().chunks(16).enumerate() {
         let last = i == 2;
         let mut p = with_cf(req(RequestType::Put, "/42/0/0"), 0, chunk);
-        BlockOpt { num: i as u32, more: !last, szx: 0 }.write(&mut p, CoapOption::Block1);
+        BlockOpt {
+            num: i as u32,
+            more: !last,
+            szx: 0,
+        }
+        .write(&mut p, CoapOption::Block1);
         let r = n.request(p);
-        assert_eq!(Code::of(&r), if last { Code::CHANGED } else { Code::CONTINUE });
+        assert_eq!(
+            Code::of(&r),
+            if last { Code::CHANGED } else { Code::CONTINUE }
+        );
     }
     assert_eq!(n.thing().name, body);
 }
@@ -483,7 +700,12 @@ fn block2_read_of_large_payload() {
     loop {
         let mut p = req(RequestType::Get, "/42/0/4");
         if num > 0 {
-            BlockOpt { num, more: false, szx: 6 }.write(&mut p, CoapOption::Block2);
+            BlockOpt {
+                num,
+                more: false,
+                szx: 6,
+            }
+            .write(&mut p, CoapOption::Block2);
         }
         let r = n.request(p);
         let opt = BlockOpt::read(&r, CoapOption::Block2).unwrap().unwrap();
@@ -504,7 +726,11 @@ fn observe_notify_pmin_pmax_and_cancel() {
     n.register();
     let attrs = msg::request(RequestType::Put, &["42", "0", "1"]);
     let mut attrs = attrs;
-    msg::add_strings(&mut attrs, CoapOption::UriQuery, &["pmin=10", "pmax=60", "gt=50"]);
+    msg::add_strings(
+        &mut attrs,
+        CoapOption::UriQuery,
+        &["pmin=10", "pmax=60", "gt=50"],
+    );
     assert_eq!(Code::of(&n.request(attrs)), Code::CHANGED);
     let mut obs = req(RequestType::Get, "/42/0/1");
     obs.set_token(vec![1, 2]);
@@ -515,15 +741,22 @@ fn observe_notify_pmin_pmax_and_cancel() {
         _ => None,
     });
     let first = first.unwrap();
-    assert!(msg::get_uint(&first, CoapOption::Observe, 3).unwrap().unwrap() >= 1);
+    assert!(
+        msg::get_uint(&first, CoapOption::Observe, 3)
+            .unwrap()
+            .unwrap()
+            >= 1
+    );
     let t0 = n.now;
     // 45: no crossing of gt=50 -> nothing before pmax
     n.thing().level = 45;
-    n.client.resources_changed(n.now, &[Path::resource(42, 0, 1)]);
+    n.client
+        .resources_changed(n.now, &[Path::resource(42, 0, 1)]);
     assert!(n.flush().is_empty());
     n.thing().level = 55;
     n.now += Duration::from_secs(2);
-    n.client.resources_changed(n.now, &[Path::resource(42, 0, 1)]);
+    n.client
+        .resources_changed(n.now, &[Path::resource(42, 0, 1)]);
     assert!(n.flush().is_empty(), "pmin holds it back");
     n.advance_to_next();
     assert_eq!(n.now - t0, Duration::from_secs(10));
@@ -565,7 +798,9 @@ fn download_over_block2_with_resume() {
     let mut n = Net::new();
     n.register();
     let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let id = n.client.start_download(n.now, srv(), vec!["pkg".into()], vec![], 1, None);
+    let id = n
+        .client
+        .start_download(n.now, srv(), vec!["pkg".into()], vec![], 1, None);
     let mut received = Vec::new();
     loop {
         let evs = n.flush();
@@ -575,7 +810,9 @@ fn download_over_block2_with_resume() {
         }) else {
             break;
         };
-        let b2 = BlockOpt::read(&r.packet, CoapOption::Block2).unwrap().unwrap();
+        let b2 = BlockOpt::read(&r.packet, CoapOption::Block2)
+            .unwrap()
+            .unwrap();
         let slice = block::block2_slice(&body, Some(b2), 6).unwrap().unwrap();
         let (bytes, opt) = (slice.bytes.to_vec(), slice.opt);
         n.reply(&r, Code::CONTENT, |p| {
@@ -584,7 +821,13 @@ fn download_over_block2_with_resume() {
             p.payload = bytes;
         });
         while let Some(e) = n.event() {
-            if let Event::DownloadData { id: i, offset, bytes, more } = e {
+            if let Event::DownloadData {
+                id: i,
+                offset,
+                bytes,
+                more,
+            } = e
+            {
                 assert_eq!(i, id);
                 received.push((offset, bytes.len(), more));
             }

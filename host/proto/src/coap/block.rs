@@ -53,7 +53,11 @@ impl BlockOpt {
         if szx == 7 {
             return Err(BlockOptError::ReservedSzx);
         }
-        Ok(BlockOpt { num: (v >> 4) as u32, more: v & 8 != 0, szx })
+        Ok(BlockOpt {
+            num: (v >> 4) as u32,
+            more: v & 8 != 0,
+            szx,
+        })
     }
     /// Reads `option` (Block1 or Block2) from a packet; `Ok(None)` when absent.
     pub fn read(packet: &Packet, option: CoapOption) -> Result<Option<Self>, BlockOptError> {
@@ -126,11 +130,11 @@ pub fn block1_step(
     let reject = |code, size1| Block1Step::Reject { code, size1 };
     let len = payload_len as u64;
     // §2.9.3: refuse up-front when the announced total is too large.
-    if let (Some(total), Some(max)) = (size1, limits.max_size) {
-        if total > max {
-            *state = None;
-            return reject(Code::REQUEST_ENTITY_TOO_LARGE, Some(max));
-        }
+    if let (Some(total), Some(max)) = (size1, limits.max_size)
+        && total > max
+    {
+        *state = None;
+        return reject(Code::REQUEST_ENTITY_TOO_LARGE, Some(max));
     }
     if opt.num == 0 {
         // §2.5: NUM=0 starts (or restarts) the body.
@@ -149,11 +153,11 @@ pub fn block1_step(
         *state = None;
         return reject(Code::BAD_REQUEST, None);
     }
-    if let Some(max) = limits.max_size {
-        if offset + len > max {
-            *state = None;
-            return reject(Code::REQUEST_ENTITY_TOO_LARGE, Some(max));
-        }
+    if let Some(max) = limits.max_size
+        && offset + len > max
+    {
+        *state = None;
+        return reject(Code::REQUEST_ENTITY_TOO_LARGE, Some(max));
     }
     rx.next_offset = offset + len;
     let last = !opt.more;
@@ -164,11 +168,19 @@ pub fn block1_step(
     // continues at the offset it reached, counted in the new size.
     let reply = if opt.szx > limits.max_szx {
         let szx = limits.max_szx;
-        BlockOpt { num: (offset / szx_size(szx)) as u32, more: opt.more, szx }
+        BlockOpt {
+            num: (offset / szx_size(szx)) as u32,
+            more: opt.more,
+            szx,
+        }
     } else {
         opt
     };
-    Block1Step::Piece { offset, last, reply }
+    Block1Step::Piece {
+        offset,
+        last,
+        reply,
+    }
 }
 
 /// One block of a large body to serve with Block2 (RFC 7959 §2.4).
@@ -184,7 +196,11 @@ pub struct Block2Slice<'a> {
 /// request (early negotiation, or a later block). Returns `Ok(None)` when the
 /// body fits in one message and no block was asked for; `Err(4.02)` for a
 /// block beyond the end (§2.2).
-pub fn block2_slice(body: &[u8], requested: Option<BlockOpt>, max_szx: u8) -> Result<Option<Block2Slice<'_>>, Code> {
+pub fn block2_slice(
+    body: &[u8],
+    requested: Option<BlockOpt>,
+    max_szx: u8,
+) -> Result<Option<Block2Slice<'_>>, Code> {
     let max_szx = max_szx.min(MAX_SZX);
     let len = body.len() as u64;
     let (offset, szx) = match requested {
@@ -205,7 +221,11 @@ pub fn block2_slice(body: &[u8], requested: Option<BlockOpt>, max_szx: u8) -> Re
         .zip(usize::try_from(end).ok())
         .and_then(|(s, e)| body.get(s..e))
         .ok_or(Code::BAD_OPTION)?;
-    let opt = BlockOpt { num: (offset / size) as u32, more: end < len, szx };
+    let opt = BlockOpt {
+        num: (offset / size) as u32,
+        more: end < len,
+        szx,
+    };
     Ok(Some(Block2Slice { bytes, opt }))
 }
 
@@ -309,7 +329,12 @@ impl BlockDownload {
         p.header.code = MessageClass::Request(RequestType::Get);
         msg::add_strings(&mut p, CoapOption::UriPath, &self.path);
         msg::add_strings(&mut p, CoapOption::UriQuery, &self.query);
-        BlockOpt { num: self.next_block(), more: false, szx: self.szx }.write(&mut p, CoapOption::Block2);
+        BlockOpt {
+            num: self.next_block(),
+            more: false,
+            szx: self.szx,
+        }
+        .write(&mut p, CoapOption::Block2);
         self.in_flight = true;
         Some(p)
     }
@@ -343,11 +368,17 @@ impl BlockDownload {
             // The server ignored Block2: the whole body, from the start.
             self.done = true;
             self.next_offset = packet.payload.len() as u64;
-            return Ok(Piece { offset: 0, bytes: packet.payload.clone(), more: false });
+            return Ok(Piece {
+                offset: 0,
+                bytes: packet.payload.clone(),
+                more: false,
+            });
         };
         if opt.offset() != self.next_offset {
             self.done = true;
-            return Err(DownloadError::BadBlock("offset differs from the one requested"));
+            return Err(DownloadError::BadBlock(
+                "offset differs from the one requested",
+            ));
         }
         let len = packet.payload.len() as u64;
         if len > opt.size() || (opt.more && len != opt.size()) {
@@ -359,7 +390,11 @@ impl BlockDownload {
         let offset = self.next_offset;
         self.next_offset += len;
         self.done = !opt.more;
-        Ok(Piece { offset, bytes: packet.payload.clone(), more: opt.more })
+        Ok(Piece {
+            offset,
+            bytes: packet.payload.clone(),
+            more: opt.more,
+        })
     }
 }
 
@@ -367,14 +402,40 @@ impl BlockDownload {
 mod tests {
     use super::*;
 
-    const LIM: Block1Limits = Block1Limits { max_szx: 6, max_size: Some(100_000) };
+    const LIM: Block1Limits = Block1Limits {
+        max_szx: 6,
+        max_size: Some(100_000),
+    };
 
     #[test]
     fn option_values_match_wire() {
         // EMQX capture: D1 02 08 = Block1 NUM0 M1 SZX0; 18 = NUM1 M1 SZX0.
-        assert_eq!(BlockOpt::from_value(0x08).unwrap(), BlockOpt { num: 0, more: true, szx: 0 });
-        assert_eq!(BlockOpt { num: 1, more: true, szx: 0 }.value(), 0x18);
-        assert_eq!(BlockOpt { num: 11, more: true, szx: 0 }.value(), 0xB8);
+        assert_eq!(
+            BlockOpt::from_value(0x08).unwrap(),
+            BlockOpt {
+                num: 0,
+                more: true,
+                szx: 0
+            }
+        );
+        assert_eq!(
+            BlockOpt {
+                num: 1,
+                more: true,
+                szx: 0
+            }
+            .value(),
+            0x18
+        );
+        assert_eq!(
+            BlockOpt {
+                num: 11,
+                more: true,
+                szx: 0
+            }
+            .value(),
+            0xB8
+        );
         assert_eq!(BlockOpt::from_value(0x0F), Err(BlockOptError::ReservedSzx));
         assert_eq!(BlockOpt::from_value(1 << 24), Err(BlockOptError::TooLong));
     }
@@ -383,37 +444,122 @@ mod tests {
     fn block1_sequence_restart_and_out_of_order() {
         let mut st = None;
         let b = |num, more| BlockOpt { num, more, szx: 0 };
-        assert!(matches!(block1_step(&mut st, b(0, true), 16, None, LIM), Block1Step::Piece { offset: 0, last: false, .. }));
-        assert!(matches!(block1_step(&mut st, b(1, true), 16, None, LIM), Block1Step::Piece { offset: 16, .. }));
+        assert!(matches!(
+            block1_step(&mut st, b(0, true), 16, None, LIM),
+            Block1Step::Piece {
+                offset: 0,
+                last: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            block1_step(&mut st, b(1, true), 16, None, LIM),
+            Block1Step::Piece { offset: 16, .. }
+        ));
         // skip block 2 -> 4.08, state kept
         assert_eq!(
             block1_step(&mut st, b(3, true), 16, None, LIM),
-            Block1Step::Reject { code: Code::REQUEST_ENTITY_INCOMPLETE, size1: None }
+            Block1Step::Reject {
+                code: Code::REQUEST_ENTITY_INCOMPLETE,
+                size1: None
+            }
         );
-        assert!(matches!(block1_step(&mut st, b(2, true), 16, None, LIM), Block1Step::Piece { offset: 32, .. }));
+        assert!(matches!(
+            block1_step(&mut st, b(2, true), 16, None, LIM),
+            Block1Step::Piece { offset: 32, .. }
+        ));
         // restart at NUM 0
-        assert!(matches!(block1_step(&mut st, b(0, true), 16, None, LIM), Block1Step::Piece { offset: 0, .. }));
-        assert!(matches!(block1_step(&mut st, b(1, false), 3, None, LIM), Block1Step::Piece { offset: 16, last: true, .. }));
+        assert!(matches!(
+            block1_step(&mut st, b(0, true), 16, None, LIM),
+            Block1Step::Piece { offset: 0, .. }
+        ));
+        assert!(matches!(
+            block1_step(&mut st, b(1, false), 3, None, LIM),
+            Block1Step::Piece {
+                offset: 16,
+                last: true,
+                ..
+            }
+        ));
         assert!(st.is_none());
         // a middle block with no transfer in progress -> 4.08
-        assert!(matches!(block1_step(&mut st, b(4, true), 16, None, LIM), Block1Step::Reject { code: Code::REQUEST_ENTITY_INCOMPLETE, .. }));
+        assert!(matches!(
+            block1_step(&mut st, b(4, true), 16, None, LIM),
+            Block1Step::Reject {
+                code: Code::REQUEST_ENTITY_INCOMPLETE,
+                ..
+            }
+        ));
         // short non-final block -> 4.00
-        assert!(matches!(block1_step(&mut st, b(0, true), 10, None, LIM), Block1Step::Reject { code: Code::BAD_REQUEST, .. }));
+        assert!(matches!(
+            block1_step(&mut st, b(0, true), 10, None, LIM),
+            Block1Step::Reject {
+                code: Code::BAD_REQUEST,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn block1_size1_and_late_negotiation() {
         let mut st = None;
-        let lim = Block1Limits { max_szx: 5, max_size: Some(4096) };
+        let lim = Block1Limits {
+            max_szx: 5,
+            max_size: Some(4096),
+        };
         assert_eq!(
-            block1_step(&mut st, BlockOpt { num: 0, more: true, szx: 6 }, 1024, Some(5000), lim),
-            Block1Step::Reject { code: Code::REQUEST_ENTITY_TOO_LARGE, size1: Some(4096) }
+            block1_step(
+                &mut st,
+                BlockOpt {
+                    num: 0,
+                    more: true,
+                    szx: 6
+                },
+                1024,
+                Some(5000),
+                lim
+            ),
+            Block1Step::Reject {
+                code: Code::REQUEST_ENTITY_TOO_LARGE,
+                size1: Some(4096)
+            }
         );
-        let step = block1_step(&mut st, BlockOpt { num: 0, more: true, szx: 6 }, 1024, Some(3000), lim);
-        assert_eq!(step, Block1Step::Piece { offset: 0, last: false, reply: BlockOpt { num: 0, more: true, szx: 5 } });
+        let step = block1_step(
+            &mut st,
+            BlockOpt {
+                num: 0,
+                more: true,
+                szx: 6,
+            },
+            1024,
+            Some(3000),
+            lim,
+        );
+        assert_eq!(
+            step,
+            Block1Step::Piece {
+                offset: 0,
+                last: false,
+                reply: BlockOpt {
+                    num: 0,
+                    more: true,
+                    szx: 5
+                }
+            }
+        );
         // the client continues at 1024 = block 2 of 512
         assert!(matches!(
-            block1_step(&mut st, BlockOpt { num: 2, more: true, szx: 5 }, 512, None, lim),
+            block1_step(
+                &mut st,
+                BlockOpt {
+                    num: 2,
+                    more: true,
+                    szx: 5
+                },
+                512,
+                None,
+                lim
+            ),
             Block1Step::Piece { offset: 1024, .. }
         ));
     }
@@ -423,13 +569,54 @@ mod tests {
         let body: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
         assert_eq!(block2_slice(&body[..100], None, 6).unwrap(), None);
         let s = block2_slice(&body, None, 6).unwrap().unwrap();
-        assert_eq!((s.bytes.len(), s.opt), (1024, BlockOpt { num: 0, more: true, szx: 6 }));
-        let s = block2_slice(&body, Some(BlockOpt { num: 2, more: false, szx: 6 }), 6).unwrap().unwrap();
+        assert_eq!(
+            (s.bytes.len(), s.opt),
+            (
+                1024,
+                BlockOpt {
+                    num: 0,
+                    more: true,
+                    szx: 6
+                }
+            )
+        );
+        let s = block2_slice(
+            &body,
+            Some(BlockOpt {
+                num: 2,
+                more: false,
+                szx: 6,
+            }),
+            6,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((s.bytes, s.opt.more), (&body[2048..], false));
         // early negotiation for 256-byte blocks
-        let s = block2_slice(&body, Some(BlockOpt { num: 0, more: false, szx: 4 }), 6).unwrap().unwrap();
+        let s = block2_slice(
+            &body,
+            Some(BlockOpt {
+                num: 0,
+                more: false,
+                szx: 4,
+            }),
+            6,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(s.bytes.len(), 256);
-        assert_eq!(block2_slice(&body, Some(BlockOpt { num: 3, more: false, szx: 6 }), 6), Err(Code::BAD_OPTION));
+        assert_eq!(
+            block2_slice(
+                &body,
+                Some(BlockOpt {
+                    num: 3,
+                    more: false,
+                    szx: 6
+                }),
+                6
+            ),
+            Err(Code::BAD_OPTION)
+        );
     }
 
     fn content(payload: &[u8], opt: Option<BlockOpt>, etag: &[u8]) -> Packet {
@@ -447,13 +634,44 @@ mod tests {
     fn download_resumes_at_block_and_detects_etag_change() {
         let mut d = BlockDownload::new(vec!["pkg".into()], vec![], 3, 6).with_etag(Some(vec![1]));
         let req = d.next_request().unwrap();
-        assert_eq!(BlockOpt::read(&req, CoapOption::Block2).unwrap(), Some(BlockOpt { num: 3, more: false, szx: 6 }));
+        assert_eq!(
+            BlockOpt::read(&req, CoapOption::Block2).unwrap(),
+            Some(BlockOpt {
+                num: 3,
+                more: false,
+                szx: 6
+            })
+        );
         assert!(d.next_request().is_none(), "one GET at a time");
-        let piece = d.handle_response(&content(&[7; 1024], Some(BlockOpt { num: 3, more: true, szx: 6 }), &[1])).unwrap();
+        let piece = d
+            .handle_response(&content(
+                &[7; 1024],
+                Some(BlockOpt {
+                    num: 3,
+                    more: true,
+                    szx: 6,
+                }),
+                &[1],
+            ))
+            .unwrap();
         assert_eq!((piece.offset, piece.more), (3072, true));
         let req = d.next_request().unwrap();
-        assert_eq!(BlockOpt::read(&req, CoapOption::Block2).unwrap().unwrap().num, 4);
-        let err = d.handle_response(&content(&[7; 10], Some(BlockOpt { num: 4, more: false, szx: 6 }), &[2]));
+        assert_eq!(
+            BlockOpt::read(&req, CoapOption::Block2)
+                .unwrap()
+                .unwrap()
+                .num,
+            4
+        );
+        let err = d.handle_response(&content(
+            &[7; 10],
+            Some(BlockOpt {
+                num: 4,
+                more: false,
+                szx: 6,
+            }),
+            &[2],
+        ));
         assert_eq!(err, Err(DownloadError::EtagChanged));
     }
 
@@ -461,16 +679,45 @@ mod tests {
     fn download_follows_smaller_block_size_and_ends() {
         let mut d = BlockDownload::new(vec!["p".into()], vec![], 0, 6);
         d.next_request().unwrap();
-        d.handle_response(&content(&[1; 512], Some(BlockOpt { num: 0, more: true, szx: 5 }), b"e")).unwrap();
+        d.handle_response(&content(
+            &[1; 512],
+            Some(BlockOpt {
+                num: 0,
+                more: true,
+                szx: 5,
+            }),
+            b"e",
+        ))
+        .unwrap();
         let req = d.next_request().unwrap();
-        assert_eq!(BlockOpt::read(&req, CoapOption::Block2).unwrap().unwrap(), BlockOpt { num: 1, more: false, szx: 5 });
-        let p = d.handle_response(&content(&[2; 5], Some(BlockOpt { num: 1, more: false, szx: 5 }), b"e")).unwrap();
+        assert_eq!(
+            BlockOpt::read(&req, CoapOption::Block2).unwrap().unwrap(),
+            BlockOpt {
+                num: 1,
+                more: false,
+                szx: 5
+            }
+        );
+        let p = d
+            .handle_response(&content(
+                &[2; 5],
+                Some(BlockOpt {
+                    num: 1,
+                    more: false,
+                    szx: 5,
+                }),
+                b"e",
+            ))
+            .unwrap();
         assert_eq!((p.offset, p.more, d.is_done()), (512, false, true));
         assert!(d.next_request().is_none());
         let mut d = BlockDownload::new(vec!["p".into()], vec![], 0, 6);
         d.next_request().unwrap();
         let mut nf = Packet::new();
         Code::NOT_FOUND.set_on(&mut nf);
-        assert_eq!(d.handle_response(&nf), Err(DownloadError::Status(Code::NOT_FOUND)));
+        assert_eq!(
+            d.handle_response(&nf),
+            Err(DownloadError::Status(Code::NOT_FOUND))
+        );
     }
 }

@@ -128,7 +128,11 @@ enum State {
     /// Waiting for the NSTART slot of its peer.
     Queued,
     /// CON sent, waiting for ACK/RST; retransmitted at `at`.
-    AwaitAck { retries: u32, timeout: Duration, at: Instant },
+    AwaitAck {
+        retries: u32,
+        timeout: Duration,
+        at: Instant,
+    },
     /// Acknowledged (or NON), waiting for a response until `until`.
     AwaitResponse { until: Instant },
     /// Open observation (client role): notifications keep arriving.
@@ -262,14 +266,31 @@ impl Endpoint {
                 if let Some(d) = self.dedup.get(&(from, mid)) {
                     // §4.5: acknowledge duplicates the same way, process once.
                     if let (true, Some(reply)) = (con, d.reply.clone()) {
-                        self.transmits.push_back(Transmit { to: from, bytes: reply });
+                        self.transmits.push_back(Transmit {
+                            to: from,
+                            bytes: reply,
+                        });
                     }
                     return;
                 }
-                let life = if con { self.params.exchange_lifetime } else { self.params.non_lifetime };
-                self.insert_dedup((from, mid), Dedup { expires: now + life, reply: None });
+                let life = if con {
+                    self.params.exchange_lifetime
+                } else {
+                    self.params.non_lifetime
+                };
+                self.insert_dedup(
+                    (from, mid),
+                    Dedup {
+                        expires: now + life,
+                        reply: None,
+                    },
+                );
                 if code.class() == 0 {
-                    self.events.push_back(EndpointEvent::Request(InboundRequest { peer: from, packet }));
+                    self.events
+                        .push_back(EndpointEvent::Request(InboundRequest {
+                            peer: from,
+                            packet,
+                        }));
                 } else {
                     self.on_separate_response(now, from, con, packet);
                 }
@@ -287,14 +308,23 @@ impl Endpoint {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            let Some(o) = self.outgoing.get_mut(&id) else { continue };
+            let Some(o) = self.outgoing.get_mut(&id) else {
+                continue;
+            };
             match &mut o.state {
-                State::AwaitAck { retries, timeout, at } if *retries < self.params.max_retransmit => {
+                State::AwaitAck {
+                    retries,
+                    timeout,
+                    at,
+                } if *retries < self.params.max_retransmit => {
                     // RFC 7252 §4.2: double the timeout per retransmission.
                     *retries += 1;
                     *timeout *= 2;
                     *at = now + *timeout;
-                    self.transmits.push_back(Transmit { to: o.peer, bytes: o.bytes.clone() });
+                    self.transmits.push_back(Transmit {
+                        to: o.peer,
+                        bytes: o.bytes.clone(),
+                    });
                 }
                 State::NonSent { .. } if o.kind == Kind::Message => {
                     self.finish(now, id);
@@ -312,13 +342,24 @@ impl Endpoint {
     /// Sends a request (CON or NON as set in its header). A token is assigned
     /// when it has none. Queued behind another outstanding request to the same
     /// peer (NSTART = 1, RFC 7252 §4.7).
-    pub fn send_request(&mut self, now: Instant, peer: SocketAddr, mut packet: Packet) -> ExchangeId {
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        mut packet: Packet,
+    ) -> ExchangeId {
         if packet.get_token().is_empty() {
             let token = self.new_token();
             packet.set_token(token);
         }
-        let observe = packet.get_first_option(CoapOption::Observe).is_some_and(|v| v.is_empty());
-        let kind = if observe { Kind::ObserveRequest } else { Kind::Request };
+        let observe = packet
+            .get_first_option(CoapOption::Observe)
+            .is_some_and(|v| v.is_empty());
+        let kind = if observe {
+            Kind::ObserveRequest
+        } else {
+            Kind::Request
+        };
         self.enqueue(now, peer, packet, kind)
     }
 
@@ -342,10 +383,25 @@ impl Endpoint {
             response.header.set_type(MessageType::NonConfirmable);
             response.header.message_id = self.alloc_mid();
         }
-        let Some(bytes) = msg::encode(&response) else { return };
-        let life = if request.confirmable() { self.params.exchange_lifetime } else { self.params.non_lifetime };
-        self.insert_dedup(request.key(), Dedup { expires: now + life, reply: Some(bytes.clone()) });
-        self.transmits.push_back(Transmit { to: request.peer, bytes });
+        let Some(bytes) = msg::encode(&response) else {
+            return;
+        };
+        let life = if request.confirmable() {
+            self.params.exchange_lifetime
+        } else {
+            self.params.non_lifetime
+        };
+        self.insert_dedup(
+            request.key(),
+            Dedup {
+                expires: now + life,
+                reply: Some(bytes.clone()),
+            },
+        );
+        self.transmits.push_back(Transmit {
+            to: request.peer,
+            bytes,
+        });
     }
 
     /// Forgets an exchange without an event (e.g. abandoning an observation
@@ -381,7 +437,13 @@ impl Endpoint {
 
     // ---- internals ----
 
-    fn enqueue(&mut self, now: Instant, peer: SocketAddr, mut packet: Packet, kind: Kind) -> ExchangeId {
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        mut packet: Packet,
+        kind: Kind,
+    ) -> ExchangeId {
         let con = msg::type_of(&packet) == MessageType::Confirmable;
         if !con {
             packet.header.set_type(MessageType::NonConfirmable);
@@ -389,8 +451,21 @@ impl Endpoint {
         let id = self.next_id;
         self.next_id += 1;
         let token = packet.get_token().to_vec();
-        let busy = kind != Kind::Message && self.outgoing.values().any(|o| o.peer == peer && o.outstanding());
-        let o = Outgoing { peer, mid: 0, token, packet, bytes: Vec::new(), con, kind, state: State::Queued };
+        let busy = kind != Kind::Message
+            && self
+                .outgoing
+                .values()
+                .any(|o| o.peer == peer && o.outstanding());
+        let o = Outgoing {
+            peer,
+            mid: 0,
+            token,
+            packet,
+            bytes: Vec::new(),
+            con,
+            kind,
+            state: State::Queued,
+        };
         self.outgoing.insert(id, o);
         if !busy {
             self.start(now, id);
@@ -402,9 +477,12 @@ impl Endpoint {
     fn start(&mut self, now: Instant, id: ExchangeId) {
         let mid = self.alloc_mid();
         let jitter_ms = u64::try_from(self.params.ack_jitter.as_millis()).unwrap_or(u64::MAX);
-        let first = self.params.ack_timeout + Duration::from_millis(self.rng.below_inclusive(jitter_ms));
+        let first =
+            self.params.ack_timeout + Duration::from_millis(self.rng.below_inclusive(jitter_ms));
         let non_life = self.params.non_lifetime;
-        let Some(o) = self.outgoing.get_mut(&id) else { return };
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            return;
+        };
         o.mid = mid;
         o.packet.header.message_id = mid;
         let Some(bytes) = msg::encode(&o.packet) else {
@@ -415,11 +493,19 @@ impl Endpoint {
         o.bytes = bytes.clone();
         // RFC 7252 §4.2: the first timeout is random in [ACK_TIMEOUT, ACK_TIMEOUT × 1.5].
         o.state = if o.con {
-            State::AwaitAck { retries: 0, timeout: first, at: now + first }
+            State::AwaitAck {
+                retries: 0,
+                timeout: first,
+                at: now + first,
+            }
         } else if o.kind == Kind::Message {
-            State::NonSent { until: now + non_life }
+            State::NonSent {
+                until: now + non_life,
+            }
         } else {
-            State::AwaitResponse { until: now + non_life }
+            State::AwaitResponse {
+                until: now + non_life,
+            }
         };
         let to = o.peer;
         self.transmits.push_back(Transmit { to, bytes });
@@ -433,7 +519,11 @@ impl Endpoint {
     }
 
     fn start_next(&mut self, now: Instant, peer: SocketAddr) {
-        if self.outgoing.values().any(|o| o.peer == peer && o.outstanding()) {
+        if self
+            .outgoing
+            .values()
+            .any(|o| o.peer == peer && o.outstanding())
+        {
             return;
         }
         let next = self
@@ -451,10 +541,14 @@ impl Endpoint {
         let found = self
             .outgoing
             .iter()
-            .find(|(_, o)| o.peer == from && o.mid == mid && matches!(o.state, State::AwaitAck { .. }))
+            .find(|(_, o)| {
+                o.peer == from && o.mid == mid && matches!(o.state, State::AwaitAck { .. })
+            })
             .map(|(id, _)| *id);
         let Some(id) = found else { return };
-        let Some(o) = self.outgoing.get_mut(&id) else { return };
+        let Some(o) = self.outgoing.get_mut(&id) else {
+            return;
+        };
         let code = Code::of(&packet);
         match o.kind {
             Kind::Message => {
@@ -463,7 +557,9 @@ impl Endpoint {
             }
             Kind::Request | Kind::ObserveRequest if code == Code::EMPTY => {
                 // §5.2.2: empty ACK; the response comes separately.
-                o.state = State::AwaitResponse { until: now + self.params.separate_response_timeout };
+                o.state = State::AwaitResponse {
+                    until: now + self.params.separate_response_timeout,
+                };
                 let peer = o.peer;
                 self.start_next(now, peer);
             }
@@ -483,7 +579,12 @@ impl Endpoint {
             .find(|(_, o)| {
                 o.peer == from
                     && o.mid == mid
-                    && matches!(o.state, State::AwaitAck { .. } | State::NonSent { .. } | State::AwaitResponse { .. })
+                    && matches!(
+                        o.state,
+                        State::AwaitAck { .. }
+                            | State::NonSent { .. }
+                            | State::AwaitResponse { .. }
+                    )
             })
             .map(|(id, _)| *id);
         if let Some(id) = found {
@@ -519,7 +620,10 @@ impl Endpoint {
     }
 
     fn deliver_response(&mut self, now: Instant, id: ExchangeId, packet: Packet) {
-        let keep = self.outgoing.get(&id).is_some_and(|o| o.kind == Kind::ObserveRequest)
+        let keep = self
+            .outgoing
+            .get(&id)
+            .is_some_and(|o| o.kind == Kind::ObserveRequest)
             && packet.get_first_option(CoapOption::Observe).is_some()
             && Code::of(&packet).is_success();
         if keep {
@@ -531,7 +635,8 @@ impl Endpoint {
         } else {
             self.finish(now, id);
         }
-        self.events.push_back(EndpointEvent::Response { id, packet });
+        self.events
+            .push_back(EndpointEvent::Response { id, packet });
     }
 
     fn send_empty(&mut self, to: SocketAddr, kind: MessageType, mid: u16) {
@@ -541,7 +646,10 @@ impl Endpoint {
     }
 
     fn dedup_reply(&mut self, from: SocketAddr, mid: u16, kind: MessageType) {
-        if let (Some(d), Some(bytes)) = (self.dedup.get_mut(&(from, mid)), msg::encode(&msg::empty(kind, mid))) {
+        if let (Some(d), Some(bytes)) = (
+            self.dedup.get_mut(&(from, mid)),
+            msg::encode(&msg::empty(kind, mid)),
+        ) {
             d.reply = Some(bytes);
         }
     }
@@ -549,7 +657,11 @@ impl Endpoint {
     fn insert_dedup(&mut self, key: (SocketAddr, u16), entry: Dedup) {
         if !self.dedup.contains_key(&key) && self.dedup.len() >= self.params.dedup_capacity {
             // Bounded cache: evict the entry that would expire first.
-            let oldest = self.dedup.iter().min_by_key(|(_, d)| d.expires).map(|(k, _)| *k);
+            let oldest = self
+                .dedup
+                .iter()
+                .min_by_key(|(_, d)| d.expires)
+                .map(|(k, _)| *k);
             if let Some(k) = oldest {
                 self.dedup.remove(&k);
             }
@@ -574,7 +686,11 @@ mod tests {
     fn get(mid: u16, con: bool) -> Vec<u8> {
         let mut p = msg::request(RequestType::Get, &["3", "0"]);
         p.header.message_id = mid;
-        p.header.set_type(if con { MessageType::Confirmable } else { MessageType::NonConfirmable });
+        p.header.set_type(if con {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        });
         p.set_token(vec![7]);
         msg::encode(&p).unwrap()
     }
@@ -584,9 +700,15 @@ mod tests {
         let mut ep = Endpoint::new(Params::default(), 1);
         let now = Instant::now();
         ep.handle_datagram(now, peer(), &[0x40, 0x00, 0xAB, 0xCD]);
-        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0xAB, 0xCD]);
+        assert_eq!(
+            ep.poll_transmit().unwrap().bytes,
+            vec![0x70, 0x00, 0xAB, 0xCD]
+        );
         ep.handle_datagram(now, peer(), &[0x40, 0x01, 0x00, 0x09, 0xBF]);
-        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0x00, 0x09]);
+        assert_eq!(
+            ep.poll_transmit().unwrap().bytes,
+            vec![0x70, 0x00, 0x00, 0x09]
+        );
         // malformed NON: silently ignored, no event
         ep.handle_datagram(now, peer(), &[0x50, 0x01, 0x00, 0x0A, 0xBF]);
         assert!(ep.poll_transmit().is_none());
@@ -598,7 +720,9 @@ mod tests {
         let mut ep = Endpoint::new(Params::default(), 1);
         let now = Instant::now();
         ep.handle_datagram(now, peer(), &get(0x1234, true));
-        let Some(EndpointEvent::Request(req)) = ep.poll_event() else { panic!() };
+        let Some(EndpointEvent::Request(req)) = ep.poll_event() else {
+            panic!()
+        };
         // duplicate before the answer: ignored
         ep.handle_datagram(now, peer(), &get(0x1234, true));
         assert!(ep.poll_event().is_none() && ep.poll_transmit().is_none());
@@ -622,10 +746,20 @@ mod tests {
 
     #[test]
     fn dedup_cache_is_bounded() {
-        let mut ep = Endpoint::new(Params { dedup_capacity: 4, ..Params::default() }, 1);
+        let mut ep = Endpoint::new(
+            Params {
+                dedup_capacity: 4,
+                ..Params::default()
+            },
+            1,
+        );
         let now = Instant::now();
         for mid in 0..10 {
-            ep.handle_datagram(now + Duration::from_millis(mid.into()), peer(), &get(mid, true));
+            ep.handle_datagram(
+                now + Duration::from_millis(mid.into()),
+                peer(),
+                &get(mid, true),
+            );
         }
         assert_eq!(ep.dedup.len(), 4);
     }
@@ -639,8 +773,7 @@ mod tests {
             let first = ep.poll_transmit().unwrap().bytes;
             let mut sends = vec![Duration::ZERO];
             let mut now = t0;
-            loop {
-                let Some(t) = ep.poll_timeout() else { break };
+            while let Some(t) = ep.poll_timeout() {
                 now = t;
                 ep.handle_timeout(now);
                 if let Some(tx) = ep.poll_transmit() {
@@ -650,7 +783,10 @@ mod tests {
             }
             assert_eq!(sends.len(), 5, "1 + MAX_RETRANSMIT");
             let t = sends[1];
-            assert!(t >= Duration::from_secs(2) && t <= Duration::from_secs(3), "{t:?}");
+            assert!(
+                t >= Duration::from_secs(2) && t <= Duration::from_secs(3),
+                "{t:?}"
+            );
             assert_eq!(sends[2], t * 3);
             assert_eq!(sends[3], t * 7);
             assert_eq!(sends[4], t * 15);
@@ -676,13 +812,24 @@ mod tests {
         ep.handle_datagram(now, peer(), &msg::encode(&bad).unwrap());
         assert!(ep.poll_event().is_none());
         // empty ACK frees the slot; separate CON response is ACKed and delivered
-        ep.handle_datagram(now, peer(), &msg::encode(&msg::empty(MessageType::Acknowledgement, sent.header.message_id)).unwrap());
+        ep.handle_datagram(
+            now,
+            peer(),
+            &msg::encode(&msg::empty(
+                MessageType::Acknowledgement,
+                sent.header.message_id,
+            ))
+            .unwrap(),
+        );
         assert!(ep.poll_transmit().is_some(), "b starts after the ACK");
         let mut sep = msg::response_to(&sent, Code::CONTENT);
         sep.header.set_type(MessageType::Confirmable);
         sep.header.message_id = 0x7777;
         ep.handle_datagram(now, peer(), &msg::encode(&sep).unwrap());
-        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x60, 0x00, 0x77, 0x77]);
+        assert_eq!(
+            ep.poll_transmit().unwrap().bytes,
+            vec![0x60, 0x00, 0x77, 0x77]
+        );
         assert!(matches!(ep.poll_event(), Some(EndpointEvent::Response { id, .. }) if id == a));
         assert!(ep.is_open(b));
         // an unexpected response is rejected with RST
@@ -691,7 +838,10 @@ mod tests {
         stray.header.set_type(MessageType::NonConfirmable);
         stray.header.message_id = 0x0101;
         ep.handle_datagram(now, peer(), &msg::encode(&stray).unwrap());
-        assert_eq!(ep.poll_transmit().unwrap().bytes, vec![0x70, 0x00, 0x01, 0x01]);
+        assert_eq!(
+            ep.poll_transmit().unwrap().bytes,
+            vec![0x70, 0x00, 0x01, 0x01]
+        );
     }
 
     #[test]
@@ -703,7 +853,11 @@ mod tests {
         n.set_token(vec![1, 2]);
         let id = ep.send_message(now, peer(), n);
         let tx = Packet::from_bytes(&ep.poll_transmit().unwrap().bytes).unwrap();
-        ep.handle_datagram(now, peer(), &msg::encode(&msg::empty(MessageType::Reset, tx.header.message_id)).unwrap());
+        ep.handle_datagram(
+            now,
+            peer(),
+            &msg::encode(&msg::empty(MessageType::Reset, tx.header.message_id)).unwrap(),
+        );
         assert!(matches!(ep.poll_event(), Some(EndpointEvent::Reset { id: i }) if i == id));
     }
 }

@@ -83,10 +83,16 @@ pub fn set_uint(packet: &mut Packet, option: CoapOption, value: u64) {
 pub struct BadOption(pub u16);
 
 /// Reads the first value of a uint option; `Ok(None)` when absent.
-pub fn get_uint(packet: &Packet, option: CoapOption, max_len: usize) -> Result<Option<u64>, BadOption> {
+pub fn get_uint(
+    packet: &Packet,
+    option: CoapOption,
+    max_len: usize,
+) -> Result<Option<u64>, BadOption> {
     match packet.get_first_option(option) {
         None => Ok(None),
-        Some(v) => uint_value(v, max_len).map(Some).ok_or(BadOption(u16::from(option))),
+        Some(v) => uint_value(v, max_len)
+            .map(Some)
+            .ok_or(BadOption(u16::from(option))),
     }
 }
 
@@ -103,7 +109,10 @@ pub fn uri_query(packet: &Packet) -> Option<Vec<String>> {
 fn string_options(packet: &Packet, option: CoapOption) -> Option<Vec<String>> {
     match packet.get_option(option) {
         None => Some(Vec::new()),
-        Some(list) => list.iter().map(|v| String::from_utf8(v.clone()).ok()).collect(),
+        Some(list) => list
+            .iter()
+            .map(|v| String::from_utf8(v.clone()).ok())
+            .collect(),
     }
 }
 
@@ -111,7 +120,11 @@ fn string_options(packet: &Packet, option: CoapOption) -> Option<Vec<String>> {
 pub fn string_list(packet: &Packet, option: CoapOption) -> Vec<String> {
     packet
         .get_option(option)
-        .map(|l| l.iter().filter_map(|v| String::from_utf8(v.clone()).ok()).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| String::from_utf8(v.clone()).ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -149,7 +162,13 @@ pub fn classify(bytes: &[u8]) -> Classified {
         return Classified::Ignore;
     }
     let is_con = (first >> 4) & 0x03 == 0;
-    let reject = || if is_con { Classified::RejectCon(mid) } else { Classified::Ignore };
+    let reject = || {
+        if is_con {
+            Classified::RejectCon(mid)
+        } else {
+            Classified::Ignore
+        }
+    };
     let packet = match Packet::from_bytes(bytes) {
         Ok(p) => p,
         Err(_) => return reject(),
@@ -160,7 +179,11 @@ pub fn classify(bytes: &[u8]) -> Classified {
         return reject();
     }
     // §3: a payload marker followed by a zero-length payload is a format error.
-    if packet.payload.is_empty() && bytes.len() > 4 && bytes.last() == Some(&0xFF) && marker_is_last(bytes) {
+    if packet.payload.is_empty()
+        && bytes.len() > 4
+        && bytes.last() == Some(&0xFF)
+        && marker_is_last(bytes)
+    {
         return reject();
     }
     match code.class() {
@@ -210,7 +233,9 @@ fn marker_is_last(bytes: &[u8]) -> bool {
         if ext(b >> 4).is_none() {
             return false;
         }
-        let Some(len) = ext(b & 0x0F) else { return false };
+        let Some(len) = ext(b & 0x0F) else {
+            return false;
+        };
         idx += len;
     }
     false
@@ -273,21 +298,39 @@ mod tests {
     #[test]
     fn classify_rules() {
         // ping: empty CON is a message
-        assert!(matches!(classify(&[0x40, 0, 0x12, 0x34]), Classified::Message(_)));
+        assert!(matches!(
+            classify(&[0x40, 0, 0x12, 0x34]),
+            Classified::Message(_)
+        ));
         // empty with a token: format error, CON -> RST
-        assert!(matches!(classify(&[0x41, 0, 0x12, 0x34, 7]), Classified::RejectCon(0x1234)));
+        assert!(matches!(
+            classify(&[0x41, 0, 0x12, 0x34, 7]),
+            Classified::RejectCon(0x1234)
+        ));
         // version 2: ignored
         assert!(matches!(classify(&[0x80, 1, 0, 1]), Classified::Ignore));
         // too short
         assert!(matches!(classify(&[0x40, 1]), Classified::Ignore));
         // reserved class 1 in a CON -> RST, in a NON -> ignore
-        assert!(matches!(classify(&[0x40, 0x21, 0, 9]), Classified::RejectCon(9)));
+        assert!(matches!(
+            classify(&[0x40, 0x21, 0, 9]),
+            Classified::RejectCon(9)
+        ));
         assert!(matches!(classify(&[0x50, 0x21, 0, 9]), Classified::Ignore));
         // truncated option in a CON -> RST
-        assert!(matches!(classify(&[0x40, 0x01, 0, 5, 0xB3, b'a']), Classified::RejectCon(5)));
+        assert!(matches!(
+            classify(&[0x40, 0x01, 0, 5, 0xB3, b'a']),
+            Classified::RejectCon(5)
+        ));
         // payload marker with no payload -> RST
-        assert!(matches!(classify(&[0x40, 0x01, 0, 5, 0xFF]), Classified::RejectCon(5)));
+        assert!(matches!(
+            classify(&[0x40, 0x01, 0, 5, 0xFF]),
+            Classified::RejectCon(5)
+        ));
         // option value ending in 0xFF is fine
-        assert!(matches!(classify(&[0x40, 0x01, 0, 5, 0x41, 0xFF]), Classified::Message(_)));
+        assert!(matches!(
+            classify(&[0x40, 0x01, 0, 5, 0x41, 0xFF]),
+            Classified::Message(_)
+        ));
     }
 }

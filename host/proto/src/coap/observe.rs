@@ -107,7 +107,10 @@ pub struct AttrUpdate {
 
 impl AttrUpdate {
     fn touches_value_attrs(&self) -> bool {
-        !matches!((self.gt, self.lt, self.st), (Change::Keep, Change::Keep, Change::Keep))
+        !matches!(
+            (self.gt, self.lt, self.st),
+            (Change::Keep, Change::Keep, Change::Keep)
+        )
     }
 }
 
@@ -130,7 +133,10 @@ pub enum AttrError {
 
 fn parse_f64(name: &str, v: &str) -> Result<f64, AttrError> {
     // Reference §2: accept a leading '-' despite the 1.x grammar (OMA#563).
-    v.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(|| AttrError::BadValue(name.into()))
+    v.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| AttrError::BadValue(name.into()))
 }
 
 /// Parses Uri-Query entries of a Write-Attributes request.
@@ -145,7 +151,10 @@ pub fn parse_attr_query(queries: &[String]) -> Result<AttrUpdate, AttrError> {
             "pmin" | "pmax" => {
                 let c = match value {
                     None => Change::Unset,
-                    Some(v) => Change::Set(v.parse::<u32>().map_err(|_| AttrError::BadValue(name.into()))?),
+                    Some(v) => Change::Set(
+                        v.parse::<u32>()
+                            .map_err(|_| AttrError::BadValue(name.into()))?,
+                    ),
                 };
                 if name == "pmin" {
                     u.pmin = c;
@@ -185,7 +194,12 @@ pub struct AttributeStore {
 impl AttributeStore {
     /// Applies an update at `path`; on error nothing changes. `numeric` says
     /// whether `path` is a numeric resource (gt/lt/st allowed).
-    pub fn apply(&mut self, path: Path, update: &AttrUpdate, numeric: bool) -> Result<(), AttrError> {
+    pub fn apply(
+        &mut self,
+        path: Path,
+        update: &AttrUpdate,
+        numeric: bool,
+    ) -> Result<(), AttrError> {
         if update.touches_value_attrs() && (path.depth() < 3 || !numeric) {
             return Err(AttrError::NotNumeric);
         }
@@ -198,19 +212,19 @@ impl AttributeStore {
             st: update.st.apply(old.st),
         };
         // Validation rules, reference §2 [L:ATTR].
-        if let (Some(a), Some(b)) = (new.pmin, new.pmax) {
-            if a > b {
-                return Err(AttrError::Invalid("pmin > pmax"));
-            }
+        if let (Some(a), Some(b)) = (new.pmin, new.pmax)
+            && a > b
+        {
+            return Err(AttrError::Invalid("pmin > pmax"));
         }
         if let (Some(lt), Some(gt)) = (new.lt, new.gt) {
             if lt >= gt {
                 return Err(AttrError::Invalid("lt >= gt"));
             }
-            if let Some(st) = new.st {
-                if lt + 2.0 * st >= gt {
-                    return Err(AttrError::Invalid("lt + 2 st >= gt"));
-                }
+            if let Some(st) = new.st
+                && lt + 2.0 * st >= gt
+            {
+                return Err(AttrError::Invalid("lt + 2 st >= gt"));
             }
         }
         if new.is_empty() {
@@ -298,18 +312,32 @@ impl Registry {
     /// An empty registry; the first Observe value handed out is 2 (a peer
     /// drops a first answer whose Observe is 0, field notes).
     pub fn new() -> Self {
-        Registry { obs: HashMap::new(), seq: 1 }
+        Registry {
+            obs: HashMap::new(),
+            seq: 1,
+        }
     }
 
     /// The next Observe sequence number (24 bits, RFC 7641 §3.4), never 0 or 1.
     pub fn next_seq(&mut self) -> u32 {
-        self.seq = if self.seq >= 0xFF_FFFF { 2 } else { self.seq.max(1) + 1 };
+        self.seq = if self.seq >= 0xFF_FFFF {
+            2
+        } else {
+            self.seq.max(1) + 1
+        };
         self.seq
     }
 
     /// Registers (or re-registers, same key) an observation; the first
     /// response is sent by the caller right away and counts as a notification.
-    pub fn add(&mut self, now: Instant, key: ObsKey, path: Path, accept: Option<u16>, value: Option<f64>) {
+    pub fn add(
+        &mut self,
+        now: Instant,
+        key: ObsKey,
+        path: Path,
+        accept: Option<u16>,
+        value: Option<f64>,
+    ) {
         self.obs.insert(
             key,
             Observation {
@@ -374,7 +402,11 @@ impl Registry {
                 continue;
             }
             let eff = attrs.effective(o.path, defaults);
-            let value = if o.path.depth() >= 3 { value_of(o.path) } else { None };
+            let value = if o.path.depth() >= 3 {
+                value_of(o.path)
+            } else {
+                None
+            };
             let holds = match value {
                 Some(new) if eff.gt.is_some() || eff.lt.is_some() || eff.st.is_some() => {
                     let old_seen = o.last_seen_value;
@@ -382,7 +414,10 @@ impl Registry {
                     let crossed_lt = |t: f64| old_seen.is_some_and(|old| (old < t) != (new < t));
                     eff.gt.is_some_and(crossed)
                         || eff.lt.is_some_and(crossed_lt)
-                        || eff.st.is_some_and(|st| o.last_sent_value.is_none_or(|last| (new - last).abs() >= st))
+                        || eff.st.is_some_and(|st| {
+                            o.last_sent_value
+                                .is_none_or(|last| (new - last).abs() >= st)
+                        })
                 }
                 _ => true,
             };
@@ -412,20 +447,33 @@ impl Registry {
     pub fn due(&self, now: Instant, attrs: &AttributeStore, defaults: Attributes) -> Vec<ObsKey> {
         self.obs
             .iter()
-            .filter(|(_, o)| Self::due_at(o, attrs.effective(o.path, defaults)).is_some_and(|t| t <= now))
+            .filter(|(_, o)| {
+                Self::due_at(o, attrs.effective(o.path, defaults)).is_some_and(|t| t <= now)
+            })
             .map(|(k, _)| k.clone())
             .collect()
     }
 
     /// The earliest time a notification may become due.
     pub fn next_deadline(&self, attrs: &AttributeStore, defaults: Attributes) -> Option<Instant> {
-        self.obs.values().filter_map(|o| Self::due_at(o, attrs.effective(o.path, defaults))).min()
+        self.obs
+            .values()
+            .filter_map(|o| Self::due_at(o, attrs.effective(o.path, defaults)))
+            .min()
     }
 
     /// True when pmax has elapsed for `key` (a notification is owed even if
     /// the value did not change).
-    pub fn pmax_due(&self, key: &ObsKey, now: Instant, attrs: &AttributeStore, defaults: Attributes) -> bool {
-        let Some(o) = self.obs.get(key) else { return false };
+    pub fn pmax_due(
+        &self,
+        key: &ObsKey,
+        now: Instant,
+        attrs: &AttributeStore,
+        defaults: Attributes,
+    ) -> bool {
+        let Some(o) = self.obs.get(key) else {
+            return false;
+        };
         let eff = attrs.effective(o.path, defaults);
         eff.pmax
             .filter(|p| *p > 0 && *p >= eff.pmin.unwrap_or(0))
@@ -441,11 +489,20 @@ impl Registry {
 
     /// True when the next notification for `key` must be CON (24 h rule).
     pub fn wants_con(&self, key: &ObsKey, now: Instant) -> bool {
-        self.obs.get(key).is_some_and(|o| now.saturating_duration_since(o.last_con) >= CON_INTERVAL)
+        self.obs
+            .get(key)
+            .is_some_and(|o| now.saturating_duration_since(o.last_con) >= CON_INTERVAL)
     }
 
     /// Records a sent notification.
-    pub fn sent(&mut self, key: &ObsKey, now: Instant, value: Option<f64>, con: bool, exchange: ExchangeId) {
+    pub fn sent(
+        &mut self,
+        key: &ObsKey,
+        now: Instant,
+        value: Option<f64>,
+        con: bool,
+        exchange: ExchangeId,
+    ) {
         if let Some(o) = self.obs.get_mut(key) {
             o.last_sent = now;
             o.pending = false;
@@ -473,27 +530,67 @@ mod tests {
     fn attributes_parse_validate_inherit_and_unset() {
         let mut st = AttributeStore::default();
         let r = Path::resource(3, 0, 9);
-        st.apply(Path::object(3), &parse_attr_query(&q(&["pmin=100", "pmax=200"])).unwrap(), false).unwrap();
-        st.apply(r, &parse_attr_query(&q(&["pmin=10", "gt=50", "lt=20", "st=1"])).unwrap(), true).unwrap();
+        st.apply(
+            Path::object(3),
+            &parse_attr_query(&q(&["pmin=100", "pmax=200"])).unwrap(),
+            false,
+        )
+        .unwrap();
+        st.apply(
+            r,
+            &parse_attr_query(&q(&["pmin=10", "gt=50", "lt=20", "st=1"])).unwrap(),
+            true,
+        )
+        .unwrap();
         let eff = st.effective(r, Attributes::default());
-        assert_eq!((eff.pmin, eff.pmax, eff.gt), (Some(10), Some(200), Some(50.0)));
+        assert_eq!(
+            (eff.pmin, eff.pmax, eff.gt),
+            (Some(10), Some(200), Some(50.0))
+        );
         assert_eq!(st.at(r).link_params(), ";pmin=10;gt=50;lt=20;st=1");
         // value-less attribute unsets at that level: the object's pmin shows through
-        st.apply(r, &parse_attr_query(&q(&["pmin"])).unwrap(), true).unwrap();
+        st.apply(r, &parse_attr_query(&q(&["pmin"])).unwrap(), true)
+            .unwrap();
         assert_eq!(st.effective(r, Attributes::default()).pmin, Some(100));
         // invalid combinations leave state untouched
         let before = st.at(r);
-        assert_eq!(st.apply(r, &parse_attr_query(&q(&["lt=60"])).unwrap(), true), Err(AttrError::Invalid("lt >= gt")));
-        assert_eq!(st.apply(r, &parse_attr_query(&q(&["st=20"])).unwrap(), true), Err(AttrError::Invalid("lt + 2 st >= gt")));
         assert_eq!(
-            st.apply(Path::object(3), &parse_attr_query(&q(&["pmin=300"])).unwrap(), false),
+            st.apply(r, &parse_attr_query(&q(&["lt=60"])).unwrap(), true),
+            Err(AttrError::Invalid("lt >= gt"))
+        );
+        assert_eq!(
+            st.apply(r, &parse_attr_query(&q(&["st=20"])).unwrap(), true),
+            Err(AttrError::Invalid("lt + 2 st >= gt"))
+        );
+        assert_eq!(
+            st.apply(
+                Path::object(3),
+                &parse_attr_query(&q(&["pmin=300"])).unwrap(),
+                false
+            ),
             Err(AttrError::Invalid("pmin > pmax"))
         );
         assert_eq!(st.at(r), before);
-        assert_eq!(st.apply(Path::instance(3, 0), &parse_attr_query(&q(&["gt=1"])).unwrap(), false), Err(AttrError::NotNumeric));
-        assert!(matches!(parse_attr_query(&q(&["foo=1"])), Err(AttrError::Unknown(_))));
-        assert!(matches!(parse_attr_query(&q(&["pmin=-1"])), Err(AttrError::BadValue(_))));
-        assert_eq!(parse_attr_query(&q(&["lt=-5"])).unwrap().lt, Change::Set(-5.0));
+        assert_eq!(
+            st.apply(
+                Path::instance(3, 0),
+                &parse_attr_query(&q(&["gt=1"])).unwrap(),
+                false
+            ),
+            Err(AttrError::NotNumeric)
+        );
+        assert!(matches!(
+            parse_attr_query(&q(&["foo=1"])),
+            Err(AttrError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_attr_query(&q(&["pmin=-1"])),
+            Err(AttrError::BadValue(_))
+        ));
+        assert_eq!(
+            parse_attr_query(&q(&["lt=-5"])).unwrap().lt,
+            Change::Set(-5.0)
+        );
     }
 
     #[test]
@@ -502,25 +599,40 @@ mod tests {
         let key = (peer, vec![1]);
         let r = Path::resource(3, 0, 9);
         let mut st = AttributeStore::default();
-        st.apply(r, &parse_attr_query(&q(&["pmin=10", "pmax=60", "gt=50"])).unwrap(), true).unwrap();
+        st.apply(
+            r,
+            &parse_attr_query(&q(&["pmin=10", "pmax=60", "gt=50"])).unwrap(),
+            true,
+        )
+        .unwrap();
         let mut reg = Registry::new();
         assert_eq!(reg.next_seq(), 2);
         let t0 = Instant::now();
         reg.add(t0, key.clone(), r, None, Some(40.0));
         let d = Attributes::default();
-        assert_eq!(reg.next_deadline(&st, d), Some(t0 + Duration::from_secs(60)));
+        assert_eq!(
+            reg.next_deadline(&st, d),
+            Some(t0 + Duration::from_secs(60))
+        );
         // 45: below gt, not crossing -> no notification before pmax
         reg.changed(r, &st, d, &|_| Some(45.0));
         assert!(reg.due(t0 + Duration::from_secs(59), &st, d).is_empty());
         // 55 crosses gt=50 at t=2 -> due at pmin (10 s)
         reg.changed(r, &st, d, &|_| Some(55.0));
         assert!(reg.due(t0 + Duration::from_secs(9), &st, d).is_empty());
-        assert_eq!(reg.due(t0 + Duration::from_secs(10), &st, d), vec![key.clone()]);
+        assert_eq!(
+            reg.due(t0 + Duration::from_secs(10), &st, d),
+            vec![key.clone()]
+        );
         reg.sent(&key, t0 + Duration::from_secs(10), Some(55.0), false, 7);
         // pmax since last notification
-        assert_eq!(reg.next_deadline(&st, d), Some(t0 + Duration::from_secs(70)));
+        assert_eq!(
+            reg.next_deadline(&st, d),
+            Some(t0 + Duration::from_secs(70))
+        );
         // st: change >= st since the last notification
-        st.apply(r, &parse_attr_query(&q(&["gt", "st=5"])).unwrap(), true).unwrap();
+        st.apply(r, &parse_attr_query(&q(&["gt", "st=5"])).unwrap(), true)
+            .unwrap();
         reg.changed(r, &st, d, &|_| Some(58.0));
         assert!(reg.due(t0 + Duration::from_secs(30), &st, d).is_empty());
         reg.changed(r, &st, d, &|_| Some(60.0));
@@ -538,9 +650,13 @@ mod tests {
         let st = AttributeStore::default();
         let t0 = Instant::now();
         reg.add(t0, key.clone(), Path::instance(9, 0), None, None);
-        reg.changed(Path::resource(9, 1, 7), &st, Attributes::default(), &|_| None);
+        reg.changed(Path::resource(9, 1, 7), &st, Attributes::default(), &|_| {
+            None
+        });
         assert!(reg.due(t0, &st, Attributes::default()).is_empty());
-        reg.changed(Path::resource(9, 0, 7), &st, Attributes::default(), &|_| None);
+        reg.changed(Path::resource(9, 0, 7), &st, Attributes::default(), &|_| {
+            None
+        });
         assert_eq!(reg.due(t0, &st, Attributes::default()), vec![key.clone()]);
         assert!(!reg.wants_con(&key, t0 + Duration::from_secs(3600)));
         assert!(reg.wants_con(&key, t0 + CON_INTERVAL));

@@ -1,0 +1,409 @@
+//! `wasmdm ctl`: a command-line client of the HTTP JSON API, with progress
+//! shown while a campaign runs. [`Client`] is the typed layer; [`ctl_main`]
+//! parses arguments and prints.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+use thiserror::Error;
+
+/// Client errors.
+#[derive(Debug, Error)]
+pub enum CtlError {
+    /// Bad command line; the text says what is expected.
+    #[error("usage: {0}")]
+    Usage(String),
+    /// The server could not be reached.
+    #[error("cannot reach server: {0}")]
+    Transport(String),
+    /// The server refused the request (status and its error message).
+    #[error("server answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The `error` text of the JSON body.
+        message: String,
+    },
+    /// A local file could not be read.
+    #[error("{path}: {source}")]
+    File {
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Writing output failed.
+    #[error("output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// A client of one server's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of `base` (`http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent: config.into(),
+        }
+    }
+
+    fn finish(
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Json, CtlError> {
+        let mut resp = resp.map_err(|e| CtlError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| CtlError::Transport(e.to_string()))?;
+        let v: Json = serde_json::from_str(&text).unwrap_or(Json::String(text));
+        if status >= 400 {
+            let message = v
+                .get("error")
+                .and_then(Json::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string());
+            return Err(CtlError::Api { status, message });
+        }
+        Ok(v)
+    }
+
+    /// GET `path` (`/api/devices`).
+    pub fn get(&self, path: &str) -> Result<Json, CtlError> {
+        Self::finish(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    /// POST JSON.
+    pub fn post(&self, path: &str, body: &Json) -> Result<Json, CtlError> {
+        let bytes = body.to_string();
+        Self::finish(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .send(bytes),
+        )
+    }
+
+    /// PUT JSON.
+    pub fn put(&self, path: &str, body: &Json) -> Result<Json, CtlError> {
+        let bytes = body.to_string();
+        Self::finish(
+            self.agent
+                .put(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .send(bytes),
+        )
+    }
+
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Result<Json, CtlError> {
+        Self::finish(self.agent.delete(format!("{}{path}", self.base)).call())
+    }
+
+    /// Uploads a software file; returns its record (with `sha256`).
+    pub fn upload(
+        &self,
+        content: &[u8],
+        name: &str,
+        description: Option<&str>,
+        retain_secs: Option<u64>,
+    ) -> Result<Json, CtlError> {
+        let mut req = self
+            .agent
+            .post(format!("{}/api/files", self.base))
+            .query("name", name);
+        if let Some(d) = description {
+            req = req.query("description", d);
+        }
+        if let Some(r) = retain_secs {
+            req = req.query("retain_secs", r.to_string());
+        }
+        Self::finish(
+            req.header("content-type", "application/octet-stream")
+                .send(content),
+        )
+    }
+
+    /// Runs a DM operation (`{"op":"read","path":"/3/0"}`) on a device.
+    pub fn dm(&self, endpoint: &str, op: &Json) -> Result<Json, CtlError> {
+        self.post(&format!("/api/devices/{endpoint}/dm"), op)
+    }
+
+    /// Creates a campaign; `body` holds `group` or `devices` and the spec fields.
+    pub fn campaign(&self, body: &Json) -> Result<Json, CtlError> {
+        self.post("/api/campaigns", body)
+    }
+
+    /// Polls a campaign until it is no longer running, calling `progress` on each change.
+    pub fn wait(&self, id: &str, mut progress: impl FnMut(&Json)) -> Result<Json, CtlError> {
+        let mut last = Json::Null;
+        loop {
+            let c = self.get(&format!("/api/campaigns/{id}"))?;
+            if c.get("summary") != last.get("summary") || c.get("status") != last.get("status") {
+                progress(&c);
+            }
+            if c.get("status").and_then(Json::as_str) != Some("running") {
+                return Ok(c);
+            }
+            last = c;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Usage text.
+pub const USAGE: &str = "wasmdm ctl [--server URL] COMMAND
+  devices | device EP | label EP LABEL...
+  read EP PATH | discover EP PATH | write EP PATH VALUE | exec EP PATH [ARGS] | delete EP PATH
+  attrs EP PATH pmin=N pmax=N ... | observe EP PATH
+  group list | group show NAME | group set NAME [--ep EP]... [--label L]... | group rm NAME
+  file list | file upload PATH [--name N] [--description D] [--retain-secs S] | file rm SHA
+  install|upgrade|uninstall|activate|deactivate (--group G | --device EP)... --package NAME
+      [--version V] [--file SHA | --upload PATH] [--timeout S] [--delivery push|pull]
+      [--protocol coap|http] [--base-uri URI] [--quota N] [--at UNIX_MS | --on-registration]
+      [--activate] [--no-wait]
+  campaign list | campaign show ID | campaign cancel ID | campaign retry ID | campaign wait ID";
+
+/// Runs `wasmdm ctl` with `args` (after `ctl`), printing to `out`. The server
+/// defaults to `$WASMDM_SERVER` or `http://127.0.0.1:8080`.
+pub fn ctl_main(args: &[String], out: &mut dyn Write) -> Result<(), CtlError> {
+    let mut args: Vec<String> = args.to_vec();
+    let mut server =
+        std::env::var("WASMDM_SERVER").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+    if args.first().map(String::as_str) == Some("--server") {
+        server = args
+            .get(1)
+            .cloned()
+            .ok_or_else(|| CtlError::Usage(USAGE.into()))?;
+        args.drain(..2);
+    }
+    let c = Client::new(&server);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let usage = || CtlError::Usage(USAGE.into());
+    let v = match a.as_slice() {
+        ["devices"] => c.get("/api/devices")?,
+        ["device", ep] => c.get(&format!("/api/devices/{ep}"))?,
+        ["label", ep, labels @ ..] => c.put(&format!("/api/devices/{ep}/labels"), &json!(labels))?,
+        ["read", ep, path] => c.dm(ep, &json!({"op": "read", "path": path, "accept": null}))?,
+        ["discover", ep, path] => c.dm(ep, &json!({"op": "discover", "path": path}))?,
+        ["observe", ep, path] => c.dm(ep, &json!({"op": "observe", "path": path, "accept": null}))?,
+        ["write", ep, path, value] => c.dm(
+            ep,
+            &json!({"op": "write", "path": path, "replace": true, "format": 0, "payload": hex::encode(value.as_bytes())}),
+        )?,
+        ["exec", ep, path] => c.dm(ep, &json!({"op": "execute", "path": path, "args": null}))?,
+        ["exec", ep, path, args] => c.dm(ep, &json!({"op": "execute", "path": path, "args": args}))?,
+        ["delete", ep, path] => c.dm(ep, &json!({"op": "delete", "path": path}))?,
+        ["attrs", ep, path, attrs @ ..] => c.dm(ep, &json!({"op": "write-attributes", "path": path, "attrs": attrs}))?,
+        ["group", "list"] => c.get("/api/groups")?,
+        ["group", "show", name] => c.get(&format!("/api/groups/{name}"))?,
+        ["group", "rm", name] => c.delete(&format!("/api/groups/{name}"))?,
+        ["group", "set", name, rest @ ..] => {
+            let (eps, labels) = (flag_values(rest, "--ep"), flag_values(rest, "--label"));
+            c.put(&format!("/api/groups/{name}"), &json!({"endpoints": eps, "labels": labels}))?
+        }
+        ["file", "list"] => c.get("/api/files")?,
+        ["file", "rm", sha] => c.delete(&format!("/api/files/{sha}"))?,
+        ["file", "upload", path, rest @ ..] => upload(&c, path, rest)?,
+        ["campaign", "list"] => c.get("/api/campaigns")?,
+        ["campaign", "show", id] => c.get(&format!("/api/campaigns/{id}"))?,
+        ["campaign", "cancel", id] => c.post(&format!("/api/campaigns/{id}/cancel"), &json!({}))?,
+        ["campaign", "retry", id] => c.post(&format!("/api/campaigns/{id}/retry"), &json!({}))?,
+        ["campaign", "wait", id] => wait(&c, id, out)?,
+        [op @ ("install" | "upgrade" | "uninstall" | "activate" | "deactivate"), rest @ ..] => {
+            let body = campaign_body(&c, op, rest)?;
+            let created = c.campaign(&body)?;
+            let id = created.get("id").and_then(Json::as_str).unwrap_or_default().to_string();
+            writeln!(out, "campaign {id} started on {} device(s)", created["jobs"].as_array().map_or(0, Vec::len))?;
+            if rest.contains(&"--no-wait") { created } else { wait(&c, &id, out)? }
+        }
+        _ => return Err(usage()),
+    };
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    )?;
+    Ok(())
+}
+
+fn flag_values<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w.first() == Some(&flag))
+        .filter_map(|w| w.get(1).copied())
+        .collect()
+}
+
+fn flag<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    flag_values(args, flag).into_iter().next()
+}
+
+fn upload(c: &Client, path: &str, rest: &[&str]) -> Result<Json, CtlError> {
+    let content = std::fs::read(path).map_err(|source| CtlError::File {
+        path: path.into(),
+        source,
+    })?;
+    let default_name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let name = flag(rest, "--name")
+        .map(String::from)
+        .unwrap_or(default_name);
+    let retain = match flag(rest, "--retain-secs") {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| CtlError::Usage("--retain-secs takes seconds".into()))?,
+        ),
+        None => None,
+    };
+    c.upload(&content, &name, flag(rest, "--description"), retain)
+}
+
+fn campaign_body(c: &Client, op: &str, rest: &[&str]) -> Result<Json, CtlError> {
+    let package = flag(rest, "--package")
+        .ok_or_else(|| CtlError::Usage("--package NAME is required".into()))?;
+    let mut body = json!({ "op": op, "package": package });
+    let devices = flag_values(rest, "--device");
+    match (flag(rest, "--group"), devices.is_empty()) {
+        (Some(g), true) => body["group"] = json!(g),
+        (None, false) => body["devices"] = json!(devices),
+        _ => {
+            return Err(CtlError::Usage(
+                "give --group G or --device EP (one or more)".into(),
+            ));
+        }
+    }
+    let file = match (flag(rest, "--file"), flag(rest, "--upload")) {
+        (Some(f), None) => Some(f.to_string()),
+        (None, Some(p)) => upload(c, p, rest)?
+            .get("sha256")
+            .and_then(Json::as_str)
+            .map(String::from),
+        (None, None) => None,
+        _ => {
+            return Err(CtlError::Usage(
+                "--file and --upload exclude each other".into(),
+            ));
+        }
+    };
+    if let Some(f) = file {
+        body["file"] = json!(f);
+    }
+    let num = |name: &str| -> Result<Option<u64>, CtlError> {
+        flag(rest, name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| CtlError::Usage(format!("{name} takes a number")))
+            })
+            .transpose()
+    };
+    if let Some(v) = flag(rest, "--version") {
+        body["version"] = json!(v);
+    }
+    if let Some(t) = num("--timeout")? {
+        body["timeout_secs"] = json!(t);
+    }
+    if let Some(q) = num("--quota")? {
+        body["quota"] = json!(q);
+    }
+    for (f, key) in [
+        ("--delivery", "delivery"),
+        ("--protocol", "protocol"),
+        ("--base-uri", "base_uri"),
+    ] {
+        if let Some(v) = flag(rest, f) {
+            body[key] = json!(v);
+        }
+    }
+    if let Some(at) = num("--at")? {
+        body["schedule"] = json!({"kind": "at", "unix_ms": at});
+    } else if rest.contains(&"--on-registration") {
+        body["schedule"] = json!({"kind": "next_registration"});
+    }
+    if rest.contains(&"--activate") {
+        body["activate"] = json!(true);
+    }
+    Ok(body)
+}
+
+fn wait(c: &Client, id: &str, out: &mut dyn Write) -> Result<Json, CtlError> {
+    let mut err = None;
+    let v = c.wait(id, |c| {
+        let s = &c["summary"];
+        let line = format!(
+            "[{}] done {} failed {} timed out {} pending {} cancelled {} skipped {}",
+            c["status"].as_str().unwrap_or("?"),
+            s["done"],
+            s["failed"],
+            s["timed_out"],
+            s["pending"],
+            s["cancelled"],
+            s["skipped"]
+        );
+        if let Err(e) = writeln!(out, "{line}") {
+            err = Some(e);
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_usage() {
+        let a = ["--ep", "a", "--label", "x", "--ep", "b"];
+        assert_eq!(flag_values(&a, "--ep"), vec!["a", "b"]);
+        assert_eq!(flag(&a, "--label"), Some("x"));
+        let mut out = Vec::new();
+        assert!(matches!(
+            ctl_main(&["bogus".into()], &mut out),
+            Err(CtlError::Usage(_))
+        ));
+        let c = Client::new("http://127.0.0.1:1");
+        let e = campaign_body(&c, "upgrade", &["--package", "app"]).unwrap_err();
+        assert!(matches!(e, CtlError::Usage(_)));
+        let b = campaign_body(
+            &c,
+            "upgrade",
+            &[
+                "--package",
+                "app",
+                "--group",
+                "g",
+                "--file",
+                "ab",
+                "--quota",
+                "5",
+                "--on-registration",
+            ],
+        )
+        .unwrap();
+        assert_eq!(b["quota"], 5);
+        assert_eq!(b["schedule"]["kind"], "next_registration");
+        assert!(matches!(
+            campaign_body(
+                &c,
+                "upgrade",
+                &["--package", "a", "--device", "d", "--quota", "x"]
+            ),
+            Err(CtlError::Usage(_))
+        ));
+    }
+}

@@ -1,0 +1,622 @@
+//! The tokio driver: one task owns the UDP socket, the CoAP message layer,
+//! the registry, observations and running campaigns; the HTTP API talks to
+//! it through [`Command`]s. Everything it learns is written to the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use wasmdm_proto::coap::block::{BlockOpt, block2_slice};
+use wasmdm_proto::coap::msg::{self, Code};
+use wasmdm_proto::coap::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params};
+use wasmdm_proto::model::Path;
+
+use crate::campaign::{Action, Campaign, CampaignStatus, Input, Request};
+use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
+use crate::core::dm::{self, DmOp, DmReply};
+use crate::core::observe::Observations;
+use crate::core::registry::{Registry, RegistryEvent};
+use crate::store::{CAMPAIGNS, DEVICES, DeviceRecord, Store};
+
+/// Current Unix time in ms.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Latest notified values per endpoint, path text -> JSON value (read by the API).
+pub type Notified =
+    Arc<std::sync::Mutex<HashMap<String, std::collections::BTreeMap<String, serde_json::Value>>>>;
+
+/// Result of a DM request for the API.
+pub type DmResult = Result<DmReply, String>;
+
+/// Requests from the HTTP API to the driver task.
+#[derive(Debug)]
+pub enum Command {
+    /// Run one DM operation on a registered device.
+    Dm {
+        /// Device.
+        endpoint: String,
+        /// Operation.
+        op: DmOp,
+        /// Where the answer goes.
+        reply: oneshot::Sender<DmResult>,
+    },
+    /// Start (or adopt) a campaign.
+    StartCampaign(Box<Campaign>),
+    /// Cancel a campaign.
+    Cancel(String, oneshot::Sender<bool>),
+    /// Retry failed devices of a campaign.
+    Retry(String, oneshot::Sender<bool>),
+}
+
+/// What an outgoing exchange is for.
+#[derive(Debug)]
+enum Purpose {
+    /// An API request.
+    Api(oneshot::Sender<DmResult>),
+    /// A campaign request.
+    Campaign {
+        id: String,
+        endpoint: String,
+        tag: u64,
+    },
+    /// An observation.
+    Observe,
+}
+
+#[derive(Debug)]
+struct Pending {
+    endpoint: String,
+    path: Path,
+    purpose: Purpose,
+    /// Block1 push in progress.
+    block1: Option<Block1Sender>,
+    /// Block2 body collected so far, with the request to repeat.
+    block2: Option<(Packet, Vec<u8>)>,
+}
+
+/// Largest Block2 body the server collects (bounds memory per read).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// The driver state.
+pub struct Driver {
+    socket: Arc<UdpSocket>,
+    endpoint: Endpoint,
+    registry: Registry,
+    observations: Observations,
+    pending: HashMap<ExchangeId, Pending>,
+    campaigns: HashMap<String, Campaign>,
+    store: Arc<Store>,
+    files: HashMap<String, Arc<Vec<u8>>>,
+    notified: Notified,
+    start: Instant,
+}
+
+impl Driver {
+    /// Loads registrations and running campaigns from the store.
+    pub fn new(
+        socket: Arc<UdpSocket>,
+        store: Arc<Store>,
+        notified: Notified,
+        params: Params,
+        seed: u64,
+    ) -> Result<Driver, crate::store::StoreError> {
+        let mut registry = Registry::new();
+        for d in store.list::<DeviceRecord>(DEVICES)? {
+            if let Some(r) = d.registration {
+                registry.restore(r);
+            }
+        }
+        let mut campaigns = HashMap::new();
+        for mut c in store.list::<Campaign>(CAMPAIGNS)? {
+            if c.status == CampaignStatus::Running {
+                c.resume();
+                campaigns.insert(c.id.clone(), c);
+            }
+        }
+        Ok(Driver {
+            socket,
+            endpoint: Endpoint::new(params, seed),
+            registry,
+            observations: Observations::default(),
+            pending: HashMap::new(),
+            campaigns,
+            store,
+            files: HashMap::new(),
+            notified,
+            start: Instant::now(),
+        })
+    }
+
+    /// Runs until `commands` closes or `shutdown` fires.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tokio::pin!(shutdown);
+        loop {
+            let wake = self
+                .endpoint
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                _ = &mut shutdown => break,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        let data = buf.get(..n).unwrap_or_default().to_vec();
+                        self.endpoint.handle_datagram(Instant::now(), from, &data);
+                    }
+                    Err(e) => tracing::debug!("udp receive: {e}"),
+                },
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => self.endpoint.handle_timeout(Instant::now()),
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.pump().await;
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Dm {
+                endpoint,
+                op,
+                reply,
+            } => {
+                self.send_dm(&endpoint, op, Purpose::Api(reply));
+            }
+            Command::StartCampaign(c) => {
+                let id = c.id.clone();
+                self.campaigns.insert(id.clone(), *c);
+                self.campaign_input(&id, Input::Tick);
+            }
+            Command::Cancel(id, reply) => {
+                let found = self.campaigns.contains_key(&id);
+                self.campaign_input(&id, Input::Cancel);
+                let _ = reply.send(found);
+            }
+            Command::Retry(id, reply) => {
+                if !self.campaigns.contains_key(&id) {
+                    if let Ok(Some(c)) = self.store.get::<Campaign>(CAMPAIGNS, &id) {
+                        self.campaigns.insert(id.clone(), c);
+                    }
+                }
+                let found = self.campaigns.contains_key(&id);
+                self.campaign_input(&id, Input::RetryFailed);
+                let _ = reply.send(found);
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = unix_ms();
+        for ev in self.registry.expire(now) {
+            self.registry_event(ev);
+        }
+        let ids: Vec<String> = self.campaigns.keys().cloned().collect();
+        for id in ids {
+            self.campaign_input(&id, Input::Tick);
+        }
+    }
+
+    /// Sends queued datagrams and processes endpoint events until quiet.
+    async fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = self.endpoint.poll_event() {
+                progressed = true;
+                self.event(ev);
+            }
+            while let Some(t) = self.endpoint.poll_transmit() {
+                progressed = true;
+                if let Err(e) = self.socket.send_to(&t.bytes, t.to).await {
+                    tracing::debug!("udp send to {}: {e}", t.to);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn event(&mut self, ev: EndpointEvent) {
+        match ev {
+            EndpointEvent::Request(req) => self.inbound(req),
+            EndpointEvent::Response { id, packet } => self.response(id, packet),
+            EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
+                self.observations.remove(id);
+                if let Some(p) = self.pending.remove(&id) {
+                    self.complete(p, Err("no response (timeout or reset)".to_string()));
+                }
+            }
+            EndpointEvent::Acked { .. } => {}
+        }
+    }
+
+    fn inbound(&mut self, req: InboundRequest) {
+        let now = Instant::now();
+        if Registry::is_registration_request(&req.packet) {
+            let (resp, ev) = self.registry.handle(unix_ms(), req.peer, &req.packet);
+            self.endpoint.respond(now, &req, resp);
+            if let Some(ev) = ev {
+                self.registry_event(ev);
+            }
+            return;
+        }
+        let path = msg::uri_path(&req.packet).unwrap_or_default();
+        let resp = match (req.packet.header.code, path.as_slice()) {
+            (MessageClass::Request(RequestType::Get), [fw, sha]) if fw == "fw" => {
+                self.serve_file(&req.packet, sha)
+            }
+            _ => msg::response_to(&req.packet, Code::NOT_FOUND),
+        };
+        self.endpoint.respond(now, &req, resp);
+    }
+
+    /// Serves a software file with Block2 (RFC 7959 §2.4) and an ETag.
+    fn serve_file(&mut self, request: &Packet, sha: &str) -> Packet {
+        let body = match self.files.get(sha) {
+            Some(b) => b.clone(),
+            None => match self.store.read_blob(sha) {
+                Ok(Some(b)) => {
+                    let b = Arc::new(b);
+                    self.files.insert(sha.to_string(), b.clone());
+                    b
+                }
+                _ => return msg::response_to(request, Code::NOT_FOUND),
+            },
+        };
+        let requested = match BlockOpt::read(request, CoapOption::Block2) {
+            Ok(r) => r,
+            Err(_) => return msg::response_to(request, Code::BAD_OPTION),
+        };
+        let mut resp = msg::response_to(request, Code::CONTENT);
+        msg::set_uint(&mut resp, CoapOption::ContentFormat, 42);
+        // ETag: first 8 bytes of the digest, so a resumed download can check it.
+        if let Ok(tag) = hex::decode(sha.get(..16).unwrap_or_default()) {
+            resp.add_option(CoapOption::ETag, tag);
+        }
+        match block2_slice(&body, requested, DEFAULT_SZX) {
+            Ok(Some(slice)) => {
+                resp.payload = slice.bytes.to_vec();
+                slice.opt.write(&mut resp, CoapOption::Block2);
+                if slice.opt.num == 0 {
+                    msg::set_uint(&mut resp, CoapOption::Size2, body.len() as u64);
+                }
+            }
+            Ok(None) => resp.payload = body.to_vec(),
+            Err(code) => return msg::response_to(request, code),
+        }
+        resp
+    }
+
+    fn registry_event(&mut self, ev: RegistryEvent) {
+        let now = unix_ms();
+        let (ep, online) = match &ev {
+            RegistryEvent::Registered { endpoint, .. }
+            | RegistryEvent::Updated { endpoint, .. } => (endpoint.clone(), true),
+            RegistryEvent::Deregistered { endpoint } | RegistryEvent::Expired { endpoint } => {
+                (endpoint.clone(), false)
+            }
+        };
+        if matches!(ev, RegistryEvent::Registered { .. }) || !online {
+            // Observations of an old registration are gone on the device side.
+            for id in self.observations.remove_endpoint(&ep) {
+                self.endpoint.cancel(Instant::now(), id);
+            }
+        }
+        let mut rec = self
+            .store
+            .get::<DeviceRecord>(DEVICES, &ep)
+            .ok()
+            .flatten()
+            .unwrap_or(DeviceRecord {
+                endpoint: ep.clone(),
+                registration: None,
+                labels: Vec::new(),
+                last_seen: now,
+            });
+        rec.registration = self.registry.get(&ep).cloned();
+        rec.last_seen = now;
+        if let Err(e) = self.store.put(DEVICES, &ep, &rec) {
+            tracing::warn!("store device {ep}: {e}");
+        }
+        if online {
+            let ids: Vec<String> = self.campaigns.keys().cloned().collect();
+            for id in ids {
+                self.campaign_input(&id, Input::Registered(ep.clone()));
+            }
+        }
+    }
+
+    /// Sends a DM op to a registered endpoint; failures to send complete `purpose` with an error.
+    fn send_dm(&mut self, endpoint: &str, op: DmOp, purpose: Purpose) {
+        let built = match self.registry.get(endpoint) {
+            None => Err(format!("device {endpoint} is not registered")),
+            Some(reg) => op
+                .to_packet(&reg.objects.root)
+                .map(|p| (reg.peer, p))
+                .map_err(|e| e.to_string()),
+        };
+        let (peer, packet) = match built {
+            Ok(b) => b,
+            Err(e) => return self.complete_purpose(purpose, Err(e)),
+        };
+        let path = dm::parse_path(op.path()).unwrap_or(Path::object(0));
+        let observe = matches!(op, DmOp::Observe { .. });
+        let id = self
+            .endpoint
+            .send_request(Instant::now(), peer, packet.clone());
+        if observe {
+            self.observations
+                .insert(id, endpoint.to_string(), path, packet.get_token().to_vec());
+        }
+        let purpose = if observe && !matches!(purpose, Purpose::Api(_)) {
+            Purpose::Observe
+        } else {
+            purpose
+        };
+        self.pending.insert(
+            id,
+            Pending {
+                endpoint: endpoint.to_string(),
+                path,
+                purpose,
+                block1: None,
+                block2: None,
+            },
+        );
+    }
+
+    /// Starts a Block1 push of a stored file to /9/x/2.
+    fn send_push(&mut self, endpoint: &str, instance: u16, sha: &str, purpose: Purpose) {
+        let Some(reg) = self.registry.get(endpoint) else {
+            self.complete_purpose(purpose, Err(format!("device {endpoint} is not registered")));
+            return;
+        };
+        let (peer, root) = (reg.peer, reg.objects.root.clone());
+        let body = match self.store.read_blob(sha) {
+            Ok(Some(b)) => b,
+            _ => {
+                self.complete_purpose(purpose, Err(format!("software file {sha} not found")));
+                return;
+            }
+        };
+        let path = format!("/9/{instance}/2");
+        let op = DmOp::Write {
+            path: path.clone(),
+            replace: true,
+            format: 42,
+            payload: Vec::new(),
+        };
+        let template = match op.to_packet(&root) {
+            Ok(p) => p,
+            Err(e) => {
+                self.complete_purpose(purpose, Err(e.to_string()));
+                return;
+            }
+        };
+        let sender = Block1Sender::new(template, body, DEFAULT_SZX);
+        let id = self
+            .endpoint
+            .send_request(Instant::now(), peer, sender.current());
+        let pending = Pending {
+            endpoint: endpoint.to_string(),
+            path: Path::resource(9, instance, 2),
+            purpose,
+            block1: Some(sender),
+            block2: None,
+        };
+        self.pending.insert(id, pending);
+    }
+
+    fn response(&mut self, id: ExchangeId, packet: Packet) {
+        // Notifications of an observation keep its exchange open.
+        if self.observations.get(id).is_some() && !self.pending.contains_key(&id) {
+            let seq = msg::get_uint(&packet, CoapOption::Observe, 3)
+                .ok()
+                .flatten()
+                .map(|v| v as u32);
+            let Some(o) = self.observations.accept(id, seq, unix_ms()).cloned() else {
+                return;
+            };
+            if let Ok(reply) = dm::parse_reply(o.path, &packet) {
+                self.notify(&o.endpoint, reply);
+            }
+            return;
+        }
+        let Some(mut p) = self.pending.remove(&id) else {
+            return;
+        };
+        // Block1 continuation.
+        if let Some(sender) = p.block1.as_mut() {
+            match sender.on_response(&packet) {
+                Block1Step::Send(next) => {
+                    if let Some(peer) = self.registry.get(&p.endpoint).map(|r| r.peer) {
+                        let nid = self.endpoint.send_request(Instant::now(), peer, next);
+                        self.pending.insert(nid, p);
+                    } else {
+                        self.complete(p, Err("device went away during push".into()));
+                    }
+                    return;
+                }
+                Block1Step::Done(code) | Block1Step::Failed(code) => {
+                    let reply = DmReply {
+                        code,
+                        ..DmReply::default()
+                    };
+                    self.complete(p, Ok(reply));
+                    return;
+                }
+            }
+        }
+        // Block2 continuation of a large read (RFC 7959 §2.4, §3.4 for notifications).
+        if let Ok(Some(b2)) = BlockOpt::read(&packet, CoapOption::Block2) {
+            let (template, mut body) = p
+                .block2
+                .take()
+                .unwrap_or_else(|| (packet.clone(), Vec::new()));
+            if u64::try_from(body.len()).unwrap_or(u64::MAX) == b2.offset() {
+                body.extend_from_slice(&packet.payload);
+            }
+            if b2.more && body.len() < MAX_BODY {
+                if let (Some(peer), Some(root)) = (
+                    self.registry.get(&p.endpoint).map(|r| r.peer),
+                    self.registry
+                        .get(&p.endpoint)
+                        .map(|r| r.objects.root.clone()),
+                ) {
+                    let op = DmOp::Read {
+                        path: p.path.to_string(),
+                        accept: None,
+                    };
+                    if let Ok(mut next) = op.to_packet(&root) {
+                        if let Some(cf) = template.get_first_option(CoapOption::ContentFormat) {
+                            next.add_option(CoapOption::Accept, cf.clone());
+                        }
+                        BlockOpt {
+                            num: b2.num + 1,
+                            more: false,
+                            szx: b2.szx,
+                        }
+                        .write(&mut next, CoapOption::Block2);
+                        let nid = self.endpoint.send_request(Instant::now(), peer, next);
+                        p.block2 = Some((template, body));
+                        self.pending.insert(nid, p);
+                        return;
+                    }
+                }
+            }
+            let mut full = template;
+            full.payload = body;
+            full.clear_option(CoapOption::Block2);
+            let result = dm::parse_reply(p.path, &full).map_err(|e| e.to_string());
+            self.complete(p, result);
+            return;
+        }
+        let result = dm::parse_reply(p.path, &packet).map_err(|e| e.to_string());
+        if self.observations.get(id).is_some() {
+            // First answer to an observe: later notifications route via `observations`.
+            let seq = msg::get_uint(&packet, CoapOption::Observe, 3)
+                .ok()
+                .flatten()
+                .map(|v| v as u32);
+            let _ = self.observations.accept(id, seq, unix_ms());
+            if !self.endpoint.is_open(id) {
+                self.observations.remove(id);
+            }
+            if let Ok(r) = &result {
+                self.notify(&p.endpoint, r.clone());
+            }
+        }
+        self.complete(p, result);
+    }
+
+    fn notify(&mut self, endpoint: &str, reply: DmReply) {
+        if reply.values.is_empty() {
+            return;
+        }
+        if let Ok(mut n) = self.notified.lock() {
+            let entry = n.entry(endpoint.to_string()).or_default();
+            for (p, v) in &reply.values {
+                entry.insert(p.to_string(), dm::value_json(v));
+            }
+        }
+        let ids: Vec<String> = self.campaigns.keys().cloned().collect();
+        for id in ids {
+            let input = Input::Values {
+                endpoint: endpoint.to_string(),
+                values: reply.values.clone(),
+            };
+            self.campaign_input(&id, input);
+        }
+    }
+
+    fn complete(&mut self, p: Pending, result: DmResult) {
+        self.complete_purpose(p.purpose, result);
+    }
+
+    fn complete_purpose(&mut self, purpose: Purpose, result: DmResult) {
+        match purpose {
+            Purpose::Api(tx) => {
+                let _ = tx.send(result);
+            }
+            Purpose::Campaign { id, endpoint, tag } => self.campaign_input(
+                &id,
+                Input::Reply {
+                    endpoint,
+                    tag,
+                    result,
+                },
+            ),
+            Purpose::Observe => {}
+        }
+    }
+
+    /// Feeds a campaign, executes its actions and persists it.
+    fn campaign_input(&mut self, id: &str, input: Input) {
+        let Some(c) = self.campaigns.get_mut(id) else {
+            return;
+        };
+        let registry = &self.registry;
+        let before = serde_json::to_vec(c).ok();
+        let actions = c.handle(unix_ms(), input, &|ep: &str| registry.get(ep).is_some());
+        let snapshot = c.clone();
+        if before != serde_json::to_vec(&snapshot).ok() {
+            if let Err(e) = self.store.put(CAMPAIGNS, id, &snapshot) {
+                tracing::warn!("store campaign {id}: {e}");
+            }
+        }
+        if snapshot.status != CampaignStatus::Running {
+            self.campaigns.remove(id);
+        }
+        for a in actions {
+            match a {
+                Action::Observe { endpoint, path } => {
+                    if self.observations.find(&endpoint, path).is_none() {
+                        let op = DmOp::Observe {
+                            path: path.to_string(),
+                            accept: None,
+                        };
+                        self.send_dm(&endpoint, op, Purpose::Observe);
+                    }
+                }
+                Action::Send {
+                    endpoint,
+                    tag,
+                    request,
+                } => {
+                    let purpose = Purpose::Campaign {
+                        id: id.to_string(),
+                        endpoint: endpoint.clone(),
+                        tag,
+                    };
+                    match request {
+                        Request::Dm(op) => self.send_dm(&endpoint, op, purpose),
+                        Request::Push { instance, sha256 } => {
+                            self.send_push(&endpoint, instance, &sha256, purpose)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Milliseconds since the driver started (diagnostics).
+    pub fn uptime_ms(&self) -> u128 {
+        self.start.elapsed().as_millis()
+    }
+}

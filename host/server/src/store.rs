@@ -1,0 +1,318 @@
+//! Durable state in an embedded redb database: devices, groups, software
+//! file metadata and campaigns, each table holding JSON documents by key.
+//! Software file contents live next to it, content-addressed by sha256
+//! (written to a temp file, fsynced, renamed: never changed in place).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::core::registry::Registration;
+
+/// Devices by endpoint name.
+pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Groups by name.
+pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// Software file metadata by sha256 hex.
+pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+/// Campaigns (tasks) by id.
+pub const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
+
+/// Store failures.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored document does not decode (corruption or version skew).
+    #[error("corrupt record {key} in {table}: {reason}")]
+    Corrupt {
+        /// Table name.
+        table: String,
+        /// Record key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// File system error on the data directory.
+    #[error("file store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! db_err {
+    ($e:expr) => {
+        $e.map_err(|e| StoreError::Db(e.into()))
+    };
+}
+
+/// A device as the server remembers it, registered or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// The current registration, `None` once de-registered or expired.
+    pub registration: Option<Registration>,
+    /// Labels used by label-based groups.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Unix ms of the last message seen.
+    pub last_seen: u64,
+}
+
+/// A named set of devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Group name.
+    pub name: String,
+    /// Explicit members.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Devices carrying any of these labels are members too.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+impl Group {
+    /// True when `device` belongs to the group.
+    pub fn contains(&self, device: &DeviceRecord) -> bool {
+        self.endpoints.contains(&device.endpoint)
+            || device.labels.iter().any(|l| self.labels.contains(l))
+    }
+}
+
+/// An uploaded software file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftwareFile {
+    /// Lower-case hex sha256 of the content: its identity.
+    pub sha256: String,
+    /// Display name.
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix ms of the upload.
+    pub uploaded_at: u64,
+    /// Unix ms after which the file may be purged; `None` keeps it forever.
+    pub retain_until: Option<u64>,
+}
+
+/// The database plus the file directory.
+pub struct Store {
+    db: Database,
+    files_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("files_dir", &self.files_dir)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens or creates the store in `dir` (`server.redb` and `files/`).
+    pub fn open(dir: &FsPath) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir.join("files"))?;
+        let db = db_err!(Database::create(dir.join("server.redb")))?;
+        // Create the tables so read transactions never miss them.
+        let tx = db_err!(db.begin_write())?;
+        for t in [DEVICES, GROUPS, FILES, CAMPAIGNS] {
+            db_err!(tx.open_table(t))?;
+        }
+        db_err!(tx.commit())?;
+        Ok(Store {
+            db,
+            files_dir: dir.join("files"),
+        })
+    }
+
+    /// Writes one document.
+    pub fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        doc: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::Corrupt {
+            table: table.to_string(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        let tx = db_err!(self.db.begin_write())?;
+        {
+            let mut t = db_err!(tx.open_table(table))?;
+            db_err!(t.insert(key, bytes.as_slice()))?;
+        }
+        db_err!(tx.commit())
+    }
+
+    /// Reads one document.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = db_err!(self.db.begin_read())?;
+        let t = db_err!(tx.open_table(table))?;
+        let Some(v) = db_err!(t.get(key))? else {
+            return Ok(None);
+        };
+        decode(table, key, v.value()).map(Some)
+    }
+
+    /// All documents of a table in key order.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let tx = db_err!(self.db.begin_read())?;
+        let t = db_err!(tx.open_table(table))?;
+        let mut out = Vec::new();
+        for item in db_err!(t.iter())? {
+            let (k, v) = db_err!(item)?;
+            out.push(decode(table, k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes one document; true if it existed.
+    pub fn delete(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let tx = db_err!(self.db.begin_write())?;
+        let existed = {
+            let mut t = db_err!(tx.open_table(table))?;
+            db_err!(t.remove(key))?.is_some()
+        };
+        db_err!(tx.commit())?;
+        Ok(existed)
+    }
+
+    /// Stores file content; returns its sha256 hex. Idempotent.
+    pub fn write_blob(&self, content: &[u8]) -> Result<String, StoreError> {
+        let sha = hex::encode(Sha256::digest(content));
+        let dest = self.files_dir.join(&sha);
+        if !dest.exists() {
+            let tmp = self.files_dir.join(format!(".{sha}.tmp"));
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(content)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &dest)?;
+        }
+        Ok(sha)
+    }
+
+    /// Path of a stored blob; `None` for a malformed or unknown digest.
+    pub fn blob_path(&self, sha256: &str) -> Option<PathBuf> {
+        let well_formed = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let p = self.files_dir.join(sha256);
+        (well_formed && p.is_file()).then_some(p)
+    }
+
+    /// Reads a stored blob.
+    pub fn read_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.blob_path(sha256) {
+            Some(p) => Ok(Some(fs::read(p)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a blob (file deletion or retention expiry).
+    pub fn remove_blob(&self, sha256: &str) -> Result<(), StoreError> {
+        if let Some(p) = self.blob_path(sha256) {
+            fs::remove_file(p)?;
+        }
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table: table.to_string(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_and_blobs_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Group {
+            name: "edge".into(),
+            endpoints: vec!["a".into()],
+            labels: vec!["lab".into()],
+        };
+        let sha;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put(GROUPS, "edge", &g).unwrap();
+            sha = s.write_blob(b"hello").unwrap();
+            assert_eq!(
+                sha,
+                "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            );
+            assert_eq!(s.write_blob(b"hello").unwrap(), sha);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get::<Group>(GROUPS, "edge").unwrap(), Some(g.clone()));
+        assert_eq!(s.list::<Group>(GROUPS).unwrap(), vec![g]);
+        assert_eq!(s.read_blob(&sha).unwrap().as_deref(), Some(&b"hello"[..]));
+        assert!(s.delete(GROUPS, "edge").unwrap());
+        assert!(!s.delete(GROUPS, "edge").unwrap());
+        assert_eq!(s.get::<Group>(GROUPS, "edge").unwrap(), None);
+        // Path traversal and malformed digests find nothing.
+        assert!(s.blob_path("../server.redb").is_none());
+        assert!(s.blob_path(&sha.to_uppercase()).is_none());
+        s.remove_blob(&sha).unwrap();
+        assert!(s.read_blob(&sha).unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.put(GROUPS, "x", &"not a group").unwrap();
+        assert!(matches!(
+            s.get::<Group>(GROUPS, "x"),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn group_membership_by_endpoint_and_label() {
+        let g = Group {
+            name: "g".into(),
+            endpoints: vec!["a".into()],
+            labels: vec!["blue".into()],
+        };
+        let dev = |ep: &str, labels: &[&str]| DeviceRecord {
+            endpoint: ep.into(),
+            registration: None,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            last_seen: 0,
+        };
+        assert!(g.contains(&dev("a", &[])));
+        assert!(g.contains(&dev("b", &["blue"])));
+        assert!(!g.contains(&dev("c", &["red"])));
+    }
+}

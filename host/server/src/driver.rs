@@ -75,6 +75,8 @@ enum Purpose {
 struct Pending {
     endpoint: String,
     path: Path,
+    /// Format assumed for an unlabelled answer (40 for Discover).
+    default_format: Option<u16>,
     purpose: Purpose,
     /// Block1 push in progress.
     block1: Option<Block1Sender>,
@@ -369,11 +371,13 @@ impl Driver {
         } else {
             purpose
         };
+        let default_format = matches!(op, DmOp::Discover { .. }).then_some(40);
         self.pending.insert(
             id,
             Pending {
                 endpoint: endpoint.to_string(),
                 path,
+                default_format,
                 purpose,
                 block1: None,
                 block2: None,
@@ -416,6 +420,7 @@ impl Driver {
         let pending = Pending {
             endpoint: endpoint.to_string(),
             path: Path::resource(9, instance, 2),
+            default_format: None,
             purpose,
             block1: Some(sender),
             block2: None,
@@ -503,11 +508,13 @@ impl Driver {
             let mut full = template;
             full.payload = body;
             full.clear_option(CoapOption::Block2);
-            let result = dm::parse_reply(p.path, &full).map_err(|e| e.to_string());
+            let result =
+                dm::parse_reply_as(p.path, &full, p.default_format).map_err(|e| e.to_string());
             self.complete(p, result);
             return;
         }
-        let result = dm::parse_reply(p.path, &packet).map_err(|e| e.to_string());
+        let result =
+            dm::parse_reply_as(p.path, &packet, p.default_format).map_err(|e| e.to_string());
         if self.observations.get(id).is_some() {
             // First answer to an observe: later notifications route via `observations`.
             let seq = msg::get_uint(&packet, CoapOption::Observe, 3)

@@ -284,6 +284,16 @@ pub fn known_type(path: Path) -> Option<DataType> {
 
 /// Decodes a DM response for `path` (the request's target).
 pub fn parse_reply(path: Path, packet: &Packet) -> Result<DmReply, DmError> {
+    parse_reply_as(path, packet, None)
+}
+
+/// Like [`parse_reply`], with the format to assume when the response has no
+/// Content-Format (a Discover answer is link format even if unlabelled).
+pub fn parse_reply_as(
+    path: Path,
+    packet: &Packet,
+    default_format: Option<u16>,
+) -> Result<DmReply, DmError> {
     let code = Code::of(packet).0;
     let format = msg::get_uint(packet, CoapOption::ContentFormat, 2)
         .map_err(|_| DmError::BadOption)?
@@ -308,6 +318,7 @@ pub fn parse_reply(path: Path, packet: &Packet) -> Result<DmReply, DmError> {
         return Ok(reply);
     }
     let cf = format
+        .or(default_format)
         .map(ContentFormat::from_code)
         .unwrap_or(Some(ContentFormat::Text));
     match cf {

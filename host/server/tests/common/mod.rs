@@ -1,0 +1,78 @@
+//! Shared helpers: a server on loopback ports chosen by the OS.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use wasmdm_server::{Bound, ServerConfig, serve_with};
+
+/// A running server; dropping `stop` (or sending on it) shuts it down.
+pub struct TestServer {
+    pub bound: Bound,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), wasmdm_server::ServerError>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_on(dir, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(dir: &Path, coap: std::net::SocketAddr) -> TestServer {
+        let mut config = ServerConfig::new(coap, "127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
+        config.coap_params.ack_timeout = Duration::from_millis(500);
+        config.coap_params.ack_jitter = Duration::from_millis(100);
+        config.coap_params.max_retransmit = 2;
+        let (stop, rx) = oneshot::channel::<()>();
+        let (btx, brx) = oneshot::channel();
+        let task = tokio::spawn(serve_with(
+            config,
+            async move {
+                let _ = rx.await;
+            },
+            move |b| {
+                let _ = btx.send(b);
+            },
+        ));
+        let bound = brx.await.expect("server bound");
+        TestServer {
+            bound,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.bound.http)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Polls `f` (blocking HTTP calls run on a blocking thread) until it returns Some.
+pub async fn eventually<T: Send + 'static>(
+    timeout: Duration,
+    f: impl Fn() -> Option<T> + Send + Sync + Clone + 'static,
+) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let g = f.clone();
+        if let Ok(Some(v)) = tokio::task::spawn_blocking(g).await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Runs a blocking closure off the runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}

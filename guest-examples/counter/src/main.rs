@@ -64,7 +64,7 @@ fn main() {
     let interval = interval_ms();
     let mut count = load_count();
     loop {
-        count += 1;
+        count = count.saturating_add(1);
         if let Err(e) = store_count(count) {
             log::log(log::Level::Error, &format!("storing count {count}: {e}"));
         }

@@ -545,11 +545,11 @@ impl Campaign {
                 }
             }
             Input::Values { endpoint, values } => {
-                if let Some(i) = self.jobs.iter().position(|j| j.endpoint == endpoint) {
-                    if self.jobs[i].status == JobStatus::Running {
-                        absorb(&mut self.jobs[i], &values, now_ms);
-                        self.advance(i, now_ms, &mut out);
-                    }
+                if let Some(i) = self.jobs.iter().position(|j| j.endpoint == endpoint)
+                    && self.jobs[i].status == JobStatus::Running
+                {
+                    absorb(&mut self.jobs[i], &values, now_ms);
+                    self.advance(i, now_ms, &mut out);
                 }
             }
             Input::Tick => {}

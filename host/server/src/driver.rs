@@ -191,10 +191,10 @@ impl Driver {
                 let _ = reply.send(found);
             }
             Command::Retry(id, reply) => {
-                if !self.campaigns.contains_key(&id) {
-                    if let Ok(Some(c)) = self.store.get::<Campaign>(CAMPAIGNS, &id) {
-                        self.campaigns.insert(id.clone(), c);
-                    }
+                if !self.campaigns.contains_key(&id)
+                    && let Ok(Some(c)) = self.store.get::<Campaign>(CAMPAIGNS, &id)
+                {
+                    self.campaigns.insert(id.clone(), c);
                 }
                 let found = self.campaigns.contains_key(&id);
                 self.campaign_input(&id, Input::RetryFailed);
@@ -477,32 +477,33 @@ impl Driver {
             if u64::try_from(body.len()).unwrap_or(u64::MAX) == b2.offset() {
                 body.extend_from_slice(&packet.payload);
             }
-            if b2.more && body.len() < MAX_BODY {
-                if let (Some(peer), Some(root)) = (
+            if b2.more
+                && body.len() < MAX_BODY
+                && let (Some(peer), Some(root)) = (
                     self.registry.get(&p.endpoint).map(|r| r.peer),
                     self.registry
                         .get(&p.endpoint)
                         .map(|r| r.objects.root.clone()),
-                ) {
-                    let op = DmOp::Read {
-                        path: p.path.to_string(),
-                        accept: None,
-                    };
-                    if let Ok(mut next) = op.to_packet(&root) {
-                        if let Some(cf) = template.get_first_option(CoapOption::ContentFormat) {
-                            next.add_option(CoapOption::Accept, cf.clone());
-                        }
-                        BlockOpt {
-                            num: b2.num + 1,
-                            more: false,
-                            szx: b2.szx,
-                        }
-                        .write(&mut next, CoapOption::Block2);
-                        let nid = self.endpoint.send_request(Instant::now(), peer, next);
-                        p.block2 = Some((template, body));
-                        self.pending.insert(nid, p);
-                        return;
+                )
+            {
+                let op = DmOp::Read {
+                    path: p.path.to_string(),
+                    accept: None,
+                };
+                if let Ok(mut next) = op.to_packet(&root) {
+                    if let Some(cf) = template.get_first_option(CoapOption::ContentFormat) {
+                        next.add_option(CoapOption::Accept, cf.clone());
                     }
+                    BlockOpt {
+                        num: b2.num + 1,
+                        more: false,
+                        szx: b2.szx,
+                    }
+                    .write(&mut next, CoapOption::Block2);
+                    let nid = self.endpoint.send_request(Instant::now(), peer, next);
+                    p.block2 = Some((template, body));
+                    self.pending.insert(nid, p);
+                    return;
                 }
             }
             let mut full = template;
@@ -582,10 +583,10 @@ impl Driver {
         let before = serde_json::to_vec(c).ok();
         let actions = c.handle(unix_ms(), input, &|ep: &str| registry.get(ep).is_some());
         let snapshot = c.clone();
-        if before != serde_json::to_vec(&snapshot).ok() {
-            if let Err(e) = self.store.put(CAMPAIGNS, id, &snapshot) {
-                tracing::warn!("store campaign {id}: {e}");
-            }
+        if before != serde_json::to_vec(&snapshot).ok()
+            && let Err(e) = self.store.put(CAMPAIGNS, id, &snapshot)
+        {
+            tracing::warn!("store campaign {id}: {e}");
         }
         if snapshot.status != CampaignStatus::Running {
             self.campaigns.remove(id);

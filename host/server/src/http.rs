@@ -469,10 +469,8 @@ async fn create_campaign(State(s): State<AppState>, bytes: Bytes) -> ApiResult {
         (OpKind::Install | OpKind::Upgrade, None) => {
             return Err(ApiError::bad("`file` (sha256) is required"));
         }
-        (_, Some(f)) => {
-            if s.store.get::<SoftwareFile>(FILES, f)?.is_none() {
-                return Err(ApiError::not_found(format!("no software file {f}")));
-            }
+        (_, Some(f)) if s.store.get::<SoftwareFile>(FILES, f)?.is_none() => {
+            return Err(ApiError::not_found(format!("no software file {f}")));
         }
         _ => {}
     }

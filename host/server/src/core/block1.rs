@@ -91,10 +91,10 @@ impl Block1Sender {
                 // Late negotiation: the client may ask for smaller blocks (§2.5).
                 let sent_end = (self.offset + size).min(self.total());
                 self.offset = sent_end;
-                if let Some(b) = echoed {
-                    if b.szx < self.szx {
-                        self.szx = b.szx;
-                    }
+                if let Some(b) = echoed
+                    && b.szx < self.szx
+                {
+                    self.szx = b.szx;
                 }
                 if self.offset >= self.total() {
                     return Block1Step::Failed(code.0);

@@ -323,10 +323,8 @@ pub fn parse_reply_as(
         .unwrap_or(Some(ContentFormat::Text));
     match cf {
         Some(ContentFormat::LinkFormat) => reply.links = link::parse(&packet.payload)?,
-        Some(ContentFormat::Opaque) => {
-            if path.resource.is_some() {
-                reply.values = vec![(path, Value::Opaque(packet.payload.clone()))];
-            }
+        Some(ContentFormat::Opaque) if path.resource.is_some() => {
+            reply.values = vec![(path, Value::Opaque(packet.payload.clone()))];
         }
         Some(
             f @ (ContentFormat::Tlv

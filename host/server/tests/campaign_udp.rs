@@ -1,0 +1,398 @@
+//! End to end over real sockets: simulated LwM2M devices (raw CoAP on
+//! loopback, one /9 instance each) upgraded by group campaigns with push
+//! (Block1) and pull (HTTP Range, CoAP Block2); bad API input; restart.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use serde_json::{Value as Json, json};
+use tokio::net::UdpSocket;
+use wasmdm_proto::coap::block::BlockOpt;
+use wasmdm_proto::coap::msg::{self, Code};
+use wasmdm_server::ctl::Client;
+
+use common::{TestServer, blocking, eventually};
+
+#[derive(Debug, Default)]
+struct Sw {
+    name: String,
+    version: String,
+    state: i64,
+    result: i64,
+    active: bool,
+    received: Vec<u8>,
+    expected: Vec<u8>,
+    observers: Vec<(u16, Vec<u8>)>,
+    seq: u32,
+}
+
+/// A minimal LwM2M device with one /9 instance, answering over UDP.
+async fn fake_device(server: SocketAddr, ep: &str, sw: Arc<Mutex<Sw>>) -> Arc<UdpSocket> {
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let mut reg = msg::request(RequestType::Post, &["rd"]);
+    reg.header.message_id = 1;
+    reg.set_token(vec![9]);
+    let q = [format!("ep={ep}"), "lt=60".into(), "lwm2m=1.1".into()];
+    msg::add_strings(&mut reg, CoapOption::UriQuery, &q);
+    msg::set_uint(&mut reg, CoapOption::ContentFormat, 40);
+    reg.payload = b"</9/0>".to_vec();
+    sock.send_to(&msg::encode(&reg).unwrap(), server)
+        .await
+        .unwrap();
+    let s2 = sock.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let mut mid = 100u16;
+        while let Ok((n, from)) = s2.recv_from(&mut buf).await {
+            let Ok(req) = Packet::from_bytes(&buf[..n]) else {
+                continue;
+            };
+            let MessageClass::Request(method) = req.header.code else {
+                continue;
+            };
+            let path = msg::uri_path(&req).unwrap_or_default();
+            let mut resp = msg::response_to(&req, Code::CHANGED);
+            let mut notify = false;
+            {
+                let mut sw = sw.lock().unwrap();
+                let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                match (method, p.as_slice()) {
+                    (RequestType::Get, ["9", ..]) => {
+                        if req
+                            .get_first_option(CoapOption::Observe)
+                            .is_some_and(|v| v.is_empty())
+                        {
+                            sw.observers.push((
+                                p.get(2).and_then(|r| r.parse().ok()).unwrap_or(0),
+                                req.get_token().to_vec(),
+                            ));
+                            msg::set_uint(&mut resp, CoapOption::Observe, 1);
+                        }
+                        Code::CONTENT.set_on(&mut resp);
+                        msg::set_uint(&mut resp, CoapOption::ContentFormat, 110);
+                        resp.payload = senml(&sw).into_bytes();
+                    }
+                    (RequestType::Post, ["9", "0", "6"]) => {
+                        sw.state = 0;
+                        sw.result = 0;
+                        sw.active = false;
+                        sw.received.clear();
+                        notify = true;
+                    }
+                    (RequestType::Put, ["9", "0", "2"]) => {
+                        let b = BlockOpt::read(&req, CoapOption::Block1).unwrap().unwrap();
+                        if b.offset() == sw.received.len() as u64 {
+                            sw.received.extend_from_slice(&req.payload);
+                        }
+                        if b.more {
+                            Code::CONTINUE.set_on(&mut resp);
+                            b.write(&mut resp, CoapOption::Block1);
+                        } else {
+                            b.write(&mut resp, CoapOption::Block1);
+                            deliver(&mut sw);
+                            notify = true;
+                        }
+                    }
+                    (RequestType::Put, ["9", "0", "3"]) => {
+                        let uri = String::from_utf8_lossy(&req.payload).to_string();
+                        // Pull over HTTP in two ranges (a resumed download).
+                        let got = std::thread::spawn(move || http_fetch_in_two(&uri))
+                            .join()
+                            .unwrap();
+                        sw.received = got.unwrap_or_default();
+                        deliver(&mut sw);
+                        notify = true;
+                    }
+                    (RequestType::Post, ["9", "0", "4"]) if sw.state == 3 => {
+                        sw.state = 4;
+                        sw.result = 2;
+                        sw.version = "2.0".into();
+                        notify = true;
+                    }
+                    (RequestType::Post, ["9", "0", "10"]) if sw.state == 4 => {
+                        sw.active = true;
+                        notify = true;
+                    }
+                    _ => Code::METHOD_NOT_ALLOWED.set_on(&mut resp),
+                }
+            }
+            resp.header.set_type(MessageType::Acknowledgement);
+            resp.header.message_id = req.header.message_id;
+            let _ = s2.send_to(&msg::encode(&resp).unwrap(), from).await;
+            if notify {
+                let notes: Vec<Packet> = {
+                    let mut sw = sw.lock().unwrap();
+                    sw.seq += 1;
+                    let seq = sw.seq + 1;
+                    sw.observers
+                        .iter()
+                        .map(|(_, token)| {
+                            let mut n = Packet::new();
+                            n.header.set_type(MessageType::NonConfirmable);
+                            Code::CONTENT.set_on(&mut n);
+                            mid = mid.wrapping_add(1);
+                            n.header.message_id = mid;
+                            n.set_token(token.clone());
+                            msg::set_uint(&mut n, CoapOption::Observe, u64::from(seq));
+                            msg::set_uint(&mut n, CoapOption::ContentFormat, 110);
+                            n.payload = senml(&sw).into_bytes();
+                            n
+                        })
+                        .collect()
+                };
+                for n in notes {
+                    let _ = s2.send_to(&msg::encode(&n).unwrap(), from).await;
+                }
+            }
+        }
+    });
+    sock
+}
+
+fn deliver(sw: &mut Sw) {
+    if sw.received == sw.expected {
+        sw.state = 3;
+        sw.result = 3;
+    } else {
+        sw.state = 0;
+        sw.result = 53;
+    }
+}
+
+fn senml(sw: &Sw) -> String {
+    json!([
+        {"bn": "/9/0/", "n": "0", "vs": sw.name},
+        {"n": "1", "vs": sw.version},
+        {"n": "7", "v": sw.state},
+        {"n": "9", "v": sw.result},
+        {"n": "12", "vb": sw.active},
+    ])
+    .to_string()
+}
+
+fn http_fetch_in_two(uri: &str) -> Option<Vec<u8>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut first = agent.get(uri).header("Range", "bytes=0-999").call().ok()?;
+    assert_eq!(first.status().as_u16(), 206);
+    let etag = first.headers().get("etag")?.to_str().ok()?.to_string();
+    let mut body = first.body_mut().read_to_vec().ok()?;
+    let mut rest = agent
+        .get(uri)
+        .header("Range", "bytes=1000-")
+        .header("If-Range", &etag)
+        .call()
+        .ok()?;
+    assert_eq!(rest.status().as_u16(), 206);
+    body.extend(rest.body_mut().read_to_vec().ok()?);
+    Some(body)
+}
+
+fn app_v1(expected: &[u8]) -> Arc<Mutex<Sw>> {
+    Arc::new(Mutex::new(Sw {
+        name: "app".into(),
+        version: "1.0".into(),
+        state: 4,
+        result: 2,
+        active: true,
+        expected: expected.to_vec(),
+        ..Sw::default()
+    }))
+}
+
+async fn wait_campaign(c: &Client, id: &str) -> Json {
+    let (c, id) = (c.clone(), id.to_string());
+    blocking(move || c.wait(&id, |_| {}).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_upgrade_push_and_pull_with_bad_input_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let c = Client::new(&server.http());
+    let package: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let (cc, p) = (c.clone(), package.clone());
+    let file = blocking(move || cc.upload(&p, "app-2.0.wasm", Some("v2"), None))
+        .await
+        .unwrap();
+    let sha = file["sha256"].as_str().unwrap().to_string();
+
+    let d1 = app_v1(&package);
+    let d2 = app_v1(&package);
+    let bad = app_v1(b"something else");
+    let _s1 = fake_device(server.bound.coap, "d1", d1.clone()).await;
+    let _s2 = fake_device(server.bound.coap, "d2", d2.clone()).await;
+    let _s3 = fake_device(server.bound.coap, "bad", bad.clone()).await;
+    let cc = c.clone();
+    eventually(Duration::from_secs(5), move || {
+        let v = cc.get("/api/devices").ok()?;
+        (v.as_array()?.iter().filter(|d| d["online"] == true).count() == 3).then_some(())
+    })
+    .await
+    .expect("3 devices registered");
+
+    // Group by explicit endpoint and by label.
+    let cc = c.clone();
+    blocking(move || {
+        cc.put("/api/devices/d2/labels", &json!(["lab"])).unwrap();
+        cc.put("/api/devices/bad/labels", &json!(["lab"])).unwrap();
+        cc.put(
+            "/api/groups/edge",
+            &json!({"endpoints": ["d1"], "labels": ["lab"]}),
+        )
+        .unwrap();
+        let g = cc.get("/api/groups/edge").unwrap();
+        assert_eq!(g["members"], json!(["bad", "d1", "d2"]));
+    })
+    .await;
+
+    // Bad input: clear errors, nothing created.
+    let cc = c.clone();
+    let sha2 = sha.clone();
+    blocking(move || {
+        let status = |r: Result<Json, wasmdm_server::ctl::CtlError>| match r {
+            Err(wasmdm_server::ctl::CtlError::Api { status, .. }) => status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(cc.post("/api/campaigns", &json!({"op": "upgrade"}))), 400);
+        assert_eq!(status(cc.post("/api/campaigns", &json!({"op": "upgrade", "package": "app", "group": "nope", "file": sha2}))), 404);
+        assert_eq!(status(cc.post("/api/campaigns", &json!({"op": "upgrade", "package": "app", "group": "edge", "file": "00"}))), 404);
+        assert_eq!(status(cc.post("/api/campaigns", &json!({"op": "upgrade", "package": "app", "group": "edge"}))), 400);
+        assert_eq!(status(cc.post("/api/campaigns", &json!({"op": "upgrade", "package": "app", "group": "edge", "file": sha2, "quota": 0}))), 400);
+        assert_eq!(status(cc.put("/api/groups/bad%20name", &json!({}))), 400);
+        assert_eq!(status(cc.put("/api/groups/x", &json!({"endpoints": "notalist"}))), 400);
+        assert_eq!(status(cc.put("/api/devices/ghost/labels", &json!(["a"]))), 404);
+        assert_eq!(status(cc.get("/api/campaigns/none")), 404);
+        assert_eq!(status(cc.delete("/api/files/abc")), 404);
+        assert_eq!(status(cc.dm("d1", &json!({"op": "delete", "path": "/9"}))), 400);
+        assert_eq!(cc.get("/api/campaigns").unwrap(), json!([]));
+        assert!(cc.get("/api/groups/x").is_err());
+    })
+    .await;
+
+    // Push upgrade of the group, quota 2.
+    let cc = c.clone();
+    let body = json!({"op": "upgrade", "package": "app", "group": "edge", "file": sha, "delivery": "push", "quota": 2, "timeout_secs": 30});
+    let created = blocking(move || cc.campaign(&body).unwrap()).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = wait_campaign(&c, &id).await;
+    assert_eq!(done["status"], "finished", "{done:#}");
+    assert_eq!(done["summary"]["done"], 2, "{done:#}");
+    assert_eq!(done["summary"]["failed"], 1, "{done:#}");
+    let jobs = done["jobs"].as_array().unwrap();
+    let bad_job = jobs.iter().find(|j| j["endpoint"] == "bad").unwrap();
+    assert_eq!(bad_job["update_result"], 53);
+    assert_eq!(
+        bad_job["update_result_name"],
+        "Package integrity check failure"
+    );
+    let d1_job = jobs.iter().find(|j| j["endpoint"] == "d1").unwrap();
+    assert_eq!(d1_job["targets"][0]["old_version"], "1.0");
+    assert_eq!(d1_job["targets"][0]["new_version"], "2.0");
+    for d in [&d1, &d2] {
+        let sw = d.lock().unwrap();
+        assert_eq!(sw.received, package, "Block1 push delivered the file");
+        assert_eq!((sw.state, sw.version.as_str(), sw.active), (4, "2.0", true));
+    }
+
+    // Retry of the failed device after fixing it; then a pull (HTTP Range) upgrade by name + version.
+    bad.lock().unwrap().expected = package.clone();
+    let (cc, id2) = (c.clone(), id.clone());
+    blocking(move || {
+        cc.post(&format!("/api/campaigns/{id2}/retry"), &json!({}))
+            .unwrap()
+    })
+    .await;
+    let done = wait_campaign(&c, &id).await;
+    assert_eq!(done["summary"]["done"], 3, "{done:#}");
+    d1.lock().unwrap().version = "1.5".into();
+    let cc = c.clone();
+    let body = json!({"op": "upgrade", "package": "app", "version": "1.5", "group": "edge", "file": sha,
+                      "delivery": "pull", "protocol": "http", "timeout_secs": 30});
+    let created = blocking(move || cc.campaign(&body).unwrap()).await;
+    let id3 = created["id"].as_str().unwrap().to_string();
+    let done = wait_campaign(&c, &id3).await;
+    assert_eq!(
+        (
+            done["summary"]["done"].as_u64(),
+            done["summary"]["skipped"].as_u64()
+        ),
+        (Some(1), Some(2)),
+        "{done:#}"
+    );
+    assert_eq!(
+        d1.lock().unwrap().received,
+        package,
+        "pulled over HTTP in two ranges"
+    );
+
+    // CoAP Block2 download of the file from the server.
+    let got = coap_fetch(server.bound.coap, &sha).await;
+    assert_eq!(got, package);
+
+    // Restart on the same data directory: devices, groups, files and campaigns are still there.
+    let coap = server.bound.coap;
+    server.shutdown().await;
+    let server = TestServer::start_on(dir.path(), coap).await;
+    let c = Client::new(&server.http());
+    blocking(move || {
+        assert_eq!(c.get("/api/devices").unwrap().as_array().unwrap().len(), 3);
+        assert_eq!(
+            c.get("/api/groups/edge").unwrap()["members"],
+            json!(["bad", "d1", "d2"])
+        );
+        assert_eq!(c.get("/api/files").unwrap().as_array().unwrap().len(), 1);
+        assert_eq!(
+            c.get("/api/campaigns").unwrap().as_array().unwrap().len(),
+            2
+        );
+        // A DM to a device registered before the restart still works.
+        let r = c
+            .dm("d2", &json!({"op": "read", "path": "/9/0", "accept": null}))
+            .unwrap();
+        assert_eq!(r["values"]["/9/0/1"], "2.0", "{r}");
+    })
+    .await;
+    server.shutdown().await;
+}
+
+/// GETs /fw/<sha> block by block (RFC 7959 §2.4), 512-byte blocks.
+async fn coap_fetch(server: SocketAddr, sha: &str) -> Vec<u8> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    for num in 0.. {
+        let mut req = msg::request(RequestType::Get, &["fw", sha]);
+        req.header.message_id = 500 + num as u16;
+        req.set_token(vec![num as u8]);
+        BlockOpt {
+            num,
+            more: false,
+            szx: 5,
+        }
+        .write(&mut req, CoapOption::Block2);
+        sock.send_to(&msg::encode(&req).unwrap(), server)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let resp = Packet::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(Code::of(&resp), Code::CONTENT);
+        assert!(resp.get_first_option(CoapOption::ETag).is_some());
+        body.extend_from_slice(&resp.payload);
+        let b = BlockOpt::read(&resp, CoapOption::Block2).unwrap().unwrap();
+        assert_eq!(b.num, num);
+        if !b.more {
+            break;
+        }
+    }
+    body
+}

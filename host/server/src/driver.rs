@@ -19,7 +19,7 @@ use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::core::observe::Observations;
 use crate::core::registry::{Registry, RegistryEvent};
-use crate::store::{CAMPAIGNS, DEVICES, DeviceRecord, Store};
+use crate::store::{CAMPAIGNS, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
 
 /// Current Unix time in ms.
 pub fn unix_ms() -> u64 {
@@ -84,6 +84,9 @@ struct Pending {
     block2: Option<(Packet, Vec<u8>)>,
 }
 
+/// How often expired software files are purged.
+const PURGE_PERIOD_MS: u64 = 1_000;
+
 /// Largest Block2 body the server collects (bounds memory per read).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -99,6 +102,7 @@ pub struct Driver {
     files: HashMap<String, Arc<Vec<u8>>>,
     notified: Notified,
     start: Instant,
+    last_purge: u64,
 }
 
 impl Driver {
@@ -134,6 +138,7 @@ impl Driver {
             files: HashMap::new(),
             notified,
             start: Instant::now(),
+            last_purge: 0,
         })
     }
 
@@ -211,6 +216,35 @@ impl Driver {
         let ids: Vec<String> = self.campaigns.keys().cloned().collect();
         for id in ids {
             self.campaign_input(&id, Input::Tick);
+        }
+        if now.saturating_sub(self.last_purge) >= PURGE_PERIOD_MS {
+            self.last_purge = now;
+            self.purge_files(now);
+        }
+    }
+
+    /// Drops software files whose retention elapsed, unless a running campaign uses them.
+    fn purge_files(&mut self, now: u64) {
+        let Ok(files) = self.store.list::<SoftwareFile>(FILES) else {
+            return;
+        };
+        for f in files {
+            let expired = f.retain_until.is_some_and(|t| t <= now);
+            let in_use = self
+                .campaigns
+                .values()
+                .any(|c| c.spec.file.as_deref() == Some(f.sha256.as_str()));
+            if expired && !in_use {
+                self.files.remove(&f.sha256);
+                let removed = self
+                    .store
+                    .delete(FILES, &f.sha256)
+                    .and_then(|_| self.store.remove_blob(&f.sha256));
+                match removed {
+                    Ok(()) => tracing::info!("software file {} ({}) expired", f.sha256, f.name),
+                    Err(e) => tracing::warn!("purge {}: {e}", f.sha256),
+                }
+            }
         }
     }
 

@@ -28,6 +28,10 @@ struct Sw {
     expected: Vec<u8>,
     observers: Vec<(u16, Vec<u8>)>,
     seq: u32,
+    /// Accept Install but do not finish it (a device stalled mid-upgrade).
+    hold_install: bool,
+    /// Answer nothing at all.
+    silent: bool,
 }
 
 /// A minimal LwM2M device with one /9 instance, answering over UDP.
@@ -107,6 +111,7 @@ async fn fake_device(server: SocketAddr, ep: &str, sw: Arc<Mutex<Sw>>) -> Arc<Ud
                         deliver(&mut sw);
                         notify = true;
                     }
+                    (RequestType::Post, ["9", "0", "4"]) if sw.state == 3 && sw.hold_install => {}
                     (RequestType::Post, ["9", "0", "4"]) if sw.state == 3 => {
                         sw.state = 4;
                         sw.result = 2;
@@ -395,4 +400,99 @@ async fn coap_fetch(server: SocketAddr, sha: &str) -> Vec<u8> {
         }
     }
     body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_mid_campaign_continues_and_cancel_stops_a_stalled_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let c = Client::new(&server.http());
+    let package = vec![5u8; 700];
+    let (cc, p) = (c.clone(), package.clone());
+    let sha = blocking(move || cc.upload(&p, "app", None, Some(3600)).unwrap()).await["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dev = app_v1(&package);
+    dev.lock().unwrap().hold_install = true;
+    let _sock = fake_device(server.bound.coap, "slow", dev.clone()).await;
+    let cc = c.clone();
+    eventually(Duration::from_secs(5), move || {
+        cc.get("/api/devices/slow")
+            .ok()
+            .filter(|d| d["online"] == true)
+    })
+    .await
+    .expect("registered");
+    let cc = c.clone();
+    let body = json!({"op": "upgrade", "package": "app", "devices": ["slow"], "file": sha, "delivery": "push", "timeout_secs": 60});
+    let id = blocking(move || cc.campaign(&body).unwrap()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Wait until the device sits in DELIVERED with Install executed but not finished.
+    let d = dev.clone();
+    eventually(Duration::from_secs(10), move || {
+        (d.lock().unwrap().state == 3).then_some(())
+    })
+    .await
+    .expect("delivered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The server stops; meanwhile the device finishes installing.
+    let coap = server.bound.coap;
+    server.shutdown().await;
+    {
+        let mut sw = dev.lock().unwrap();
+        sw.state = 4;
+        sw.result = 2;
+        sw.version = "2.0".into();
+    }
+    let server = TestServer::start_on(dir.path(), coap).await;
+    let c = Client::new(&server.http());
+    let done = wait_campaign(&c, &id).await;
+    assert_eq!(done["status"], "finished", "{done:#}");
+    assert_eq!(done["summary"]["done"], 1, "{done:#}");
+    assert!(dev.lock().unwrap().active, "re-activated after the restart");
+
+    // A device that stops answering: the campaign is cancelled through the API.
+    dev.lock().unwrap().silent = true;
+    let cc = c.clone();
+    let body =
+        json!({"op": "deactivate", "package": "app", "devices": ["slow"], "timeout_secs": 60});
+    let id = blocking(move || cc.campaign(&body).unwrap()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (cc, id2) = (c.clone(), id.clone());
+    let cancelled = blocking(move || {
+        cc.post(&format!("/api/campaigns/{id2}/cancel"), &json!({}))
+            .unwrap()
+    })
+    .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled:#}");
+    assert_eq!(cancelled["summary"]["cancelled"], 1);
+    // Cancelling twice is a conflict and changes nothing.
+    let (cc, id2) = (c.clone(), id.clone());
+    let again =
+        blocking(move || cc.post(&format!("/api/campaigns/{id2}/cancel"), &json!({}))).await;
+    assert!(matches!(
+        again,
+        Err(wasmdm_server::ctl::CtlError::Api { status: 409, .. })
+    ));
+
+    // Retention: a file kept for 0 s is purged; one kept forever stays.
+    let cc = c.clone();
+    blocking(move || {
+        let tmp = cc.upload(b"short-lived", "tmp", None, Some(0)).unwrap();
+        let sha = tmp["sha256"].as_str().unwrap().to_string();
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            cc.get(&format!("/api/files/{sha}")).is_err()
+        });
+        assert!(gone, "expired file purged");
+        assert_eq!(cc.get("/api/files").unwrap().as_array().unwrap().len(), 1);
+    })
+    .await;
+    server.shutdown().await;
 }

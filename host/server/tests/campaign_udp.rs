@@ -496,3 +496,50 @@ async fn restart_mid_campaign_continues_and_cancel_stops_a_stalled_device() {
     .await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_coap_gets_rst_or_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 1500];
+    let mut ask = async |bytes: &[u8]| -> Vec<u8> {
+        sock.send_to(bytes, server.bound.coap).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf[..n].to_vec()
+    };
+    // CON with a truncated option: RST with the same MID (RFC 7252 §4.2).
+    assert_eq!(
+        ask(&[0x40, 0x02, 0x12, 0x34, 0xB5, 0x72]).await,
+        vec![0x70, 0x00, 0x12, 0x34]
+    );
+    // CoAP ping: RST.
+    assert_eq!(
+        ask(&[0x40, 0x00, 0x00, 0x07]).await,
+        vec![0x70, 0x00, 0x00, 0x07]
+    );
+    // Register without `lwm2m`: 4.00; with an unsupported version: 4.12.
+    let mut reg = msg::request(RequestType::Post, &["rd"]);
+    reg.header.message_id = 0x2000;
+    reg.set_token(vec![1]);
+    msg::add_strings(&mut reg, CoapOption::UriQuery, &["ep=x"]);
+    reg.payload = b"</3/0>".to_vec();
+    let r = Packet::from_bytes(&ask(&msg::encode(&reg).unwrap()).await).unwrap();
+    assert_eq!(Code::of(&r), Code::BAD_REQUEST);
+    reg.header.message_id = 0x2001;
+    msg::add_strings(&mut reg, CoapOption::UriQuery, &["lwm2m=9.9"]);
+    let r = Packet::from_bytes(&ask(&msg::encode(&reg).unwrap()).await).unwrap();
+    assert_eq!(Code::of(&r), Code::PRECONDITION_FAILED);
+    // Unknown resource on the server: 4.04; unknown file: 4.04.
+    let mut get = msg::request(RequestType::Get, &["fw", &"0".repeat(64)]);
+    get.header.message_id = 0x2002;
+    let r = Packet::from_bytes(&ask(&msg::encode(&get).unwrap()).await).unwrap();
+    assert_eq!(Code::of(&r), Code::NOT_FOUND);
+    let c = Client::new(&server.http());
+    let devices = blocking(move || c.get("/api/devices").unwrap()).await;
+    assert_eq!(devices, json!([]), "nothing registered");
+    server.shutdown().await;
+}

@@ -1,0 +1,302 @@
+//! One wasmtime `Engine` per process, its epoch ticker, the two linkers and the
+//! precompiled-code cache.
+
+use super::error::RuntimeError;
+use super::host::{HostState, bindings};
+use super::spec::World;
+use crate::state::{StateError, atomic_write};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// Epoch tick: the granularity of yields and forced stops.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine sizing, from the device configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Concurrent instances the pool holds (default 100; 1000+ is fine on 64-bit).
+    pub max_instances: u32,
+    /// Largest linear memory any instance may have (the pool's per-slot size).
+    pub max_memory_per_instance: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instances: 100,
+            max_memory_per_instance: 256 << 20,
+        }
+    }
+}
+
+/// The engine, its linkers and ticker; shared by all instances.
+pub struct EngineShared {
+    /// The engine.
+    pub engine: Engine,
+    /// hex of `precompile_compatibility_hash`: part of every .cwasm name.
+    pub compat: String,
+    command_linker: Linker<HostState>,
+    app_linker: Linker<HostState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for EngineShared {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Feeds `Hash` output into sha256 so the compatibility key is stable across runs.
+struct ShaHasher(Sha256);
+impl std::hash::Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn engine_err(e: wasmtime::Error) -> RuntimeError {
+    RuntimeError::Engine(format!("{e:#}"))
+}
+
+impl EngineShared {
+    /// Builds the engine (pooling allocator, epoch interruption, CoW memory init),
+    /// both linkers and starts the 10 ms epoch ticker thread.
+    pub fn new(cfg: &EngineConfig) -> Result<Arc<EngineShared>, RuntimeError> {
+        let slots = cfg.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        // A Rust wasip2 component has a handful of core instances, one main memory
+        // and a few tables; size totals for `slots` such components.
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .max_core_instances_per_component(16)
+            .total_memories(slots.saturating_mul(2))
+            .max_memories_per_component(2)
+            .total_tables(slots.saturating_mul(4))
+            .max_tables_per_component(4)
+            .total_stacks(slots)
+            .max_memory_size(usize::try_from(cfg.max_memory_per_instance).unwrap_or(usize::MAX));
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            // Reserve only what a slot may use: a device cannot afford 4 GiB x slots
+            // of address space comfortably; explicit bounds checks are the price.
+            .memory_reservation(cfg.max_memory_per_instance)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_err)?;
+
+        let mut hasher = ShaHasher(Sha256::new());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        let compat = hex::encode(hasher.0.finalize().get(..8).unwrap_or_default());
+
+        let mut command_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut command_linker).map_err(engine_err)?;
+        let mut app_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut app_linker).map_err(engine_err)?;
+        bindings::AppImports::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut app_linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let stop = ticker_stop.clone();
+        std::thread::Builder::new()
+            .name("wasmdm-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("spawn epoch ticker: {e}")))?;
+
+        Ok(Arc::new(EngineShared {
+            engine,
+            compat,
+            command_linker,
+            app_linker,
+            ticker_stop,
+        }))
+    }
+
+    /// Cache file for a component digest under this engine.
+    pub fn cwasm_path(&self, cache_dir: &Path, sha256: &str) -> PathBuf {
+        cache_dir.join(format!("{sha256}-{}.cwasm", self.compat))
+    }
+
+    /// Loads `wasm` as a ready-to-instantiate component: from the cache when a
+    /// .cwasm for this engine exists, else precompiles (on a blocking thread) and
+    /// stores it atomically first. The world check happens here too
+    /// (`instantiate_pre` fails on imports the world does not provide).
+    pub async fn load(
+        self: &Arc<Self>,
+        component_id: &str,
+        wasm: &Path,
+        sha256: &str,
+        world: World,
+        cache_dir: &Path,
+    ) -> Result<CommandPre<HostState>, RuntimeError> {
+        let cwasm = self.cwasm_path(cache_dir, sha256);
+        let this = self.clone();
+        let wasm = wasm.to_path_buf();
+        let id = component_id.to_string();
+        let component = tokio::task::spawn_blocking(move || this.load_blocking(&id, &wasm, &cwasm))
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("compile task: {e}")))??;
+        self.prepare(component_id, &component, world)
+    }
+
+    fn load_blocking(
+        &self,
+        id: &str,
+        wasm: &Path,
+        cwasm: &Path,
+    ) -> Result<Component, RuntimeError> {
+        if cwasm.exists() {
+            // SAFETY: the cache only holds files this process family wrote with
+            // atomic_write (never modified in place) and their name pins the engine hash.
+            match unsafe { Component::deserialize_file(&self.engine, cwasm) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!("discarding cached {}: {e:#}", cwasm.display());
+                    let _ = std::fs::remove_file(cwasm);
+                }
+            }
+        }
+        let bytes = std::fs::read(wasm).map_err(|e| StateError::io("read", wasm, e))?;
+        check_component_magic(id, &bytes)?;
+        let code = self
+            .engine
+            .precompile_component(&bytes)
+            .map_err(|e| RuntimeError::InstallFailed {
+                component: id.to_string(),
+                reason: format!("invalid component: {e:#}"),
+            })?;
+        atomic_write(cwasm, &code)?;
+        // SAFETY: as above; we just wrote this file atomically.
+        unsafe { Component::deserialize_file(&self.engine, cwasm) }.map_err(engine_err)
+    }
+
+    /// Compiles `bytes` in memory (no cache) and reports its interface and
+    /// whether it can run under `world` here. Outer error: not a component / does
+    /// not compile; inner: the world check.
+    pub fn describe(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        world: World,
+    ) -> Result<(ComponentInterface, Result<(), RuntimeError>), RuntimeError> {
+        check_component_magic(id, bytes)?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::InstallFailed {
+                component: id.to_string(),
+                reason: format!("invalid component: {e:#}"),
+            })?;
+        let ty = component.component_type();
+        let interface = ComponentInterface {
+            imports: ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+            exports: ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+        };
+        let check = self.prepare(id, &component, world).map(|_| ());
+        Ok((interface, check))
+    }
+
+    /// Checks the component's imports against its declared world and that it
+    /// exports `wasi:cli/run`.
+    fn prepare(
+        &self,
+        id: &str,
+        component: &Component,
+        world: World,
+    ) -> Result<CommandPre<HostState>, RuntimeError> {
+        let linker = match world {
+            World::Command => &self.command_linker,
+            World::App => &self.app_linker,
+        };
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| RuntimeError::InstallFailed {
+                component: id.to_string(),
+                reason: format!("imports not satisfied by world {world}: {e:#}"),
+            })?;
+        CommandPre::new(pre).map_err(|e| RuntimeError::InstallFailed {
+            component: id.to_string(),
+            reason: format!("does not export wasi:cli/run: {e:#}"),
+        })
+    }
+}
+
+/// Names a component imports and exports (for `wasmdm inspect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentInterface {
+    /// Imported instance/function names, e.g. `wasi:cli/environment@0.2.6`.
+    pub imports: Vec<String>,
+    /// Exported names, e.g. `wasi:cli/run@0.2.6`.
+    pub exports: Vec<String>,
+}
+
+/// Reports a component's interface and whether it can run under `world` on this
+/// host, without installing it (a small throwaway engine compiles it).
+pub async fn describe_component(
+    id: &str,
+    bytes: &[u8],
+    world: World,
+) -> Result<(ComponentInterface, Result<(), RuntimeError>), RuntimeError> {
+    let engine = EngineShared::new(&EngineConfig {
+        max_instances: 1,
+        ..EngineConfig::default()
+    })?;
+    let id = id.to_string();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || engine.describe(&id, &bytes, world))
+        .await
+        .map_err(|e| RuntimeError::Engine(format!("compile task: {e}")))?
+}
+
+/// Core modules and garbage are "unsupported", not "install failure".
+fn check_component_magic(id: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
+    const COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+    const CORE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+    match bytes.get(..8) {
+        Some(h) if h == COMPONENT => Ok(()),
+        Some(h) if h == CORE => Err(RuntimeError::NotAComponent {
+            component: id.to_string(),
+            reason: "a core wasm module, not a component".into(),
+        }),
+        _ => Err(RuntimeError::NotAComponent {
+            component: id.to_string(),
+            reason: "not a wasm component (bad magic)".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic() {
+        assert!(check_component_magic("x", b"\0asm\x0d\0\x01\0rest").is_ok());
+        assert!(matches!(
+            check_component_magic("x", b"\0asm\x01\0\0\0"),
+            Err(RuntimeError::NotAComponent { .. })
+        ));
+        assert!(check_component_magic("x", b"\0as").is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! Running one component instance to completion inside its sandbox.
+
+use super::engine::EngineShared;
+use super::host::{HostState, StopSignal, TotalMemoryLimiter};
+use super::logbuf::{LogBuffer, LogSink, LogSource};
+use super::spec::{NetRule, Sandbox};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// `run` returned; 0 is success (an `Err` from `run` is 1).
+    Exited(i32),
+    /// The guest trapped; the message says why.
+    Trapped(String),
+    /// A memory or table growth beyond the sandbox's memory cap was refused.
+    MemoryLimitExceeded {
+        /// The cap.
+        limit: u64,
+    },
+    /// `/data` grew beyond the sandbox's quota.
+    DiskQuotaExceeded {
+        /// The quota.
+        quota: u64,
+    },
+    /// Stopped on request; `forced` if the grace period ran out.
+    Stopped {
+        /// Interrupted after the grace period rather than returning by itself.
+        forced: bool,
+    },
+    /// Instantiation failed (pool exhausted, sandbox setup failed, ...).
+    StartFailed(String),
+}
+
+impl ExitStatus {
+    /// True for a clean exit (code 0 or a requested stop).
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            ExitStatus::Exited(0) | ExitStatus::Stopped { forced: false }
+        )
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
+            ExitStatus::Trapped(m) => write!(f, "trapped: {m}"),
+            ExitStatus::MemoryLimitExceeded { limit } => {
+                write!(f, "memory limit exceeded ({limit} bytes)")
+            }
+            ExitStatus::DiskQuotaExceeded { quota } => {
+                write!(f, "disk quota exceeded ({quota} bytes)")
+            }
+            ExitStatus::Stopped { forced: false } => write!(f, "stopped"),
+            ExitStatus::Stopped { forced: true } => {
+                write!(f, "stopped (interrupted after grace period)")
+            }
+            ExitStatus::StartFailed(m) => write!(f, "failed to start: {m}"),
+        }
+    }
+}
+
+/// Everything one instance needs besides the compiled component.
+#[derive(Clone)]
+pub struct InstanceSetup {
+    /// argv\[0\].
+    pub argv0: String,
+    /// The sandbox grants.
+    pub sandbox: Sandbox,
+    /// Host dir preopened at `/data`, if granted.
+    pub data_dir: Option<PathBuf>,
+    /// Package root, base of read-only mounts.
+    pub package_root: PathBuf,
+    /// Package config values.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// The component's log.
+    pub log: LogBuffer,
+}
+
+fn build_state(setup: &InstanceSetup, stop: Arc<StopSignal>) -> Result<HostState, String> {
+    let sb = &setup.sandbox;
+    let mut b = WasiCtxBuilder::new();
+    let mut argv = vec![setup.argv0.clone()];
+    argv.extend(sb.args.iter().cloned());
+    b.args(&argv);
+    b.envs(&sb.env);
+    b.stdout(LogSink::new(setup.log.clone(), LogSource::Stdout));
+    b.stderr(LogSink::new(setup.log.clone(), LogSource::Stderr));
+    if let Some(dir) = &setup.data_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        b.preopened_dir(dir, "/data", FsPerms::ReadWrite)
+            .map_err(|e| format!("preopen /data: {e:#}"))?;
+    }
+    for m in &sb.readonly {
+        let host = setup.package_root.join(&m.source);
+        b.preopened_dir(&host, &m.guest, FsPerms::ReadOnly)
+            .map_err(|e| format!("preopen {}: {e:#}", m.guest))?;
+    }
+    if !sb.network.is_empty() {
+        // Name lookup stays off: the allow list is addresses, not names.
+        let rules: Arc<[NetRule]> = sb.network.clone().into();
+        b.allow_tcp(true).allow_udp(true);
+        b.socket_addr_check(move |addr, usage| {
+            let ok = net_allowed(&rules, &addr, usage);
+            Box::pin(async move { ok })
+        });
+    }
+    Ok(HostState {
+        wasi: b.build(),
+        table: ResourceTable::new(),
+        limiter: TotalMemoryLimiter::new(sb.memory_bytes),
+        stop,
+        config: setup.config.clone(),
+        log: setup.log.clone(),
+    })
+}
+
+/// Binds to the wildcard address are how the OS picks a local port; every use
+/// naming a peer or a listening address must match the allow list.
+fn net_allowed(rules: &[NetRule], addr: &SocketAddr, usage: SocketAddrUse) -> bool {
+    let implicit_bind = matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
+        && addr.ip().is_unspecified();
+    implicit_bind || rules.iter().any(|r| r.matches(addr))
+}
+
+/// Instantiates and runs `run` to completion. Cancel-safe: dropping the future
+/// drops the store, which is how a guest blocked in a host call is removed.
+pub async fn run_instance(
+    engine: Arc<EngineShared>,
+    pre: CommandPre<HostState>,
+    setup: InstanceSetup,
+    stop: Arc<StopSignal>,
+) -> ExitStatus {
+    let state = match build_state(&setup, stop.clone()) {
+        Ok(s) => s,
+        Err(e) => return ExitStatus::StartFailed(e),
+    };
+    let limit = setup.sandbox.memory_bytes;
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let stop_cb = stop.clone();
+    store.epoch_deadline_callback(move |_| {
+        if stop_cb.is_forced() {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+
+    let cmd = match pre.instantiate_async(&mut store).await {
+        Ok(c) => c,
+        Err(e) => {
+            return if store.data().limiter.hit {
+                ExitStatus::MemoryLimitExceeded { limit }
+            } else {
+                ExitStatus::StartFailed(format!("{e:#}"))
+            };
+        }
+    };
+    let result = cmd.wasi_cli_run().call_run(&mut store).await;
+    setup.log.flush();
+    match result {
+        Ok(Ok(())) => ExitStatus::Exited(0),
+        Ok(Err(())) => ExitStatus::Exited(1),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                ExitStatus::Exited(exit.0)
+            } else if store.data().limiter.hit {
+                ExitStatus::MemoryLimitExceeded { limit }
+            } else if stop.is_forced()
+                && e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+            {
+                ExitStatus::Stopped { forced: true }
+            } else {
+                let msg = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(t) => t.to_string(),
+                    None => format!("{e}"),
+                };
+                ExitStatus::Trapped(msg)
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! One supervisor task per active component: runs the instance, stops it on
+//! request (soft, then forced after the grace period, then dropped), enforces the
+//! disk quota and applies the restart policy.
+
+use super::engine::{EPOCH_TICK, EngineShared};
+use super::host::{HostState, StopSignal};
+use super::instance::{ExitStatus, InstanceSetup, run_instance};
+use super::logbuf::LogSource;
+use super::spec::RestartPolicy;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+/// What a component is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ComponentState {
+    /// Not activated.
+    Inactive,
+    /// Being instantiated, or waiting out a restart backoff.
+    Starting,
+    /// `run` is executing.
+    Running,
+    /// A stop was requested; waiting for the guest to return.
+    Stopping,
+    /// Returned successfully and will not be restarted.
+    Exited,
+    /// Ended badly and will not be restarted (policy exhausted or quota).
+    Failed,
+}
+
+/// Live status of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentStatus {
+    /// Component id.
+    pub id: String,
+    /// Component version.
+    pub version: String,
+    /// Desired state: activated by the operator (persisted).
+    pub active: bool,
+    /// Actual state.
+    pub state: ComponentState,
+    /// Restarts performed by the restart policy since activation.
+    pub restart_count: u32,
+    /// How the last instance ended.
+    pub last_exit: Option<ExitStatus>,
+}
+
+/// Broadcast to the LwM2M layer whenever a component's actual state changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    /// Package name.
+    pub package: String,
+    /// Component id.
+    pub component: String,
+    /// New state.
+    pub state: ComponentState,
+    /// Exit status when the state change was caused by an instance ending.
+    pub exit: Option<ExitStatus>,
+}
+
+/// Status shared between a supervisor and queries.
+pub type SharedStatus = Arc<Mutex<ComponentStatus>>;
+
+/// What a supervisor needs.
+pub struct SupervisorArgs {
+    /// Package name (for events).
+    pub package: String,
+    /// The engine.
+    pub engine: Arc<EngineShared>,
+    /// Compiled component.
+    pub pre: CommandPre<HostState>,
+    /// Sandbox and wiring.
+    pub setup: InstanceSetup,
+    /// Status to update.
+    pub status: SharedStatus,
+    /// Event channel.
+    pub events: broadcast::Sender<RuntimeEvent>,
+}
+
+/// Handle to a running supervisor.
+pub struct Supervisor {
+    stop: watch::Sender<bool>,
+    join: JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// Starts supervising (spawns on the current tokio runtime).
+    pub fn start(args: SupervisorArgs) -> Supervisor {
+        let (stop, rx) = watch::channel(false);
+        let join = tokio::spawn(supervise(args, rx));
+        Supervisor { stop, join }
+    }
+
+    /// Stops the instance (soft, grace, forced, dropped) and returns once it is gone.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.join.await;
+    }
+
+    /// True if the supervisor already finished (exited/failed without restart).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+/// Resolves once a stop was requested or the handle was dropped (runtime gone).
+async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn set_state(args: &SupervisorArgs, state: ComponentState, exit: Option<ExitStatus>) {
+    let id = {
+        let mut st = args.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.state = state;
+        if exit.is_some() {
+            st.last_exit = exit.clone();
+        }
+        st.id.clone()
+    };
+    let _ = args.events.send(RuntimeEvent {
+        package: args.package.clone(),
+        component: id,
+        state,
+        exit,
+    });
+}
+
+/// Soft stop, grace period, forced interrupt, then drop the task.
+pub(crate) async fn stop_instance(
+    handle: &mut JoinHandle<ExitStatus>,
+    signal: &StopSignal,
+    grace: Duration,
+) -> ExitStatus {
+    signal.request();
+    if let Ok(r) = tokio::time::timeout(grace, &mut *handle).await {
+        return r.unwrap_or(ExitStatus::Stopped { forced: true });
+    }
+    signal.force();
+    // The epoch callback interrupts compute within a tick; allow a few ticks.
+    if let Ok(r) = tokio::time::timeout(EPOCH_TICK * 5, &mut *handle).await {
+        return r.unwrap_or(ExitStatus::Stopped { forced: true });
+    }
+    // Blocked in a host call: epochs cannot reach it, drop its future.
+    handle.abort();
+    let _ = (&mut *handle).await;
+    ExitStatus::Stopped { forced: true }
+}
+
+async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
+    let sb = args.setup.sandbox.clone();
+    let grace = Duration::from_millis(sb.stop_grace_ms);
+    let mut retries: u32 = 0;
+    loop {
+        set_state(&args, ComponentState::Starting, None);
+        let signal = StopSignal::new();
+        let mut handle = tokio::spawn(run_instance(
+            args.engine.clone(),
+            args.pre.clone(),
+            args.setup.clone(),
+            signal.clone(),
+        ));
+        set_state(&args, ComponentState::Running, None);
+        args.setup.log.push(LogSource::Host, "started");
+        let mut quota_tick = tokio::time::interval(Duration::from_secs(1));
+        quota_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
+        let exit = loop {
+            tokio::select! {
+                r = &mut handle => {
+                    break r.unwrap_or_else(|e| ExitStatus::Trapped(format!("instance task: {e}")));
+                }
+                _ = stop_requested(&mut stop_rx) => {
+                    stopping = true;
+                    set_state(&args, ComponentState::Stopping, None);
+                    let st = stop_instance(&mut handle, &signal, grace).await;
+                    break match st {
+                        ExitStatus::Exited(_) | ExitStatus::Trapped(_) => ExitStatus::Stopped { forced: false },
+                        other => other,
+                    };
+                }
+                _ = quota_tick.tick(), if sb.data_dir => {
+                    if over_quota(&args.setup, sb.data_quota).await {
+                        set_state(&args, ComponentState::Stopping, None);
+                        let _ = stop_instance(&mut handle, &signal, grace).await;
+                        break ExitStatus::DiskQuotaExceeded { quota: sb.data_quota };
+                    }
+                }
+            }
+        };
+        args.setup.log.push(LogSource::Host, &exit.to_string());
+        if stopping {
+            set_state(&args, ComponentState::Inactive, Some(exit));
+            return;
+        }
+        let restart = match (&exit, sb.restart) {
+            (ExitStatus::DiskQuotaExceeded { .. }, _) => None,
+            (_, RestartPolicy::No) => None,
+            (e, RestartPolicy::OnFailure { .. }) if e.is_success() => None,
+            (_, RestartPolicy::OnFailure {
+                max_retries,
+                backoff_ms,
+            }) => (retries < max_retries).then_some(backoff_ms),
+            (_, RestartPolicy::Always { backoff_ms }) => Some(backoff_ms),
+        };
+        let Some(backoff_ms) = restart else {
+            let state = if exit.is_success() {
+                ComponentState::Exited
+            } else {
+                ComponentState::Failed
+            };
+            set_state(&args, state, Some(exit));
+            return;
+        };
+        retries = retries.saturating_add(1);
+        {
+            let mut st = args.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.restart_count = st.restart_count.saturating_add(1);
+        }
+        set_state(&args, ComponentState::Starting, Some(exit));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+            _ = stop_requested(&mut stop_rx) => {
+                set_state(&args, ComponentState::Inactive, Some(ExitStatus::Stopped { forced: false }));
+                return;
+            }
+        }
+    }
+}
+
+async fn over_quota(setup: &InstanceSetup, quota: u64) -> bool {
+    let Some(dir) = setup.data_dir.clone() else {
+        return false;
+    };
+    match tokio::task::spawn_blocking(move || crate::state::dir_size(&dir)).await {
+        Ok(Ok(size)) => size > quota,
+        _ => false,
+    }
+}

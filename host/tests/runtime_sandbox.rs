@@ -1,0 +1,267 @@
+//! Sandbox denials, limits, stopping hostile guests, restart policy, refused packages.
+
+mod runtime_support;
+
+use runtime_support::*;
+use std::time::{Duration, Instant};
+use wasmdm::runtime::{ComponentState, ExitStatus, Runtime, RuntimeError};
+
+async fn rt(dir: &std::path::Path) -> Runtime {
+    Runtime::open(config(dir)).await.unwrap()
+}
+
+async fn install_guest(rt: &Runtime, guest_name: &str, sandbox: &str) {
+    let pkg = package(guest_name, "1.0.0", guest_name, "wasi:cli/command", sandbox, "");
+    deliver_install(rt, "0", &pkg).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaper_is_denied_everything_but_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    install_guest(&rt, "escaper", "").await;
+    rt.activate("escaper", None).await.unwrap();
+    wait_state(&rt, "escaper", "escaper", ComponentState::Exited, 10).await;
+    let lines: Vec<String> = log_text(&rt, "escaper", "escaper")
+        .into_iter()
+        .filter(|l| l.starts_with("DENIED") || l.starts_with("ALLOWED"))
+        .collect();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    for l in &lines {
+        if l.contains("/data/ok") {
+            assert_eq!(l, "ALLOWED write /data/ok");
+        } else {
+            assert!(l.starts_with("DENIED "), "escape not denied: {l}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("appdata/escaper/escaper/ok")).unwrap(),
+        b"ok\n"
+    );
+    assert!(!std::path::Path::new("/tmp/escaper").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memhog_is_stopped_at_its_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    install_guest(&rt, "memhog", "memory = \"24MiB\"").await;
+    rt.activate("memhog", None).await.unwrap();
+    wait_state(&rt, "memhog", "memhog", ComponentState::Failed, 20).await;
+    let c = comp(&rt, "memhog", "memhog");
+    assert_eq!(
+        c.last_exit,
+        Some(ExitStatus::MemoryLimitExceeded { limit: 24 << 20 })
+    );
+    assert_eq!(
+        c.last_exit.unwrap().to_string(),
+        format!("memory limit exceeded ({} bytes)", 24 << 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinner_and_blocker_are_gone_within_grace_plus_a_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    for (slot, g) in [("0", "spinner"), ("1", "blocker")] {
+        let pkg = package(g, "1.0.0", g, "wasi:cli/command", "stop-grace-ms = 300", "");
+        deliver_install(&rt, slot, &pkg).await.unwrap();
+        rt.activate(g, None).await.unwrap();
+    }
+    for g in ["spinner", "blocker"] {
+        wait_until(10, &format!("{g} output"), || !log_text(&rt, g, g).is_empty()).await;
+        wait_state(&rt, g, g, ComponentState::Running, 10).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for g in ["spinner", "blocker"] {
+        let t = Instant::now();
+        rt.deactivate(g, None).await.unwrap();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(300), "{g} stopped before grace: {took:?}");
+        assert!(took < Duration::from_millis(300 + 400), "{g} took {took:?}");
+        let c = comp(&rt, g, g);
+        assert_eq!(c.state, ComponentState::Inactive);
+        assert_eq!(c.last_exit, Some(ExitStatus::Stopped { forced: true }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trapper_status_shows_the_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    install_guest(&rt, "trapper", "").await;
+    rt.activate("trapper", None).await.unwrap();
+    wait_state(&rt, "trapper", "trapper", ComponentState::Failed, 10).await;
+    match comp(&rt, "trapper", "trapper").last_exit {
+        Some(ExitStatus::Trapped(m)) => assert!(m.contains("unreachable"), "{m}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failer_restarts_max_retries_times_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    install_guest(
+        &rt,
+        "failer",
+        "restart = { policy = \"on-failure\", max-retries = 2, backoff-ms = 50 }",
+    )
+    .await;
+    let mut events = rt.subscribe();
+    rt.activate("failer", None).await.unwrap();
+    wait_state(&rt, "failer", "failer", ComponentState::Failed, 10).await;
+    let c = comp(&rt, "failer", "failer");
+    assert_eq!(c.restart_count, 2);
+    assert_eq!(c.last_exit, Some(ExitStatus::Exited(3)));
+    let runs = log_text(&rt, "failer", "failer")
+        .iter()
+        .filter(|l| *l == "failing")
+        .count();
+    assert_eq!(runs, 3);
+    // The LwM2M layer learns about the failure from the event stream.
+    let mut failed = None;
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        if ev.state == ComponentState::Failed {
+            failed = Some(ev);
+        }
+    }
+    let ev = failed.expect("a Failed event");
+    assert_eq!((ev.package.as_str(), ev.component.as_str()), ("failer", "failer"));
+    assert_eq!(ev.exit, Some(ExitStatus::Exited(3)));
+    // Re-activating after failure starts a fresh retry budget.
+    rt.activate("failer", None).await.unwrap();
+    wait_state(&rt, "failer", "failer", ComponentState::Failed, 10).await;
+    assert_eq!(comp(&rt, "failer", "failer").restart_count, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_policy_restarts_until_deactivated() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    install_guest(
+        &rt,
+        "hello",
+        "restart = { policy = \"always\", backoff-ms = 20 }",
+    )
+    .await;
+    rt.activate("hello", None).await.unwrap();
+    wait_until(10, "3 restarts", || comp(&rt, "hello", "hello").restart_count >= 3).await;
+    rt.deactivate("hello", None).await.unwrap();
+    let n = comp(&rt, "hello", "hello").restart_count;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = comp(&rt, "hello", "hello");
+    assert_eq!(c.restart_count, n);
+    assert_eq!(c.state, ComponentState::Inactive);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_quota_excess_stops_the_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    deliver_install(&rt, "0", &counter_pkg("1.0.0")).await.unwrap();
+    // Recreate the package with a tiny quota.
+    let pkg = package(
+        "counter",
+        "1.0.1",
+        "counter",
+        "wasmdm:device/app",
+        "data-quota = \"4KiB\"\nrestart = { policy = \"always\", backoff-ms = 10 }",
+        "",
+    );
+    deliver_install(&rt, "1", &pkg).await.unwrap();
+    let data = dir.path().join("appdata/counter/counter");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("big"), vec![0u8; 8192]).unwrap();
+    rt.activate("counter", None).await.unwrap();
+    wait_state(&rt, "counter", "counter", ComponentState::Failed, 10).await;
+    assert_eq!(
+        comp(&rt, "counter", "counter").last_exit,
+        Some(ExitStatus::DiskQuotaExceeded { quota: 4096 })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_and_unsupported_packages_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+
+    // Not an archive at all: unsupported (54), nothing delivered.
+    let mut d = rt.delivery("0").unwrap();
+    d.write_at(0, b"this is not a package").unwrap();
+    let e = rt.verify_delivery("0").await.unwrap_err();
+    assert_eq!(e.update_result_hint(), 54, "{e}");
+    assert_eq!(rt.delivery_state("0").unwrap().1, None);
+
+    // A manifest pinning the wrong digest: integrity (53).
+    let mut tar = tar::Builder::new(Vec::new());
+    let wasm = std::fs::read(guest("hello")).unwrap();
+    let manifest = format!(
+        "manifest-version = 1\n[package]\nname = \"evil\"\nversion = \"1.0.0\"\n\
+         [[component]]\nid = \"hello\"\nfile = \"hello.wasm\"\nsha256 = \"{}\"\nworld = \"wasi:cli/command\"\n",
+        "0".repeat(64)
+    );
+    for (name, data) in [("manifest.toml", manifest.as_bytes()), ("hello.wasm", &wasm[..])] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    let bad = tar.into_inner().unwrap();
+    let e = {
+        let mut d = rt.delivery("1").unwrap();
+        d.write_at(0, &bad).unwrap();
+        rt.verify_delivery("1").await.unwrap_err()
+    };
+    assert_eq!(e.update_result_hint(), 53, "{e}");
+
+    // A core module instead of a component: verified, but install refuses it (54).
+    let core = b"\0asm\x01\0\0\0".to_vec();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("core.wasm"), &core).unwrap();
+    std::fs::write(
+        tmp.path().join("manifest.toml"),
+        "manifest-version = 1\n[package]\nname = \"core\"\nversion = \"1.0.0\"\n\
+         [[component]]\nid = \"core\"\nfile = \"core.wasm\"\nworld = \"wasi:cli/command\"\n",
+    )
+    .unwrap();
+    let mut pkg = Vec::new();
+    wasmdm_package::pack(tmp.path(), &mut pkg, None, &mut |_| {}).unwrap();
+    deliver(&rt, "2", &pkg).await.unwrap();
+    let e = rt.install("2").await.unwrap_err();
+    assert!(matches!(e, RuntimeError::NotAComponent { .. }), "{e}");
+    assert_eq!(e.update_result_hint(), 54);
+    assert!(rt.delivery_state("2").unwrap().1.is_some(), "delivery kept");
+
+    // A wasmdm app declared as a plain command: its imports are not satisfied (58).
+    let pkg = package("counter", "1.0.0", "counter", "wasi:cli/command", "", "");
+    deliver(&rt, "3", &pkg).await.unwrap();
+    let e = rt.install("3").await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InstallFailed { .. }), "{e}");
+    assert_eq!(e.update_result_hint(), 58);
+    assert!(rt.delivery_state("3").unwrap().1.is_some(), "delivery kept");
+
+    // Nothing got installed and nothing was left behind.
+    assert!(rt.list().is_empty());
+    assert_eq!(std::fs::read_dir(dir.path().join("packages")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path().join("appdata")).unwrap().count(), 0);
+
+    // A failed upgrade leaves the installed version untouched.
+    deliver_install(&rt, "4", &counter_pkg("1.0.0")).await.unwrap();
+    rt.activate("counter", None).await.unwrap();
+    let e = rt.install("3").await.unwrap_err();
+    assert_eq!(e.update_result_hint(), 58);
+    let st = rt.status("counter").unwrap();
+    assert_eq!(st.version, "1.0.0");
+    wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
+    rt.deactivate("counter", None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_slot_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    assert!(matches!(rt.delivery("../x"), Err(RuntimeError::InvalidName(_))));
+    assert!(matches!(rt.install("").await, Err(RuntimeError::InvalidName(_))));
+}

@@ -1,1 +1,3 @@
 //! wasmdm
+pub mod runtime;
+pub mod state;

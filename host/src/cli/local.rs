@@ -1,0 +1,291 @@
+//! Commands on a local data directory and foreground runs:
+//! `wasmdm run | install | activate | deactivate | uninstall | list | logs`.
+
+use super::DataDirArgs;
+use anyhow::Context;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use wasmdm::runtime::{ExitStatus, ForegroundOptions, Runtime, RuntimeConfig, StopHandle};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A package file (.wdm) or a component (.wasm).
+    pub target: PathBuf,
+    /// Which component of a package to run (default: the first).
+    #[arg(long)]
+    pub component: Option<String>,
+    /// For a bare .wasm: a host directory to mount at /data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// For a bare .wasm: arguments passed to the component.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// The package file.
+    pub package: PathBuf,
+    /// Refuse packages not signed by this public key (repeatable).
+    #[arg(long = "trust", value_name = "PUBLIC_KEY")]
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Package name.
+    pub package: String,
+    /// Only this component of the package.
+    #[arg(long)]
+    pub component: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Package name.
+    pub package: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Package name.
+    pub package: String,
+    /// Component id (default: every component of the package).
+    #[arg(long)]
+    pub component: Option<String>,
+}
+
+/// Opens the data directory for a one-shot command: nothing is started.
+async fn open(data_dir: &DataDirArgs, trusted: &[PathBuf]) -> anyhow::Result<Runtime> {
+    let mut config = RuntimeConfig::new(data_dir.resolve());
+    config.autostart = false;
+    config.trusted_keys = trusted
+        .iter()
+        .map(|p| {
+            wasmdm_package::signing::load_public_key(p)
+                .with_context(|| format!("cannot load {}", p.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Runtime::open(config)
+        .await
+        .context("cannot open the data directory")
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let stop = StopHandle::new();
+    let on_ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping (Ctrl-C again to force)...");
+            on_ctrl_c.stop();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let mut options = ForegroundOptions {
+        component: args.component,
+        data_dir: args.data,
+        ..Default::default()
+    };
+    if options.data_dir.is_none() {
+        options.sandbox.data_dir = false;
+    }
+    options.sandbox.args = args.args;
+    let status = wasmdm::runtime::run_foreground(&args.target, options, stop).await?;
+    eprintln!("{}: {}", args.target.display(), describe_exit(&status));
+    Ok(match status {
+        ExitStatus::Exited(0) | ExitStatus::Stopped { forced: false } => ExitCode::SUCCESS,
+        ExitStatus::Exited(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let runtime = open(&args.data_dir, &args.trusted_keys).await?;
+    let slot = "cli";
+    let result = deliver_file(&runtime, slot, &args.package).await;
+    let info = match result {
+        Ok(()) => runtime.install(slot).await,
+        Err(e) => {
+            let _ = runtime.discard_delivery(slot).await;
+            return Err(e);
+        }
+    };
+    let _ = runtime.discard_delivery(slot).await;
+    let info = info.with_context(|| format!("cannot install {}", args.package.display()))?;
+    match &info.upgraded_from {
+        Some(old) => println!("upgraded {} {} -> {}", info.name, old, info.version),
+        None => println!("installed {} {}", info.name, info.version),
+    }
+    for (id, version) in &info.components {
+        println!("  component {id} {version}");
+    }
+    runtime.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Streams a package file into a delivery slot and verifies it.
+async fn deliver_file(runtime: &Runtime, slot: &str, path: &Path) -> anyhow::Result<()> {
+    let mut delivery = runtime.delivery(slot)?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        delivery.write_at(offset, buf.get(..n).unwrap_or_default())?;
+        offset += n as u64;
+        if total > 8 << 20 {
+            eprint!("\r  delivered {} / {} KiB", offset / 1024, total / 1024);
+        }
+    }
+    if total > 8 << 20 {
+        eprintln!();
+    }
+    delivery.sync(None)?;
+    let info = runtime.verify_delivery(slot).await?;
+    eprintln!(
+        "  verified {} {}{}",
+        info.name,
+        info.version,
+        match &info.signed_by {
+            Some(key) => format!(" (signed by {key})"),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+pub async fn activate(args: TargetArgs) -> anyhow::Result<ExitCode> {
+    let runtime = open(&args.data_dir, &[]).await?;
+    runtime
+        .activate(&args.package, args.component.as_deref())
+        .await?;
+    println!(
+        "{} marked active; it runs whenever the host runs (`wasmdm device`)",
+        target_name(&args.package, args.component.as_deref())
+    );
+    runtime.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn deactivate(args: TargetArgs) -> anyhow::Result<ExitCode> {
+    let runtime = open(&args.data_dir, &[]).await?;
+    runtime
+        .deactivate(&args.package, args.component.as_deref())
+        .await?;
+    println!(
+        "{} deactivated",
+        target_name(&args.package, args.component.as_deref())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let runtime = open(&args.data_dir, &[]).await?;
+    runtime.uninstall(&args.package).await?;
+    println!("uninstalled {}", args.package);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let runtime = open(&args.data_dir, &[]).await?;
+    let packages = runtime.list();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&packages)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if packages.is_empty() {
+        println!("no packages installed in {}", runtime.data_dir().display());
+    }
+    for p in packages {
+        println!(
+            "{} {}{}",
+            p.name,
+            p.version,
+            if p.for_update {
+                " (prepared for update)"
+            } else {
+                ""
+            }
+        );
+        for c in p.components {
+            println!(
+                "  {:<20} {:<8} {:<10} restarts={}{}",
+                c.id,
+                c.version,
+                if c.active { "active" } else { "inactive" },
+                c.restart_count,
+                c.last_exit
+                    .map(|e| format!(" last exit: {}", describe_exit(&e)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let runtime = open(&args.data_dir, &[]).await?;
+    let status = runtime.status(&args.package)?;
+    for c in status
+        .components
+        .iter()
+        .filter(|c| args.component.as_ref().is_none_or(|id| *id == c.id))
+    {
+        for line in runtime.logs(&args.package, &c.id)? {
+            println!("[{}] {}", c.id, line.text);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn target_name(package: &str, component: Option<&str>) -> String {
+    match component {
+        Some(c) => format!("{package}/{c}"),
+        None => package.to_string(),
+    }
+}
+
+fn describe_exit(status: &ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(code) => format!("exited with code {code}"),
+        ExitStatus::Trapped(msg) => format!("trapped: {msg}"),
+        ExitStatus::MemoryLimitExceeded { limit } => {
+            format!("stopped: memory limit of {limit} bytes exceeded")
+        }
+        ExitStatus::DiskQuotaExceeded { quota } => {
+            format!("stopped: /data quota of {quota} bytes exceeded")
+        }
+        ExitStatus::Stopped { forced: false } => "stopped".into(),
+        ExitStatus::Stopped { forced: true } => {
+            "stopped (interrupted after the grace period)".into()
+        }
+        other => format!("{other:?}"),
+    }
+}

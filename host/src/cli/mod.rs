@@ -1,0 +1,99 @@
+//! Command-line surface: argument types and dispatch, no logic.
+
+mod local;
+mod package;
+mod remote;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// WebAssembly component runtime for edge devices, managed over OMA LwM2M.
+#[derive(Debug, Parser)]
+#[command(name = "wasmdm", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by the commands that work on a device's data directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArgs {
+    /// The device's data directory (default: $XDG_DATA_HOME/wasmdm or ~/.local/share/wasmdm).
+    #[arg(long, env = "WASMDM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    pub fn resolve(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(wasmdm::device::config::default_data_dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run this machine as an LwM2M-managed device (embedded defaults; no config needed).
+    Device(remote::DeviceArgs),
+    /// Run the LwM2M server that installs and upgrades software on devices and groups.
+    Server(remote::ServerArgs),
+    /// Control a running `wasmdm server` through its HTTP API.
+    Ctl(remote::CtlArgs),
+    /// Build a package (.wdm) from a directory holding manifest.toml and the files it lists.
+    Pack(package::PackArgs),
+    /// Show a package's manifest, digests, signature and each component's imports and exports.
+    Inspect(package::InspectArgs),
+    /// Create an ed25519 key pair for signing packages.
+    Keygen(package::KeygenArgs),
+    /// Run a package or a component.wasm in the foreground, in the device's sandbox (Ctrl-C stops it).
+    Run(local::RunArgs),
+    /// Install a package file into a data directory (an upgrade if the name is installed).
+    Install(local::InstallArgs),
+    /// Start a package's components (or one) and keep them marked active.
+    Activate(local::TargetArgs),
+    /// Stop a package's components (or one).
+    Deactivate(local::TargetArgs),
+    /// Remove an installed package.
+    Uninstall(local::UninstallArgs),
+    /// List installed packages and their components' states.
+    List(local::ListArgs),
+    /// Show a component's recent log lines.
+    Logs(local::LogsArgs),
+}
+
+pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Device(a) => remote::device(a).await,
+        Command::Server(a) => remote::server(a).await,
+        Command::Ctl(a) => remote::ctl(a).await,
+        Command::Pack(a) => package::pack(a),
+        Command::Inspect(a) => package::inspect(a).await,
+        Command::Keygen(a) => package::keygen(a),
+        Command::Run(a) => local::run(a).await,
+        Command::Install(a) => local::install(a).await,
+        Command::Activate(a) => local::activate(a).await,
+        Command::Deactivate(a) => local::deactivate(a).await,
+        Command::Uninstall(a) => local::uninstall(a).await,
+        Command::List(a) => local::list(a).await,
+        Command::Logs(a) => local::logs(a).await,
+    }
+}
+
+/// Logs to stderr; info by default, RUST_LOG or -v for more.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

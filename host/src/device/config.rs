@@ -1,0 +1,171 @@
+//! Device configuration: an embedded default that works with no file at
+//! all, overridden by an optional TOML file, overridden by flags.
+
+use std::path::{Path, PathBuf};
+
+/// Everything `wasmdm device` needs to run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceConfig {
+    /// LwM2M Endpoint Client Name (default: the host name).
+    pub endpoint: String,
+    /// The LwM2M server, `coap://host:port`.
+    pub server: String,
+    /// Registration lifetime in seconds.
+    pub lifetime: u32,
+    /// Local UDP address to bind.
+    pub bind: String,
+    /// Where packages, state and app data live.
+    pub data_dir: PathBuf,
+    /// Most Object 9 instances (packages) the device accepts.
+    pub max_packages: u16,
+    /// Largest package accepted, in bytes (pushed or pulled).
+    pub max_package_bytes: u64,
+    /// Public key files of trusted package signers; empty accepts unsigned packages.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Values reported in the Device object (/3).
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            endpoint: default_endpoint(),
+            server: "coap://127.0.0.1:5683".into(),
+            lifetime: 300,
+            bind: "0.0.0.0:0".into(),
+            data_dir: default_data_dir(),
+            max_packages: 16,
+            max_package_bytes: 256 * 1024 * 1024,
+            trusted_keys: Vec::new(),
+            manufacturer: "wasmdm".into(),
+            model: "wasmdm-host".into(),
+            serial: default_endpoint(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid server URI {0:?}: expected coap://host:port")]
+    ServerUri(String),
+}
+
+impl DeviceConfig {
+    /// Reads a TOML config file; keys left out keep their defaults.
+    pub fn load(path: &Path) -> Result<DeviceConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// `host:port` of the server, from `coap://host[:port]` (default port 5683).
+    pub fn server_addr(&self) -> Result<String, ConfigError> {
+        let rest = self
+            .server
+            .strip_prefix("coap://")
+            .ok_or_else(|| ConfigError::ServerUri(self.server.clone()))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(ConfigError::ServerUri(self.server.clone()));
+        }
+        let has_port = match authority.strip_prefix('[') {
+            // IPv6 literal: a port can only follow the closing bracket.
+            Some(v6) => v6
+                .split_once(']')
+                .is_some_and(|(_, tail)| tail.starts_with(':')),
+            None => authority.contains(':'),
+        };
+        Ok(if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:5683")
+        })
+    }
+}
+
+/// The host name, or `wasmdm-device` when it cannot be read.
+pub fn default_endpoint() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "wasmdm-device".into())
+}
+
+/// `$XDG_DATA_HOME/wasmdm`, else `~/.local/share/wasmdm`, else `./wasmdm-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("wasmdm");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/share/wasmdm");
+    }
+    PathBuf::from("wasmdm-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = DeviceConfig::default();
+        assert_eq!(c.server_addr().unwrap(), "127.0.0.1:5683");
+        assert!(!c.endpoint.is_empty());
+    }
+
+    #[test]
+    fn file_overrides_some_keys_and_refuses_unknown_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.toml");
+        std::fs::write(
+            &path,
+            "endpoint = \"dev-7\"\nserver = \"coap://10.1.2.3\"\n",
+        )
+        .unwrap();
+        let c = DeviceConfig::load(&path).unwrap();
+        assert_eq!((c.endpoint.as_str(), c.lifetime), ("dev-7", 300));
+        assert_eq!(c.server_addr().unwrap(), "10.1.2.3:5683");
+        std::fs::write(&path, "endpont = \"typo\"\n").unwrap();
+        assert!(matches!(
+            DeviceConfig::load(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn server_uri_forms() {
+        let with = |s: &str| {
+            DeviceConfig {
+                server: s.into(),
+                ..DeviceConfig::default()
+            }
+            .server_addr()
+        };
+        assert_eq!(with("coap://example.org:5690").unwrap(), "example.org:5690");
+        assert_eq!(with("coap://[::1]:5690").unwrap(), "[::1]:5690");
+        assert_eq!(with("coap://[::1]").unwrap(), "[::1]:5683");
+        assert!(with("http://x").is_err());
+        assert!(with("coap://").is_err());
+    }
+}

@@ -1,0 +1,374 @@
+//! Pull delivery over HTTP(S): the Package URI (/9/x/3) fetched into the
+//! delivery file, resumable with `Range` + `If-Range` (RFC 9110 §14.2,
+//! §13.1.5) after a lost connection or a host restart.
+//!
+//! Blocking (ureq): the driver runs it on a blocking thread. The CoAP pull
+//! lives in the proto crate's block-wise download session.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Where downloaded bytes go: the runtime's delivery file.
+pub trait PackageSink {
+    /// Writes `bytes` at `offset`; offset 0 starts the file afresh.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// What a resumed download must match: the entity tag of the bytes already stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    /// Bytes already stored.
+    pub offset: u64,
+    /// The server's ETag for them, if it sent one. Without an ETag a resume
+    /// cannot prove the file did not change, so it starts over.
+    pub etag: Option<String>,
+}
+
+/// Why a pull failed, in the terms of the Update Result codes (SwMgmt §6 res. 9).
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// 56: the URI is malformed, its host does not resolve, or the server says
+    /// the package is not there.
+    #[error("invalid URI: {0}")]
+    InvalidUri(String),
+    /// 52: the connection failed, stalled past the timeout or closed early.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// 50: the package is larger than the device accepts, or the disk is full.
+    #[error("not enough storage: {0}")]
+    Storage(String),
+    /// The download was cancelled (instance deleted, host shutting down).
+    #[error("download cancelled")]
+    Cancelled,
+}
+
+/// Limits of one pull.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest package accepted.
+    pub max_bytes: u64,
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Longest silence while receiving (a stalled server counts as lost, scenario "stall").
+    pub read_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            max_bytes: 256 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Downloads `uri` into `sink`, continuing from `resume` when the server still
+/// has the same entity. `on_start` is told the resume point the transfer
+/// really starts from (offset and ETag) before any byte is written, so the
+/// caller can persist it. Returns the total size.
+pub fn http_download(
+    uri: &str,
+    credentials: Option<(&str, &str)>,
+    resume: &ResumePoint,
+    options: &HttpOptions,
+    cancel: &Arc<AtomicBool>,
+    sink: &mut dyn PackageSink,
+    on_start: &mut dyn FnMut(&ResumePoint),
+    on_progress: &mut dyn FnMut(u64),
+) -> Result<u64, DownloadError> {
+    let parsed: ureq::http::Uri = uri
+        .parse()
+        .map_err(|e| DownloadError::InvalidUri(format!("{uri}: {e}")))?;
+    match parsed.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(DownloadError::InvalidUri(format!(
+                "{uri}: not an http(s) URI"
+            )));
+        }
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(DownloadError::InvalidUri(format!("{uri}: no host")));
+    }
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(options.connect_timeout))
+        .timeout_per_read(Some(options.read_timeout))
+        .timeout_recv_response(Some(options.read_timeout))
+        .build()
+        .into();
+
+    let mut request = agent.get(uri);
+    let resuming = resume.offset > 0 && resume.etag.is_some();
+    if let (true, Some(etag)) = (resuming, resume.etag.as_deref()) {
+        request = request
+            .header("Range", format!("bytes={}-", resume.offset))
+            .header("If-Range", etag);
+    }
+    if let Some((user, password)) = credentials {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.header("Authorization", format!("Basic {token}"));
+    }
+
+    let response = request.call().map_err(transport_error)?;
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let start = match status {
+        206 if resuming => content_range_start(&response)
+            .filter(|s| *s == resume.offset)
+            .ok_or_else(|| {
+                DownloadError::ConnectionLost("206 with an unexpected Content-Range".into())
+            })?,
+        200 => 0,
+        401 | 403 | 404 | 410 => {
+            return Err(DownloadError::InvalidUri(format!("{uri}: HTTP {status}")));
+        }
+        416 => {
+            return Err(DownloadError::ConnectionLost(format!(
+                "{uri}: HTTP 416, resume point beyond the file"
+            )));
+        }
+        _ => {
+            return Err(DownloadError::ConnectionLost(format!(
+                "{uri}: HTTP {status}"
+            )));
+        }
+    };
+    if let Some(length) = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && start + length > options.max_bytes
+    {
+        return Err(DownloadError::Storage(format!(
+            "package of {} bytes exceeds the limit of {} bytes",
+            start + length,
+            options.max_bytes
+        )));
+    }
+    on_start(&ResumePoint {
+        offset: start,
+        etag,
+    });
+
+    let mut reader = response
+        .into_body()
+        .into_with_config()
+        .limit(u64::MAX)
+        .reader();
+    let mut offset = start;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(DownloadError::Cancelled);
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err(DownloadError::ConnectionLost(e.to_string())),
+        };
+        if offset + n as u64 > options.max_bytes {
+            return Err(DownloadError::Storage(format!(
+                "package exceeds the limit of {} bytes",
+                options.max_bytes
+            )));
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        sink.write_at(offset, chunk)
+            .map_err(|e| DownloadError::Storage(e.to_string()))?;
+        offset += n as u64;
+        on_progress(offset);
+    }
+    Ok(offset)
+}
+
+fn content_range_start<B>(response: &ureq::http::Response<B>) -> Option<u64> {
+    // "bytes 100-199/200"
+    let value = response.headers().get("content-range")?.to_str().ok()?;
+    let range = value.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+fn transport_error(error: ureq::Error) -> DownloadError {
+    match error {
+        ureq::Error::BadUri(e) => DownloadError::InvalidUri(e),
+        // Scenario "HTTP URI with an unresolvable host -> R = 56 (not 52)".
+        ureq::Error::HostNotFound => DownloadError::InvalidUri("host not found".into()),
+        other => DownloadError::ConnectionLost(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    struct MemSink(Vec<u8>);
+    impl PackageSink for MemSink {
+        fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+            self.0.truncate(offset as usize);
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// A one-shot HTTP server answering each connection with `respond(request_head)`.
+    fn serve(
+        responses: Vec<Box<dyn Fn(&str) -> Vec<u8> + Send>>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/pkg.wdm", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for respond in responses {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                stream.write_all(&respond(&head)).unwrap();
+                heads.push(head);
+            }
+            heads
+        });
+        (url, handle)
+    }
+
+    fn run(
+        url: &str,
+        resume: &ResumePoint,
+        sink: &mut MemSink,
+    ) -> Result<(u64, ResumePoint), DownloadError> {
+        let mut started = ResumePoint::default();
+        let total = http_download(
+            url,
+            None,
+            resume,
+            &HttpOptions {
+                read_timeout: Duration::from_secs(2),
+                ..HttpOptions::default()
+            },
+            &Arc::new(AtomicBool::new(false)),
+            sink,
+            &mut |p| started = p.clone(),
+            &mut |_| {},
+        )?;
+        Ok((total, started))
+    }
+
+    #[test]
+    fn downloads_whole_file_and_reports_etag() {
+        let (url, server) = serve(vec![Box::new(|_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"v1\"\r\n\r\nhello".to_vec()
+        })]);
+        let mut sink = MemSink(Vec::new());
+        let (total, started) = run(&url, &ResumePoint::default(), &mut sink).unwrap();
+        assert_eq!((total, sink.0.as_slice()), (5, &b"hello"[..]));
+        assert_eq!(
+            started,
+            ResumePoint {
+                offset: 0,
+                etag: Some("\"v1\"".into())
+            }
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn resumes_with_range_and_if_range() {
+        let (url, server) = serve(vec![Box::new(|_| {
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\nContent-Range: bytes 2-4/5\r\nETag: \"v1\"\r\n\r\nllo"
+                .to_vec()
+        })]);
+        let mut sink = MemSink(b"he".to_vec());
+        let resume = ResumePoint {
+            offset: 2,
+            etag: Some("\"v1\"".into()),
+        };
+        let (total, _) = run(&url, &resume, &mut sink).unwrap();
+        assert_eq!((total, sink.0.as_slice()), (5, &b"hello"[..]));
+        let heads = server.join().unwrap();
+        let head = heads[0].to_ascii_lowercase();
+        assert!(head.contains("range: bytes=2-"), "{head}");
+        assert!(head.contains("if-range: \"v1\""), "{head}");
+    }
+
+    #[test]
+    fn changed_file_restarts_from_zero() {
+        // If-Range did not match: the server sends the whole new entity.
+        let (url, server) = serve(vec![Box::new(|_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nETag: \"v2\"\r\n\r\nnew!".to_vec()
+        })]);
+        let mut sink = MemSink(b"old".to_vec());
+        let resume = ResumePoint {
+            offset: 3,
+            etag: Some("\"v1\"".into()),
+        };
+        let (_, started) = run(&url, &resume, &mut sink).unwrap();
+        assert_eq!(sink.0, b"new!");
+        assert_eq!(started.offset, 0);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn not_found_is_invalid_uri_and_early_close_is_connection_lost() {
+        let (url, server) = serve(vec![
+            Box::new(|_| b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()),
+            Box::new(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec()),
+        ]);
+        let mut sink = MemSink(Vec::new());
+        assert!(matches!(
+            run(&url, &ResumePoint::default(), &mut sink),
+            Err(DownloadError::InvalidUri(_))
+        ));
+        assert!(matches!(
+            run(&url, &ResumePoint::default(), &mut sink),
+            Err(DownloadError::ConnectionLost(_))
+        ));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn bad_uris_are_refused_before_any_connection() {
+        let mut sink = MemSink(Vec::new());
+        for uri in ["", "ftp://x/y", "http://", "not a uri"] {
+            assert!(
+                matches!(
+                    run(uri, &ResumePoint::default(), &mut sink),
+                    Err(DownloadError::InvalidUri(_))
+                ),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_package_is_a_storage_error() {
+        let (url, server) = serve(vec![Box::new(|_| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n".to_vec()
+        })]);
+        let mut sink = MemSink(Vec::new());
+        assert!(matches!(
+            run(&url, &ResumePoint::default(), &mut sink),
+            Err(DownloadError::Storage(_))
+        ));
+        server.join().unwrap();
+    }
+}

@@ -1,0 +1,776 @@
+//! `wasmdm device`: the tokio driver of the sans-IO LwM2M client engine.
+//!
+//! One task owns the UDP socket and the engine; it feeds datagrams and timer
+//! expiries in, sends what the engine wants sent, and carries out the
+//! effects objects ask for. Slow work (download, verify, install, activate)
+//! runs on spawned tasks that report back through a channel as [`Work`], so
+//! the protocol keeps answering while a package compiles.
+
+pub mod config;
+pub mod download;
+mod shared;
+mod state;
+
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use config::{ConfigError, DeviceConfig};
+use shared::Shared;
+use state::{DeviceState, StateFile};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
+use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
+use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Security, Server};
+use wasmdm_proto::swcomp::SoftwareComponents;
+use wasmdm_proto::swmgmt::{Installed, Report, SoftwareManagement, SwMgmtConfig, UpdateResult};
+
+/// Why the device stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot resolve the LwM2M server {0}")]
+    Resolve(String),
+    #[error("UDP socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    State(#[from] state::StateFileError),
+}
+
+/// The outcome of slow work, fed back into the objects.
+#[derive(Debug)]
+enum Work {
+    HttpStarted,
+    HttpDone {
+        iid: u16,
+        result: Result<u64, download::DownloadError>,
+    },
+    Verified {
+        iid: u16,
+        result: Result<(String, String), UpdateResult>,
+    },
+    Installed {
+        iid: u16,
+        result: Result<crate::runtime::InstalledInfo, UpdateResult>,
+    },
+    Uninstalled {
+        iid: u16,
+        ok: bool,
+    },
+    Activated {
+        iid: u16,
+        active: bool,
+    },
+    ComponentActivated {
+        id: u16,
+        active: bool,
+    },
+}
+
+/// Runs the device until `shutdown` completes, then de-registers.
+pub async fn run(
+    config: DeviceConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DeviceError> {
+    let server = resolve(&config.server_addr()?).await?;
+    let mut rt_config = RuntimeConfig::new(&config.data_dir);
+    rt_config.max_package_bytes = config.max_package_bytes;
+    for key in &config.trusted_keys {
+        let key = wasmdm_package::signing::load_public_key(key)
+            .map_err(|e| DeviceError::Runtime(RuntimeError::Package(e)))?;
+        rt_config.trusted_keys.push(key);
+    }
+    let runtime = Runtime::open(rt_config).await?;
+    let bind: SocketAddr = config
+        .bind
+        .parse()
+        .map_err(|_| DeviceError::Resolve(format!("bind address {}", config.bind)))?;
+    let socket = UdpSocket::bind(bind).await?;
+    info!(endpoint = %config.endpoint, server = %server, local = %socket.local_addr()?, "wasmdm device starting");
+    let mut device = Driver::new(config, server, runtime.clone(), socket)?;
+    let result = device.run(shutdown).await;
+    runtime.shutdown().await;
+    result
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, DeviceError> {
+    tokio::net::lookup_host(addr)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| DeviceError::Resolve(addr.to_string()))
+}
+
+struct Driver {
+    config: DeviceConfig,
+    runtime: Runtime,
+    socket: UdpSocket,
+    client: Client,
+    swmgmt: Shared<SoftwareManagement>,
+    swcomp: Shared<SoftwareComponents>,
+    device: Shared<DeviceObject>,
+    state_file: StateFile,
+    /// /9 instance -> installed package name (the runtime's key).
+    bindings: BTreeMap<u16, String>,
+    work_tx: mpsc::UnboundedSender<Work>,
+    work_rx: mpsc::UnboundedReceiver<Work>,
+    coap_downloads: BTreeMap<DownloadId, u16>,
+    http_cancel: BTreeMap<u16, Arc<AtomicBool>>,
+}
+
+fn slot(iid: u16) -> String {
+    format!("obj9-{iid}")
+}
+
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Only MIDs, tokens and jitter depend on it: time is a fine fallback.
+        return SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+impl Driver {
+    fn new(
+        config: DeviceConfig,
+        server: SocketAddr,
+        runtime: Runtime,
+        socket: UdpSocket,
+    ) -> Result<Self, DeviceError> {
+        let sw_config = SwMgmtConfig {
+            max_instances: usize::from(config.max_packages),
+            coaps: false,
+            https: true,
+            max_package_bytes: Some(config.max_package_bytes),
+        };
+        let state_file = StateFile::new(runtime.data_dir());
+        let saved = state_file.load()?;
+        let (swmgmt, swcomp, bindings, restored_effects) = match saved {
+            Some(s) => {
+                let (sm, effects) = SoftwareManagement::from_json(&s.swmgmt, sw_config)
+                    .map_err(|e| state::StateFileError::Corrupt(e.to_string()))?;
+                let sc: SoftwareComponents = serde_json::from_str(&s.swcomp)
+                    .map_err(|e| state::StateFileError::Corrupt(e.to_string()))?;
+                (sm, sc, s.bindings, effects)
+            }
+            None => (
+                SoftwareManagement::new(sw_config),
+                SoftwareComponents::new(),
+                BTreeMap::new(),
+                Vec::new(),
+            ),
+        };
+        let swmgmt = Shared::new(swmgmt);
+        let swcomp = Shared::new(swcomp);
+        let device = Shared::new(DeviceObject::new(DeviceInfo {
+            model: config.model.clone(),
+            serial: config.serial.clone(),
+            firmware_version: env!("CARGO_PKG_VERSION").into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            device_type: "wasmdm host".into(),
+        }));
+        let mut engine_config = EngineConfig::new(config.endpoint.clone(), server, seed());
+        engine_config.lifetime = config.lifetime;
+        engine_config.push_limit = Some(config.max_package_bytes);
+        let objects: Vec<Box<dyn Object>> = vec![
+            Box::new(Security::nosec(config.server.clone(), 1)),
+            Box::new(Server::new(1, u64::from(config.lifetime))),
+            Box::new(device.clone()),
+            Box::new(swmgmt.clone()),
+            Box::new(swcomp.clone()),
+        ];
+        let client = Client::new(engine_config, objects);
+        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let mut driver = Driver {
+            config,
+            runtime,
+            socket,
+            client,
+            swmgmt,
+            swcomp,
+            device,
+            state_file,
+            bindings,
+            work_tx,
+            work_rx,
+            coap_downloads: BTreeMap::new(),
+            http_cancel: BTreeMap::new(),
+        };
+        // Work interrupted by a restart (a pull to resume, an integrity check
+        // or install to redo) comes back as effects of the restored state.
+        driver.carry_out(Instant::now(), restored_effects)?;
+        Ok(driver)
+    }
+
+    async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), DeviceError> {
+        let mut buf = vec![0u8; 2048];
+        self.client.start(Instant::now());
+        self.flush().await?;
+        tokio::pin!(shutdown);
+        let mut events = self.runtime.subscribe();
+        loop {
+            let deadline = self
+                .client
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let (n, from) = received?;
+                    let now = Instant::now();
+                    self.refresh_device(now);
+                    self.client.handle_datagram(now, from, buf.get(..n).unwrap_or_default());
+                }
+                _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
+                Some(work) = self.work_rx.recv() => self.on_work(Instant::now(), work)?,
+                event = events.recv() => {
+                    if let Ok(event) = event {
+                        debug!(package = %event.package, component = %event.component, state = ?event.state, "component state");
+                    }
+                }
+                () = &mut shutdown => break,
+            }
+            self.flush().await?;
+        }
+        info!("de-registering");
+        self.client.deregister(Instant::now());
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            self.flush_transmits().await?;
+            if self.drain_events(Instant::now())?.1 {
+                break;
+            }
+            let deadline = self
+                .client
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let (n, from) = received?;
+                    self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
+                }
+                _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
+                _ = tokio::time::sleep_until(give_up) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_device(&self, _now: Instant) {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut device = self.device.lock();
+        device.set_now(unix);
+        if let Some(kib) = memory_free_kib() {
+            device.set_memory_free(kib);
+        }
+    }
+
+    /// Sends what the engine queued and handles its events until both are
+    /// drained (handling an event can queue more datagrams and events).
+    async fn flush(&mut self) -> Result<(), DeviceError> {
+        loop {
+            self.flush_transmits().await?;
+            let (handled, _) = self.drain_events(Instant::now())?;
+            if handled == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn flush_transmits(&mut self) -> Result<(), DeviceError> {
+        while let Some(t) = self.client.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.bytes, t.to).await {
+                warn!(to = %t.to, "send failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles engine events: how many, and whether de-registration completed.
+    fn drain_events(&mut self, now: Instant) -> Result<(usize, bool), DeviceError> {
+        let mut deregistered = false;
+        let mut handled = 0;
+        while let Some(event) = self.client.poll_event() {
+            handled += 1;
+            match event {
+                Event::Registered { location } => {
+                    info!(location = %location.join("/"), "registered")
+                }
+                Event::RegistrationFailed { attempt, retry_in } => {
+                    warn!(attempt, retry_in = ?retry_in, "registration failed")
+                }
+                Event::Updated => debug!("registration updated"),
+                Event::Deregistered => {
+                    info!("de-registered");
+                    deregistered = true;
+                }
+                Event::Effects { pending, effects } => match self.carry_out(now, effects) {
+                    Ok(()) => self.client.complete(now, pending),
+                    Err(e) => {
+                        warn!("cannot carry out an operation: {e}");
+                        self.client
+                            .fail(now, pending, OpError::Internal(e.to_string()));
+                    }
+                },
+                Event::DownloadData {
+                    id,
+                    offset,
+                    bytes,
+                    more,
+                } => self.on_coap_data(now, id, offset, &bytes, more)?,
+                Event::DownloadFailed { id, error } => {
+                    if let Some(iid) = self.coap_downloads.remove(&id) {
+                        warn!(instance = iid, "CoAP download failed: {error}");
+                        let report = self
+                            .swmgmt
+                            .lock()
+                            .download_failed(iid, UpdateResult::ConnectionLost);
+                        self.apply(now, report)?;
+                    }
+                }
+            }
+        }
+        Ok((handled, deregistered))
+    }
+
+    /// Carries out effects in order; `Persist` is written before anything is answered.
+    fn carry_out(&mut self, now: Instant, effects: Vec<Effect>) -> Result<(), DeviceError> {
+        for effect in effects {
+            match effect {
+                Effect::Persist => self.persist()?,
+                Effect::RegistrationUpdate => self.client.trigger_update(now),
+                Effect::Reboot => warn!("reboot requested: restart the wasmdm service to apply"),
+                Effect::Disable { timeout_s } => {
+                    warn!(timeout_s, "disable requested; not supported, ignored")
+                }
+                Effect::SwMgmt { instance, action } => self.swmgmt_action(now, instance, action)?,
+                Effect::Component { instance, action } => self.component_action(instance, action),
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&self) -> Result<(), DeviceError> {
+        let swmgmt = self
+            .swmgmt
+            .lock()
+            .to_json()
+            .map_err(|e| state::StateFileError::Corrupt(e.to_string()))?;
+        let swcomp = serde_json::to_string(&*self.swcomp.lock())
+            .map_err(|e| state::StateFileError::Corrupt(e.to_string()))?;
+        self.state_file.save(&DeviceState {
+            swmgmt,
+            swcomp,
+            bindings: self.bindings.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// Feeds a transition's report back: notifications, then its effects.
+    fn apply(
+        &mut self,
+        now: Instant,
+        report: Result<Report, wasmdm_proto::swmgmt::SwMgmtError>,
+    ) -> Result<(), DeviceError> {
+        match report {
+            Ok(report) => {
+                self.sync_components();
+                self.carry_out(now, report.effects)?;
+                let mut changed = report.changed;
+                changed.extend(self.swcomp.lock().take_changed());
+                self.client.resources_changed(now, &changed);
+            }
+            Err(e) => warn!("unexpected Software Management event: {e}"),
+        }
+        Ok(())
+    }
+
+    fn sync_components(&self) {
+        let sm = self.swmgmt.lock();
+        self.swcomp.lock().sync_owners(&sm);
+    }
+
+    fn swmgmt_action(
+        &mut self,
+        now: Instant,
+        iid: u16,
+        action: SwMgmtAction,
+    ) -> Result<(), DeviceError> {
+        info!(instance = iid, action = ?ActionName(&action), "software management");
+        let runtime = self.runtime.clone();
+        let tx = self.work_tx.clone();
+        let slot = slot(iid);
+        match action {
+            SwMgmtAction::StorePushed { offset, data, last } => {
+                let mut delivery = runtime.delivery(&slot)?;
+                delivery.write_at(offset, &data)?;
+                if last {
+                    delivery.sync(None)?;
+                    let report = self.swmgmt.lock().package_written(iid);
+                    self.apply(now, report)?;
+                }
+            }
+            SwMgmtAction::Download {
+                uri,
+                username,
+                password,
+            } => self.start_download(now, iid, uri, username, password)?,
+            SwMgmtAction::CancelDelivery => {
+                if let Some(flag) = self.http_cancel.remove(&iid) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                let ids: Vec<_> = self
+                    .coap_downloads
+                    .iter()
+                    .filter(|(_, i)| **i == iid)
+                    .map(|(d, _)| *d)
+                    .collect();
+                for id in ids {
+                    self.coap_downloads.remove(&id);
+                    self.client.cancel_download(now, id);
+                }
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.discard_delivery(&slot).await {
+                        warn!(instance = iid, "cannot discard delivery: {e}");
+                    }
+                });
+            }
+            SwMgmtAction::VerifyIntegrity => {
+                tokio::spawn(async move {
+                    let result = runtime
+                        .verify_delivery(&slot)
+                        .await
+                        .map(|info| (info.name, info.version))
+                        .map_err(|e| {
+                            warn!(instance = iid, "package refused: {e}");
+                            update_result(&e)
+                        });
+                    let _ = tx.send(Work::Verified { iid, result });
+                });
+            }
+            SwMgmtAction::Install { .. } => {
+                tokio::spawn(async move {
+                    let result = runtime.install(&slot).await.map_err(|e| {
+                        warn!(instance = iid, "install failed: {e}");
+                        update_result(&e)
+                    });
+                    if result.is_ok() {
+                        let _ = runtime.discard_delivery(&slot).await;
+                    }
+                    let _ = tx.send(Work::Installed { iid, result });
+                });
+            }
+            SwMgmtAction::Remove | SwMgmtAction::PrepareForUpdate => {
+                let for_update = matches!(action, SwMgmtAction::PrepareForUpdate);
+                let name = if for_update {
+                    self.bindings.get(&iid).cloned()
+                } else {
+                    self.bindings.remove(&iid)
+                };
+                if !for_update {
+                    self.persist()?;
+                }
+                tokio::spawn(async move {
+                    let ok = match name {
+                        Some(name) if for_update => runtime.prepare_update(&name).await.is_ok(),
+                        Some(name) => runtime.uninstall(&name).await.is_ok(),
+                        None => true,
+                    };
+                    let _ = runtime.discard_delivery(&slot).await;
+                    let _ = tx.send(Work::Uninstalled { iid, ok });
+                });
+            }
+            SwMgmtAction::Activate | SwMgmtAction::Deactivate => {
+                let activate = matches!(action, SwMgmtAction::Activate);
+                let Some(name) = self.bindings.get(&iid).cloned() else {
+                    return Ok(());
+                };
+                tokio::spawn(async move {
+                    let result = if activate {
+                        runtime.activate(&name, None).await
+                    } else {
+                        runtime.deactivate(&name, None).await
+                    };
+                    let active = match result {
+                        Ok(()) => activate,
+                        Err(e) => {
+                            warn!(package = %name, "activation change failed: {e}");
+                            !activate
+                        }
+                    };
+                    let _ = tx.send(Work::Activated { iid, active });
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn component_action(&mut self, id: u16, action: ComponentAction) {
+        let Some((owner, identity)) = self
+            .swcomp
+            .lock()
+            .component(id)
+            .map(|c| (c.owner, c.identity.clone()))
+        else {
+            return;
+        };
+        let Some(name) = self.bindings.get(&owner).cloned() else {
+            return;
+        };
+        let runtime = self.runtime.clone();
+        let tx = self.work_tx.clone();
+        let activate = matches!(action, ComponentAction::Activate);
+        tokio::spawn(async move {
+            let result = if activate {
+                runtime.activate(&name, Some(&identity)).await
+            } else {
+                runtime.deactivate(&name, Some(&identity)).await
+            };
+            let active = if result.is_ok() { activate } else { !activate };
+            let _ = tx.send(Work::ComponentActivated { id, active });
+        });
+    }
+
+    fn start_download(
+        &mut self,
+        now: Instant,
+        iid: u16,
+        uri: String,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> Result<(), DeviceError> {
+        let delivery = self.runtime.delivery(&slot(iid))?;
+        if let Some(rest) = uri.strip_prefix("coap://") {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let authority = if authority.contains(':') {
+                authority.to_string()
+            } else {
+                format!("{authority}:5683")
+            };
+            let Some(peer) = std::net::ToSocketAddrs::to_socket_addrs(&authority)
+                .ok()
+                .and_then(|mut a| a.next())
+            else {
+                let report = self
+                    .swmgmt
+                    .lock()
+                    .download_failed(iid, UpdateResult::InvalidUri);
+                return self.apply(now, report);
+            };
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let segments = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let query = query
+                .split('&')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            // Resume at the first block not yet stored (1024-byte blocks).
+            let start_block = u32::try_from(delivery.len() / 1024).unwrap_or(0);
+            let etag = delivery.resume_tag().and_then(|t| hex::decode(t).ok());
+            let id = self
+                .client
+                .start_download(now, peer, segments, query, start_block, etag);
+            self.coap_downloads.insert(id, iid);
+            return Ok(());
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.http_cancel.insert(iid, cancel.clone());
+        let tx = self.work_tx.clone();
+        let max_bytes = self.config.max_package_bytes;
+        tokio::task::spawn_blocking(move || {
+            let mut delivery = delivery;
+            let resume = download::ResumePoint {
+                offset: delivery.len(),
+                etag: delivery.resume_tag().map(str::to_owned),
+            };
+            let mut sink = DeliverySink(&mut delivery);
+            let mut started_tag: Option<String> = None;
+            let credentials = username.as_deref().zip(password.as_deref());
+            let options = download::HttpOptions {
+                max_bytes,
+                ..Default::default()
+            };
+            let result = download::http_download(
+                &uri,
+                credentials,
+                &resume,
+                &options,
+                &cancel,
+                &mut sink,
+                &mut |start| started_tag = start.etag.clone(),
+                &mut |_| {},
+            );
+            let _ = tx.send(Work::HttpStarted);
+            let result = result.and_then(|total| {
+                delivery
+                    .sync(started_tag.as_deref())
+                    .map(|()| total)
+                    .map_err(|e| download::DownloadError::Storage(e.to_string()))
+            });
+            if result.is_err() {
+                // Keep what arrived and its tag, so a retry or restart resumes.
+                let _ = delivery.sync(started_tag.as_deref());
+            }
+            let _ = tx.send(Work::HttpDone { iid, result });
+        });
+        Ok(())
+    }
+
+    fn on_coap_data(
+        &mut self,
+        now: Instant,
+        id: DownloadId,
+        offset: u64,
+        bytes: &[u8],
+        more: bool,
+    ) -> Result<(), DeviceError> {
+        let Some(&iid) = self.coap_downloads.get(&id) else {
+            return Ok(());
+        };
+        let mut delivery = self.runtime.delivery(&slot(iid))?;
+        if let Err(e) = delivery.write_at(offset, bytes) {
+            warn!(instance = iid, "cannot store downloaded data: {e}");
+            self.coap_downloads.remove(&id);
+            self.client.cancel_download(now, id);
+            let report = self.swmgmt.lock().download_failed(iid, update_result(&e));
+            return self.apply(now, report);
+        }
+        if !more {
+            self.coap_downloads.remove(&id);
+            delivery.sync(None)?;
+            let report = self.swmgmt.lock().package_written(iid);
+            self.apply(now, report)?;
+        }
+        Ok(())
+    }
+
+    fn on_work(&mut self, now: Instant, work: Work) -> Result<(), DeviceError> {
+        let report = match work {
+            Work::HttpStarted => return Ok(()),
+            Work::HttpDone { iid, result } => {
+                self.http_cancel.remove(&iid);
+                match result {
+                    Ok(total) => {
+                        info!(instance = iid, bytes = total, "download complete");
+                        self.swmgmt.lock().package_written(iid)
+                    }
+                    Err(download::DownloadError::Cancelled) => return Ok(()),
+                    Err(e) => {
+                        warn!(instance = iid, "download failed: {e}");
+                        let code = match e {
+                            download::DownloadError::InvalidUri(_) => UpdateResult::InvalidUri,
+                            download::DownloadError::Storage(_) => UpdateResult::NotEnoughStorage,
+                            _ => UpdateResult::ConnectionLost,
+                        };
+                        self.swmgmt.lock().download_failed(iid, code)
+                    }
+                }
+            }
+            Work::Verified { iid, result } => self.swmgmt.lock().integrity_checked(iid, result),
+            Work::Installed { iid, result } => match result {
+                Ok(info) => {
+                    info!(instance = iid, package = %info.name, version = %info.version, "installed");
+                    self.bindings.insert(iid, info.name.clone());
+                    // The package's components become /14 instances linked from /9/x/17.
+                    let mut ids = Vec::new();
+                    {
+                        let mut sc = self.swcomp.lock();
+                        for (component, version) in &info.components {
+                            let active = info.active.contains(component);
+                            match sc.add(iid, component.clone(), version.clone(), active) {
+                                Ok(id) => ids.push(id),
+                                Err(e) => warn!("cannot add /14 instance: {e}"),
+                            }
+                        }
+                    }
+                    let installed = Installed {
+                        name: info.name,
+                        version: info.version,
+                        components: ids,
+                        active: !info.active.is_empty(),
+                    };
+                    self.swmgmt.lock().install_finished(iid, Ok(installed))
+                }
+                Err(code) => self.swmgmt.lock().install_finished(iid, Err(code)),
+            },
+            Work::Uninstalled { iid, ok } => self.swmgmt.lock().uninstall_finished(iid, ok),
+            Work::Activated { iid, active } => self.swmgmt.lock().activation_finished(iid, active),
+            Work::ComponentActivated { id, active } => {
+                let _ = self.swcomp.lock().activation_finished(id, active);
+                self.persist()?;
+                let changed = self.swcomp.lock().take_changed();
+                self.client.resources_changed(now, &changed);
+                return Ok(());
+            }
+        };
+        self.apply(now, report)
+    }
+}
+
+/// The Update Result a runtime error reports (SwMgmt §6 resource 9); the one
+/// place where runtime errors become LwM2M result codes.
+fn update_result(e: &RuntimeError) -> UpdateResult {
+    UpdateResult::from_code(i64::from(e.update_result_hint()))
+        .unwrap_or(UpdateResult::DeviceDefined)
+}
+
+struct DeliverySink<'a>(&'a mut crate::runtime::Delivery);
+
+impl download::PackageSink for DeliverySink<'_> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.0
+            .write_at(offset, bytes)
+            .map_err(std::io::Error::other)
+    }
+}
+
+struct ActionName<'a>(&'a SwMgmtAction);
+
+impl std::fmt::Debug for ActionName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never log pushed bytes or credentials.
+        match self.0 {
+            SwMgmtAction::StorePushed { offset, data, last } => {
+                write!(
+                    f,
+                    "StorePushed {{ offset: {offset}, len: {}, last: {last} }}",
+                    data.len()
+                )
+            }
+            SwMgmtAction::Download { uri, .. } => write!(f, "Download {{ uri: {uri:?} }}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// MemAvailable from /proc/meminfo, for /3/0/10.
+fn memory_free_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

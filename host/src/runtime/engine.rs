@@ -181,13 +181,13 @@ impl EngineShared {
         }
         let bytes = std::fs::read(wasm).map_err(|e| StateError::io("read", wasm, e))?;
         check_component_magic(id, &bytes)?;
-        let code = self
-            .engine
-            .precompile_component(&bytes)
-            .map_err(|e| RuntimeError::InstallFailed {
-                component: id.to_string(),
-                reason: format!("invalid component: {e:#}"),
-            })?;
+        let code =
+            self.engine
+                .precompile_component(&bytes)
+                .map_err(|e| RuntimeError::InstallFailed {
+                    component: id.to_string(),
+                    reason: format!("invalid component: {e:#}"),
+                })?;
         atomic_write(cwasm, &code)?;
         // SAFETY: as above; we just wrote this file atomically.
         unsafe { Component::deserialize_file(&self.engine, cwasm) }.map_err(engine_err)
@@ -210,8 +210,14 @@ impl EngineShared {
             })?;
         let ty = component.component_type();
         let interface = ComponentInterface {
-            imports: ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect(),
-            exports: ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+            imports: ty
+                .imports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            exports: ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
         };
         let check = self.prepare(id, &component, world).map(|_| ());
         Ok((interface, check))

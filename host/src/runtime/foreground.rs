@@ -147,12 +147,15 @@ pub async fn run_foreground(
         )?;
         let spec = super::convert::package_spec(&verified.manifest);
         let comp = match &opts.component {
-            Some(c) => spec.components.iter().find(|x| &x.id == c).cloned().ok_or_else(|| {
-                RuntimeError::UnknownComponent {
+            Some(c) => spec
+                .components
+                .iter()
+                .find(|x| &x.id == c)
+                .cloned()
+                .ok_or_else(|| RuntimeError::UnknownComponent {
                     package: spec.name.clone(),
                     component: c.clone(),
-                }
-            })?,
+                })?,
             None => spec
                 .components
                 .first()

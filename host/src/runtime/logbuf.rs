@@ -93,10 +93,21 @@ impl LogBuffer {
         let mut r = self.lock();
         let mut rest = bytes;
         while !rest.is_empty() {
-            let nl = rest.iter().position(|b| *b == b'\n');
+            let partial_len = if source == LogSource::Stderr {
+                r.partial_err.len()
+            } else {
+                r.partial_out.len()
+            };
+            let room = MAX_PARTIAL.saturating_sub(partial_len).max(1);
+            let window = rest.get(..room.min(rest.len())).unwrap_or(rest);
+            let nl = window.iter().position(|b| *b == b'\n');
             let (chunk, done, next) = match nl {
-                Some(i) => (rest.get(..i).unwrap_or_default(), true, rest.get(i + 1..).unwrap_or_default()),
-                None => (rest, false, &[][..]),
+                Some(i) => (
+                    rest.get(..i).unwrap_or_default(),
+                    true,
+                    rest.get(i + 1..).unwrap_or_default(),
+                ),
+                None => (window, false, rest.get(window.len()..).unwrap_or_default()),
             };
             let partial = if source == LogSource::Stderr {
                 &mut r.partial_err

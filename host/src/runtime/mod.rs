@@ -21,9 +21,7 @@ pub use error::RuntimeError;
 pub use foreground::{ForegroundOptions, StopHandle, run_foreground};
 pub use instance::ExitStatus;
 pub use logbuf::{LogLine, LogSource};
-pub use spec::{
-    ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World,
-};
+pub use spec::{ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World};
 pub use supervisor::{ComponentState, ComponentStatus, RuntimeEvent};
 
 use crate::state::{DataDir, DirLock, StateError, atomic_write, fsync_dir, valid_name};
@@ -56,6 +54,9 @@ pub struct RuntimeConfig {
     pub package_limits: wasmdm_package::Limits,
     /// Keys a package manifest must be signed with; empty = signatures not required.
     pub trusted_keys: Vec<wasmdm_package::VerifyingKey>,
+    /// Start what was active when opening (a device host); one-shot CLI
+    /// commands open the data directory without starting anything.
+    pub autostart: bool,
 }
 
 impl RuntimeConfig {
@@ -67,6 +68,7 @@ impl RuntimeConfig {
             max_package_bytes: 64 << 20,
             package_limits: wasmdm_package::Limits::default(),
             trusted_keys: Vec::new(),
+            autostart: true,
         }
     }
 }
@@ -160,9 +162,7 @@ fn to_json<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>> {
     })
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RuntimeError::Engine(format!("blocking task: {e}")))?
@@ -225,7 +225,10 @@ impl Runtime {
             {
                 Some(r) => r,
                 None => {
-                    tracing::error!("unreadable record {}; package skipped", record_path.display());
+                    tracing::error!(
+                        "unreadable record {}; package skipped",
+                        record_path.display()
+                    );
                     continue;
                 }
             };
@@ -241,6 +244,9 @@ impl Runtime {
             self.pkgs().insert(name, pkg);
         }
         self.gc_cache();
+        if !self.inner.config.autostart {
+            return Ok(());
+        }
         let names: Vec<String> = self.pkgs().keys().cloned().collect();
         for name in names {
             self.start_active(&name);
@@ -300,7 +306,10 @@ impl Runtime {
             active: record.active.contains(&spec.id),
             state: ComponentState::Inactive,
             restart_count: 0,
-            last_exit: pre.as_ref().err().map(|e| ExitStatus::StartFailed(e.clone())),
+            last_exit: pre
+                .as_ref()
+                .err()
+                .map(|e| ExitStatus::StartFailed(e.clone())),
         };
         Comp {
             spec: spec.clone(),
@@ -339,15 +348,20 @@ impl Runtime {
         if comp.sup.as_ref().is_some_and(|s| !s.is_finished()) {
             return Ok(());
         }
-        let pre = comp.pre.clone().map_err(|reason| RuntimeError::NotRunnable {
-            package: name.clone(),
-            component: id.to_string(),
-            reason,
-        })?;
+        let pre = comp
+            .pre
+            .clone()
+            .map_err(|reason| RuntimeError::NotRunnable {
+                package: name.clone(),
+                component: id.to_string(),
+                reason,
+            })?;
         {
             let mut st = comp.status.lock().unwrap_or_else(|p| p.into_inner());
             st.active = true;
             st.restart_count = 0;
+            // Visible at once: activate() returns with the component Starting.
+            st.state = ComponentState::Starting;
         }
         let sb = &comp.spec.sandbox;
         let setup = InstanceSetup {
@@ -383,7 +397,11 @@ impl Runtime {
             .pkgs()
             .values()
             .flat_map(|p| p.record.spec.components.iter())
-            .map(|c| self.inner.engine.cwasm_path(&self.inner.dirs.cache(), &c.sha256))
+            .map(|c| {
+                self.inner
+                    .engine
+                    .cwasm_path(&self.inner.dirs.cache(), &c.sha256)
+            })
             .collect();
         let Ok(rd) = std::fs::read_dir(self.inner.dirs.cache()) else {
             return;

@@ -206,10 +206,13 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
             (ExitStatus::DiskQuotaExceeded { .. }, _) => None,
             (_, RestartPolicy::No) => None,
             (e, RestartPolicy::OnFailure { .. }) if e.is_success() => None,
-            (_, RestartPolicy::OnFailure {
-                max_retries,
-                backoff_ms,
-            }) => (retries < max_retries).then_some(backoff_ms),
+            (
+                _,
+                RestartPolicy::OnFailure {
+                    max_retries,
+                    backoff_ms,
+                },
+            ) => (retries < max_retries).then_some(backoff_ms),
             (_, RestartPolicy::Always { backoff_ms }) => Some(backoff_ms),
         };
         let Some(backoff_ms) = restart else {

@@ -19,7 +19,9 @@ fn counts(lines: &[String]) -> Vec<u64> {
 async fn deliver_install_activate_deactivate_uninstall() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::open(config(dir.path())).await.unwrap();
-    let info = deliver_install(&rt, "0", &counter_pkg("1.0.0")).await.unwrap();
+    let info = deliver_install(&rt, "0", &counter_pkg("1.0.0"))
+        .await
+        .unwrap();
     assert_eq!(info.name, "counter");
     assert_eq!(info.version, "1.0.0");
     assert_eq!(info.upgraded_from, None);
@@ -37,9 +39,15 @@ async fn deliver_install_activate_deactivate_uninstall() {
         counts(&log_text(&rt, "counter", "counter")).contains(&3)
     })
     .await;
-    assert_eq!(comp(&rt, "counter", "counter").state, ComponentState::Running);
+    assert_eq!(
+        comp(&rt, "counter", "counter").state,
+        ComponentState::Running
+    );
     let lines = log_text(&rt, "counter", "counter");
-    assert!(lines.iter().any(|l| l == "hi there"), "config greeting: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "hi there"),
+        "config greeting: {lines:?}"
+    );
 
     // Activate twice is a no-op.
     rt.activate("counter", Some("counter")).await.unwrap();
@@ -79,7 +87,9 @@ async fn deliver_install_activate_deactivate_uninstall() {
 async fn upgrade_restarts_active_component_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::open(config(dir.path())).await.unwrap();
-    deliver_install(&rt, "0", &counter_pkg("1.0.0")).await.unwrap();
+    deliver_install(&rt, "0", &counter_pkg("1.0.0"))
+        .await
+        .unwrap();
     rt.activate("counter", None).await.unwrap();
     wait_until(10, "count=3", || {
         counts(&log_text(&rt, "counter", "counter")).contains(&3)
@@ -88,7 +98,10 @@ async fn upgrade_restarts_active_component_and_keeps_data() {
 
     // The new package is delivered and verified while v1 keeps running.
     deliver(&rt, "1", &counter_pkg("2.0.0")).await.unwrap();
-    assert_eq!(comp(&rt, "counter", "counter").state, ComponentState::Running);
+    assert_eq!(
+        comp(&rt, "counter", "counter").state,
+        ComponentState::Running
+    );
     let info = rt.install("1").await.unwrap();
     assert_eq!(info.upgraded_from.as_deref(), Some("1.0.0"));
     assert_eq!(info.version, "2.0.0");
@@ -138,8 +151,16 @@ async fn hello_output_is_captured_in_logs() {
     rt.activate("hello", None).await.unwrap();
     wait_state(&rt, "hello", "hello", ComponentState::Exited, 10).await;
     let lines = log_text(&rt, "hello", "hello");
-    for want in ["hello from wasmdm", "arg[0]=hello", "arg[1]=--flag", "GREETING=hi"] {
-        assert!(lines.iter().any(|l| l == want), "missing {want:?} in {lines:?}");
+    for want in [
+        "hello from wasmdm",
+        "arg[0]=hello",
+        "arg[1]=--flag",
+        "GREETING=hi",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "missing {want:?} in {lines:?}"
+        );
     }
     let c = comp(&rt, "hello", "hello");
     assert_eq!(c.last_exit, Some(ExitStatus::Exited(0)));
@@ -158,7 +179,9 @@ async fn activation_persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let rt = Runtime::open(config(dir.path())).await.unwrap();
-        deliver_install(&rt, "0", &counter_pkg("1.0.0")).await.unwrap();
+        deliver_install(&rt, "0", &counter_pkg("1.0.0"))
+            .await
+            .unwrap();
         let hello = package("hello", "1.0.0", "hello", "wasi:cli/command", "", "");
         deliver_install(&rt, "1", &hello).await.unwrap();
         rt.activate("counter", None).await.unwrap();
@@ -187,7 +210,10 @@ async fn activation_persists_across_reopen() {
     let rt = Runtime::open(config(dir.path())).await.unwrap();
     assert!(!comp(&rt, "counter", "counter").active);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(comp(&rt, "counter", "counter").state, ComponentState::Inactive);
+    assert_eq!(
+        comp(&rt, "counter", "counter").state,
+        ComponentState::Inactive
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +227,11 @@ async fn second_open_of_same_dir_is_refused() {
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("second open succeeded"),
     }
-    let msg = Runtime::open(config(dir.path())).await.err().unwrap().to_string();
+    let msg = Runtime::open(config(dir.path()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("is in use by pid"), "{msg}");
 }
 
@@ -210,7 +240,9 @@ async fn open_recovers_from_crash_leftovers() {
     let dir = tempfile::tempdir().unwrap();
     {
         let rt = Runtime::open(config(dir.path())).await.unwrap();
-        deliver_install(&rt, "0", &counter_pkg("1.0.0")).await.unwrap();
+        deliver_install(&rt, "0", &counter_pkg("1.0.0"))
+            .await
+            .unwrap();
         rt.activate("counter", None).await.unwrap();
         // A delivery that was being verified when the "crash" happened.
         deliver(&rt, "3", &counter_pkg("1.1.0")).await.unwrap();
@@ -243,7 +275,10 @@ async fn open_recovers_from_crash_leftovers() {
     let (len, delivered) = rt.delivery_state("3").unwrap();
     assert!(len > 0);
     assert_eq!(delivered, None);
-    assert!(matches!(rt.install("3").await, Err(RuntimeError::NotDelivered(_))));
+    assert!(matches!(
+        rt.install("3").await,
+        Err(RuntimeError::NotDelivered(_))
+    ));
     let info = rt.verify_delivery("3").await.unwrap();
     assert_eq!(info.version, "1.1.0");
     // The installed, active counter came back.

@@ -51,7 +51,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 /// Makes a directory entry change (create, rename, unlink) durable.
 pub fn fsync_dir(dir: &Path) -> Result<(), StateError> {
     let d = File::open(dir).map_err(|e| StateError::io("open dir", dir, e))?;
-    d.sync_all().map_err(|e| StateError::io("fsync dir", dir, e))
+    d.sync_all()
+        .map_err(|e| StateError::io("fsync dir", dir, e))
 }
 
 #[cfg(test)]

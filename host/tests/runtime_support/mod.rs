@@ -35,7 +35,11 @@ pub fn package(
     extra: &str,
 ) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(guest(guest_name), dir.path().join(format!("{guest_name}.wasm"))).unwrap();
+    std::fs::copy(
+        guest(guest_name),
+        dir.path().join(format!("{guest_name}.wasm")),
+    )
+    .unwrap();
     let manifest = format!(
         "manifest-version = 1\n[package]\nname = \"{name}\"\nversion = \"{version}\"\n{extra}\n\
          [[component]]\nid = \"{guest_name}\"\nfile = \"{guest_name}.wasm\"\nworld = \"{world}\"\n\
@@ -98,7 +102,10 @@ pub fn comp(rt: &Runtime, pkg: &str, id: &str) -> ComponentStatus {
 pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -111,5 +118,9 @@ pub async fn wait_state(rt: &Runtime, pkg: &str, id: &str, state: ComponentState
 }
 
 pub fn log_text(rt: &Runtime, pkg: &str, id: &str) -> Vec<String> {
-    rt.logs(pkg, id).unwrap().into_iter().map(|l| l.text).collect()
+    rt.logs(pkg, id)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.text)
+        .collect()
 }

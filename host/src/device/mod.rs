@@ -172,6 +172,12 @@ impl Driver {
                 Vec::new(),
             ),
         };
+        let mut swmgmt = swmgmt;
+        if swmgmt.instances().is_empty() {
+            // Servers that manage a single package (ThingsBoard, lwm2m-node-lib)
+            // expect /9/0 to exist; later packages go to Created instances.
+            let _ = swmgmt.create(Some(0), Vec::new());
+        }
         let swmgmt = Shared::new(swmgmt);
         let swcomp = Shared::new(swcomp);
         let device = Shared::new(DeviceObject::new(DeviceInfo {

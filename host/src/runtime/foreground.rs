@@ -7,7 +7,7 @@ use super::host::StopSignal;
 use super::instance::{ExitStatus, InstanceSetup, run_instance};
 use super::logbuf::{LogBuffer, LogSource};
 use super::spec::{Sandbox, World};
-use super::supervisor::stop_instance;
+use super::supervisor::{stop_instance, stop_requested};
 use crate::state::StateError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -194,7 +194,7 @@ pub async fn run_foreground(
     let mut rx = stop.0.subscribe();
     let exit = tokio::select! {
         r = &mut handle => r.unwrap_or_else(|e| ExitStatus::Trapped(format!("instance task: {e}"))),
-        _ = rx.wait_for(|v| *v) => match stop_instance(&mut handle, &signal, grace).await {
+        _ = stop_requested(&mut rx) => match stop_instance(&mut handle, &signal, grace).await {
             ExitStatus::Exited(_) | ExitStatus::Trapped(_) => ExitStatus::Stopped { forced: false },
             other => other,
         },

@@ -193,3 +193,27 @@ pub async fn run_instance(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_allow_list() {
+        let rules = [NetRule {
+            addr: "127.0.0.1".parse().unwrap(),
+            prefix: 32,
+            port: Some(8080),
+        }];
+        let ok: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert!(net_allowed(&rules, &ok, SocketAddrUse::TcpConnect));
+        assert!(!net_allowed(&rules, &other, SocketAddrUse::TcpConnect));
+        assert!(!net_allowed(&rules, &other, SocketAddrUse::UdpSend));
+        // The implicit bind before a connect uses the wildcard address.
+        assert!(net_allowed(&rules, &any, SocketAddrUse::TcpBind));
+        assert!(!net_allowed(&rules, &any, SocketAddrUse::TcpListen));
+        assert!(!net_allowed(&[], &ok, SocketAddrUse::TcpConnect));
+    }
+}

@@ -480,8 +480,19 @@ impl Runtime {
         let DeliveredRecord { spec, .. } = delivery::read_delivered(&slot_dir)
             .ok_or_else(|| RuntimeError::NotDelivered(slot.to_string()))?;
         check_name(&spec.name)?;
+        let max_mem = self.inner.config.engine.max_memory_per_instance;
         for c in &spec.components {
             check_name(&c.id)?;
+            // The pool cannot give more than its slot size, whatever the limiter allows.
+            if c.sandbox.memory_bytes > max_mem {
+                return Err(RuntimeError::InstallFailed {
+                    component: c.id.clone(),
+                    reason: format!(
+                        "asks for {} bytes of memory; this device allows at most {max_mem} per instance",
+                        c.sandbox.memory_bytes
+                    ),
+                });
+            }
         }
         let name = spec.name.clone();
         let pkg_dir = self.inner.dirs.package(&name);

@@ -107,7 +107,7 @@ impl Supervisor {
 }
 
 /// Resolves once a stop was requested or the handle was dropped (runtime gone).
-async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stop_requested(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;

@@ -288,3 +288,29 @@ async fn open_recovers_from_crash_leftovers() {
     wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
     rt.deactivate("counter", None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_runtime_stops_instances_before_releasing_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = Runtime::open(config(dir.path())).await.unwrap();
+        deliver_install(&rt, "0", &counter_pkg("1.0.0"))
+            .await
+            .unwrap();
+        rt.activate("counter", None).await.unwrap();
+        wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
+        // Dropped without shutdown().
+    }
+    // Reopening waits for the old instance to go: never two counters on one /data.
+    let rt = loop {
+        match Runtime::open(config(dir.path())).await {
+            Ok(rt) => break rt,
+            Err(RuntimeError::State(StateError::InUse { .. })) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
+    rt.deactivate("counter", None).await.unwrap();
+}

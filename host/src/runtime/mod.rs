@@ -136,7 +136,8 @@ struct Inner {
     ops: tokio::sync::Mutex<()>,
     packages: Mutex<BTreeMap<String, Pkg>>,
     events: broadcast::Sender<RuntimeEvent>,
-    _lock: DirLock,
+    /// Shared with supervisors (see `SupervisorArgs::keepalive`).
+    lock: Arc<DirLock>,
 }
 
 /// The runtime facade: cheap to clone, Send + Sync.
@@ -188,7 +189,7 @@ impl Runtime {
             ops: tokio::sync::Mutex::new(()),
             packages: Mutex::new(BTreeMap::new()),
             events,
-            _lock: lock,
+            lock: Arc::new(lock),
         });
         let rt = Runtime { inner };
         rt.restore().await?;
@@ -381,6 +382,7 @@ impl Runtime {
             setup,
             status: comp.status.clone(),
             events: self.inner.events.clone(),
+            keepalive: self.inner.lock.clone(),
         }));
         Ok(())
     }

@@ -78,6 +78,9 @@ pub struct SupervisorArgs {
     pub status: SharedStatus,
     /// Event channel.
     pub events: broadcast::Sender<RuntimeEvent>,
+    /// Held until the supervisor ends: the data directory lock, so a dropped
+    /// `Runtime` keeps the directory locked until its instances are really gone.
+    pub keepalive: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 /// Handle to a running supervisor.

@@ -160,6 +160,8 @@ pub(crate) async fn stop_instance(
 }
 
 async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
+    // Dropped (with `args`) only when this task ends.
+    let _keepalive = Arc::clone(&args.keepalive);
     let sb = args.setup.sandbox.clone();
     let grace = Duration::from_millis(sb.stop_grace_ms);
     let mut retries: u32 = 0;

@@ -118,7 +118,8 @@ impl Delivery {
         self.progress.resume_tag.as_deref()
     }
 
-    /// Writes a block at `offset`. Offset 0 starts a new delivery (truncates and
+    /// Writes a block at `offset` (plain blocking file I/O, meant for CoAP/HTTP
+    /// sized blocks). Offset 0 starts a new delivery (truncates and
     /// forgets any earlier verification); a block past the end is a gap error; a
     /// repeated block overwrites in place.
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), RuntimeError> {

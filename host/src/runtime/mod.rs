@@ -756,8 +756,16 @@ impl Runtime {
         if let Some(pkg) = pkgs.get(name) {
             for id in &ids {
                 if let Some(c) = pkg.comps.get(id) {
-                    c.status.lock().unwrap_or_else(|p| p.into_inner()).state =
-                        ComponentState::Inactive;
+                    let mut st = c.status.lock().unwrap_or_else(|p| p.into_inner());
+                    if st.state != ComponentState::Inactive {
+                        st.state = ComponentState::Inactive;
+                        let _ = self.inner.events.send(RuntimeEvent {
+                            package: name.to_string(),
+                            component: id.clone(),
+                            state: ComponentState::Inactive,
+                            exit: None,
+                        });
+                    }
                 }
             }
         }

@@ -37,6 +37,8 @@ impl DataDirArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole story on loopback: a server, devices, a group install and a group upgrade.
+    Demo(remote::DemoArgs),
     /// Run this machine as an LwM2M-managed device (embedded defaults; no config needed).
     Device(remote::DeviceArgs),
     /// Run the LwM2M server that installs and upgrades software on devices and groups.
@@ -67,6 +69,7 @@ pub enum Command {
 
 pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Demo(a) => remote::demo(a).await,
         Command::Device(a) => remote::device(a).await,
         Command::Server(a) => remote::server(a).await,
         Command::Ctl(a) => remote::ctl(a).await,

@@ -27,6 +27,16 @@ pub struct DeviceArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the example guests were built (scripts/build-guests.sh).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-examples/out"))]
+    pub guests: PathBuf,
+    /// Number of devices.
+    #[arg(long, default_value_t = 3)]
+    pub devices: usize,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// UDP address for CoAP (LwM2M registration, device management, file pulls).
     #[arg(long, default_value = "0.0.0.0:5683")]
@@ -70,6 +80,13 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     wasmdm::device::run(config, shutdown_signal())
         .await
         .context("device stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let options = wasmdm::demo::DemoOptions { guests: args.guests, devices: args.devices.clamp(1, 50) };
+    wasmdm::demo::run(options).await.context("demo failed")?;
+    println!("== demo complete");
     Ok(ExitCode::SUCCESS)
 }
 

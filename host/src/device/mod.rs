@@ -123,6 +123,9 @@ struct Driver {
     work_tx: mpsc::UnboundedSender<Work>,
     work_rx: mpsc::UnboundedReceiver<Work>,
     coap_downloads: BTreeMap<DownloadId, u16>,
+    /// Deliveries being written block by block (push, CoAP pull): kept open
+    /// between blocks, since only synced bytes survive a reopen.
+    open_deliveries: BTreeMap<u16, crate::runtime::Delivery>,
     http_cancel: BTreeMap<u16, Arc<AtomicBool>>,
 }
 
@@ -212,6 +215,7 @@ impl Driver {
             work_tx,
             work_rx,
             coap_downloads: BTreeMap::new(),
+            open_deliveries: BTreeMap::new(),
             http_cancel: BTreeMap::new(),
         };
         // Work interrupted by a restart (a pull to resume, an integrity check
@@ -341,6 +345,10 @@ impl Driver {
                 Event::DownloadFailed { id, error } => {
                     if let Some(iid) = self.coap_downloads.remove(&id) {
                         warn!(instance = iid, "CoAP download failed: {error}");
+                        if let Some(mut delivery) = self.open_deliveries.remove(&iid) {
+                            // What arrived stays durable: a retry resumes from it.
+                            let _ = delivery.sync(None);
+                        }
                         let report = self
                             .swmgmt
                             .lock()
@@ -422,10 +430,11 @@ impl Driver {
         let slot = slot(iid);
         match action {
             SwMgmtAction::StorePushed { offset, data, last } => {
-                let mut delivery = runtime.delivery(&slot)?;
+                let delivery = self.open_delivery(iid)?;
                 delivery.write_at(offset, &data)?;
                 if last {
                     delivery.sync(None)?;
+                    self.open_deliveries.remove(&iid);
                     let report = self.swmgmt.lock().package_written(iid);
                     self.apply(now, report)?;
                 }
@@ -436,6 +445,7 @@ impl Driver {
                 password,
             } => self.start_download(now, iid, uri, username, password)?,
             SwMgmtAction::CancelDelivery => {
+                self.open_deliveries.remove(&iid);
                 if let Some(flag) = self.http_cancel.remove(&iid) {
                     flag.store(true, Ordering::Relaxed);
                 }
@@ -640,6 +650,14 @@ impl Driver {
         Ok(())
     }
 
+    /// The delivery of `iid`, opened once and kept for the following blocks.
+    fn open_delivery(&mut self, iid: u16) -> Result<&mut crate::runtime::Delivery, DeviceError> {
+        Ok(match self.open_deliveries.entry(iid) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(self.runtime.delivery(&slot(iid))?),
+        })
+    }
+
     fn on_coap_data(
         &mut self,
         now: Instant,
@@ -662,6 +680,7 @@ impl Driver {
         if !more {
             self.coap_downloads.remove(&id);
             delivery.sync(None)?;
+            self.open_deliveries.remove(&iid);
             let report = self.swmgmt.lock().package_written(iid);
             self.apply(now, report)?;
         }
@@ -734,7 +753,7 @@ impl Driver {
 /// The Update Result a runtime error reports (SwMgmt §6 resource 9); the one
 /// place where runtime errors become LwM2M result codes.
 fn update_result(e: &RuntimeError) -> UpdateResult {
-    UpdateResult::from_code(i64::from(e.update_result_hint()))
+    UpdateResult::from_code(e.update_result_hint())
         .unwrap_or(UpdateResult::DeviceDefined)
 }
 

@@ -57,19 +57,31 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
     // The server, on ephemeral loopback ports.
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let server_config = wasmdm_server::ServerConfig::new(
-        "127.0.0.1:0".parse().map_err(|_| DemoError::Failed("address".into()))?,
-        "127.0.0.1:0".parse().map_err(|_| DemoError::Failed("address".into()))?,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| DemoError::Failed("address".into()))?,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| DemoError::Failed("address".into()))?,
         scratch.path().join("server"),
     );
-    let server = tokio::spawn(wasmdm_server::serve_with(server_config, stopped(stop_rx.clone()), move |b| {
-        let _ = bound_tx.send(b);
-    }));
-    let bound = bound_rx.await.map_err(|_| DemoError::Server("did not start".into()))?;
+    let server = tokio::spawn(wasmdm_server::serve_with(
+        server_config,
+        stopped(stop_rx.clone()),
+        move |b| {
+            let _ = bound_tx.send(b);
+        },
+    ));
+    let bound = bound_rx
+        .await
+        .map_err(|_| DemoError::Server("did not start".into()))?;
     println!("== server: CoAP {} HTTP http://{}", bound.coap, bound.http);
 
     // The devices, each with its own data directory and runtime.
     let local = tokio::task::LocalSet::new();
-    let endpoints: Vec<String> = (1..=options.devices).map(|i| format!("demo-device-{i}")).collect();
+    let endpoints: Vec<String> = (1..=options.devices)
+        .map(|i| format!("demo-device-{i}"))
+        .collect();
     for endpoint in &endpoints {
         let config = DeviceConfig {
             endpoint: endpoint.clone(),
@@ -86,7 +98,11 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
             }
         });
     }
-    println!("== {} devices started: {}", endpoints.len(), endpoints.join(", "));
+    println!(
+        "== {} devices started: {}",
+        endpoints.len(),
+        endpoints.join(", ")
+    );
 
     let base = format!("http://{}", bound.http);
     let result = local
@@ -98,7 +114,9 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
 
     let _ = stop_tx.send(true);
     // Let the devices de-register and stop their guests.
-    local.run_until(tokio::time::sleep(Duration::from_millis(500))).await;
+    local
+        .run_until(tokio::time::sleep(Duration::from_millis(500)))
+        .await;
     local.await;
     let _ = server.await;
     result
@@ -115,16 +133,23 @@ fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    api.put("/api/groups/demo", &json!({ "endpoints": endpoints })).map_err(err)?;
+    api.put("/api/groups/demo", &json!({ "endpoints": endpoints }))
+        .map_err(err)?;
     println!("== group `demo`: {}", endpoints.join(", "));
 
-    let file = api.upload(&v1, "counter-1.0.0.wdm", Some("demo counter v1"), None).map_err(err)?;
+    let file = api
+        .upload(&v1, "counter-1.0.0.wdm", Some("demo counter v1"), None)
+        .map_err(err)?;
     let sha1 = file["sha256"].as_str().unwrap_or_default().to_string();
-    println!("== uploaded counter 1.0.0 ({sha1:.12}…); installing on the group (pull over HTTP), then activating");
+    println!(
+        "== uploaded counter 1.0.0 ({sha1:.12}…); installing on the group (pull over HTTP), then activating"
+    );
     let install = api
-        .campaign(&json!({"group": "demo", "op": "install", "package": "counter", "file": sha1,
+        .campaign(
+            &json!({"group": "demo", "op": "install", "package": "counter", "file": sha1,
                           "delivery": "pull", "protocol": "http", "activate": true, "quota": 2,
-                          "timeout_secs": 120}))
+                          "timeout_secs": 120}),
+        )
         .map_err(err)?;
     let report = wait(api, &install)?;
     check_done(&report, endpoints.len())?;
@@ -132,18 +157,26 @@ fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result
     println!("== the guests run (count lines above); letting them count for a second");
     std::thread::sleep(Duration::from_secs(1));
 
-    let file = api.upload(&v2, "counter-2.0.0.wdm", Some("demo counter v2"), None).map_err(err)?;
+    let file = api
+        .upload(&v2, "counter-2.0.0.wdm", Some("demo counter v2"), None)
+        .map_err(err)?;
     let sha2 = file["sha256"].as_str().unwrap_or_default().to_string();
-    println!("== uploaded counter 2.0.0 ({sha2:.12}…); upgrading the group (push, Block1 over CoAP)");
+    println!(
+        "== uploaded counter 2.0.0 ({sha2:.12}…); upgrading the group (push, Block1 over CoAP)"
+    );
     let upgrade = api
-        .campaign(&json!({"group": "demo", "op": "upgrade", "package": "counter", "file": sha2,
-                          "delivery": "push", "protocol": "coap", "quota": 2, "timeout_secs": 120}))
+        .campaign(
+            &json!({"group": "demo", "op": "upgrade", "package": "counter", "file": sha2,
+                          "delivery": "push", "protocol": "coap", "quota": 2, "timeout_secs": 120}),
+        )
         .map_err(err)?;
     let report = wait(api, &upgrade)?;
     print_report(&report);
     check_done(&report, endpoints.len())?;
     for ep in endpoints {
-        let r = api.dm(ep, &json!({"op": "read", "path": "/9/0", "accept": null})).map_err(err)?;
+        let r = api
+            .dm(ep, &json!({"op": "read", "path": "/9/0", "accept": null}))
+            .map_err(err)?;
         let v = &r["values"];
         println!(
             "   {ep}: /9/0 PkgName={} PkgVersion={} UpdateState={} UpdateResult={} ActivationState={}",
@@ -154,7 +187,9 @@ fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result
 }
 
 fn wait(api: &Client, created: &Value) -> Result<Value, DemoError> {
-    let id = created["id"].as_str().ok_or_else(|| DemoError::Api(format!("no campaign id in {created}")))?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| DemoError::Api(format!("no campaign id in {created}")))?;
     api.wait(id, |c| {
         let s = &c["summary"];
         println!(
@@ -175,12 +210,17 @@ fn check_done(report: &Value, expected: usize) -> Result<(), DemoError> {
         Ok(())
     } else {
         print_report(report);
-        Err(DemoError::Failed(format!("campaign finished with {done} of {expected} devices done")))
+        Err(DemoError::Failed(format!(
+            "campaign finished with {done} of {expected} devices done"
+        )))
     }
 }
 
 fn print_report(report: &Value) {
-    println!("== report of campaign {}", report["id"].as_str().unwrap_or("?"));
+    println!(
+        "== report of campaign {}",
+        report["id"].as_str().unwrap_or("?")
+    );
     for job in report["jobs"].as_array().into_iter().flatten() {
         let versions: Vec<String> = job["targets"]
             .as_array()
@@ -215,13 +255,21 @@ fn pack_version(src: &Path, version: &str, scratch: &Path) -> Result<Vec<u8>, De
         std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
     }
     let manifest = std::fs::read_to_string(dir.join("manifest.toml"))?;
-    let manifest = manifest.replacen("version = \"1.0.0\"", &format!("version = \"{version}\""), 1);
+    let manifest = manifest.replacen(
+        "version = \"1.0.0\"",
+        &format!("version = \"{version}\""),
+        1,
+    );
     std::fs::write(dir.join("manifest.toml"), manifest)?;
     let mut out = Vec::new();
     wasmdm_package::pack(&dir, &mut out, None, &mut |_| {})?;
     Ok(out)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, DemoError> + Send + 'static) -> Result<T, DemoError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| DemoError::Failed(e.to_string()))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DemoError> + Send + 'static,
+) -> Result<T, DemoError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DemoError::Failed(e.to_string()))?
 }

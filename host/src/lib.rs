@@ -6,8 +6,8 @@
 //! - [`state`]: the data directory, atomic durable writes, the process lock.
 //! - [`device`]: the tokio driver of the sans-IO LwM2M client in `wasmdm-proto`.
 //! - [`inspect`]: what a package holds and whether this host can run it.
+pub mod demo;
 pub mod device;
 pub mod inspect;
 pub mod runtime;
 pub mod state;
-pub mod demo;

@@ -8,10 +8,19 @@ use std::path::Path;
 #[test]
 fn demo_installs_then_upgrades_a_group_of_wasmdm_devices() {
     let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out");
-    assert!(guests.join("pkg/counter").exists(), "run scripts/build-guests.sh first");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    assert!(
+        guests.join("pkg/counter").exists(),
+        "run scripts/build-guests.sh first"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let report = rt
-        .block_on(wasmdm::demo::run(wasmdm::demo::DemoOptions { guests, devices: 2 }))
+        .block_on(wasmdm::demo::run(wasmdm::demo::DemoOptions {
+            guests,
+            devices: 2,
+        }))
         .unwrap();
     assert_eq!(report["status"], "finished", "{report:#}");
     assert_eq!(report["summary"]["done"], 2, "{report:#}");

@@ -84,7 +84,10 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let options = wasmdm::demo::DemoOptions { guests: args.guests, devices: args.devices.clamp(1, 50) };
+    let options = wasmdm::demo::DemoOptions {
+        guests: args.guests,
+        devices: args.devices.clamp(1, 50),
+    };
     wasmdm::demo::run(options).await.context("demo failed")?;
     println!("== demo complete");
     Ok(ExitCode::SUCCESS)

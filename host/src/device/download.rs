@@ -65,10 +65,17 @@ impl Default for HttpOptions {
     }
 }
 
+/// What the caller hears while a download runs.
+pub struct Observer<'a> {
+    /// The resume point the transfer really starts from (offset and ETag),
+    /// told before any byte is written, so the caller can persist it.
+    pub on_start: &'a mut dyn FnMut(&ResumePoint),
+    /// Bytes stored so far.
+    pub on_progress: &'a mut dyn FnMut(u64),
+}
+
 /// Downloads `uri` into `sink`, continuing from `resume` when the server still
-/// has the same entity. `on_start` is told the resume point the transfer
-/// really starts from (offset and ETag) before any byte is written, so the
-/// caller can persist it. Returns the total size.
+/// has the same entity. Returns the total size.
 pub fn http_download(
     uri: &str,
     credentials: Option<(&str, &str)>,
@@ -76,8 +83,7 @@ pub fn http_download(
     options: &HttpOptions,
     cancel: &Arc<AtomicBool>,
     sink: &mut dyn PackageSink,
-    on_start: &mut dyn FnMut(&ResumePoint),
-    on_progress: &mut dyn FnMut(u64),
+    observer: Observer<'_>,
 ) -> Result<u64, DownloadError> {
     let parsed: ureq::http::Uri = uri
         .parse()
@@ -156,7 +162,7 @@ pub fn http_download(
             options.max_bytes
         )));
     }
-    on_start(&ResumePoint {
+    (observer.on_start)(&ResumePoint {
         offset: start,
         etag,
     });
@@ -187,7 +193,7 @@ pub fn http_download(
         sink.write_at(offset, chunk)
             .map_err(|e| DownloadError::Storage(e.to_string()))?;
         offset += n as u64;
-        on_progress(offset);
+        (observer.on_progress)(offset);
     }
     Ok(offset)
 }
@@ -223,10 +229,10 @@ mod tests {
         }
     }
 
+    type Responder = Box<dyn Fn(&str) -> Vec<u8> + Send>;
+
     /// A one-shot HTTP server answering each connection with `respond(request_head)`.
-    fn serve(
-        responses: Vec<Box<dyn Fn(&str) -> Vec<u8> + Send>>,
-    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    fn serve(responses: Vec<Responder>) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/pkg.wdm", listener.local_addr().unwrap());
         let handle = std::thread::spawn(move || {
@@ -267,8 +273,10 @@ mod tests {
             },
             &Arc::new(AtomicBool::new(false)),
             sink,
-            &mut |p| started = p.clone(),
-            &mut |_| {},
+            Observer {
+                on_start: &mut |p| started = p.clone(),
+                on_progress: &mut |_| {},
+            },
         )?;
         Ok((total, started))
     }

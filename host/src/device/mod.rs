@@ -631,8 +631,10 @@ impl Driver {
                 &options,
                 &cancel,
                 &mut sink,
-                &mut |start| started_tag = start.etag.clone(),
-                &mut |_| {},
+                download::Observer {
+                    on_start: &mut |start| started_tag = start.etag.clone(),
+                    on_progress: &mut |_| {},
+                },
             );
             let _ = tx.send(Work::HttpStarted);
             let result = result.and_then(|total| {
@@ -654,7 +656,9 @@ impl Driver {
     fn open_delivery(&mut self, iid: u16) -> Result<&mut crate::runtime::Delivery, DeviceError> {
         Ok(match self.open_deliveries.entry(iid) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => v.insert(self.runtime.delivery(&slot(iid))?),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(self.runtime.delivery(&slot(iid))?)
+            }
         })
     }
 
@@ -753,8 +757,7 @@ impl Driver {
 /// The Update Result a runtime error reports (SwMgmt §6 resource 9); the one
 /// place where runtime errors become LwM2M result codes.
 fn update_result(e: &RuntimeError) -> UpdateResult {
-    UpdateResult::from_code(e.update_result_hint())
-        .unwrap_or(UpdateResult::DeviceDefined)
+    UpdateResult::from_code(e.update_result_hint()).unwrap_or(UpdateResult::DeviceDefined)
 }
 
 struct DeliverySink<'a>(&'a mut crate::runtime::Delivery);

@@ -173,3 +173,41 @@ fn server_registrations(server: &NodeServer, ep: &str) -> usize {
         .filter(|e| e["event"] == "registration" && e["ep"] == ep)
         .count()
 }
+
+/// A package installed with `wasmdm install` while the device was off is
+/// reported in Object 9 (INSTALLED, result 2) and 14 once the device starts,
+/// so the server sees everything the device runs; it can then be managed.
+#[test]
+fn packages_installed_from_the_cli_are_reported_and_manageable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("device");
+    let pkg = dir.path().join("hello.wdm");
+    std::fs::write(&pkg, pack_example("hello", "1.0.0")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmdm"))
+        .arg("install")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed hello 1.0.0"));
+
+    let mut server = NodeServer::start();
+    let ep = "wasmdm-interop-2";
+    let _device = DeviceProcess::start(ep, server.port, &data);
+    let reg = server.wait_event(T, |e| e["event"] == "registration" && e["ep"] == ep);
+    assert!(reg["payload"].as_str().unwrap().contains("</9/0>"), "{reg}");
+    assert_eq!(server.read(ep, "/9/0/0"), "hello");
+    assert_eq!(server.read(ep, "/9/0/1"), "1.0.0");
+    assert_eq!(server.read(ep, "/9/0/7"), "4");
+    assert_eq!(server.read(ep, "/9/0/9"), "2");
+    assert_eq!(server.read(ep, "/14/0/0"), "hello");
+    // Managed like any other: Uninstall removes it from the runtime.
+    assert_eq!(server.execute(ep, "/9/0/6", "0")["ok"], json!(true));
+    server.wait_value(ep, "/9/0/7", "0", T);
+}

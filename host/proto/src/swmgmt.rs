@@ -1342,6 +1342,34 @@ impl SoftwareManagement {
         &self.config
     }
 
+    /// Takes over software installed outside LwM2M (the `wasmdm install`
+    /// command) as a new instance in INSTALLED (§5.1.2.5), so the server sees
+    /// everything the device runs. `None` when every instance is taken.
+    pub fn adopt(&mut self, done: Installed) -> Option<u16> {
+        if self.instances.len() >= self.config.max_instances {
+            return None;
+        }
+        let iid = (0..u16::MAX).find(|id| !self.instances.contains_key(id))?;
+        let mut inst = PackageInstance::new();
+        let mut ch = Changes::default();
+        inst.set_state(UpdateState::Installed, &mut ch);
+        inst.set_result(UpdateResult::Installed, &mut ch);
+        inst.set_activation(done.active, &mut ch);
+        inst.set_reason(StatusReason::InstallProgressing, &mut ch);
+        inst.set_name(done.name, done.version, &mut ch);
+        inst.set_links(done.components, &mut ch);
+        self.instances.insert(iid, inst);
+        Some(iid)
+    }
+
+    /// Sets the Software Component Links (17) of an adopted instance.
+    pub fn set_component_links(&mut self, iid: u16, links: Vec<u16>) {
+        if let Some(inst) = self.instances.get_mut(&iid) {
+            let mut ch = Changes::default();
+            inst.set_links(links, &mut ch);
+        }
+    }
+
     /// One instance, for the driver and for tests.
     pub fn instance(&self, iid: u16) -> Option<&PackageInstance> {
         self.instances.get(&iid)

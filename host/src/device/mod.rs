@@ -176,6 +176,9 @@ impl Driver {
             ),
         };
         let mut swmgmt = swmgmt;
+        let mut swcomp = swcomp;
+        let mut bindings = bindings;
+        let adopted = adopt_unmanaged(&runtime, &mut swmgmt, &mut swcomp, &mut bindings);
         if swmgmt.instances().is_empty() {
             // Servers that manage a single package (ThingsBoard, lwm2m-node-lib)
             // expect /9/0 to exist; later packages go to Created instances.
@@ -218,6 +221,9 @@ impl Driver {
             open_deliveries: BTreeMap::new(),
             http_cancel: BTreeMap::new(),
         };
+        if adopted {
+            driver.persist()?;
+        }
         // Work interrupted by a restart (a pull to resume, an integrity check
         // or install to redo) comes back as effects of the restored state.
         driver.carry_out(Instant::now(), restored_effects)?;
@@ -752,6 +758,48 @@ impl Driver {
         };
         self.apply(now, report)
     }
+}
+
+/// Packages installed outside LwM2M (`wasmdm install` on the data
+/// directory) get a /9 instance in INSTALLED and /14 instances for their
+/// components. Returns whether anything was adopted.
+fn adopt_unmanaged(
+    runtime: &Runtime,
+    swmgmt: &mut SoftwareManagement,
+    swcomp: &mut SoftwareComponents,
+    bindings: &mut BTreeMap<u16, String>,
+) -> bool {
+    let mut adopted = false;
+    for package in runtime.list() {
+        if bindings.values().any(|name| *name == package.name) {
+            continue;
+        }
+        let active = package.components.iter().any(|c| c.active);
+        let Some(iid) = swmgmt.adopt(Installed {
+            name: package.name.clone(),
+            version: package.version.clone(),
+            components: Vec::new(),
+            active,
+        }) else {
+            warn!(package = %package.name, "no free /9 instance to report this package in");
+            continue;
+        };
+        let ids: Vec<u16> = package
+            .components
+            .iter()
+            .filter_map(|c| {
+                swcomp
+                    .add(iid, c.id.clone(), c.version.clone(), c.active)
+                    .ok()
+            })
+            .collect();
+        swmgmt.set_component_links(iid, ids);
+        swcomp.sync_owners(swmgmt);
+        info!(instance = iid, package = %package.name, "reporting a package installed outside LwM2M");
+        bindings.insert(iid, package.name);
+        adopted = true;
+    }
+    adopted
 }
 
 /// The Update Result a runtime error reports (SwMgmt §6 resource 9); the one

@@ -100,6 +100,18 @@ fn pull_install_activate_upgrade_uninstall_against_lwm2m_node_lib() {
         counter_value(&data).unwrap_or(0) >= 3
     });
 
+    // Its output is in the device's log, readable while the device runs.
+    let logs = std::process::Command::new(env!("CARGO_BIN_EXE_wasmdm"))
+        .args(["logs", "counter", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("[counter]") && logs.contains("count=1"),
+        "{logs}"
+    );
+
     // Upgrade: Uninstall(1) keeps the software running (§5.1.3.2 "ForUpdate").
     assert_eq!(server.execute(ep, "/9/0/6", "1")["ok"], json!(true));
     server.wait_value(ep, "/9/0/7", "0", T);

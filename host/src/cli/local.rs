@@ -251,15 +251,32 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let runtime = open(&args.data_dir, &[]).await?;
-    let status = runtime.status(&args.package)?;
-    for c in status
-        .components
-        .iter()
-        .filter(|c| args.component.as_ref().is_none_or(|id| *id == c.id))
-    {
-        for line in runtime.logs(&args.package, &c.id)? {
-            println!("[{}] {}", c.id, line.text);
+    // Read the device's log files directly: no lock needed, so this works
+    // while `wasmdm device` runs, and after it stopped.
+    let dir = wasmdm::state::DataDir::at(&args.data_dir.resolve())
+        .logs_root()
+        .join(&args.package);
+    let entries = std::fs::read_dir(&dir).with_context(|| {
+        format!(
+            "no logs for package {:?} in {}",
+            args.package,
+            dir.display()
+        )
+    })?;
+    let mut components: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .map(str::to_owned)
+        })
+        .filter(|c| args.component.as_ref().is_none_or(|id| id == c))
+        .collect();
+    components.sort();
+    for component in components {
+        for line in wasmdm::runtime::read_log_file(&dir.join(format!("{component}.log"))) {
+            println!("[{component}] {line}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,8 +1,12 @@
 //! Bounded per-component log: guest stdout/stderr and `wasmdm:device/log` lines in a
-//! ring buffer capped in bytes (the manifest's log cap), also mirrored to `tracing`.
+//! ring buffer capped in bytes (the manifest's log cap), also mirrored to `tracing`
+//! and, on a device, to two rotating files of half the cap each, so `wasmdm logs`
+//! can read them from another process and they survive a restart.
 
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -56,6 +60,76 @@ struct Ring {
     partial_err: Vec<u8>,
     echo: bool,
     label: String,
+    file: Option<LogFile>,
+}
+
+/// `<name>.log` plus the previous `<name>.log.1`; each at most half the cap.
+#[derive(Debug)]
+struct LogFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    written: u64,
+    half_cap: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, cap: u64) -> LogFile {
+        let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut f = LogFile {
+            path,
+            file: None,
+            written,
+            half_cap: (cap / 2).max(1024),
+        };
+        f.reopen();
+        f
+    }
+
+    fn reopen(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
+    }
+
+    /// Best effort: a full disk must not stop the app, so errors drop the line.
+    fn append(&mut self, line: &str) {
+        if self.written + line.len() as u64 > self.half_cap {
+            let _ = std::fs::rename(&self.path, rotated(&self.path));
+            self.written = 0;
+            self.reopen();
+        }
+        if let Some(f) = self.file.as_mut()
+            && f.write_all(line.as_bytes()).is_ok()
+        {
+            self.written += line.len() as u64;
+        }
+    }
+}
+
+fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Reads a component's log files (older file first) as written by a device,
+/// without opening the runtime: `wasmdm logs` works while a device runs.
+pub fn read_log_file(path: &Path) -> Vec<String> {
+    [rotated(path), path.to_path_buf()]
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .flat_map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Shared handle to one component's log (cheap clone).
@@ -75,7 +149,18 @@ impl LogBuffer {
             partial_err: Vec::new(),
             echo,
             label: label.to_string(),
+            file: None,
         })))
+    }
+
+    /// Also appends every line to `path` (rotated at half the cap).
+    pub fn with_file(self, path: PathBuf) -> LogBuffer {
+        {
+            let mut ring = self.lock();
+            let cap = u64::try_from(ring.cap).unwrap_or(u64::MAX);
+            ring.file = Some(LogFile::open(path, cap));
+        }
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -161,6 +246,9 @@ impl Ring {
         if self.echo {
             println!("{text}");
         }
+        if let Some(file) = self.file.as_mut() {
+            file.append(&format!("{unix_ms} {source:?} {text}\n"));
+        }
         let mut text = text.to_string();
         if text.len() > self.cap {
             let mut end = self.cap;
@@ -232,6 +320,39 @@ impl tokio::io::AsyncWrite for LogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_log_rotates_within_the_cap_and_reads_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let b = LogBuffer::new("t", 4096, false).with_file(path.clone());
+        for i in 0..400 {
+            b.push(LogSource::Stdout, &format!("line {i}"));
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size(&path) + size(&rotated(&path)) <= 4096,
+            "disk use bounded by the cap"
+        );
+        let lines = read_log_file(&path);
+        assert!(
+            lines.last().unwrap().ends_with("Stdout line 399"),
+            "{:?}",
+            lines.last()
+        );
+        let first: usize = lines[0].rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(first > 0, "old lines rotated away");
+        // A reopened log (host restart) keeps appending after what is there.
+        drop(b);
+        let b = LogBuffer::new("t", 4096, false).with_file(path.clone());
+        b.push(LogSource::Host, "after restart");
+        assert!(
+            read_log_file(&path)
+                .last()
+                .unwrap()
+                .ends_with("Host after restart")
+        );
+    }
 
     #[test]
     fn splits_lines_and_caps_bytes() {

@@ -20,7 +20,7 @@ pub use engine::{ComponentInterface, EPOCH_TICK, EngineConfig, describe_componen
 pub use error::RuntimeError;
 pub use foreground::{ForegroundOptions, StopHandle, run_foreground};
 pub use instance::ExitStatus;
-pub use logbuf::{LogLine, LogSource};
+pub use logbuf::{LogLine, LogSource, read_log_file};
 pub use spec::{ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World};
 pub use supervisor::{ComponentState, ComponentStatus, RuntimeEvent};
 
@@ -300,6 +300,7 @@ impl Runtime {
                     spec.sandbox.log_cap,
                     false,
                 )
+                .with_file(self.inner.dirs.log_file(&record.spec.name, &spec.id))
             });
         let status = ComponentStatus {
             id: spec.id.clone(),
@@ -642,6 +643,7 @@ impl Runtime {
         self.pkgs().remove(name);
         remove_dir_if_exists(&self.inner.dirs.package(name))?;
         remove_dir_if_exists(&self.inner.dirs.appdata_root().join(name))?;
+        remove_dir_if_exists(&self.inner.dirs.logs_root().join(name))?;
         self.gc_cache();
         Ok(())
     }

@@ -33,6 +33,14 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl DataDir {
+    /// The layout of `root` without touching the disk (read-only users such
+    /// as `wasmdm logs`).
+    pub fn at(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// Creates the directory tree if needed.
     pub fn create(root: &Path) -> Result<DataDir, StateError> {
         let d = DataDir {
@@ -85,6 +93,18 @@ impl DataDir {
     /// Private data of one component.
     pub fn appdata(&self, package: &str, component: &str) -> PathBuf {
         self.appdata_root().join(package).join(component)
+    }
+
+    /// `<data>/logs`: per-component rotating log files.
+    pub fn logs_root(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// `<data>/logs/<package>/<component>.log`.
+    pub fn log_file(&self, package: &str, component: &str) -> PathBuf {
+        self.logs_root()
+            .join(package)
+            .join(format!("{component}.log"))
     }
 
     /// Removes temp files left by an interrupted [`super::atomic_write`] anywhere in

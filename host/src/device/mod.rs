@@ -342,6 +342,19 @@ impl Driver {
                             .fail(now, pending, OpError::Internal(e.to_string()));
                     }
                 },
+                Event::Answered {
+                    peer,
+                    method,
+                    path,
+                    code,
+                } => {
+                    // One line per LwM2M operation; the blocks of a transfer only at debug.
+                    if code == "2.31" {
+                        debug!(%peer, %path, "block received");
+                    } else {
+                        info!(%peer, op = operation_name(&method), %path, %code, "lwm2m");
+                    }
+                }
                 Event::DownloadData {
                     id,
                     offset,
@@ -412,11 +425,44 @@ impl Driver {
                 self.carry_out(now, report.effects)?;
                 let mut changed = report.changed;
                 changed.extend(self.swcomp.lock().take_changed());
+                self.log_state_changes(&changed);
                 self.client.resources_changed(now, &changed);
             }
             Err(e) => warn!("unexpected Software Management event: {e}"),
         }
         Ok(())
+    }
+
+    /// One info line per change of Update State, Update Result, Activation
+    /// State or Status Reason (the values servers observe).
+    fn log_state_changes(&self, changed: &[wasmdm_proto::model::Path]) {
+        let sm = self.swmgmt.lock();
+        for path in changed {
+            let (Some(instance), Some(resource)) = (path.instance, path.resource) else {
+                continue;
+            };
+            let name = match (path.object, resource) {
+                (9, 7) => "update state",
+                (9, 9) => "update result",
+                (9, 12) => "activation state",
+                (9, 16) => "status reason",
+                _ => continue,
+            };
+            use wasmdm_proto::model::{ResourceValue, Value};
+            let shown = match sm.read(instance, resource) {
+                Ok(Some(ResourceValue::Single(Value::Integer(code)))) if resource == 9 => {
+                    let name = UpdateResult::from_code(code)
+                        .map(|r| r.name())
+                        .unwrap_or("?");
+                    format!("{code} ({name})")
+                }
+                Ok(Some(ResourceValue::Single(Value::Integer(v)))) => v.to_string(),
+                Ok(Some(ResourceValue::Single(Value::Boolean(v)))) => u8::from(v).to_string(),
+                Ok(Some(other)) => format!("{other:?}"),
+                _ => continue,
+            };
+            info!(path = %path, "{name} -> {shown}");
+        }
     }
 
     fn sync_components(&self) {
@@ -834,6 +880,18 @@ impl std::fmt::Debug for ActionName<'_> {
             SwMgmtAction::Download { uri, .. } => write!(f, "Download {{ uri: {uri:?} }}"),
             other => write!(f, "{other:?}"),
         }
+    }
+}
+
+/// The CoAP method of a request, named.
+fn operation_name(method: &str) -> &'static str {
+    match method {
+        "0.01" => "GET",
+        "0.02" => "POST",
+        "0.03" => "PUT",
+        "0.04" => "DELETE",
+        "0.05" => "FETCH",
+        _ => "other",
     }
 }
 

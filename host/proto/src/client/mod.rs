@@ -152,6 +152,18 @@ pub enum Event {
         /// More follow.
         more: bool,
     },
+    /// A request from `peer` was answered (for the operation log; 2.31
+    /// Continue answers of block-wise transfers included).
+    Answered {
+        /// Who asked.
+        peer: SocketAddr,
+        /// Request code, e.g. `0.01` (GET).
+        method: String,
+        /// Uri-Path, e.g. `/9/0/7`.
+        path: String,
+        /// Response code, e.g. `2.05`.
+        code: String,
+    },
     /// A download failed.
     DownloadFailed {
         /// The download.
@@ -679,6 +691,15 @@ impl Client {
                 Err(code) => response = dispatch::failure_response(&req.packet, code.into()),
             }
         }
+        self.events.push_back(Event::Answered {
+            peer: req.peer,
+            method: Code::of(&req.packet).to_string(),
+            path: format!(
+                "/{}",
+                msg::uri_path(&req.packet).unwrap_or_default().join("/")
+            ),
+            code: Code::of(&response).to_string(),
+        });
         self.ep.respond(now, req, response);
     }
 

@@ -286,11 +286,17 @@ impl Net {
     }
 
     /// The next client event (auto-completed Effects excluded).
+    /// The next event other than the operation log (`Answered`).
     fn event(&mut self) -> Option<Event> {
-        if let Some(e) = self.client_events.pop_front() {
-            return Some(e);
+        loop {
+            let e = match self.client_events.pop_front() {
+                Some(e) => Some(e),
+                None => self.client.poll_event(),
+            };
+            if !matches!(e, Some(Event::Answered { .. })) {
+                return e;
+            }
         }
-        self.client.poll_event()
     }
 
     /// Sends a DM request and returns the response.

@@ -243,8 +243,14 @@ impl Ring {
             }
             _ => tracing::info!(component = %self.label, ?source, "{text}"),
         }
+        // A foreground run shows the guest's own output on the matching
+        // stream; the host's lines stay in the log (and tracing).
         if self.echo {
-            println!("{text}");
+            match source {
+                LogSource::Host => {}
+                LogSource::Stderr => eprintln!("{text}"),
+                _ => println!("{text}"),
+            }
         }
         if let Some(file) = self.file.as_mut() {
             file.append(&format!("{unix_ms} {source:?} {text}\n"));

@@ -271,6 +271,9 @@ enum KillPoint {
     /// As soon as the runtime's package record appears: the runtime has
     /// committed the install, Object 9 may not have recorded it yet.
     AtRuntimeCommit,
+    /// As soon as the runtime has also removed the delivery slot: the bytes
+    /// to install from are gone, Object 9 may still say "installing".
+    AfterSlotRemoved,
 }
 
 fn kill_during_install(point: KillPoint, ep: &'static str) {
@@ -296,6 +299,14 @@ fn kill_during_install(point: KillPoint, ep: &'static str) {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+        KillPoint::AfterSlotRemoved => {
+            let slot = data.join("deliveries/obj9-0");
+            let deadline = Instant::now() + T;
+            while !(record.exists() && !slot.exists()) {
+                assert!(Instant::now() < deadline, "install never removed the slot");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
     }
     device.kill();
     let installed_before_restart = record.exists();
@@ -308,8 +319,13 @@ fn kill_during_install(point: KillPoint, ep: &'static str) {
     // give S and R time to settle.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (state, result) = loop {
+        // S and R change together in one transition: a pair read between two
+        // equal reads of S is one snapshot.
         let s = server.read(ep, "/9/0/7");
         let r = server.read(ep, "/9/0/9");
+        if server.read(ep, "/9/0/7") != s {
+            continue;
+        }
         if s != "3" || r != "0" || Instant::now() > deadline {
             break (s, r);
         }
@@ -351,4 +367,9 @@ fn kill_right_after_install_answer_is_consistent() {
 #[test]
 fn kill_at_runtime_install_commit_is_consistent() {
     kill_during_install(KillPoint::AtRuntimeCommit, "wasmdm-restart-install-2");
+}
+
+#[test]
+fn kill_after_install_removed_the_delivery_is_consistent() {
+    kill_during_install(KillPoint::AfterSlotRemoved, "wasmdm-restart-install-3");
 }

@@ -1,0 +1,625 @@
+#!/usr/bin/env python3
+"""LwM2M benchmarks of `wasmdm device` (issue 3, Speed) on loopback.
+
+Usage: lwm2m_bench.py [--wasmdm BIN] [--reps N] [--quick] {transfer,activate,reads,all}
+
+Peers are independent of wasmdm: a minimal LwM2M server (registration only)
+and the control requests run on aiocoap; Block1 pushes and the baseline use
+libcoap's `coap-client-notls` / `coap-server-notls`; HTTP pulls are served by
+Python's http.server. The /9 read load uses raw UDP (CoAP written here, with
+Block2 follow-ups) so the generator, not aiocoap, sets the pace.
+
+Prints a human summary and writes JSON results to --out (default
+bench-lwm2m.json). Figures are wall-clock on this machine; nothing here
+asserts on time.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiocoap
+import aiocoap.resource as resource
+from aiocoap import CHANGED, CREATED, DELETED, GET, POST, PUT, Context, Message
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MIB = 1 << 20
+
+
+def pct(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def summary(values):
+    if not values:
+        return None
+    return {
+        "n": len(values),
+        "p50": statistics.median(values),
+        "p99": pct(values, 99),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---------------------------------------------------------------- LwM2M server
+
+
+class Registration(resource.Resource):
+    """/rd and /rd/x: accepts Register, Update and De-register (LwM2M 1.1 §6.2)."""
+
+    def __init__(self, bench):
+        super().__init__()
+        self.bench = bench
+
+    async def render_post(self, request):
+        self.bench.registrations += 1
+        if self.bench.dev_port is None:
+            # The device's port is the source of its Register.
+            self.bench.dev_port = int(request.remote.hostinfo.rsplit(":", 1)[1])
+        self.bench.registered.set()
+        return Message(code=CREATED if not request.opt.uri_path[1:] else CHANGED,
+                       location_path=("rd", "x"))
+
+    async def render_delete(self, request):
+        return Message(code=DELETED)
+
+
+class Bench:
+    """One device under test, registered with an aiocoap server in this process."""
+
+    def __init__(self, wasmdm, workdir, max_packages=16, log_pipe=True):
+        self.wasmdm = wasmdm
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.max_packages = max_packages
+        # Without the pipe the device logs straight to a file, so reading its
+        # per-block log lines costs this process no CPU during transfers.
+        self.log_pipe = log_pipe
+        self.registrations = 0
+        self.registered = asyncio.Event()
+        self.ctx = None
+        self.proc = None
+        self.dev_port = None
+        self.log = []  # (monotonic time, line)
+        self.log_waiters = []
+        self.notes = {}  # path -> asyncio.Queue of (time, value)
+        self.tasks = []
+
+    async def start(self):
+        self.server_port = free_port()
+        site = resource.Site()
+        reg = Registration(self)
+        site.add_resource(["rd"], reg)
+        site.add_resource(["rd", "x"], reg)
+        self.ctx = await Context.create_server_context(site, bind=("127.0.0.1", self.server_port))
+        cfg = self.workdir / "device.toml"
+        cfg.write_text(f"max-packages = {self.max_packages}\nlifetime = 600\n")
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+        self.proc = await asyncio.create_subprocess_exec(
+            self.wasmdm, "device", "--config", str(cfg), "--endpoint", "bench-dev",
+            "--server", f"coap://127.0.0.1:{self.server_port}",
+            "--data-dir", str(self.data_dir), "--bind", "127.0.0.1:0",
+            stdout=asyncio.subprocess.PIPE if self.log_pipe else open(self.workdir / "device.log", "w"),
+            stderr=asyncio.subprocess.STDOUT, env=env,
+        )
+        if self.log_pipe:
+            self.reader = asyncio.create_task(self._read_log())
+        await asyncio.wait_for(self.registered.wait(), 30)
+
+    async def _read_log(self):
+        logf = open(self.workdir / "device.log", "w")
+        while True:
+            raw = await self.proc.stdout.readline()
+            if not raw:
+                break
+            now = time.monotonic()
+            line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
+            logf.write(f"{now:.6f} {line}\n")
+            logf.flush()
+            self.log.append((now, line))
+            m = re.search(r"local=127\.0\.0\.1:(\d+)", line)
+            if m and self.dev_port is None:
+                self.dev_port = int(m.group(1))
+            for pattern, fut in list(self.log_waiters):
+                if not fut.done() and re.search(pattern, line):
+                    fut.set_result(now)
+
+    async def wait_log(self, pattern, timeout):
+        """Time of the next log line matching `pattern` (from now on)."""
+        fut = asyncio.get_running_loop().create_future()
+        entry = (pattern, fut)
+        self.log_waiters.append(entry)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.log_waiters.remove(entry)
+
+    def uri(self, path):
+        return f"coap://127.0.0.1:{self.dev_port}{path}"
+
+    async def request(self, code, path, payload=b"", **opts):
+        msg = Message(code=code, uri=self.uri(path), payload=payload, **opts)
+        resp = await asyncio.wait_for(self.ctx.request(msg).response, 30)
+        return resp
+
+    async def read_text(self, path):
+        resp = await self.request(GET, path, accept=0)
+        return resp.payload.decode()
+
+    async def execute(self, path, arg=b""):
+        resp = await self.request(POST, path, arg)
+        if not resp.code.is_successful():
+            raise RuntimeError(f"execute {path}: {resp.code}")
+        return resp
+
+    async def write_text(self, path, text):
+        resp = await self.request(PUT, path, text.encode(), content_format=0)
+        if not resp.code.is_successful():
+            raise RuntimeError(f"write {path}: {resp.code}")
+
+    async def observe(self, path):
+        """Starts observing a text resource; notifications go to self.notes[path]."""
+        q = asyncio.Queue()
+        self.notes[path] = q
+        req = self.ctx.request(Message(code=GET, uri=self.uri(path), observe=0, accept=0))
+        first = await asyncio.wait_for(req.response, 10)
+
+        async def pump():
+            try:
+                async for n in req.observation:
+                    q.put_nowait((time.monotonic(), n.payload.decode()))
+            except Exception as e:  # observation ended; the benchmark notices by timeout
+                print(f"observation of {path} ended: {e}", file=sys.stderr)
+
+        # asyncio keeps only weak references to tasks: hold this one.
+        self.tasks.append(asyncio.create_task(pump()))
+        return first.payload.decode()
+
+    async def wait_value(self, path, want, timeout=60, fail=None):
+        """Time of the first notification of `path` equal to `want` (drains older ones)."""
+        q = self.notes[path]
+        deadline = time.monotonic() + timeout
+        while True:
+            t, v = await asyncio.wait_for(q.get(), max(0.01, deadline - time.monotonic()))
+            if v == want:
+                return t
+            if fail is not None and v in fail:
+                raise RuntimeError(f"{path} became {v}")
+
+    def drain(self, path):
+        q = self.notes[path]
+        while not q.empty():
+            q.get_nowait()
+
+    async def stop(self):
+        if self.proc and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self.ctx:
+            await self.ctx.shutdown()
+
+
+# ---------------------------------------------------------------- packages
+
+
+def make_package(wasmdm, src, dst_dir, name=None, asset_bytes=0):
+    """Copies a package dir, optionally renames it and adds a random asset, packs it."""
+    work = Path(dst_dir) / f"src-{name or src.name}-{asset_bytes}"
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(src, work)
+    manifest = (work / "manifest.toml").read_text()
+    if name:
+        manifest = re.sub(r'(?m)^name = ".*"$', f'name = "{name}"', manifest, count=1)
+    if asset_bytes:
+        (work / "assets").mkdir()
+        with open(work / "assets" / "blob.bin", "wb") as f:
+            f.write(os.urandom(asset_bytes))
+        # The asset is shipped as a [[file]] (README "Manifest reference").
+        manifest += '\n[[file]]\npath = "assets/blob.bin"\n'
+    (work / "manifest.toml").write_text(manifest)
+    out = Path(dst_dir) / f"{name or src.name}-{asset_bytes}.wdm"
+    subprocess.run([wasmdm, "pack", str(work), "-o", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+# ---------------------------------------------------------------- 1. transfers
+
+
+def timed(cmd):
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+async def timed_async(cmd):
+    t0 = time.monotonic()
+    p = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
+                                             stderr=asyncio.subprocess.PIPE)
+    _, err = await p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {err.decode()[-300:]}")
+    return time.monotonic() - t0
+
+
+async def bench_transfer(args, work):
+    wasmdm = args.wasmdm
+    counter = ROOT / "guest-examples/out/pkg/counter"
+    sizes = [("1MiB", MIB), ("10MiB", 10 * MIB)]
+    results = {}
+    # libcoap baseline: coap-client PUT to / GET from coap-server's dynamic resource.
+    lport = free_port()
+    lsrv = subprocess.Popen(["coap-server-notls", "-A", "127.0.0.1", "-p", str(lport), "-d", "20",
+                             "-v", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hport = free_port()
+    serve_dir = work / "serve"
+    serve_dir.mkdir(exist_ok=True)
+    hsrv = subprocess.Popen([sys.executable, "-m", "http.server", str(hport), "--bind", "127.0.0.1",
+                             "--directory", str(serve_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    bench = Bench(wasmdm, work / "dev-transfer", log_pipe=False)
+    (work / "dev-transfer").mkdir()
+    try:
+        await bench.start()
+        assert await bench.observe("/9/0/7") == "0"
+        await bench.observe("/9/0/9")
+        for label, size in sizes:
+            pkg = make_package(wasmdm, counter, work, asset_bytes=size - 64 * 1024)
+            nbytes = pkg.stat().st_size
+            shutil.copy(pkg, serve_dir / pkg.name)
+            r = {"bytes": nbytes}
+            # Baseline (same file, same block size).
+            put = [timed(["coap-client-notls", "-m", "put", "-b", "1024", "-t", "42", "-f", str(pkg),
+                          f"coap://127.0.0.1:{lport}/{pkg.name}"]) for _ in range(args.reps)]
+            get = [timed(["coap-client-notls", "-m", "get", "-b", "1024", "-o", str(work / "get.out"),
+                          f"coap://127.0.0.1:{lport}/{pkg.name}"]) for _ in range(args.reps)]
+            if Path(work / "get.out").read_bytes() != pkg.read_bytes():
+                raise RuntimeError("libcoap GET returned other bytes")
+            curl = [timed(["curl", "-sf", "-o", str(work / "curl.out"),
+                           f"http://127.0.0.1:{hport}/{pkg.name}"]) for _ in range(args.reps)]
+            r["libcoap_put_s"] = summary(put)
+            r["libcoap_get_s"] = summary(get)
+            r["curl_get_s"] = summary(curl)
+            modes = {
+                "push_block1": None,
+                "pull_coap": f"coap://127.0.0.1:{lport}/{pkg.name}",
+                "pull_http": f"http://127.0.0.1:{hport}/{pkg.name}",
+            }
+            for mode, uri in modes.items():
+                xfer, delivered = [], []
+                try:
+                    await transfer_rounds(args, bench, pkg, uri, xfer, delivered)
+                except Exception as e:  # recorded, not fatal: the other modes still run
+                    r[mode + "_error"] = f"{type(e).__name__}: {e}"
+                    print(f"{label} {mode}: {r[mode + '_error']}", flush=True)
+                    await asyncio.sleep(1)
+                r[mode + "_delivered_s"] = summary(delivered)
+                if xfer:
+                    r[mode + "_transfer_s"] = summary(xfer)
+            results[label] = r
+            print(json.dumps({label: r}), flush=True)
+    finally:
+        await bench.stop()
+        lsrv.terminate()
+        hsrv.terminate()
+        lsrv.wait()
+        hsrv.wait()
+    return results
+
+
+async def transfer_rounds(args, bench, pkg, uri, xfer, delivered):
+    """Delivers `pkg` args.reps times (push when `uri` is None, else pull), back to INITIAL after each."""
+    for _ in range(args.reps):
+        bench.drain("/9/0/7")
+        t0 = time.monotonic()
+        if uri is None:
+            xfer.append(await timed_async(
+                ["coap-client-notls", "-m", "put", "-b", "1024", "-t", "42", "-f",
+                 str(pkg), bench.uri("/9/0/2")]))
+        else:
+            await bench.write_text("/9/0/3", uri)
+        t3 = await bench.wait_value("/9/0/7", "3", timeout=120, fail={"0"})
+        delivered.append(t3 - t0)
+        # DELIVERED -> Uninstall -> INITIAL (SwMgmt §5.1.1) for the next round.
+        await bench.execute("/9/0/6")
+        await bench.wait_value("/9/0/7", "0", timeout=30)
+        # The device discards the old delivery on a task of its own: let it
+        # finish before the next delivery starts.
+        await asyncio.sleep(0.5)
+
+
+# ---------------------------------------------------------------- 2. activate
+
+
+async def bench_activate(args, work):
+    wasmdm = args.wasmdm
+    pkg = make_package(wasmdm, ROOT / "guest-examples/out/pkg/counter", work)
+    d = work / "dev-activate"
+    d.mkdir()
+    subprocess.run([wasmdm, "install", "--data-dir", str(d / "data"), str(pkg)], check=True,
+                   stdout=subprocess.DEVNULL)
+    bench = Bench(wasmdm, d)
+    out = {}
+    try:
+        await bench.start()
+        # The CLI-installed package is adopted as an INSTALLED instance.
+        iid = None
+        for i in range(4):
+            try:
+                if await bench.read_text(f"/9/{i}/0") == "counter":
+                    iid = i
+                    break
+            except Exception:
+                continue
+        if iid is None:
+            raise RuntimeError("counter not reported in /9")
+        path = f"/9/{iid}/12"
+        await bench.observe(path)
+        resp_t, notif_t, log_t = [], [], []
+        for rep in range(args.reps * 4):
+            if (await bench.read_text(path)) == "1":
+                bench.drain(path)
+                await bench.execute(f"/9/{iid}/11")
+                await bench.wait_value(path, "0", 10)
+            await asyncio.sleep(0.3)
+            bench.drain(path)
+            log_wait = asyncio.create_task(bench.wait_log(r"component=counter/counter source=Stdout", 10))
+            await asyncio.sleep(0)
+            t0 = time.monotonic()
+            await bench.execute(f"/9/{iid}/10")
+            t1 = time.monotonic()
+            t2 = await bench.wait_value(path, "1", 10)
+            t3 = await log_wait
+            resp_t.append((t1 - t0) * 1000)
+            notif_t.append((t2 - t0) * 1000)
+            log_t.append((t3 - t0) * 1000)
+        out = {
+            "execute_response_ms": summary(resp_t),
+            "activation_state_notify_ms": summary(notif_t),
+            "first_guest_line_ms": summary(log_t),
+        }
+        print(json.dumps(out), flush=True)
+    finally:
+        await bench.stop()
+    return out
+
+
+# ---------------------------------------------------------------- 3. reads
+
+
+def coap_get(mid, token, path, block_num=None):
+    """A CON GET: header, token, Uri-Path (11) options, optional Block2 (23, szx 6)."""
+    b = bytearray([0x40 | len(token), 0x01]) + struct.pack(">H", mid) + token
+    last = 0
+    for seg in path:
+        seg = seg.encode()
+        b.append(((11 - last) << 4) | len(seg))
+        b += seg
+        last = 11
+    if block_num is not None:
+        val = (block_num << 4) | 6
+        vb = val.to_bytes(max(1, (val.bit_length() + 7) // 8), "big")
+        b.append(((23 - last) << 4) | len(vb))
+        b += vb
+    return bytes(b)
+
+
+def coap_parse(data):
+    """(type, code, mid, token, block2 tuple or None, payload) of a datagram."""
+    tkl = data[0] & 0x0F
+    mtype = (data[0] >> 4) & 0x03
+    code = data[1]
+    mid = struct.unpack(">H", data[2:4])[0]
+    token = data[4:4 + tkl]
+    i = 4 + tkl
+    opt = 0
+    block2 = None
+    while i < len(data):
+        if data[i] == 0xFF:
+            i += 1
+            break
+        delta, length = data[i] >> 4, data[i] & 0x0F
+        i += 1
+        if delta == 13:
+            delta = data[i] + 13
+            i += 1
+        elif delta == 14:
+            delta = struct.unpack(">H", data[i:i + 2])[0] + 269
+            i += 2
+        if length == 13:
+            length = data[i] + 13
+            i += 1
+        elif length == 14:
+            length = struct.unpack(">H", data[i:i + 2])[0] + 269
+            i += 2
+        opt += delta
+        if opt == 23:
+            v = int.from_bytes(data[i:i + length], "big")
+            block2 = (v >> 4, bool(v & 0x08), v & 0x07)
+        i += length
+    return mtype, code, mid, token, block2, data[i:]
+
+
+class ReadLoad(asyncio.DatagramProtocol):
+    """Open-loop GET /9 generator: one read = the first request and its Block2 follow-ups."""
+
+    def __init__(self, target):
+        self.target = target
+        self.mid = random.randrange(65536)
+        self.pending = {}  # token -> [start, block_count, bytes, future]
+        self.transport = None
+        self.errors = 0
+        self.probe = None  # when a bytearray, payloads are collected into it
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def send(self, token, block):
+        self.mid = (self.mid + 1) & 0xFFFF
+        self.transport.sendto(coap_get(self.mid, token, ["9"], block), self.target)
+
+    def start(self, token, fut):
+        self.pending[token] = [time.monotonic(), 0, 0, fut]
+        self.send(token, None)
+
+    def datagram_received(self, data, addr):
+        now = time.monotonic()
+        try:
+            mtype, code, mid, token, block2, payload = coap_parse(data)
+        except Exception:
+            self.errors += 1
+            return
+        entry = self.pending.get(token)
+        if entry is None:
+            return
+        if code >> 5 != 2:
+            self.errors += 1
+            del self.pending[token]
+            entry[3].set_result(None)
+            return
+        entry[1] += 1
+        entry[2] += len(payload)
+        if self.probe is not None:
+            self.probe += payload
+        if block2 is not None and block2[1]:
+            self.send(token, block2[0] + 1)
+            return
+        del self.pending[token]
+        entry[3].set_result((now - entry[0], entry[1], entry[2]))
+
+
+async def bench_reads(args, work):
+    wasmdm = args.wasmdm
+    d = work / "dev-reads"
+    d.mkdir()
+    hello = ROOT / "guest-examples/out/pkg/hello"
+    n_pkgs = args.packages
+    t0 = time.monotonic()
+    for i in range(n_pkgs):
+        pkg = make_package(wasmdm, hello, work, name=f"hello-{i:02d}")
+        subprocess.run([wasmdm, "install", "--data-dir", str(d / "data"), str(pkg)], check=True,
+                       stdout=subprocess.DEVNULL)
+    print(f"installed {n_pkgs} packages in {time.monotonic() - t0:.1f} s", flush=True)
+    bench = Bench(wasmdm, d, max_packages=n_pkgs + 8)
+    out = {}
+    try:
+        await bench.start()
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: ReadLoad(("127.0.0.1", bench.dev_port)), local_addr=("127.0.0.1", 0))
+        # Check what one read returns: all instances reported.
+        proto.probe = bytearray()
+        fut = loop.create_future()
+        proto.start(os.urandom(4), fut)
+        first = await asyncio.wait_for(fut, 5)
+        names = len(set(re.findall(rb"hello-\d\d", bytes(proto.probe))))
+        proto.probe = None
+        print(f"one read of /9: {first[1]} datagrams, {first[2]} bytes; {names} packages named",
+              flush=True)
+        for rate in args.rates:
+            duration = args.seconds
+            n = int(rate * duration)
+            futs = []
+            start = time.monotonic()
+            for k in range(n):
+                due = start + k / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                f = loop.create_future()
+                proto.start(k.to_bytes(4, "big") + os.urandom(2), f)
+                futs.append(f)
+            sent_for = time.monotonic() - start
+            done = await asyncio.wait(futs, timeout=10)
+            lat = [f.result()[0] * 1000 for f in done[0] if f.result() is not None]
+            lost = n - len(lat)
+            elapsed = time.monotonic() - start
+            r = {
+                "target_rate": rate,
+                "requests": n,
+                "answered": len(lat),
+                "lost_or_error": lost,
+                "send_rate": n / sent_for,
+                "achieved_rate": len(lat) / elapsed,
+                "latency_ms": summary(lat),
+                "datagrams_per_read": first[1],
+                "bytes_per_read": first[2],
+            }
+            out[f"{rate}/s"] = r
+            print(json.dumps(r), flush=True)
+            proto.pending.clear()
+            await asyncio.sleep(1)
+        transport.close()
+        out["packages_named_in_read"] = names
+    finally:
+        await bench.stop()
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["transfer", "activate", "reads", "all"])
+    ap.add_argument("--wasmdm", default=str(ROOT / "target/release/wasmdm"))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--packages", type=int, default=50)
+    ap.add_argument("--rates", type=int, nargs="+", default=[500, 1000])
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--out", default="bench-lwm2m.json")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wasmdm-bench-lwm2m-"))
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
+               "aiocoap": getattr(aiocoap, "__version__", None)}
+    try:
+        if args.what in ("transfer", "all"):
+            results["transfer"] = await bench_transfer(args, work)
+        if args.what in ("activate", "all"):
+            results["activate"] = await bench_activate(args, work)
+        if args.what in ("reads", "all"):
+            results["reads"] = await bench_reads(args, work)
+    finally:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        if args.keep:
+            print(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

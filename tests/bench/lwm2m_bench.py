@@ -532,7 +532,7 @@ async def bench_reads(args, work):
         subprocess.run([wasmdm, "install", "--data-dir", str(d / "data"), str(pkg)], check=True,
                        stdout=subprocess.DEVNULL)
     print(f"installed {n_pkgs} packages in {time.monotonic() - t0:.1f} s", flush=True)
-    bench = Bench(wasmdm, d, max_packages=n_pkgs + 8)
+    bench = Bench(wasmdm, d, max_packages=n_pkgs + 8, log_pipe=False)
     out = {}
     try:
         await bench.start()
@@ -604,6 +604,7 @@ async def main():
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wasmdm-bench-lwm2m-"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
+               "binary": args.wasmdm,
                "aiocoap": getattr(aiocoap, "__version__", None)}
     try:
         if args.what in ("transfer", "all"):

@@ -2,6 +2,7 @@
 """Renders target/bench-lwm2m/*.json as the LwM2M section of BENCHMARKS.md.
 
 Usage: lwm2m_report.py RESULTS_DIR BENCHMARKS.md
+Env: BENCH_CMD (the command line to cite), BENCH_NOTE (a caveat shown in bold).
 
 Only the text between `<!-- lwm2m:begin -->` and `<!-- lwm2m:end -->` is
 replaced (the markers are appended if absent); the rest of the file belongs to
@@ -71,13 +72,18 @@ def main():
         if p.exists():
             res[name] = json.loads(p.read_text())
     dates = sorted({v.get("date", "") for v in res.values()})
+    bins = sorted({v.get("binary", "?") for v in res.values()})
+    kind = "debug build (NOT release)" if any("debug" in b for b in bins) else "release build"
+    cmd = os.environ.get("BENCH_CMD", "scripts/bench-lwm2m.sh all")
+    note = os.environ.get("BENCH_NOTE", "")
     out = [BEGIN, "## LwM2M device and server (issues 3 and 4)", "",
-           f"Made by `scripts/bench-lwm2m.sh all` (drivers in `tests/bench/`), release binary, "
+           f"Made by `{cmd}` (drivers in `tests/bench/`), "
+           f"{kind} `{', '.join(bins)}`, "
            f"loopback, on {machine()}; run {', '.join(d for d in dates if d)}. Other work shared "
            "the 2 cores during the run, so read the figures as upper bounds. Peers: aiocoap "
            "(registration server, Observe, Execute), libcoap 4.3.1 `coap-client-notls` / "
            "`coap-server-notls`, curl and Python's http.server; the /9 read load is raw UDP "
-           "written in the driver.", ""]
+           "written in the driver.", ""] + ([f"**{note}**", ""] if note else [])
     if "transfer" in res:
         t = {k: v for k, v in res["transfer"].get("transfer", {}).items()}
         out += ["### 1. Package delivery, 1024-byte blocks (target: within 1.5x of libcoap)", "",

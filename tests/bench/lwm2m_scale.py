@@ -215,6 +215,7 @@ async def main():
         f"127.0.0.1:{http_port}", "--data-dir", str(work / "data"),
         stdout=log, stderr=log, env=dict(os.environ, NO_COLOR="1"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
+               "binary": args.wasmdm,
                "devices": args.devices, "window": args.window}
     try:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,11 @@ use std::time::Duration;
 
 /// Where downloaded bytes go: the runtime's delivery file.
 pub trait PackageSink {
+    /// Called once the server's answer fixes where the transfer starts (and
+    /// the entity tag), before any byte is written.
+    fn begin(&mut self, _start: &ResumePoint) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Writes `bytes` at `offset`; offset 0 starts the file afresh.
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
 }
@@ -162,10 +167,13 @@ pub fn http_download(
             options.max_bytes
         )));
     }
-    (observer.on_start)(&ResumePoint {
+    let point = ResumePoint {
         offset: start,
         etag,
-    });
+    };
+    sink.begin(&point)
+        .map_err(|e| DownloadError::Storage(e.to_string()))?;
+    (observer.on_start)(&point);
 
     let mut reader = response
         .into_body()

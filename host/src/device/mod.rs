@@ -364,10 +364,8 @@ impl Driver {
                 Event::DownloadFailed { id, error } => {
                     if let Some(iid) = self.coap_downloads.remove(&id) {
                         warn!(instance = iid, "CoAP download failed: {error}");
-                        if let Some(mut delivery) = self.open_deliveries.remove(&iid) {
-                            // What arrived stays durable: a retry resumes from it.
-                            let _ = delivery.sync(None);
-                        }
+                        self.open_deliveries.remove(&iid);
+                        self.discard_delivery(iid);
                         let report = self
                             .swmgmt
                             .lock()
@@ -476,7 +474,11 @@ impl Driver {
         iid: u16,
         action: SwMgmtAction,
     ) -> Result<(), DeviceError> {
-        info!(instance = iid, action = ?ActionName(&action), "software management");
+        if matches!(action, SwMgmtAction::StorePushed { .. }) {
+            debug!(instance = iid, action = ?ActionName(&action), "software management");
+        } else {
+            info!(instance = iid, action = ?ActionName(&action), "software management");
+        }
         let runtime = self.runtime.clone();
         let tx = self.work_tx.clone();
         let slot = slot(iid);
@@ -511,11 +513,7 @@ impl Driver {
                     self.coap_downloads.remove(&id);
                     self.client.cancel_download(now, id);
                 }
-                tokio::spawn(async move {
-                    if let Err(e) = runtime.discard_delivery(&slot).await {
-                        warn!(instance = iid, "cannot discard delivery: {e}");
-                    }
-                });
+                self.discard_delivery(iid);
             }
             SwMgmtAction::VerifyIntegrity => {
                 tokio::spawn(async move {
@@ -531,19 +529,34 @@ impl Driver {
                 });
             }
             SwMgmtAction::Install { .. } => {
+                let expected = self
+                    .swmgmt
+                    .lock()
+                    .instance(iid)
+                    .map(|p| (p.pkg_name.clone(), p.pkg_version.clone()));
                 tokio::spawn(async move {
-                    let result = runtime.install(&slot).await.map_err(|e| {
-                        warn!(instance = iid, "install failed: {e}");
-                        update_result(&e)
-                    });
-                    if result.is_ok() {
-                        let _ = runtime.discard_delivery(&slot).await;
-                    }
+                    let result = match runtime.install(&slot).await {
+                        // A restart between the runtime's commit (which consumes
+                        // the delivery) and our INSTALLED record re-issues the
+                        // Install: the package is there, so it succeeded.
+                        Err(RuntimeError::NotDelivered(_))
+                            if let Some(info) = already_installed(&runtime, expected.as_ref()) =>
+                        {
+                            Ok(info)
+                        }
+                        other => other.map_err(|e| {
+                            warn!(instance = iid, "install failed: {e}");
+                            update_result(&e)
+                        }),
+                    };
+                    // A successful install consumed the delivery slot.
                     let _ = tx.send(Work::Installed { iid, result });
                 });
             }
             SwMgmtAction::Remove | SwMgmtAction::PrepareForUpdate => {
                 let for_update = matches!(action, SwMgmtAction::PrepareForUpdate);
+                self.open_deliveries.remove(&iid);
+                self.discard_delivery(iid);
                 let name = if for_update {
                     self.bindings.get(&iid).cloned()
                 } else {
@@ -558,7 +571,6 @@ impl Driver {
                         Some(name) => runtime.uninstall(&name).await.is_ok(),
                         None => true,
                     };
-                    let _ = runtime.discard_delivery(&slot).await;
                     let _ = tx.send(Work::Uninstalled { iid, ok });
                 });
             }
@@ -669,6 +681,7 @@ impl Driver {
                 offset: delivery.len(),
                 etag: delivery.resume_tag().map(str::to_owned),
             };
+            info!(instance = iid, offset = resume.offset, "pulling over HTTP");
             let mut sink = DeliverySink(&mut delivery);
             let mut started_tag: Option<String> = None;
             let credentials = username.as_deref().zip(password.as_deref());
@@ -695,13 +708,20 @@ impl Driver {
                     .map(|()| total)
                     .map_err(|e| download::DownloadError::Storage(e.to_string()))
             });
-            if result.is_err() {
-                // Keep what arrived and its tag, so a retry or restart resumes.
-                let _ = delivery.sync(started_tag.as_deref());
-            }
             let _ = tx.send(Work::HttpDone { iid, result });
         });
         Ok(())
+    }
+
+    /// SwMgmt §5.1.2.2: after a download error "the faulty package is
+    /// removed". (Only a restart resumes a partial download: the state is
+    /// still DOWNLOAD STARTED then.)
+    fn discard_delivery(&self, iid: u16) {
+        // Synchronous: the next delivery into this instance may start with
+        // the very next request and must find the slot empty.
+        if let Err(e) = self.runtime.discard_delivery_now(&slot(iid)) {
+            warn!(instance = iid, "cannot remove the package data: {e}");
+        }
     }
 
     /// The delivery of `iid`, opened once and kept for the following blocks.
@@ -725,9 +745,10 @@ impl Driver {
         let Some(&iid) = self.coap_downloads.get(&id) else {
             return Ok(());
         };
-        let mut delivery = self.runtime.delivery(&slot(iid))?;
-        if let Err(e) = delivery.write_at(offset, bytes) {
+        if let Err(e) = self.open_delivery(iid)?.write_at(offset, bytes) {
             warn!(instance = iid, "cannot store downloaded data: {e}");
+            self.open_deliveries.remove(&iid);
+            self.discard_delivery(iid);
             self.coap_downloads.remove(&id);
             self.client.cancel_download(now, id);
             let report = self.swmgmt.lock().download_failed(iid, update_result(&e));
@@ -735,8 +756,9 @@ impl Driver {
         }
         if !more {
             self.coap_downloads.remove(&id);
-            delivery.sync(None)?;
-            self.open_deliveries.remove(&iid);
+            if let Some(mut delivery) = self.open_deliveries.remove(&iid) {
+                delivery.sync(None)?;
+            }
             let report = self.swmgmt.lock().package_written(iid);
             self.apply(now, report)?;
         }
@@ -756,6 +778,7 @@ impl Driver {
                     Err(download::DownloadError::Cancelled) => return Ok(()),
                     Err(e) => {
                         warn!(instance = iid, "download failed: {e}");
+                        self.discard_delivery(iid);
                         let code = match e {
                             download::DownloadError::InvalidUri(_) => UpdateResult::InvalidUri,
                             download::DownloadError::Storage(_) => UpdateResult::NotEnoughStorage,
@@ -804,6 +827,35 @@ impl Driver {
         };
         self.apply(now, report)
     }
+}
+
+/// The installed package matching the name and version a /9 instance
+/// delivered, described as the install that produced it.
+fn already_installed(
+    runtime: &Runtime,
+    expected: Option<&(String, String)>,
+) -> Option<crate::runtime::InstalledInfo> {
+    let (name, version) = expected?;
+    let status = runtime
+        .status(name)
+        .ok()
+        .filter(|s| s.version == *version)?;
+    Some(crate::runtime::InstalledInfo {
+        name: status.name,
+        version: status.version,
+        components: status
+            .components
+            .iter()
+            .map(|c| (c.id.clone(), c.version.clone()))
+            .collect(),
+        upgraded_from: None,
+        active: status
+            .components
+            .iter()
+            .filter(|c| c.active)
+            .map(|c| c.id.clone())
+            .collect(),
+    })
 }
 
 /// Packages installed outside LwM2M (`wasmdm install` on the data
@@ -857,6 +909,18 @@ fn update_result(e: &RuntimeError) -> UpdateResult {
 struct DeliverySink<'a>(&'a mut crate::runtime::Delivery);
 
 impl download::PackageSink for DeliverySink<'_> {
+    fn begin(&mut self, start: &download::ResumePoint) -> std::io::Result<()> {
+        if start.offset == 0 {
+            // A fresh (or changed) entity: drop what was stored.
+            self.0.write_at(0, &[]).map_err(std::io::Error::other)?;
+        }
+        // The tag is durable before the first byte, so a kill at any point
+        // resumes with Range + If-Range instead of starting over.
+        self.0
+            .sync(start.etag.as_deref())
+            .map_err(std::io::Error::other)
+    }
+
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.0
             .write_at(offset, bytes)

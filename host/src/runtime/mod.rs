@@ -461,6 +461,14 @@ impl Runtime {
     }
 
     /// Forgets a slot: bytes, staging, verification.
+    /// Removes a delivery slot at once, without waiting for other operations:
+    /// for a driver that must be sure the slot is empty before the next
+    /// delivery into it starts (only ever call it for a slot no install uses).
+    pub fn discard_delivery_now(&self, slot: &str) -> Result<()> {
+        check_name(slot)?;
+        Ok(remove_dir_if_exists(&self.inner.dirs.delivery(slot))?)
+    }
+
     pub async fn discard_delivery(&self, slot: &str) -> Result<()> {
         check_name(slot)?;
         let _ops = self.inner.ops.lock().await;

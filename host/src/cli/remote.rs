@@ -105,6 +105,10 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    if args.args.is_empty() || matches!(args.args[0].as_str(), "help" | "--help" | "-h") {
+        println!("{}", wasmdm_server::ctl::USAGE);
+        return Ok(ExitCode::SUCCESS);
+    }
     let result = tokio::task::spawn_blocking(move || {
         let mut out = std::io::stdout();
         wasmdm_server::ctl::ctl_main(&args.args, &mut out)

@@ -222,4 +222,13 @@ fn packages_installed_from_the_cli_are_reported_and_manageable() {
     // Managed like any other: Uninstall removes it from the runtime.
     assert_eq!(server.execute(ep, "/9/0/6", "0")["ok"], json!(true));
     server.wait_value(ep, "/9/0/7", "0", T);
+
+    // Reboot (/3/0/4): answered, then the host restarts itself (same
+    // process id, re-executed) and registers again with the same state.
+    assert_eq!(server.execute(ep, "/3/0/4", "")["ok"], json!(true));
+    wait_until(T, "re-registration after Reboot", || {
+        server_registrations(&server, ep) >= 2
+    });
+    assert_eq!(server.read(ep, "/9/0/7"), "0");
+    assert_eq!(server.read(ep, "/3/0/0"), "wasmdm");
 }

@@ -77,9 +77,12 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.data_dir.data_dir {
         config.data_dir = v;
     }
-    wasmdm::device::run(config, shutdown_signal())
+    let stopped = wasmdm::device::run(config, shutdown_signal())
         .await
         .context("device stopped")?;
+    if stopped == wasmdm::device::Stopped::RebootRequested {
+        reexec()?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,6 +119,24 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
     .await?;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reboot (/3/0/4) of a host process: start this program afresh with the
+/// same arguments (state is all on disk; apps were stopped cleanly).
+fn reexec() -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the wasmdm executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(&exe).args(&args).exec();
+        Err(anyhow::anyhow!("cannot restart {}: {err}", exe.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::process::Command::new(&exe).args(&args).spawn()?;
+        Ok(())
+    }
 }
 
 /// Ctrl-C or SIGTERM.

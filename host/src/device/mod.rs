@@ -75,11 +75,20 @@ enum Work {
     },
 }
 
-/// Runs the device until `shutdown` completes, then de-registers.
+/// How a device run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `shutdown` completed.
+    Shutdown,
+    /// The server executed Reboot (/3/0/4): the caller restarts the host.
+    RebootRequested,
+}
+
+/// Runs the device until `shutdown` completes (or a Reboot), then de-registers.
 pub async fn run(
     config: DeviceConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), DeviceError> {
+) -> Result<Stopped, DeviceError> {
     let server = resolve(&config.server_addr()?).await?;
     let mut rt_config = RuntimeConfig::new(&config.data_dir);
     rt_config.max_package_bytes = config.max_package_bytes;
@@ -98,7 +107,31 @@ pub async fn run(
     let mut device = Driver::new(config, server, runtime.clone(), socket)?;
     let result = device.run(shutdown).await;
     runtime.shutdown().await;
-    result
+    result?;
+    Ok(if device.reboot_requested {
+        Stopped::RebootRequested
+    } else {
+        Stopped::Shutdown
+    })
+}
+
+/// Receive errors that only mean "an earlier datagram bounced" are skipped.
+fn transient(
+    received: std::io::Result<(usize, SocketAddr)>,
+) -> Result<Option<(usize, SocketAddr)>, DeviceError> {
+    match received {
+        Ok(r) => Ok(Some(r)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            debug!("datagram bounced: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn resolve(addr: &str) -> Result<SocketAddr, DeviceError> {
@@ -127,6 +160,8 @@ struct Driver {
     /// between blocks, since only synced bytes survive a reopen.
     open_deliveries: BTreeMap<u16, crate::runtime::Delivery>,
     http_cancel: BTreeMap<u16, Arc<AtomicBool>>,
+    /// Set by Execute /3/0/4.
+    reboot_requested: bool,
 }
 
 fn slot(iid: u16) -> String {
@@ -220,6 +255,7 @@ impl Driver {
             coap_downloads: BTreeMap::new(),
             open_deliveries: BTreeMap::new(),
             http_cancel: BTreeMap::new(),
+            reboot_requested: false,
         };
         if adopted {
             driver.persist()?;
@@ -243,7 +279,9 @@ impl Driver {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
-                    let (n, from) = received?;
+                    // An ICMP "port unreachable" for an earlier send surfaces
+                    // here on Linux; the engine's retransmission handles it.
+                    let Some((n, from)) = transient(received)? else { continue };
                     let now = Instant::now();
                     self.refresh_device(now);
                     self.client.handle_datagram(now, from, buf.get(..n).unwrap_or_default());
@@ -258,6 +296,10 @@ impl Driver {
                 () = &mut shutdown => break,
             }
             self.flush().await?;
+            if self.reboot_requested {
+                info!("rebooting: stopping the apps and de-registering first");
+                break;
+            }
         }
         info!("de-registering");
         self.client.deregister(Instant::now());
@@ -273,8 +315,9 @@ impl Driver {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
-                    let (n, from) = received?;
-                    self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
+                    if let Some((n, from)) = transient(received)? {
+                        self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
+                    }
                 }
                 _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
                 _ = tokio::time::sleep_until(give_up) => break,
@@ -384,7 +427,9 @@ impl Driver {
             match effect {
                 Effect::Persist => self.persist()?,
                 Effect::RegistrationUpdate => self.client.trigger_update(now),
-                Effect::Reboot => warn!("reboot requested: restart the wasmdm service to apply"),
+                // /3/0/4: answered first (the response is held until the
+                // effects ran), then the loop stops and the host restarts.
+                Effect::Reboot => self.reboot_requested = true,
                 Effect::Disable { timeout_s } => {
                     warn!(timeout_s, "disable requested; not supported, ignored")
                 }

@@ -17,7 +17,7 @@ fi
 
 # cd so guest-examples/.cargo/config.toml applies; --target is explicit anyway.
 cd "$guests"
-cargo build --release --target "$target" --quiet
+cargo build --release --target "$target" --target-dir "$guests/target" --quiet
 
 mkdir -p "$out"
 # Component-model binaries start with this preamble (core modules say 01 00 00 00).

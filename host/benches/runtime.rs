@@ -1,0 +1,524 @@
+//! Runtime benchmarks for issue 2: install vs a bare precompile, activation and
+//! deactivation latency, RSS per idle instance (up to 1000 at once), and the
+//! atomic durable write. Speed targets are checked here, never in tests.
+//!
+//! `cargo bench -p wasmdm --bench runtime -- <part> [args]` where part is
+//! `install <label> <file.wasm> <iterations>`, `activation <iterations>`,
+//! `memory <instances>` or `atomic <iterations>`. Each part prints Markdown
+//! that scripts/bench.sh puts into BENCHMARKS.md. Scratch data directories go
+//! under `$WASMDM_BENCH_DIR` (default `target/bench-tmp`, the same disk as the
+//! repository) so fsync costs are those of a real data directory.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+use wasmdm::runtime::{ComponentState, Runtime, RuntimeConfig};
+
+fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out")
+}
+
+fn scratch_root() -> PathBuf {
+    std::env::var_os("WASMDM_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"))
+}
+
+fn scratch() -> Result<tempfile::TempDir> {
+    let root = scratch_root();
+    std::fs::create_dir_all(&root)?;
+    Ok(tempfile::tempdir_in(root)?)
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.3} s", us / 1e6)
+    }
+}
+
+/// One Markdown row: name, n, p50, p99, min, max.
+fn row(name: &str, samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    let p50 = pct(samples, 50.0);
+    println!(
+        "| {name} | {} | {} | {} | {} | {} |",
+        samples.len(),
+        fmt(p50),
+        fmt(pct(samples, 99.0)),
+        fmt(samples.first().copied().unwrap_or_default()),
+        fmt(samples.last().copied().unwrap_or_default()),
+    );
+    p50
+}
+
+fn table_head() {
+    println!("| measurement | n | p50 | p99 | min | max |");
+    println!("|---|---|---|---|---|---|");
+}
+
+/// Builds a one-component package from `wasm` (same layout as the tests).
+fn package(name: &str, wasm: &Path, world: &str, sandbox: &str, extra: &str) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(wasm, dir.path().join("c.wasm")).with_context(|| wasm.display().to_string())?;
+    let manifest = format!(
+        "manifest-version = 1\n[package]\nname = \"{name}\"\nversion = \"1.0.0\"\n{extra}\n\
+         [[component]]\nid = \"c\"\nfile = \"c.wasm\"\nworld = \"{world}\"\n\
+         [component.sandbox]\n{sandbox}\n"
+    );
+    std::fs::write(dir.path().join("manifest.toml"), manifest)?;
+    let mut out = Vec::new();
+    wasmdm_package::pack(dir.path(), &mut out, None, &mut |_| {})?;
+    Ok(out)
+}
+
+/// Streams the package into `slot` (64 KiB writes) and verifies it.
+async fn deliver(rt: &Runtime, slot: &str, bytes: &[u8]) -> Result<()> {
+    let mut d = rt.delivery(slot)?;
+    for (i, chunk) in bytes.chunks(64 << 10).enumerate() {
+        d.write_at((i * (64 << 10)) as u64, chunk)?;
+    }
+    d.sync(None)?;
+    rt.verify_delivery(slot).await?;
+    Ok(())
+}
+
+fn config(dir: &Path, instances: u32, mem: u64) -> RuntimeConfig {
+    let mut c = RuntimeConfig::new(dir);
+    c.engine.max_instances = instances;
+    c.engine.max_memory_per_instance = mem;
+    c
+}
+
+// ---- install ----------------------------------------------------------------
+
+/// Install (validate + precompile + durable store) into a fresh data directory
+/// each time, so the precompiled-code cache is always cold; next to it a bare
+/// `Engine::precompile_component` with wasmtime's default `Config`.
+async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()> {
+    let size = std::fs::metadata(wasm)?.len();
+    let pkg = package(label, wasm, "wasi:cli/command", "", "")?;
+    let mut install = Vec::new();
+    let mut deliver_t = Vec::new();
+    for _ in 0..iterations {
+        let dir = scratch()?;
+        let rt = Runtime::open(config(dir.path(), 4, 64 << 20)).await?;
+        let t = Instant::now();
+        deliver(&rt, "s", &pkg).await?;
+        deliver_t.push(t.elapsed());
+        let t = Instant::now();
+        rt.install("s").await?;
+        install.push(t.elapsed());
+        rt.shutdown().await;
+    }
+    let bytes = std::fs::read(wasm)?;
+    let engine = wasmtime::Engine::default();
+    let mut bare = Vec::new();
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let code = engine
+            .precompile_component(&bytes)
+            .map_err(|e| anyhow::anyhow!("precompile: {e:#}"))?;
+        bare.push(t.elapsed());
+        std::hint::black_box(code);
+    }
+    println!(
+        "\n#### install `{label}` ({size} bytes, {:.2} MiB)\n",
+        size as f64 / 1048576.0
+    );
+    table_head();
+    row(
+        &format!("deliver + verify `{label}` package ({} bytes)", pkg.len()),
+        &mut deliver_t,
+    );
+    let p_install = row(
+        &format!("Runtime::install `{label}` (cold cache)"),
+        &mut install,
+    );
+    let p_bare = row(
+        &format!("bare Engine::precompile_component `{label}`, default Config"),
+        &mut bare,
+    );
+    println!(
+        "\nratio install / bare precompile (p50): **{:.2}**",
+        p_install.as_secs_f64() / p_bare.as_secs_f64()
+    );
+    println!(
+        "INSTALL_P50_MS {label} {:.3}",
+        p_install.as_secs_f64() * 1e3
+    );
+    println!("BARE_P50_MS {label} {:.3}", p_bare.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+// ---- activation ---------------------------------------------------------------
+
+/// A log line seen through tracing, stamped on arrival.
+#[derive(Debug)]
+struct Seen {
+    at: Instant,
+    component: String,
+    source: String,
+    text: String,
+}
+
+#[derive(Default)]
+struct Fields {
+    component: String,
+    source: String,
+    text: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let v = format!("{value:?}");
+        match field.name() {
+            "component" => self.component = v,
+            "source" => self.source = v,
+            "message" => self.text = v,
+            _ => {}
+        }
+    }
+}
+
+/// Timestamps every component log line (the runtime mirrors them to tracing).
+struct Capture(Mutex<Option<mpsc::UnboundedSender<Seen>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+        let at = Instant::now();
+        let mut f = Fields::default();
+        event.record(&mut f);
+        if f.component.is_empty() {
+            return;
+        }
+        if let Ok(g) = self.0.lock()
+            && let Some(tx) = g.as_ref()
+        {
+            let _ = tx.send(Seen {
+                at,
+                component: f.component,
+                source: f.source,
+                text: f.text,
+            });
+        }
+    }
+}
+
+async fn next_line(
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    component: &str,
+    pred: impl Fn(&Seen) -> bool,
+) -> Result<Seen> {
+    loop {
+        let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .context("no log line within 10 s")?
+            .context("log channel closed")?;
+        if s.component == component && pred(&s) {
+            return Ok(s);
+        }
+    }
+}
+
+async fn wait_state(rt: &Runtime, pkg: &str, state: ComponentState) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = rt.status(pkg)?;
+        if st.components.iter().all(|c| c.state == state) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{pkg} did not reach {state:?}: {st:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Activate -> first stdout line, split into the call (durable write included)
+/// and the in-memory start; then deactivation of the cooperative counter.
+async fn bench_activation(iterations: usize) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let subscriber = tracing_subscriber::registry().with(Capture(Mutex::new(Some(tx))));
+    tracing::subscriber::set_global_default(subscriber)?;
+
+    let dir = scratch()?;
+    let rt = Runtime::open(config(dir.path(), 16, 64 << 20)).await?;
+    let g = guests_dir();
+    let counter = package(
+        "counter",
+        &g.join("counter.wasm"),
+        "wasmdm:device/app",
+        "memory = \"16MiB\"\nstop-grace-ms = 2000",
+        "[config]\ninterval-ms = \"3600000\"\n",
+    )?;
+    let hello = package(
+        "hello",
+        &g.join("hello.wasm"),
+        "wasi:cli/command",
+        "env = { GREETING = \"hi\" }",
+        "",
+    )?;
+    for (slot, bytes) in [("counter", &counter), ("hello", &hello)] {
+        deliver(&rt, slot, bytes).await?;
+        rt.install(slot).await?;
+    }
+
+    let warmup = 10;
+    for (pkg, cooperative) in [("counter", true), ("hello", false)] {
+        let comp = format!("{pkg}/c");
+        let (mut call, mut first, mut inmem, mut deact) = (vec![], vec![], vec![], vec![]);
+        for i in 0..iterations + warmup {
+            while rx.try_recv().is_ok() {}
+            let t0 = Instant::now();
+            rt.activate(pkg, None).await?;
+            let t1 = Instant::now();
+            let started = next_line(&mut rx, &comp, |s| {
+                s.source == "Host" && s.text == "started"
+            })
+            .await?;
+            let out = next_line(&mut rx, &comp, |s| s.source == "Stdout").await?;
+            if cooperative {
+                // Idle in wait-for-stop before asking it to stop.
+                next_line(&mut rx, &comp, |s| {
+                    s.source == "Stdout" && s.text.starts_with("count=")
+                })
+                .await?;
+            } else {
+                wait_state(&rt, pkg, ComponentState::Exited).await?;
+            }
+            let d0 = Instant::now();
+            rt.deactivate(pkg, None).await?;
+            let d1 = Instant::now();
+            if i >= warmup {
+                call.push(t1 - t0);
+                first.push(out.at - t0);
+                inmem.push(out.at.saturating_duration_since(started.at));
+                deact.push(d1 - d0);
+            }
+        }
+        let guest = if cooperative {
+            "`counter` (wasmdm:device/app, 16 MiB)"
+        } else {
+            "`hello` (wasi:cli/command)"
+        };
+        println!("\n#### activation of {guest}\n");
+        table_head();
+        row(
+            "in-memory: supervisor start -> instantiate -> first stdout line",
+            &mut inmem,
+        );
+        row(
+            "activate() call (record written durably, instance spawned)",
+            &mut call,
+        );
+        row("activate() call start -> first stdout line", &mut first);
+        if cooperative {
+            row(
+                "deactivate() of idle counter (durable write + stop + drop)",
+                &mut deact,
+            );
+        }
+    }
+    rt.shutdown().await;
+    Ok(())
+}
+
+// ---- memory -------------------------------------------------------------------
+
+/// (VmRSS, RssAnon, RssFile) in KiB.
+fn rss() -> Result<(u64, u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/status")?;
+    let get = |key: &str| -> u64 {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((get("VmRSS:"), get("RssAnon:"), get("RssFile:")))
+}
+
+fn rss_row(what: &str, r: (u64, u64, u64)) {
+    println!("| {what} | {} | {} | {} |", r.0, r.1, r.2);
+}
+
+async fn wait_idle(rt: &Runtime, names: &[String]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for n in names {
+        loop {
+            let idle = rt
+                .logs(n, "c")?
+                .iter()
+                .any(|l| l.text.starts_with("count="));
+            if idle {
+                break;
+            }
+            let st = rt.status(n)?;
+            if st
+                .components
+                .iter()
+                .any(|c| matches!(c.state, ComponentState::Failed | ComponentState::Exited))
+            {
+                bail!("{n} ended: {st:?}");
+            }
+            if Instant::now() > deadline {
+                bail!("{n} not idle after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Let the last ones settle into wait-for-stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// RSS with nothing active, then with `n` idle counters (each its own package,
+/// memory limit 2 MiB, interval 1 h), pool sized from the configuration.
+async fn bench_memory(n: usize) -> Result<()> {
+    let before_open = rss()?;
+    let dir = scratch()?;
+    let slots = u32::try_from(n + n / 50 + 8)?;
+    let rt = Runtime::open(config(dir.path(), slots, 2 << 20)).await?;
+    let opened = rss()?;
+    let wasm = guests_dir().join("counter.wasm");
+    let mut names = Vec::new();
+    let t = Instant::now();
+    for i in 0..n {
+        let name = format!("counter-{i:04}");
+        let pkg = package(
+            &name,
+            &wasm,
+            "wasmdm:device/app",
+            "memory = \"2MiB\"\nstop-grace-ms = 2000\nlog-cap = \"4KiB\"",
+            "[config]\ninterval-ms = \"3600000\"\n",
+        )?;
+        deliver(&rt, &name, &pkg).await?;
+        rt.install(&name).await?;
+        names.push(name);
+    }
+    let install_all = t.elapsed();
+    let installed = rss()?;
+    let first = (n / 10).max(1).min(n);
+    let t = Instant::now();
+    for name in names.iter().take(first) {
+        rt.activate(name, None).await?;
+    }
+    wait_idle(&rt, names.get(..first).unwrap_or_default()).await?;
+    let some = rss()?;
+    for name in names.iter().skip(first) {
+        rt.activate(name, None).await?;
+    }
+    wait_idle(&rt, &names).await?;
+    let activate_all = t.elapsed();
+    let all = rss()?;
+    let running = rt
+        .list()
+        .iter()
+        .flat_map(|p| p.components.iter())
+        .filter(|c| c.state == ComponentState::Running)
+        .count();
+    println!(
+        "\n#### memory, {n} `counter` packages (memory 2 MiB, interval 1 h), pool of {slots} slots\n"
+    );
+    println!("| point | VmRSS KiB | RssAnon KiB | RssFile KiB |");
+    println!("|---|---|---|---|");
+    rss_row("process start (bench binary, tokio)", before_open);
+    rss_row("Runtime::open, nothing installed", opened);
+    rss_row(
+        &format!("{n} packages installed, nothing active"),
+        installed,
+    );
+    rss_row(&format!("{first} counters active and idle"), some);
+    rss_row(
+        &format!("{n} counters active and idle ({running} Running)"),
+        all,
+    );
+    let per = |a: (u64, u64, u64), b: (u64, u64, u64), k: usize| {
+        (
+            (b.0 as f64 - a.0 as f64) / k as f64,
+            (b.1 as f64 - a.1 as f64) / k as f64,
+        )
+    };
+    let (v1, a1) = per(installed, all, n);
+    let (v2, a2) = per(some, all, n - first);
+    println!(
+        "\nadded RSS per active idle counter: **{v1:.1} KiB** VmRSS ({a1:.1} KiB anonymous) over all {n}; \
+         {v2:.1} KiB ({a2:.1} KiB anonymous) between {first} and {n}"
+    );
+    println!(
+        "\ninstalling {n} packages took {:.1} s; activating {n} until all idle took {:.1} s",
+        install_all.as_secs_f64(),
+        activate_all.as_secs_f64()
+    );
+    let t = Instant::now();
+    rt.shutdown().await;
+    println!(
+        "\nstopping all {n} (shutdown) took {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---- atomic write -----------------------------------------------------------------
+
+/// `wasmdm::state::atomic_write` of a package-record-sized file (temp, fsync,
+/// rename, fsync dir), replacing the same path each time like the runtime does.
+fn bench_atomic(iterations: usize) -> Result<()> {
+    let dir = scratch()?;
+    let path = dir.path().join("record.json");
+    let body = vec![b'x'; 600];
+    let mut t = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let s = Instant::now();
+        wasmdm::state::atomic_write(&path, &body)?;
+        t.push(s.elapsed());
+    }
+    println!("\n#### atomic durable write\n");
+    table_head();
+    row(
+        "state::atomic_write, 600 bytes, same path (temp, fsync, rename, fsync dir)",
+        &mut t,
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    // `cargo bench` appends `--bench`; keep only our own arguments.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let num = |i: usize, d: usize| arg(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    match arg(0) {
+        Some("install") => {
+            let label = arg(1).unwrap_or("hello");
+            let wasm = arg(2)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| guests_dir().join("hello.wasm"));
+            bench_install(label, &wasm, num(3, 10)).await
+        }
+        Some("activation") => bench_activation(num(1, 200)).await,
+        Some("memory") => bench_memory(num(1, 1000)).await,
+        Some("atomic") => bench_atomic(num(1, 2000)),
+        _ => bail!("usage: runtime <install LABEL WASM N | activation N | memory N | atomic N>"),
+    }
+}

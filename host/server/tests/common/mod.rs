@@ -36,7 +36,10 @@ impl TestServer {
                 let _ = btx.send(b);
             },
         ));
-        let bound = brx.await.expect("server bound");
+        let bound = match brx.await {
+            Ok(b) => b,
+            Err(_) => panic!("server did not start: {:?}", task.await),
+        };
         TestServer {
             bound,
             stop: Some(stop),

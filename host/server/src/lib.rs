@@ -128,7 +128,6 @@ pub async fn serve_with(
         seed,
     )?;
     let (tx, rx) = mpsc::channel(256);
-    let store_handle = Arc::downgrade(&store);
     let state = http::AppState {
         store,
         commands: tx,
@@ -162,16 +161,8 @@ pub async fn serve_with(
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = driver_task.await;
-    let result = match http_task.await {
+    match http_task.await {
         Ok(r) => r.map_err(ServerError::Http),
         Err(_) => Ok(()),
-    };
-    // Tasks that finish after the listeners (HTTP connections winding down,
-    // blocking store writes) still hold the database; return only once it is
-    // closed, so a restart in the same process can open it (bounded wait).
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while store_handle.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    result
 }

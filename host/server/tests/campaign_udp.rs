@@ -58,7 +58,22 @@ async fn fake_device(server: SocketAddr, ep: &str, sw: Arc<Mutex<Sw>>) -> Arc<Ud
             let MessageClass::Request(method) = req.header.code else {
                 continue;
             };
+            // A stalled device: requests go unanswered.
+            if sw.lock().unwrap().silent {
+                continue;
+            }
             let path = msg::uri_path(&req).unwrap_or_default();
+            // Pull over HTTP in two ranges (a resumed download), off the
+            // async workers and without holding the device's lock: the
+            // server answering it runs on the same runtime.
+            let mut pulled = None;
+            if method == RequestType::Put && path == ["9", "0", "3"] {
+                let uri = String::from_utf8_lossy(&req.payload).to_string();
+                pulled = tokio::task::spawn_blocking(move || http_fetch_in_two(&uri))
+                    .await
+                    .ok()
+                    .flatten();
+            }
             let mut resp = msg::response_to(&req, Code::CHANGED);
             let mut notify = false;
             {
@@ -102,12 +117,7 @@ async fn fake_device(server: SocketAddr, ep: &str, sw: Arc<Mutex<Sw>>) -> Arc<Ud
                         }
                     }
                     (RequestType::Put, ["9", "0", "3"]) => {
-                        let uri = String::from_utf8_lossy(&req.payload).to_string();
-                        // Pull over HTTP in two ranges (a resumed download).
-                        let got = std::thread::spawn(move || http_fetch_in_two(&uri))
-                            .join()
-                            .unwrap();
-                        sw.received = got.unwrap_or_default();
+                        sw.received = pulled.take().unwrap_or_default();
                         deliver(&mut sw);
                         notify = true;
                     }

@@ -21,6 +21,20 @@ impl TestServer {
     }
 
     pub async fn start_on(dir: &Path, coap: std::net::SocketAddr) -> TestServer {
+        // A server stopped a moment ago may still be closing its database
+        // (tasks winding down hold it): retry for a little while.
+        let mut last = String::new();
+        for _ in 0..50 {
+            match Self::try_start(dir, coap).await {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("server did not start: {last}");
+    }
+
+    async fn try_start(dir: &Path, coap: std::net::SocketAddr) -> Result<TestServer, String> {
         let mut config = ServerConfig::new(coap, "127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
         config.coap_params.ack_timeout = Duration::from_millis(500);
         config.coap_params.ack_jitter = Duration::from_millis(100);
@@ -36,14 +50,13 @@ impl TestServer {
                 let _ = btx.send(b);
             },
         ));
-        let bound = match brx.await {
-            Ok(b) => b,
-            Err(_) => panic!("server did not start: {:?}", task.await),
-        };
-        TestServer {
-            bound,
-            stop: Some(stop),
-            task,
+        match brx.await {
+            Ok(bound) => Ok(TestServer {
+                bound,
+                stop: Some(stop),
+                task,
+            }),
+            Err(_) => Err(format!("{:?}", task.await)),
         }
     }
 

@@ -2,12 +2,12 @@
 //! timers out. No sockets, no clock, no files: the tokio drivers in the
 //! `wasmdm` crate own those.
 
+pub mod client;
+pub mod coap;
 pub mod codec;
+pub mod execargs;
 pub mod model;
 pub mod object;
-pub mod coap;
-pub mod execargs;
 pub mod objects;
 pub mod swcomp;
 pub mod swmgmt;
-pub mod client;

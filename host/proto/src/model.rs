@@ -17,16 +17,36 @@ pub struct Path {
 
 impl Path {
     pub const fn object(object: u16) -> Self {
-        Path { object, instance: None, resource: None, resource_instance: None }
+        Path {
+            object,
+            instance: None,
+            resource: None,
+            resource_instance: None,
+        }
     }
     pub const fn instance(object: u16, instance: u16) -> Self {
-        Path { object, instance: Some(instance), resource: None, resource_instance: None }
+        Path {
+            object,
+            instance: Some(instance),
+            resource: None,
+            resource_instance: None,
+        }
     }
     pub const fn resource(object: u16, instance: u16, resource: u16) -> Self {
-        Path { object, instance: Some(instance), resource: Some(resource), resource_instance: None }
+        Path {
+            object,
+            instance: Some(instance),
+            resource: Some(resource),
+            resource_instance: None,
+        }
     }
     pub const fn resource_instance(object: u16, instance: u16, resource: u16, ri: u16) -> Self {
-        Path { object, instance: Some(instance), resource: Some(resource), resource_instance: Some(ri) }
+        Path {
+            object,
+            instance: Some(instance),
+            resource: Some(resource),
+            resource_instance: Some(ri),
+        }
     }
 
     /// Parses URI path segments (`["9", "0", "7"]`). Ids above 65534 are
@@ -57,7 +77,10 @@ impl Path {
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "/{}", self.object)?;
-        for id in [self.instance, self.resource, self.resource_instance].into_iter().flatten() {
+        for id in [self.instance, self.resource, self.resource_instance]
+            .into_iter()
+            .flatten()
+        {
             write!(f, "/{id}")?;
         }
         Ok(())
@@ -115,9 +138,15 @@ pub enum ResourceValue {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     /// A whole object: its instances in ascending id order.
-    Object { id: u16, instances: Vec<(u16, Vec<(u16, ResourceValue)>)> },
+    Object {
+        id: u16,
+        instances: Vec<(u16, Vec<(u16, ResourceValue)>)>,
+    },
     /// One object instance: its resources in ascending id order.
-    Instance { id: u16, resources: Vec<(u16, ResourceValue)> },
+    Instance {
+        id: u16,
+        resources: Vec<(u16, ResourceValue)>,
+    },
     /// One resource.
     Resource { id: u16, value: ResourceValue },
     /// One resource instance.

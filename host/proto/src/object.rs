@@ -80,17 +80,28 @@ pub enum Effect {
     /// Software Management work for package instance `instance`.
     SwMgmt { instance: u16, action: SwMgmtAction },
     /// Software Component work for component instance `instance` of Object 14.
-    Component { instance: u16, action: ComponentAction },
+    Component {
+        instance: u16,
+        action: ComponentAction,
+    },
 }
 
 /// Work the Software Management object asks the driver to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SwMgmtAction {
     /// Start (or resume) a pull from the Package URI (SwMgmt §5.1.2.2).
-    Download { uri: String, username: Option<String>, password: Option<String> },
+    Download {
+        uri: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
     /// Store one piece of a pushed package at `offset` (offset 0 truncates);
     /// after the `last` piece the driver verifies integrity.
-    StorePushed { offset: u64, data: Vec<u8>, last: bool },
+    StorePushed {
+        offset: u64,
+        data: Vec<u8>,
+        last: bool,
+    },
     /// Abandon a delivery in progress and delete its partial data.
     CancelDelivery,
     /// Verify the fully written package (DOWNLOADED -> DELIVERED or INITIAL, §5.1.2.3).
@@ -131,18 +142,40 @@ pub trait Object {
     fn read(&self, instance: u16, resource: u16) -> Result<Option<ResourceValue>, OpError>;
     /// Writes one resource; `replace` distinguishes PUT from POST on
     /// multi-instance resources.
-    fn write(&mut self, instance: u16, resource: u16, value: ResourceValue, replace: bool) -> Result<Vec<Effect>, OpError>;
+    fn write(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        value: ResourceValue,
+        replace: bool,
+    ) -> Result<Vec<Effect>, OpError>;
     /// Receives one piece of a streamed opaque write (Block1, RFC 7959 §2.5):
     /// the package push of /9/x/2 is never held whole in memory. `offset` 0
     /// starts (or restarts) the transfer; `last` ends it. A plain Write of an
     /// opaque value arrives as one piece with offset 0 and `last` set.
-    fn write_block(&mut self, _instance: u16, _resource: u16, _offset: u64, _bytes: &[u8], _last: bool) -> Result<Vec<Effect>, OpError> {
+    fn write_block(
+        &mut self,
+        _instance: u16,
+        _resource: u16,
+        _offset: u64,
+        _bytes: &[u8],
+        _last: bool,
+    ) -> Result<Vec<Effect>, OpError> {
         Err(OpError::MethodNotAllowed("block-wise write"))
     }
     /// Executes one resource with the raw argument payload (Core 1.1 §6.3.5).
-    fn execute(&mut self, instance: u16, resource: u16, args: &[u8]) -> Result<Vec<Effect>, OpError>;
+    fn execute(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        args: &[u8],
+    ) -> Result<Vec<Effect>, OpError>;
     /// Creates an instance (`None`: the object picks the id). Returns the id.
-    fn create(&mut self, _instance: Option<u16>, _values: Vec<(u16, ResourceValue)>) -> Result<(u16, Vec<Effect>), OpError> {
+    fn create(
+        &mut self,
+        _instance: Option<u16>,
+        _values: Vec<(u16, ResourceValue)>,
+    ) -> Result<(u16, Vec<Effect>), OpError> {
         Err(OpError::MethodNotAllowed("create"))
     }
     /// Deletes an instance.

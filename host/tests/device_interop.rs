@@ -125,7 +125,11 @@ fn pull_install_activate_upgrade_uninstall_against_lwm2m_node_lib() {
     assert_eq!(server.execute(ep, "/9/0/4", "")["ok"], json!(true));
     server.wait_value(ep, "/9/0/7", "4", T);
     assert_eq!(server.read(ep, "/9/0/1"), "2.0.0");
-    assert_eq!(server.read(ep, "/9/0/18"), "1", "the old version's /14 instance is gone");
+    assert_eq!(
+        server.read(ep, "/9/0/18"),
+        "1",
+        "the old version's /14 instance is gone"
+    );
     assert_eq!(
         server.read(ep, "/9/0/12"),
         "1",

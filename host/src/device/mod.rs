@@ -48,7 +48,6 @@ pub enum DeviceError {
 /// The outcome of slow work, fed back into the objects.
 #[derive(Debug)]
 enum Work {
-    HttpStarted,
     HttpDone {
         iid: u16,
         result: Result<u64, download::DownloadError>,
@@ -746,7 +745,6 @@ impl Driver {
                     on_progress: &mut |_| {},
                 },
             );
-            let _ = tx.send(Work::HttpStarted);
             let result = result.and_then(|total| {
                 delivery
                     .sync(started_tag.as_deref())
@@ -812,7 +810,6 @@ impl Driver {
 
     fn on_work(&mut self, now: Instant, work: Work) -> Result<(), DeviceError> {
         let report = match work {
-            Work::HttpStarted => return Ok(()),
             Work::HttpDone { iid, result } => {
                 self.http_cancel.remove(&iid);
                 match result {

@@ -72,6 +72,8 @@ pub struct InboundRequest {
     pub peer: SocketAddr,
     /// The decoded request.
     pub packet: Packet,
+    /// [`fingerprint`] of the datagram, for the dedup entry of its reply.
+    fingerprint: u64,
 }
 
 impl InboundRequest {
@@ -175,6 +177,12 @@ impl Outgoing {
 #[derive(Debug)]
 struct Dedup {
     expires: Instant,
+    /// Hash of the datagram first seen with this MID. A retransmission is the
+    /// same message (RFC 7252 §4.2), so a different datagram under a MID still
+    /// remembered is a new message from a peer that reused the MID early (the
+    /// npm `coap` agent behind lwm2m-node-lib starts every request at a
+    /// random MID from one socket): it is processed, not swallowed.
+    fingerprint: u64,
     /// The reply sent for this MID, replayed on duplicates; `None` while the
     /// request is still being processed (duplicates are then ignored).
     reply: Option<Vec<u8>>,
@@ -263,7 +271,12 @@ impl Endpoint {
                     }
                     return;
                 }
-                if let Some(d) = self.dedup.get(&(from, mid)) {
+                let fingerprint = fingerprint(bytes);
+                if let Some(d) = self
+                    .dedup
+                    .get(&(from, mid))
+                    .filter(|d| d.fingerprint == fingerprint)
+                {
                     // §4.5: acknowledge duplicates the same way, process once.
                     if let (true, Some(reply)) = (con, d.reply.clone()) {
                         self.transmits.push_back(Transmit {
@@ -282,6 +295,7 @@ impl Endpoint {
                     (from, mid),
                     Dedup {
                         expires: now + life,
+                        fingerprint,
                         reply: None,
                     },
                 );
@@ -290,6 +304,7 @@ impl Endpoint {
                         .push_back(EndpointEvent::Request(InboundRequest {
                             peer: from,
                             packet,
+                            fingerprint,
                         }));
                 } else {
                     self.on_separate_response(now, from, con, packet);
@@ -395,6 +410,7 @@ impl Endpoint {
             request.key(),
             Dedup {
                 expires: now + life,
+                fingerprint: request.fingerprint,
                 reply: Some(bytes.clone()),
             },
         );
@@ -674,6 +690,14 @@ impl Endpoint {
     }
 }
 
+/// Identifies a datagram for dedup (not security relevant: a peer can only
+/// confuse its own retransmissions).
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut h, bytes);
+    std::hash::Hasher::finish(&h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,6 +766,40 @@ mod tests {
         assert!(matches!(ep.poll_event(), Some(EndpointEvent::Request(_))));
         ep.handle_datagram(now, peer(), &get(0x2000, false));
         assert!(ep.poll_event().is_none());
+    }
+
+    #[test]
+    fn a_different_message_under_a_remembered_mid_is_a_new_request() {
+        // lwm2m-node-lib sends each request from its server socket with a
+        // random MID; one in a few hundred repeats a MID we still remember.
+        let mut ep = Endpoint::new(Params::default(), 1);
+        let now = Instant::now();
+        ep.handle_datagram(now, peer(), &get(0x0042, true));
+        let Some(EndpointEvent::Request(first)) = ep.poll_event() else {
+            panic!()
+        };
+        ep.respond(now, &first, msg::response_to(&first.packet, Code::CONTENT));
+        let first_reply = ep.poll_transmit().unwrap().bytes;
+        let mut other = msg::request(RequestType::Get, &["9", "0", "7"]);
+        other.header.message_id = 0x0042;
+        other.set_token(vec![8, 9]);
+        ep.handle_datagram(now, peer(), &msg::encode(&other).unwrap());
+        let Some(EndpointEvent::Request(second)) = ep.poll_event() else {
+            panic!("the new request was taken for a duplicate")
+        };
+        assert_eq!(second.packet.get_token(), &[8, 9]);
+        assert!(ep.poll_transmit().is_none(), "the old reply was replayed");
+        ep.respond(
+            now,
+            &second,
+            msg::response_to(&second.packet, Code::CONTENT),
+        );
+        let second_reply = ep.poll_transmit().unwrap().bytes;
+        assert_ne!(second_reply, first_reply);
+        // Its retransmission now replays its own reply.
+        ep.handle_datagram(now, peer(), &msg::encode(&other).unwrap());
+        assert!(ep.poll_event().is_none());
+        assert_eq!(ep.poll_transmit().unwrap().bytes, second_reply);
     }
 
     #[test]

@@ -23,6 +23,14 @@ pub struct DeviceConfig {
     pub max_package_bytes: u64,
     /// Public key files of trusted package signers; empty accepts unsigned packages.
     pub trusted_keys: Vec<PathBuf>,
+    /// Component instances that can run at once (the wasmtime pool's slots).
+    pub max_instances: u32,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub max_instance_memory: u64,
+    /// Address space reserved per linear memory, in bytes: 4 GiB (the default
+    /// on 64-bit hosts) lets compiled guests skip bounds checks; set it to
+    /// `max-instance-memory` where address space is scarce.
+    pub memory_reservation: u64,
     /// Values reported in the Device object (/3).
     pub manufacturer: String,
     pub model: String,
@@ -31,6 +39,7 @@ pub struct DeviceConfig {
 
 impl Default for DeviceConfig {
     fn default() -> Self {
+        let engine = crate::runtime::EngineConfig::default();
         DeviceConfig {
             endpoint: default_endpoint(),
             server: "coap://127.0.0.1:5683".into(),
@@ -40,6 +49,9 @@ impl Default for DeviceConfig {
             max_packages: 16,
             max_package_bytes: 256 * 1024 * 1024,
             trusted_keys: Vec::new(),
+            max_instances: engine.max_instances,
+            max_instance_memory: engine.max_memory_per_instance,
+            memory_reservation: engine.memory_reservation,
             manufacturer: "wasmdm".into(),
             model: "wasmdm-host".into(),
             serial: default_endpoint(),
@@ -151,6 +163,20 @@ mod tests {
             DeviceConfig::load(&path),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\nendpoint")
+            .expect("README has the device.toml example");
+        let body = &readme[start + "```toml\n".len()..];
+        let example = &body[..body.find("```").unwrap()];
+        let c: DeviceConfig = toml::from_str(example).unwrap();
+        assert_eq!(c.max_instances, 100);
+        assert_eq!(c.memory_reservation, 4 << 30);
+        assert_eq!(c.max_instance_memory, 256 << 20);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub async fn run(
     let server = resolve(&config.server_addr()?).await?;
     let mut rt_config = RuntimeConfig::new(&config.data_dir);
     rt_config.max_package_bytes = config.max_package_bytes;
+    rt_config.engine.max_instances = config.max_instances;
+    rt_config.engine.max_memory_per_instance = config.max_instance_memory;
+    rt_config.engine.memory_reservation = config.memory_reservation;
     for key in &config.trusted_keys {
         let key = wasmdm_package::signing::load_public_key(key)
             .map_err(|e| DeviceError::Runtime(RuntimeError::Package(e)))?;

@@ -24,13 +24,29 @@ pub struct EngineConfig {
     pub max_instances: u32,
     /// Largest linear memory any instance may have (the pool's per-slot size).
     pub max_memory_per_instance: u64,
+    /// Address space reserved per linear memory. At 4 GiB (wasmtime's own
+    /// default on 64-bit hosts) Cranelift drops the explicit bounds check of
+    /// every memory access: guests run faster and compile about a third
+    /// faster. Only address space is reserved, not memory. On a host with a
+    /// small address space (a 39-bit arm64 kernel: 512 GiB) set it to
+    /// `max_memory_per_instance`, at the price of those bounds checks.
+    pub memory_reservation: u64,
 }
+
+/// wasmtime's default reservation on 64-bit hosts (see `memory_reservation`).
+pub const FULL_RESERVATION: u64 = 4 << 30;
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        let max_memory_per_instance = 256 << 20;
         EngineConfig {
             max_instances: 100,
-            max_memory_per_instance: 256 << 20,
+            max_memory_per_instance,
+            memory_reservation: if cfg!(target_pointer_width = "64") {
+                FULL_RESERVATION
+            } else {
+                max_memory_per_instance
+            },
         }
     }
 }
@@ -84,14 +100,20 @@ impl EngineShared {
             .max_tables_per_component(4)
             .total_stacks(slots)
             .max_memory_size(usize::try_from(cfg.max_memory_per_instance).unwrap_or(usize::MAX));
+        let reservation = cfg.memory_reservation.max(cfg.max_memory_per_instance);
+        // A full 4 GiB reservation plus wasmtime's 32 MiB guard lets Cranelift
+        // elide bounds checks; a small reservation needs only a small guard.
+        let guard = if reservation >= FULL_RESERVATION {
+            32 << 20
+        } else {
+            64 << 10
+        };
         let mut config = Config::new();
         config
             .epoch_interruption(true)
             .memory_init_cow(true)
-            // Reserve only what a slot may use: a device cannot afford 4 GiB x slots
-            // of address space comfortably; explicit bounds checks are the price.
-            .memory_reservation(cfg.max_memory_per_instance)
-            .memory_guard_size(64 << 10)
+            .memory_reservation(reservation)
+            .memory_guard_size(guard)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_err)?;

@@ -16,7 +16,9 @@ mod spec;
 mod supervisor;
 
 pub use delivery::{DeliveredInfo, Delivery};
-pub use engine::{ComponentInterface, EPOCH_TICK, EngineConfig, describe_component};
+pub use engine::{
+    ComponentInterface, EPOCH_TICK, EngineConfig, FULL_RESERVATION, describe_component,
+};
 pub use error::RuntimeError;
 pub use foreground::{ForegroundOptions, StopHandle, run_foreground};
 pub use instance::ExitStatus;

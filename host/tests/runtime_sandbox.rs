@@ -48,6 +48,83 @@ async fn escaper_is_denied_everything_but_data() {
     assert!(!std::path::Path::new("/tmp/escaper").exists());
 }
 
+/// What a manifest grants, and nothing more: a read-only directory shipped
+/// in the package is readable and not writable; the network allow list lets
+/// exactly the listed address through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_readonly_dir_and_network_allow_list_and_nothing_else() {
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed_at = allowed.local_addr().unwrap();
+    let other_at = other.local_addr().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("escaper"), src.path().join("escaper.wasm")).unwrap();
+    std::fs::create_dir(src.path().join("assets")).unwrap();
+    std::fs::write(src.path().join("assets/hello.txt"), "shipped\n").unwrap();
+    let manifest = format!(
+        "manifest-version = 1\n[package]\nname = \"escaper\"\nversion = \"1.0.0\"\n\
+         [[component]]\nid = \"escaper\"\nfile = \"escaper.wasm\"\nworld = \"wasi:cli/command\"\n\
+         [component.sandbox]\n\
+         args = [\"read=/assets/hello.txt\", \"write=/assets/evil\", \"connect={allowed_at}\", \"connect={other_at}\"]\n\
+         readonly = [{{ source = \"assets\", guest = \"/assets\" }}]\n\
+         network = {{ allow = [\"{allowed_at}\"] }}\n"
+    );
+    std::fs::write(src.path().join("manifest.toml"), manifest).unwrap();
+    let mut pkg = Vec::new();
+    wasmdm_package::pack(src.path(), &mut pkg, None, &mut |_| {}).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt(dir.path()).await;
+    deliver_install(&rt, "0", &pkg).await.unwrap();
+    rt.activate("escaper", None).await.unwrap();
+    wait_state(&rt, "escaper", "escaper", ComponentState::Exited, 10).await;
+    let lines: Vec<String> = log_text(&rt, "escaper", "escaper")
+        .into_iter()
+        .filter(|l| l.starts_with("DENIED") || l.starts_with("ALLOWED"))
+        .collect();
+    let outcome = |what: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(_, rest)| rest.starts_with(what))
+            })
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no probe {what:?} in {lines:?}"))
+    };
+    assert_eq!(outcome("read /assets/hello.txt"), "ALLOWED");
+    assert_eq!(outcome("write /assets/evil"), "DENIED");
+    assert_eq!(outcome(&format!("tcp connect {allowed_at}")), "ALLOWED");
+    assert_eq!(outcome(&format!("tcp connect {other_at}")), "DENIED");
+    // The default probes: still nothing outside the grants.
+    assert_eq!(outcome("tcp connect 127.0.0.1:80"), "DENIED");
+    assert_eq!(outcome("read /etc/passwd"), "DENIED");
+    assert_eq!(outcome("resolve localhost"), "DENIED");
+    assert_eq!(outcome("write /data/ok"), "ALLOWED");
+    // The allowed peer really saw the connection; the shipped file is intact.
+    allowed.set_nonblocking(true).unwrap();
+    assert!(
+        allowed.accept().is_ok(),
+        "no connection reached the allowed address"
+    );
+    other.set_nonblocking(true).unwrap();
+    assert!(
+        other.accept().is_err(),
+        "a connection reached a denied address"
+    );
+    let shipped = std::fs::read_dir(dir.path().join("packages/escaper"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("assets"))
+        .find(|p| p.exists())
+        .expect("the package's assets directory");
+    assert!(!shipped.join("evil").exists());
+    assert_eq!(
+        std::fs::read_to_string(shipped.join("hello.txt")).unwrap(),
+        "shipped\n"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memhog_is_stopped_at_its_memory_cap() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,8 @@
 //! Probes the sandbox: each attempt prints one line, `ALLOWED <what>` or
 //! `DENIED <what>: <error>`, so a host test can assert the exact policy.
 //! Only writing inside /data should be allowed under the default sandbox.
+//! Arguments add probes for granted sandboxes: `read=<path>`,
+//! `write=<path>` and `connect=<ip:port>`.
 
 use std::fmt::Display;
 use std::io::{Read, Write};
@@ -39,6 +41,19 @@ fn main() {
         "tcp connect 127.0.0.1:80",
         TcpStream::connect("127.0.0.1:80"),
     );
+    for arg in std::env::args().skip(1) {
+        match arg.split_once('=') {
+            Some(("read", path)) => report(&format!("read {path}"), read_to_string(path)),
+            Some(("write", path)) => report(
+                &format!("write {path}"),
+                std::fs::File::create(path).and_then(|mut f| f.write_all(b"x")),
+            ),
+            Some(("connect", addr)) => {
+                report(&format!("tcp connect {addr}"), TcpStream::connect(addr))
+            }
+            _ => println!("unknown probe {arg}"),
+        }
+    }
     report(
         "resolve localhost",
         ("localhost", 80).to_socket_addrs().and_then(|mut a| {

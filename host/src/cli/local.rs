@@ -124,7 +124,7 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let slot = "cli";
     let result = deliver_file(&runtime, slot, &args.package).await;
     let info = match result {
-        Ok(()) => runtime.install(slot).await,
+        Ok(()) => with_progress("compiling to native code", runtime.install(slot)).await,
         Err(e) => {
             let _ = runtime.discard_delivery(slot).await;
             return Err(e);
@@ -141,6 +141,32 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     }
     runtime.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs long work with a line on stderr: what it does, elapsed seconds
+/// while it runs (on a terminal), and how long it took.
+async fn with_progress<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    use std::io::IsTerminal;
+    let start = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    if tty {
+        eprint!("  {what} ...");
+    }
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick(), if tty => {
+                eprint!("\r  {what} ... {} s", start.elapsed().as_secs());
+            }
+        }
+    };
+    // On a terminal, overwrite the running line (padding clears its tail).
+    let (cr, pad) = if tty { ("\r", "    ") } else { ("", "") };
+    eprintln!("{cr}  {what}: {:.1} s{pad}", start.elapsed().as_secs_f64());
+    out
 }
 
 /// Streams a package file into a delivery slot and verifies it.

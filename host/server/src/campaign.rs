@@ -9,7 +9,7 @@
 //! INSTALLED, re-Activate if it was active. Waits are driven by values of
 //! /9/x/7, /9/x/9 and /9/x/12 from notifications, with polling as fallback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use wasmdm_proto::model::{Path, Value};
@@ -441,6 +441,21 @@ pub struct Campaign {
     /// Devices.
     pub jobs: Vec<DeviceJob>,
     next_tag: u64,
+    /// Indices of jobs changed since the last [`Campaign::take_dirty`].
+    #[serde(skip)]
+    dirty: Dirty,
+}
+
+/// Jobs changed by [`Campaign::handle`], so the driver persists only those
+/// (a campaign of n devices then costs O(1) store work per event, not O(n)).
+/// Bookkeeping, not state: it never makes two campaigns unequal.
+#[derive(Debug, Clone, Default)]
+struct Dirty(BTreeSet<usize>);
+
+impl PartialEq for Dirty {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Campaign {
@@ -461,7 +476,32 @@ impl Campaign {
             created_at: now_ms,
             jobs,
             next_tag: 1,
+            dirty: Dirty::default(),
         }
+    }
+
+    /// Indices of the jobs changed since the last call, in order; the driver
+    /// persists exactly these (plus the campaign's own fields).
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.dirty.0).into_iter().collect()
+    }
+
+    /// The campaign without its jobs: what is stored apart from them.
+    pub fn header(&self) -> Campaign {
+        Campaign {
+            id: self.id.clone(),
+            group: self.group.clone(),
+            spec: self.spec.clone(),
+            status: self.status,
+            created_at: self.created_at,
+            jobs: Vec::new(),
+            next_tag: self.next_tag,
+            dirty: Dirty::default(),
+        }
+    }
+
+    fn touch(&mut self, i: usize) {
+        self.dirty.0.insert(i);
     }
 
     /// Summary counts.
@@ -483,8 +523,9 @@ impl Campaign {
     /// After a server restart: running jobs re-check their step (requests
     /// in flight were lost) and observations are re-established.
     pub fn resume(&mut self) {
-        for j in &mut self.jobs {
+        for (i, j) in self.jobs.iter_mut().enumerate() {
             if j.status == JobStatus::Running {
+                self.dirty.0.insert(i);
                 j.phase = match j.plan.get(j.pc) {
                     Some(Step::Inspect | Step::Create | Step::Finish) | None => Phase::Issue,
                     Some(_) => Phase::Verify,
@@ -505,7 +546,11 @@ impl Campaign {
         match input {
             Input::Cancel => {
                 if self.status == CampaignStatus::Running {
-                    for j in self.jobs.iter_mut().filter(|j| !j.status.is_final()) {
+                    for (i, j) in self.jobs.iter_mut().enumerate() {
+                        if j.status.is_final() {
+                            continue;
+                        }
+                        self.dirty.0.insert(i);
                         j.status = JobStatus::Cancelled;
                         j.finished_at = Some(now_ms);
                         j.phase = Phase::Issue;
@@ -516,11 +561,11 @@ impl Campaign {
             }
             Input::RetryFailed => {
                 let mut any = false;
-                for j in self
-                    .jobs
-                    .iter_mut()
-                    .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::TimedOut))
-                {
+                for (i, j) in self.jobs.iter_mut().enumerate() {
+                    if !matches!(j.status, JobStatus::Failed | JobStatus::TimedOut) {
+                        continue;
+                    }
+                    self.dirty.0.insert(i);
                     let armed = j.armed;
                     *j = DeviceJob::new(j.endpoint.clone());
                     j.armed = armed || self.spec.schedule == Schedule::NextRegistration;
@@ -531,8 +576,11 @@ impl Campaign {
                 }
             }
             Input::Registered(ep) => {
-                if let Some(j) = self.jobs.iter_mut().find(|j| j.endpoint == ep) {
-                    j.armed = true;
+                if let Some(i) = self.jobs.iter().position(|j| j.endpoint == ep)
+                    && !self.jobs[i].armed
+                {
+                    self.jobs[i].armed = true;
+                    self.touch(i);
                 }
             }
             Input::Reply {
@@ -548,6 +596,7 @@ impl Campaign {
                 if let Some(i) = self.jobs.iter().position(|j| j.endpoint == endpoint)
                     && self.jobs[i].status == JobStatus::Running
                 {
+                    self.touch(i);
                     absorb(&mut self.jobs[i], &values, now_ms);
                     self.advance(i, now_ms, &mut out);
                 }
@@ -576,6 +625,7 @@ impl Campaign {
                 .unwrap_or(now_ms)
                 .saturating_add(self.spec.timeout_secs.saturating_mul(1000));
             if now_ms >= deadline {
+                self.dirty.0.insert(i);
                 j.status = JobStatus::TimedOut;
                 j.finished_at = Some(now_ms);
                 j.details = Some(format!("no completion within {} s", self.spec.timeout_secs));
@@ -585,6 +635,7 @@ impl Campaign {
             {
                 // Poll fallback for devices without (working) Observe.
                 if let Some(x) = j.current_instance() {
+                    self.dirty.0.insert(i);
                     j.last_activity = now_ms;
                     let tag = self.next_tag;
                     self.next_tag += 1;
@@ -630,6 +681,7 @@ impl Campaign {
                 && (self.spec.schedule != Schedule::NextRegistration || j.armed);
             if eligible {
                 free -= 1;
+                self.dirty.0.insert(i);
                 let j = &mut self.jobs[i];
                 j.status = JobStatus::Running;
                 j.started_at = Some(now_ms);
@@ -650,6 +702,7 @@ impl Campaign {
             }
             let Some(step) = j.plan.get(j.pc).cloned() else {
                 finish(j, now_ms, JobStatus::Done, None);
+                self.dirty.0.insert(i);
                 return;
             };
             match j.phase {
@@ -666,6 +719,7 @@ impl Campaign {
                             update_result_name(r)
                         );
                         finish(j, now_ms, JobStatus::Failed, Some(detail));
+                        self.dirty.0.insert(i);
                         return;
                     }
                     let met = match step.wait() {
@@ -678,9 +732,11 @@ impl Campaign {
                     }
                     j.pc += 1;
                     j.phase = Phase::Issue;
+                    self.dirty.0.insert(i);
                 }
                 Phase::Issue | Phase::Verify => {
                     let verify = j.phase == Phase::Verify;
+                    self.dirty.0.insert(i);
                     let tag = self.next_tag;
                     self.next_tag += 1;
                     let Some(request) = self.request_for(i, &step, verify) else {
@@ -790,6 +846,8 @@ impl Campaign {
         let Some(step) = j.plan.get(j.pc).cloned() else {
             return;
         };
+        self.dirty.0.insert(i);
+        let j = &mut self.jobs[i];
         let reply = match result {
             Ok(r) => r,
             Err(e) if matches!(phase, Phase::Poll(_)) => {

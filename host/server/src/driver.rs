@@ -19,7 +19,7 @@ use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::core::observe::Observations;
 use crate::core::registry::{Registry, RegistryEvent};
-use crate::store::{CAMPAIGNS, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
+use crate::store::{Batch, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
 
 /// Current Unix time in ms.
 pub fn unix_ms() -> u64 {
@@ -90,6 +90,10 @@ const PURGE_PERIOD_MS: u64 = 1_000;
 /// Largest Block2 body the server collects (bounds memory per read).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Most datagrams taken from the socket in one turn of the loop (their
+/// store writes share one commit).
+const MAX_DATAGRAMS_PER_TURN: usize = 64;
+
 /// The driver state.
 pub struct Driver {
     socket: Arc<UdpSocket>,
@@ -99,6 +103,8 @@ pub struct Driver {
     pending: HashMap<ExchangeId, Pending>,
     campaigns: HashMap<String, Campaign>,
     store: Arc<Store>,
+    /// Store writes of the current turn, committed before its datagrams are sent.
+    batch: Batch,
     files: HashMap<String, Arc<Vec<u8>>>,
     notified: Notified,
     start: Instant,
@@ -121,9 +127,13 @@ impl Driver {
             }
         }
         let mut campaigns = HashMap::new();
-        for mut c in store.list::<Campaign>(CAMPAIGNS)? {
+        for mut c in store.list_campaigns()? {
             if c.status == CampaignStatus::Running {
                 c.resume();
+                c.take_dirty();
+                // Whole, so later writes of single jobs complete it (and a
+                // record with inline jobs is split).
+                store.put_campaign(&c, None)?;
                 campaigns.insert(c.id.clone(), c);
             }
         }
@@ -135,6 +145,7 @@ impl Driver {
             pending: HashMap::new(),
             campaigns,
             store,
+            batch: Batch::default(),
             files: HashMap::new(),
             notified,
             start: Instant::now(),
@@ -162,6 +173,14 @@ impl Driver {
                     Ok((n, from)) => {
                         let data = buf.get(..n).unwrap_or_default().to_vec();
                         self.endpoint.handle_datagram(Instant::now(), from, &data);
+                        // Whatever else is waiting joins this turn (and its commit).
+                        for _ in 1..MAX_DATAGRAMS_PER_TURN {
+                            let Ok((n, from)) = self.socket.try_recv_from(&mut buf) else {
+                                break;
+                            };
+                            let data = buf.get(..n).unwrap_or_default().to_vec();
+                            self.endpoint.handle_datagram(Instant::now(), from, &data);
+                        }
                     }
                     Err(e) => tracing::debug!("udp receive: {e}"),
                 },
@@ -197,8 +216,11 @@ impl Driver {
             }
             Command::Retry(id, reply) => {
                 if !self.campaigns.contains_key(&id)
-                    && let Ok(Some(c)) = self.store.get::<Campaign>(CAMPAIGNS, &id)
+                    && let Ok(Some(c)) = self.store.get_campaign(&id)
                 {
+                    if let Err(e) = self.store.put_campaign(&c, None) {
+                        tracing::warn!("store campaign {id}: {e}");
+                    }
                     self.campaigns.insert(id.clone(), c);
                 }
                 let found = self.campaigns.contains_key(&id);
@@ -248,7 +270,8 @@ impl Driver {
         }
     }
 
-    /// Sends queued datagrams and processes endpoint events until quiet.
+    /// Processes endpoint events, commits their store writes, then sends
+    /// the queued datagrams; until quiet.
     async fn pump(&mut self) {
         loop {
             let mut progressed = false;
@@ -256,6 +279,7 @@ impl Driver {
                 progressed = true;
                 self.event(ev);
             }
+            self.commit();
             while let Some(t) = self.endpoint.poll_transmit() {
                 progressed = true;
                 if let Err(e) = self.socket.send_to(&t.bytes, t.to).await {
@@ -265,6 +289,15 @@ impl Driver {
             if !progressed {
                 break;
             }
+        }
+    }
+
+    /// Commits the turn's store writes (one transaction).
+    fn commit(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len();
+        if let Err(e) = self.store.commit(batch) {
+            tracing::warn!("store {n} documents: {e}");
         }
     }
 
@@ -367,7 +400,8 @@ impl Driver {
             });
         rec.registration = self.registry.get(&ep).cloned();
         rec.last_seen = now;
-        if let Err(e) = self.store.put(DEVICES, &ep, &rec) {
+        // Committed with the turn, before the response goes out.
+        if let Err(e) = self.batch.put(DEVICES, &ep, &rec) {
             tracing::warn!("store device {ep}: {e}");
         }
         if online {
@@ -614,15 +648,17 @@ impl Driver {
             return;
         };
         let registry = &self.registry;
-        let before = serde_json::to_vec(c).ok();
+        let status = c.status;
         let actions = c.handle(unix_ms(), input, &|ep: &str| registry.get(ep).is_some());
-        let snapshot = c.clone();
-        if before != serde_json::to_vec(&snapshot).ok()
-            && let Err(e) = self.store.put(CAMPAIGNS, id, &snapshot)
+        // Committed with the turn, before its requests go out; only the
+        // jobs this input changed.
+        let dirty = c.take_dirty();
+        if (!dirty.is_empty() || c.status != status)
+            && let Err(e) = self.batch.put_campaign(c, Some(&dirty))
         {
             tracing::warn!("store campaign {id}: {e}");
         }
-        if snapshot.status != CampaignStatus::Running {
+        if c.status != CampaignStatus::Running {
             self.campaigns.remove(id);
         }
         for a in actions {

@@ -332,6 +332,7 @@ async fn delete_file(State(s): State<AppState>, UrlPath(sha): UrlPath<String>) -
     if s.store.get::<SoftwareFile>(FILES, &sha)?.is_none() {
         return Err(ApiError::not_found(format!("no file {sha}")));
     }
+    // Headers suffice (status, spec).
     let in_use = s.store.list::<Campaign>(CAMPAIGNS)?.into_iter().any(|c| {
         c.status == crate::campaign::CampaignStatus::Running
             && c.spec.file.as_deref() == Some(sha.as_str())
@@ -486,7 +487,7 @@ async fn create_campaign(State(s): State<AppState>, bytes: Bytes) -> ApiResult {
         s.store.list::<Campaign>(CAMPAIGNS)?.len() & 0xFFFF
     );
     let c = Campaign::new(id, b.group, spec, targets, now);
-    s.store.put(CAMPAIGNS, &c.id, &c)?;
+    s.store.put_campaign(&c, None)?;
     let out = campaign_json(&c);
     s.commands
         .send(Command::StartCampaign(Box::new(c)))
@@ -510,7 +511,7 @@ pub fn campaign_json(c: &Campaign) -> Json {
 async fn list_campaigns(State(s): State<AppState>) -> ApiResult {
     let cs: Vec<Json> = s
         .store
-        .list::<Campaign>(CAMPAIGNS)?
+        .list_campaigns()?
         .iter()
         .map(campaign_json)
         .collect();
@@ -520,7 +521,7 @@ async fn list_campaigns(State(s): State<AppState>) -> ApiResult {
 async fn get_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let c = s
         .store
-        .get::<Campaign>(CAMPAIGNS, &id)?
+        .get_campaign(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
     ok(campaign_json(&c))
 }
@@ -528,7 +529,7 @@ async fn get_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -
 async fn cancel_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let c = s
         .store
-        .get::<Campaign>(CAMPAIGNS, &id)?
+        .get_campaign(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
     if c.status != crate::campaign::CampaignStatus::Running {
         return Err(ApiError::conflict(format!("campaign {id} is not running")));
@@ -542,7 +543,7 @@ async fn cancel_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>
 async fn retry_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let c = s
         .store
-        .get::<Campaign>(CAMPAIGNS, &id)?
+        .get_campaign(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
     if c.summary().failed + c.summary().timed_out == 0 {
         return Err(ApiError::conflict(format!(

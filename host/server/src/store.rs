@@ -1,5 +1,7 @@
 //! Durable state in an embedded redb database: devices, groups, software
 //! file metadata and campaigns, each table holding JSON documents by key.
+//! A campaign is stored as its header (the campaign without jobs) plus one
+//! document per device job, so a step of one device rewrites that job only.
 //! Software file contents live next to it, content-addressed by sha256
 //! (written to a temp file, fsynced, renamed: never changed in place).
 
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::campaign::{Campaign, DeviceJob};
 use crate::core::registry::Registration;
 
 /// Devices by endpoint name.
@@ -20,8 +23,15 @@ pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices"
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// Software file metadata by sha256 hex.
 pub const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
-/// Campaigns (tasks) by id.
+/// Campaigns (tasks) by id: the header; jobs are in [`CAMPAIGN_JOBS`]
+/// (records written before that split carry their jobs inline).
 pub const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
+/// Device jobs of campaigns by `<campaign id>/<job index, 8 digits>`.
+pub const CAMPAIGN_JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaign_jobs");
+
+fn job_key(id: &str, index: usize) -> String {
+    format!("{id}/{index:08}")
+}
 
 /// Store failures.
 #[derive(Debug, Error)]
@@ -102,6 +112,74 @@ pub struct SoftwareFile {
     pub retain_until: Option<u64>,
 }
 
+/// Documents to write together: the driver collects the writes of one turn
+/// of its loop (every datagram that was waiting) and commits them before the
+/// turn's replies and requests go out, so durability costs one sync per turn
+/// rather than one per event, and nothing is reported before it is stored.
+#[derive(Default)]
+pub struct Batch {
+    writes: Vec<(Table, String, Vec<u8>)>,
+}
+
+/// One of the document tables above.
+pub type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.writes.iter().map(|(t, k, _)| format!("{t}/{k}")))
+            .finish()
+    }
+}
+
+impl Batch {
+    /// Adds one document (a later write of the same key wins).
+    pub fn put<T: Serialize>(
+        &mut self,
+        table: Table,
+        key: &str,
+        doc: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::Corrupt {
+            table: table.to_string(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.writes.push((table, key.to_string(), bytes));
+        Ok(())
+    }
+
+    /// Adds a campaign's header and its jobs at `jobs` (every job when `None`).
+    pub fn put_campaign(&mut self, c: &Campaign, jobs: Option<&[usize]>) -> Result<(), StoreError> {
+        self.put(CAMPAIGNS, &c.id, &c.header())?;
+        match jobs {
+            Some(indices) => {
+                for &i in indices {
+                    if let Some(job) = c.jobs.get(i) {
+                        self.put(CAMPAIGN_JOBS, &job_key(&c.id, i), job)?;
+                    }
+                }
+            }
+            None => {
+                for (i, job) in c.jobs.iter().enumerate() {
+                    self.put(CAMPAIGN_JOBS, &job_key(&c.id, i), job)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Number of documents added.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+}
+
 /// The database plus the file directory.
 pub struct Store {
     db: Database,
@@ -123,7 +201,7 @@ impl Store {
         let db = db_err!(Database::create(dir.join("server.redb")))?;
         // Create the tables so read transactions never miss them.
         let tx = db_err!(db.begin_write())?;
-        for t in [DEVICES, GROUPS, FILES, CAMPAIGNS] {
+        for t in [DEVICES, GROUPS, FILES, CAMPAIGNS, CAMPAIGN_JOBS] {
             db_err!(tx.open_table(t))?;
         }
         db_err!(tx.commit())?;
@@ -195,6 +273,62 @@ impl Store {
         };
         db_err!(tx.commit())?;
         Ok(existed)
+    }
+
+    /// Writes a campaign's header and its jobs at `jobs` (every job when
+    /// `None`) in one transaction.
+    pub fn put_campaign(&self, c: &Campaign, jobs: Option<&[usize]>) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        b.put_campaign(c, jobs)?;
+        self.commit(b)
+    }
+
+    /// Commits every write of `batch` in one transaction (one sync to disk).
+    pub fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.writes.is_empty() {
+            return Ok(());
+        }
+        let tx = db_err!(self.db.begin_write())?;
+        for (table, key, bytes) in &batch.writes {
+            let mut t = db_err!(tx.open_table(*table))?;
+            db_err!(t.insert(key.as_str(), bytes.as_slice()))?;
+        }
+        db_err!(tx.commit())
+    }
+
+    /// Reads a campaign with its jobs.
+    pub fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let tx = db_err!(self.db.begin_read())?;
+        let t = db_err!(tx.open_table(CAMPAIGNS))?;
+        let Some(v) = db_err!(t.get(id))? else {
+            return Ok(None);
+        };
+        let mut c: Campaign = decode(CAMPAIGNS, id, v.value())?;
+        let tj = db_err!(tx.open_table(CAMPAIGN_JOBS))?;
+        let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+        let mut jobs = Vec::new();
+        for item in db_err!(tj.range(lo.as_str()..hi.as_str()))? {
+            let (k, v) = db_err!(item)?;
+            jobs.push(decode::<DeviceJob>(CAMPAIGN_JOBS, k.value(), v.value())?);
+        }
+        if !jobs.is_empty() {
+            c.jobs = jobs;
+        }
+        Ok(Some(c))
+    }
+
+    /// Every campaign with its jobs, in id order.
+    pub fn list_campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+        let ids: Vec<String> = self
+            .list::<Campaign>(CAMPAIGNS)?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.get_campaign(&id)?);
+        }
+        Ok(out)
     }
 
     /// Stores file content; returns its sha256 hex. Idempotent.
@@ -285,6 +419,72 @@ mod tests {
         assert!(s.blob_path(&sha.to_uppercase()).is_none());
         s.remove_blob(&sha).unwrap();
         assert!(s.read_blob(&sha).unwrap().is_none());
+    }
+
+    #[test]
+    fn campaign_jobs_are_stored_apart_and_updated_one_by_one() {
+        use crate::campaign::{CampaignSpec, JobStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let spec: CampaignSpec =
+            serde_json::from_str(r#"{"op": "upgrade", "package": "app", "file": "ab"}"#).unwrap();
+        // Not in key order, to check the job order survives.
+        let eps: Vec<String> = ["z", "a", "m"].iter().map(|s| s.to_string()).collect();
+        let mut c = Campaign::new("c1".into(), None, spec.clone(), eps, 5);
+        let other = Campaign::new("c10".into(), None, spec, vec!["x".into()], 6);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_campaign(&c, None).unwrap();
+            s.put_campaign(&other, None).unwrap();
+            // The header holds no jobs.
+            let h: Campaign = s.get(CAMPAIGNS, "c1").unwrap().unwrap();
+            assert!(h.jobs.is_empty());
+            // A change of job 1 written alone; job 2's change is not written.
+            c.jobs[1].status = JobStatus::Done;
+            c.jobs[2].status = JobStatus::Failed;
+            s.put_campaign(&c, Some(&[1])).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let back = s.get_campaign("c1").unwrap().unwrap();
+        let order: Vec<&str> = back.jobs.iter().map(|j| j.endpoint.as_str()).collect();
+        assert_eq!(order, ["z", "a", "m"]);
+        let status: Vec<JobStatus> = back.jobs.iter().map(|j| j.status).collect();
+        assert_eq!(
+            status,
+            [JobStatus::Pending, JobStatus::Done, JobStatus::Pending]
+        );
+        assert_eq!(s.get_campaign("c10").unwrap().unwrap().jobs.len(), 1);
+        assert_eq!(s.list_campaigns().unwrap().len(), 2);
+        assert!(s.get_campaign("c2").unwrap().is_none());
+        // A batch: several documents in one commit, the later write of a key wins.
+        let mut b = Batch::default();
+        c.jobs[0].status = JobStatus::Running;
+        b.put_campaign(&c, Some(&[0])).unwrap();
+        c.jobs[0].status = JobStatus::Done;
+        b.put_campaign(&c, Some(&[0, 2])).unwrap();
+        b.put(
+            GROUPS,
+            "g",
+            &Group {
+                name: "g".into(),
+                endpoints: vec![],
+                labels: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(b.len(), 6);
+        s.commit(b).unwrap();
+        let back = s.get_campaign("c1").unwrap().unwrap();
+        let status: Vec<JobStatus> = back.jobs.iter().map(|j| j.status).collect();
+        assert_eq!(
+            status,
+            [JobStatus::Done, JobStatus::Done, JobStatus::Failed]
+        );
+        assert!(s.get::<Group>(GROUPS, "g").unwrap().is_some());
+        // A record from before the split (jobs inline) still reads whole.
+        let mut old = serde_json::to_value(&c).unwrap();
+        old["id"] = "old".into();
+        s.put(CAMPAIGNS, "old", &old).unwrap();
+        assert_eq!(s.get_campaign("old").unwrap().unwrap().jobs.len(), 3);
     }
 
     #[test]

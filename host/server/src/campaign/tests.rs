@@ -167,6 +167,8 @@ struct Harness {
     now: u64,
     queue: VecDeque<Input>,
     max_running: usize,
+    /// Most jobs one device event (reply or notification) marked for persistence.
+    max_dirty_per_event: usize,
 }
 
 impl Harness {
@@ -181,6 +183,7 @@ impl Harness {
             now: 0,
             queue: VecDeque::new(),
             max_running: 0,
+            max_dirty_per_event: 0,
         }
     }
 
@@ -188,9 +191,22 @@ impl Harness {
         self.queue.push_back(input);
         while let Some(input) = self.queue.pop_front() {
             let online: Vec<String> = self.devices.keys().cloned().collect();
+            let before = self.c.jobs.clone();
+            let device_event = matches!(input, Input::Reply { .. } | Input::Values { .. });
             let actions = self
                 .c
                 .handle(self.now, input, &|ep: &str| online.iter().any(|o| o == ep));
+            // Every changed job is reported for persistence (the driver stores only those).
+            let dirty = self.c.take_dirty();
+            if device_event {
+                self.max_dirty_per_event = self.max_dirty_per_event.max(dirty.len());
+            }
+            for (i, (old, new)) in before.iter().zip(&self.c.jobs).enumerate() {
+                assert!(
+                    old == new || dirty.contains(&i),
+                    "job {i} changed but is not marked dirty:\n{old:#?}\n{new:#?}"
+                );
+            }
             let running = self
                 .c
                 .jobs
@@ -451,6 +467,34 @@ fn quota_run_completes_all() {
     h.run_until(60_000, 100);
     assert_eq!(h.c.summary().done, 10);
     assert!(h.max_running <= 3, "max {}", h.max_running);
+}
+
+/// Scale: one device's reply or notification changes only that device's job
+/// (and the one started in its place), so the driver's store work per event
+/// does not grow with the campaign (it rewrote the whole campaign before).
+#[test]
+fn device_events_touch_only_their_job() {
+    let mut spec = upgrade_spec();
+    spec.quota = Some(20);
+    let names: Vec<String> = (0..200).map(|i| format!("d{i:03}")).collect();
+    let devs = names
+        .iter()
+        .map(|n| (n.as_str(), FakeDevice::with_app("1.0", true)))
+        .collect();
+    let mut h = Harness::new(spec, devs);
+    h.run_until(600_000, 100);
+    assert_eq!(h.c.summary().done, 200, "{:?}", h.c.summary());
+    assert!(h.max_running <= 20, "max {}", h.max_running);
+    assert!(
+        h.max_dirty_per_event <= 2,
+        "an event marked {} jobs",
+        h.max_dirty_per_event
+    );
+    // The header carries no jobs; header + jobs round-trip to the campaign.
+    let mut back = h.c.header();
+    assert!(back.jobs.is_empty());
+    back.jobs = h.c.jobs.clone();
+    assert_eq!(back, h.c);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # LwM2M benchmarks (issue 3 Speed, issue 4 Scale) against the release binary.
-# Usage: scripts/bench-lwm2m.sh [transfer|activate|reads|scale|all] [--quick]
+# Usage: scripts/bench-lwm2m.sh [transfer|activate|reads|scale|all] [--quick] [SCALE FLAGS...]
+# SCALE FLAGS go to tests/bench/lwm2m_scale.py after the defaults (1000
+# devices, 60 s keep-alive, campaigns pull-http,push,pull-coap with quota 50),
+# e.g. `scale --keepalive 30 --campaign-devices 200 --campaigns push`.
 # Needs: target/release/wasmdm (cargo build --release -p wasmdm --bins),
 # guest-examples/out/pkg (scripts/build-guests.sh), python3 with aiocoap,
 # libcoap3-bin (coap-client-notls, coap-server-notls), curl.
@@ -9,7 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
-quick="${2:-}"
+[ $# -gt 0 ] && shift
+quick=""
+if [ "${1:-}" = "--quick" ]; then quick="--quick"; shift; fi
+scale_flags=("$@")
 bin="${WASMDM_BIN:-target/release/wasmdm}"
 out=target/bench-lwm2m
 mkdir -p "$out"
@@ -20,8 +26,14 @@ python3 -c 'import aiocoap' 2>/dev/null || { echo "missing aiocoap (pip install 
 [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p wasmdm --bins" >&2; exit 1; }
 [ -d guest-examples/out/pkg/counter ] || { echo "missing guest packages: scripts/build-guests.sh" >&2; exit 1; }
 
-reps=5 rates="500 1000" seconds=10 devices=1000 keepalive=60
-if [ "$quick" = "--quick" ]; then reps=2 rates="1000" seconds=3 devices=100 keepalive=10; fi
+reps=5 rates="500 1000" seconds=10 devices=1000 keepalive=60 quota=50
+campaigns=pull-http,push,pull-coap
+if [ "$quick" = "--quick" ]; then reps=2 rates="1000" seconds=3 devices=100 keepalive=10 quota=10; fi
+scale() {
+  run python3 tests/bench/lwm2m_scale.py --wasmdm "$bin" --devices "$devices" \
+    --keepalive "$keepalive" --campaigns "$campaigns" --quota "$quota" \
+    --out "$out/scale.json" ${scale_flags[@]+"${scale_flags[@]}"}
+}
 
 run() { echo "+ $*" >&2; "$@"; }
 case "$what" in
@@ -29,15 +41,13 @@ case "$what" in
     run python3 tests/bench/lwm2m_bench.py "$what" --wasmdm "$bin" --reps "$reps" \
       --rates $rates --seconds "$seconds" --out "$out/$what.json" ;;
   scale)
-    run python3 tests/bench/lwm2m_scale.py --wasmdm "$bin" --devices "$devices" \
-      --keepalive "$keepalive" --out "$out/scale.json" ;;
+    scale ;;
   all)
     for w in transfer activate reads; do
       run python3 tests/bench/lwm2m_bench.py "$w" --wasmdm "$bin" --reps "$reps" \
         --rates $rates --seconds "$seconds" --out "$out/$w.json"
     done
-    run python3 tests/bench/lwm2m_scale.py --wasmdm "$bin" --devices "$devices" \
-      --keepalive "$keepalive" --out "$out/scale.json" ;;
-  *) echo "usage: $0 [transfer|activate|reads|scale|all] [--quick]" >&2; exit 2 ;;
+    scale ;;
+  *) echo "usage: $0 [transfer|activate|reads|scale|all] [--quick] [SCALE FLAGS...]" >&2; exit 2 ;;
 esac
 run python3 tests/bench/lwm2m_report.py "$out" BENCHMARKS.md

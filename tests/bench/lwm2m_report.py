@@ -64,6 +64,100 @@ def transfer(t):
     return "\n".join(rows)
 
 
+def kib(v):
+    return "—" if v is None else f"{v / 1024:.1f}"
+
+
+def campaign_rows(cs):
+    rows = ["| delivery | devices, quota | package | done / failed / timed out | campaign (s) "
+            "| per device p50 / p99 (s) | most at once: server report / device side "
+            "| server RSS MiB before / peak / after |",
+            "|---|---|---|---|---|---|---|---|"]
+    for c in cs:
+        sm = c.get("summary", {})
+        pd = c.get("per_device_ms") or {}
+        p50 = f"{pd['p50'] / 1000:.2f}" if pd else "—"
+        p99 = f"{pd['p99'] / 1000:.2f}" if pd else "—"
+        name = {"pull-http": "pull, HTTP (`/9/0/3` = http://…/fw/sha)",
+                "pull-coap": "pull, CoAP Block2 (`/9/0/3` = coap://…/fw/sha)",
+                "push": "push, Block1 write of `/9/0/2`"}.get(c["method"], c["method"])
+        status = "" if c.get("status") == "finished" else f" ({c.get('status')})"
+        rows.append(
+            f"| {name} | {c['devices']}, {c['quota']} | {c['package_bytes']} B, "
+            f"{c['from_version']} → {c['to_version']} | {sm.get('done')} / {sm.get('failed')} / "
+            f"{sm.get('timed_out')}{status} | {c['duration_s']:.1f} | {p50} / {p99} | "
+            f"{c['max_running_server_report']} / {c['max_working_device_side']} | "
+            f"{kib(c.get('rss_before_kib'))} / {kib(c.get('rss_peak_kib'))} / "
+            f"{kib(c.get('rss_after_kib'))} |")
+    return rows
+
+
+def scale(s):
+    reg = s.get("register", {})
+    ka = s.get("keepalive", {})
+    rss = {k: (v or {}).get("VmRSS") for k, v in s.items()
+           if k.startswith("rss") and isinstance(v, dict)}
+    out = ["### 4. `wasmdm server` with simulated devices (issue 4)", "",
+           f"`{s.get('command', 'lwm2m_scale.py')}` (run {s.get('date', '?')}): "
+           f"{s.get('devices')} simulated devices (one UDP socket each, one Python process), "
+           f"at most {s.get('window')} registration requests in flight, lifetime "
+           f"{s.get('lifetime', 30)} s.", "",
+           f"- Register: {reg.get('ok')} ok in {reg.get('seconds', 0):.2f} s = "
+           f"{reg.get('per_second', 0):.0f} registrations/s; round trip p50 "
+           f"{ms(reg.get('latency_ms'))} ms, p99 {ms(reg.get('latency_ms'), 'p99')} ms.",
+           f"- Kept alive {ka.get('seconds')} s: {ka.get('updates_ok')} Updates ok, "
+           f"{ka.get('updates_failed')} failed; Update p50 {ms(ka.get('update_latency_ms'))} ms, "
+           f"p99 {ms(ka.get('update_latency_ms'), 'p99')} ms; online per the HTTP API: "
+           f"{ka.get('online_per_api')}.",
+           f"- De-register: {s.get('deregister', {}).get('per_second', 0):.0f}/s.",
+           f"- Server RSS (KiB): idle {rss.get('rss_idle_kib')}, after Register "
+           f"{rss.get('rss_after_register_kib')}, after keep-alive "
+           f"{rss.get('rss_after_keepalive_kib')}.", ""]
+    cs = s.get("campaigns") or []
+    if not cs:
+        return out + ["- Not measured: a group upgrade campaign (run without `--campaigns`).", ""]
+    out += ["Group upgrade campaigns, one after the other on the same devices and server: "
+            "the package (the `counter` example packed at the next version) uploaded through "
+            "`POST /api/files`, a group of the devices (`PUT /api/groups/bench`), `POST "
+            "/api/campaigns` with `op` upgrade, the quota and the delivery below, and the "
+            "report polled every 0.5 s until it finished. Per device the server runs Read /9, "
+            "Observe /9/0/7, /9/0/9, /9/0/12, Uninstall(1), the delivery, Install, Activate and "
+            "a final Read; the simulated devices follow SwMgmt §5.1/§5.2 (Update State 0 → 1 → 2 "
+            "→ 3 after a sha256 check of the bytes received → 4; results 1, 0, 3, 2), fetch "
+            "pulled packages themselves from the server (HTTP, or CoAP Block2 GETs), and "
+            "notify every change (CON for DELIVERED, INSTALLED and Activation State, NON "
+            "otherwise). Campaign = from the POST to the report saying finished; per device = "
+            "the report's finished_at − started_at; 'most at once' = the largest overlap of "
+            "the report's [started_at, finished_at) intervals / of Uninstall(1) → Activate on "
+            "the devices (asserted ≤ quota, like every poll's running count); RSS sampled "
+            "every 100 ms, 'after' when the report said finished.", ""]
+    out += campaign_rows(cs) + [""]
+    for c in cs:
+        n = c.get("notifications", {})
+        out.append(f"- {c['method']}: {c.get('verified_devices')} devices checked afterwards "
+                   f"(new version, INSTALLED, active, delivered sha256 = upload); "
+                   f"{n.get('con', 0)} CON + {n.get('non', 0)} NON notifications, "
+                   f"{n.get('con_lost', 0)} CON never acknowledged; "
+                   f"{c.get('duplicate_requests', 0)} retransmitted server requests; "
+                   f"failures: {c.get('failures') or 'none'}.")
+    kd = s.get("keepalive_during_campaigns") or {}
+    dev = s.get("device_side") or {}
+    out += [f"- Registration Updates during the campaigns (every lifetime/3): "
+            f"{kd.get('updates_ok')} ok, {kd.get('reregistered')} Updates failed and the device "
+            f"registered again, {kd.get('failed')} failed both.",
+            f"- Devices fetched {dev.get('fetches', {}).get('http', 0)} packages over HTTP and "
+            f"{dev.get('fetches', {}).get('coap', 0)} over CoAP "
+            f"({dev.get('fetches', {}).get('bytes', 0)} bytes, "
+            f"{dev.get('fetches', {}).get('errors', 0)} errors); "
+            f"{dev.get('pushes', {}).get('complete', 0)} Block1 pushes completed "
+            f"({dev.get('pushes', {}).get('blocks', 0)} blocks); "
+            f"{dev.get('integrity_failures', 0)} integrity failures; "
+            f"{dev.get('refused_requests', 0)} requests refused by the state machine.", ""]
+    if s.get("note"):
+        out += [s["note"], ""]
+    return out
+
+
 def main():
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     res = {}
@@ -120,25 +214,7 @@ def main():
                        f"{ms(lat)} | {ms(lat, 'p99')} | {ms(lat, 'max')} |")
         out.append("")
     if "scale" in res:
-        s = res["scale"]
-        reg = s.get("register", {})
-        ka = s.get("keepalive", {})
-        rss = {k: v.get("VmRSS") for k, v in s.items() if k.startswith("rss")}
-        out += ["### 4. `wasmdm server` with simulated devices (issue 4)", "",
-                f"{s.get('devices')} simulated devices (one UDP socket each, one Python process), "
-                f"at most {s.get('window')} requests in flight.", "",
-                f"- Register: {reg.get('ok')} ok in {reg.get('seconds', 0):.2f} s = "
-                f"{reg.get('per_second', 0):.0f} registrations/s; round trip p50 "
-                f"{ms(reg.get('latency_ms'))} ms, p99 {ms(reg.get('latency_ms'), 'p99')} ms.",
-                f"- Kept alive {ka.get('seconds')} s: {ka.get('updates_ok')} Updates ok, "
-                f"{ka.get('updates_failed')} failed; Update p50 {ms(ka.get('update_latency_ms'))} ms, "
-                f"p99 {ms(ka.get('update_latency_ms'), 'p99')} ms; online per the HTTP API: "
-                f"{ka.get('online_per_api')}.",
-                f"- De-register: {s.get('deregister', {}).get('per_second', 0):.0f}/s.",
-                f"- Server RSS (KiB): idle {rss.get('rss_idle_kib')}, after Register "
-                f"{rss.get('rss_after_register_kib')}, after keep-alive {rss.get('rss_after_keepalive_kib')}.",
-                "- Not measured: a group upgrade campaign of 1000 devices (the simulated devices "
-                "model registration only, no Object 9).", ""]
+        out += scale(res["scale"])
     out.append(END)
     section = "\n".join(out)
     text = dst.read_text() if dst.exists() else ""

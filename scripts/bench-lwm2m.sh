@@ -16,6 +16,7 @@ what="${1:-all}"
 quick=""
 if [ "${1:-}" = "--quick" ]; then quick="--quick"; shift; fi
 scale_flags=("$@")
+export BENCH_INVOCATION="scripts/bench-lwm2m.sh $what${quick:+ $quick}${*:+ $*}"
 bin="${WASMDM_BIN:-target/release/wasmdm}"
 out=target/bench-lwm2m
 mkdir -p "$out"

@@ -92,13 +92,28 @@ def campaign_rows(cs):
     return rows
 
 
+# Measured once (release build, same machine, 2026-11-25) with the server as it was before 3a6428a.
+BEFORE_FIX = ("Before commit 3a6428a (\"server: campaign persistence O(1) per event and one "
+              "commit per loop turn\") the server rewrote the whole campaign (about 1 MB of "
+              "JSON, serialised three times, plus a sync) on every reply and notification: the "
+              "same 1000-device pull-http campaign, quota 50, ran at about 5 devices/s and "
+              "slowing (753 done after 270 s), then stalled: Registration Updates waited "
+              "behind the campaign work, 646 of the 1000 registrations expired (the simulated devices did not yet register again "
+              "after a failed Update), 10 devices "
+              "failed ('not registered') and the others began to time out at 300 s (run "
+              "stopped at 400 s). Registrations and Updates also cost one sync each then.")
+
+
 def scale(s):
     reg = s.get("register", {})
     ka = s.get("keepalive", {})
     rss = {k: (v or {}).get("VmRSS") for k, v in s.items()
            if k.startswith("rss") and isinstance(v, dict)}
+    made = f"`{s.get('command', 'lwm2m_scale.py')}`"
+    if s.get("invocation"):
+        made = f"`{s['invocation']}` (WASMDM_BIN={s.get('binary')}), i.e. {made}"
     out = ["### 4. `wasmdm server` with simulated devices (issue 4)", "",
-           f"`{s.get('command', 'lwm2m_scale.py')}` (run {s.get('date', '?')}): "
+           f"Made by {made}, run {s.get('date', '?')}: "
            f"{s.get('devices')} simulated devices (one UDP socket each, one Python process), "
            f"at most {s.get('window')} registration requests in flight, lifetime "
            f"{s.get('lifetime', 30)} s.", "",
@@ -132,6 +147,11 @@ def scale(s):
             "the devices (asserted ≤ quota, like every poll's running count); RSS sampled "
             "every 100 ms, 'after' when the report said finished.", ""]
     out += campaign_rows(cs) + [""]
+    loads = [x for c in cs for x in c.get("loadavg_1m") or []]
+    if loads:
+        out += [f"Machine load (1-minute average) during the campaigns: {min(loads):.1f} to "
+                f"{max(loads):.1f} on 2 cores; the simulated devices and the server share them.",
+                ""]
     for c in cs:
         n = c.get("notifications", {})
         out.append(f"- {c['method']}: {c.get('verified_devices')} devices checked afterwards "
@@ -153,8 +173,7 @@ def scale(s):
             f"({dev.get('pushes', {}).get('blocks', 0)} blocks); "
             f"{dev.get('integrity_failures', 0)} integrity failures; "
             f"{dev.get('refused_requests', 0)} requests refused by the state machine.", ""]
-    if s.get("note"):
-        out += [s["note"], ""]
+    out += [BEFORE_FIX, ""]
     return out
 
 

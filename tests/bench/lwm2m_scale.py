@@ -808,6 +808,7 @@ async def run_campaign(args, loop, http_port, srv_pid, devices, stats, method, v
             await asyncio.sleep(0.1)
 
     samp = loop.create_task(sampler())
+    load_before = os.getloadavg()[0]
     t0 = time.monotonic()
     created = await loop.run_in_executor(None, lambda: api(http_port, "POST", "/api/campaigns",
                                                            spec))
@@ -884,6 +885,8 @@ async def run_campaign(args, loop, http_port, srv_pid, devices, stats, method, v
         "rss_before_kib": rss_before.get("VmRSS"), "rss_peak_kib": rss_peak,
         "rss_after_kib": rss_after.get("VmRSS"), "rss_after_2s_kib": rss_after_2s.get("VmRSS"),
         "vmhwm_after_kib": rss_after_2s.get("VmHWM"),
+        # 1-minute load average of the machine (other work shares it).
+        "loadavg_1m": [load_before, os.getloadavg()[0]],
     }
     return res
 
@@ -925,6 +928,7 @@ async def main():
         stdout=log, stderr=log, env=dict(os.environ, NO_COLOR="1"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
                "binary": args.wasmdm, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+               "invocation": os.environ.get("BENCH_INVOCATION"),
                "devices": args.devices, "window": args.window, "lifetime": args.lifetime}
     stats = Stats()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.http_threads)

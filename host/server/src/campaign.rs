@@ -20,6 +20,10 @@ use crate::core::dm::{self, DmOp, DmReply};
 pub mod state {
     /// INITIAL.
     pub const INITIAL: i64 = 0;
+    /// DOWNLOAD STARTED.
+    pub const DOWNLOAD_STARTED: i64 = 1;
+    /// DOWNLOADED (integrity being verified).
+    pub const DOWNLOADED: i64 = 2;
     /// DELIVERED.
     pub const DELIVERED: i64 = 3;
     /// INSTALLED.
@@ -847,6 +851,7 @@ impl Campaign {
             return;
         };
         self.dirty.0.insert(i);
+        let pull = self.spec.delivery == Delivery::Pull;
         let j = &mut self.jobs[i];
         let reply = match result {
             Ok(r) => r,
@@ -885,7 +890,22 @@ impl Campaign {
                     Wait::Active(a) => st.active == Some(a),
                     Wait::Nothing => false,
                 };
-                j.phase = if met { Phase::Wait } else { Phase::Issue };
+                // A delivery under way goes on without the server: a pull the
+                // device downloads itself, a package being verified. Writing
+                // it again would be refused (a delivery starts from INITIAL
+                // only, SwMgmt §5.1.2.1). A push cut short cannot go on (its
+                // block sequence is gone): it starts over.
+                let under_way = step == Step::Deliver
+                    && match st.update_state {
+                        Some(state::DOWNLOADED) => true,
+                        Some(state::DOWNLOAD_STARTED) => pull,
+                        _ => false,
+                    };
+                j.phase = if met || under_way {
+                    Phase::Wait
+                } else {
+                    Phase::Issue
+                };
                 if let Some(t) = j.targets.get(j.target) {
                     for r in [7u16, 9, 12] {
                         out.push(Action::Observe {

@@ -21,6 +21,8 @@ struct FakeDevice {
     observe_supported: bool,
     corrupt: bool,
     silent: bool,
+    /// A pull stays in DOWNLOAD STARTED until the test completes it.
+    slow_pull: bool,
     /// Version the next delivered package carries.
     next_version: String,
     log: Vec<String>,
@@ -106,6 +108,18 @@ impl FakeDevice {
                     }
                     DmOp::Write { .. } => {
                         let x = path.instance.unwrap();
+                        let Some(i) = self.inst.get_mut(&x) else {
+                            return (Some(ok(0x84)), None);
+                        };
+                        if i.state != 0 {
+                            // A delivery starts from INITIAL only (SwMgmt §5.1.2.1).
+                            return (Some(ok(0x85)), None);
+                        }
+                        if self.slow_pull {
+                            i.state = 1;
+                            i.result = 1;
+                            return (Some(ok(0x44)), self.notify(x));
+                        }
                         (Some(ok(0x44)), self.deliver(x))
                     }
                     DmOp::Execute { args, .. } => {
@@ -676,6 +690,45 @@ fn restart_mid_campaign_resumes_from_persisted_state() {
         (1, 1),
         "{:?}",
         h.devices["d"].log
+    );
+}
+
+#[test]
+fn restart_while_a_device_pulls_waits_for_the_delivery() {
+    let mut dev = FakeDevice::with_app("1.0", true);
+    dev.slow_pull = true;
+    let mut h = Harness::new(upgrade_spec(), vec![("d", dev)]);
+    h.feed(Input::Tick);
+    let j = h.job("d");
+    assert_eq!(j.plan[j.pc], Step::Deliver, "{j:#?}");
+    assert_eq!(h.devices["d"].inst[&0].state, 1, "downloading");
+    // The server restarts while the device downloads.
+    let saved = serde_json::to_string(&h.c).unwrap();
+    let mut restored: Campaign = serde_json::from_str(&saved).unwrap();
+    restored.resume();
+    h.c = restored;
+    h.run_until(5_000, 500);
+    let j = h.job("d");
+    assert_eq!(j.status, JobStatus::Running, "{j:#?}");
+    // The download ends: DELIVERED, and the upgrade goes on.
+    let d = h.devices.get_mut("d").unwrap();
+    d.slow_pull = false;
+    if let Some(values) = d.deliver(0) {
+        h.feed(Input::Values {
+            endpoint: "d".into(),
+            values,
+        });
+    }
+    h.run_until(30_000, 500);
+    let j = h.job("d");
+    assert_eq!(j.status, JobStatus::Done, "{j:#?}");
+    assert_eq!(j.targets[0].new_version.as_deref(), Some("2.0"));
+    // The Package URI was written once, not again after the restart.
+    let log = &h.devices["d"].log;
+    assert_eq!(
+        log.iter().filter(|l| l.ends_with("/9/0/3")).count(),
+        1,
+        "{log:?}"
     );
 }
 

@@ -12,12 +12,14 @@
 //!   others done;
 //! - cancellation with quota 1: the pending devices are cancelled without
 //!   being touched;
-//! - a server restart in the middle of a campaign: it resumes and finishes,
-//!   and every device's registration reaches the restarted server.
+//! - a server restart in the middle of a campaign (a device about to pull,
+//!   a device in the middle of a push): it resumes and finishes, and every
+//!   device's registration reaches the restarted server.
 //!
 //! A device can sit behind a [`Relay`] (a UDP forwarder between it and the
-//! server) that freezes it at an exact request: the request is dropped, the
-//! link is cut and the device's `run` future is no longer polled.
+//! server) that freezes it at an exact request: its `run` future is no longer
+//! polled, and the request is either dropped with the link cut
+//! ([`Freeze::Cut`]) or left waiting in its socket ([`Freeze::Hold`]).
 
 mod device_support;
 
@@ -31,11 +33,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use coap_lite::{MessageClass, Packet, RequestType};
+use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
 use device_support::{counter_value, pack_example};
 use serde_json::{Value as Json, json};
 use tokio::sync::oneshot;
 use wasmdm::device::config::DeviceConfig;
+use wasmdm_proto::coap::block::BlockOpt;
 use wasmdm_server::ctl::Client;
 use wasmdm_server::{Bound, ServerConfig};
 
@@ -89,15 +92,26 @@ impl<F: Future> Future for Pausable<F> {
 type Trigger = Box<dyn Fn(&Packet) -> bool + Send>;
 type OnTrigger = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
 
-/// A UDP forwarder between one device and the server. When a request from
-/// the server matches the trigger, it is dropped, the link is cut both ways
-/// and `on_trigger` runs (the test freezes the device there).
+/// How a device freezes at its trigger.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freeze {
+    /// The request is dropped and the link cut both ways: the device is gone.
+    Cut,
+    /// The request and whatever follows wait in the device's socket until it
+    /// is thawed (a stopped process).
+    Hold,
+}
+
+/// A UDP forwarder between one device and the server. The first request
+/// from the server that matches the trigger runs `on_trigger` (the test
+/// pauses the device there) and, with [`Freeze::Cut`], is dropped with the
+/// link cut both ways.
 struct Relay {
     /// Where the device sends (its `server`).
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
     triggered: Arc<AtomicBool>,
-    trigger: Arc<Mutex<Option<Trigger>>>,
+    trigger: Arc<Mutex<Option<(Trigger, Freeze)>>>,
     on_trigger: OnTrigger,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -116,7 +130,7 @@ impl Relay {
         let device_peer: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let cut = Arc::new(AtomicBool::new(false));
         let triggered = Arc::new(AtomicBool::new(false));
-        let trigger: Arc<Mutex<Option<Trigger>>> = Arc::default();
+        let trigger: Arc<Mutex<Option<(Trigger, Freeze)>>> = Arc::default();
         let on_trigger: OnTrigger = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -159,11 +173,15 @@ impl Relay {
                     let Ok((n, _)) = from.recv_from(&mut buf) else {
                         continue;
                     };
-                    if !cut.load(Ordering::SeqCst)
-                        && let Ok(p) = Packet::from_bytes(&buf[..n])
-                        && trigger.lock().unwrap().as_ref().is_some_and(|t| t(&p))
-                    {
-                        cut.store(true, Ordering::SeqCst);
+                    let fired = Packet::from_bytes(&buf[..n]).ok().and_then(|p| {
+                        let mut t = trigger.lock().unwrap();
+                        let hit = t.as_ref().is_some_and(|(t, _)| t(&p));
+                        t.take_if(|_| hit).map(|(_, freeze)| freeze)
+                    });
+                    if let Some(freeze) = fired {
+                        if freeze == Freeze::Cut {
+                            cut.store(true, Ordering::SeqCst);
+                        }
                         if let Some(f) = on_trigger.lock().unwrap().as_ref() {
                             f();
                         }
@@ -203,6 +221,17 @@ fn request_to_9(method: RequestType, resource: &'static str) -> Trigger {
         p.header.code == MessageClass::Request(method)
             && wasmdm_proto::coap::msg::uri_path(p)
                 .is_some_and(|path| path.len() == 3 && path[0] == "9" && path[2] == resource)
+    })
+}
+
+/// Matches a Block1 request from the server at block `n` or later.
+fn push_block(n: u32) -> Trigger {
+    Box::new(move |p: &Packet| {
+        p.header.code == MessageClass::Request(RequestType::Put)
+            && BlockOpt::read(p, CoapOption::Block1)
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.num >= n)
     })
 }
 
@@ -269,9 +298,9 @@ impl Device {
     }
 
     /// Freezes the device at the first server request matching `trigger`.
-    fn freeze_at(&self, trigger: Trigger) {
+    fn freeze_at(&self, trigger: Trigger, freeze: Freeze) {
         let relay = self.relay.as_ref().expect("device is not relayed");
-        *relay.trigger.lock().unwrap() = Some(trigger);
+        *relay.trigger.lock().unwrap() = Some((trigger, freeze));
     }
 
     fn frozen(&self) -> bool {
@@ -789,7 +818,7 @@ fn a_device_stopped_mid_upgrade_times_out() {
     let eps = b.endpoints();
     install_v1(&b, "stall", "http");
     let stalled = &b.devices[1];
-    stalled.freeze_at(request_to_9(RequestType::Post, "4"));
+    stalled.freeze_at(request_to_9(RequestType::Post, "4"), Freeze::Cut);
 
     let v2 = b.upload(&pack_example("counter", "2.0.0"), "counter-2.0.0.wdm");
     let id = b.campaign(json!({
@@ -835,7 +864,7 @@ fn cancelling_a_campaign_leaves_pending_devices_untouched() {
     let eps = b.endpoints();
     let installed = install_v1(&b, "cancel", "coap");
     let first = &b.devices[0];
-    first.freeze_at(request_to_9(RequestType::Post, "4"));
+    first.freeze_at(request_to_9(RequestType::Post, "4"), Freeze::Cut);
 
     let v2 = b.upload(&pack_example("counter", "2.0.0"), "counter-2.0.0.wdm");
     let id = b.campaign(json!({
@@ -891,25 +920,26 @@ fn cancelling_a_campaign_leaves_pending_devices_untouched() {
     }
 }
 
-/// (6) The server stops while the second of three devices (quota 1) is in the
-/// middle of its install and starts again on the same data directory and
-/// ports: the campaign resumes and finishes; every device's registration
-/// reaches the restarted server.
-#[test]
-fn a_campaign_survives_a_server_restart() {
-    // Short lifetime: registration Updates every 5 s.
-    let mut b = Bench::start("restart", 10, [false, true, false]);
+/// (6) The server stops while the second of three devices (quota 1) is
+/// frozen in the middle of its part and starts again on the same data
+/// directory and ports: the campaign resumes and finishes; every device's
+/// registration reaches the restarted server.
+fn restart_mid_campaign(
+    b: &mut Bench,
+    campaign: Json,
+    freeze: (Trigger, Freeze),
+    old: Option<&str>,
+) {
     let eps = b.endpoints();
+    let new = campaign["file_version"].as_str().unwrap().to_string();
+    let sha = b.upload(&pack_example("counter", &new), "counter.wdm");
+    let mut body = campaign;
+    body["file"] = json!(sha);
+    body.as_object_mut().unwrap().remove("file_version");
     let second = &b.devices[1];
-    second.freeze_at(request_to_9(RequestType::Post, "4"));
-
-    let sha = b.upload(&pack_example("counter", "1.0.0"), "counter-1.0.0.wdm");
-    let id = b.campaign(json!({
-        "group": "restart", "op": "install", "package": "counter", "file": sha,
-        "delivery": "pull", "protocol": "http", "activate": true, "quota": 1,
-        "timeout_secs": 60,
-    }));
-    wait_for("the second device freezes at Execute Install", || {
+    second.freeze_at(freeze.0, freeze.1);
+    let id = b.campaign(body);
+    wait_for("the second device freezes", || {
         second.frozen().then_some(())
     });
     let before = b.get_campaign(&id);
@@ -921,15 +951,10 @@ fn a_campaign_survives_a_server_restart() {
     let rt = b.rt.take().unwrap();
     b.server.shutdown(&rt);
     let restarted_at = wasmdm_server::driver::unix_ms();
-    b.server = Server::start(
-        &rt,
-        &b.scratch.path().join("server"),
-        bound.coap,
-        bound.http,
-    );
+    let dir = b.scratch.path().join("server");
+    b.server = Server::start(&rt, &dir, bound.coap, bound.http);
     b.rt = Some(rt);
     b.api = b.server.api();
-    // The device resumes where it was frozen (Execute Install never arrived).
     b.devices[1].thaw();
 
     let report = b.wait_campaign(&id);
@@ -941,7 +966,7 @@ fn a_campaign_survives_a_server_restart() {
             ep,
             "done",
             Some(INSTALLED),
-            Some((None, Some("1.0.0"))),
+            Some((old, Some(&new))),
         );
     }
     b.counters_grow(&[0, 1, 2]);
@@ -953,4 +978,34 @@ fn a_campaign_survives_a_server_restart() {
             (d["online"] == true && updated > restarted_at).then_some(())
         });
     }
+}
+
+/// (6) An install pulled over HTTP; the device stops (its datagrams wait)
+/// just before the server writes its Package URI, and goes on after the
+/// restart: the resumed campaign must wait for the pull it then starts,
+/// not write the URI again.
+#[test]
+fn a_campaign_survives_a_server_restart_while_a_device_pulls() {
+    // Short lifetime: registration Updates every 5 s.
+    let mut b = Bench::start("restart-pull", 10, [false, true, false]);
+    let campaign = json!({
+        "group": "restart-pull", "op": "install", "package": "counter", "file_version": "1.0.0",
+        "delivery": "pull", "protocol": "http", "activate": true, "quota": 1, "timeout_secs": 60,
+    });
+    let freeze = (request_to_9(RequestType::Put, "3"), Freeze::Hold);
+    restart_mid_campaign(&mut b, campaign, freeze, None);
+}
+
+/// (6) An upgrade pushed with Block1; the device drops out in the middle of
+/// the transfer and the server restarts: the push starts over.
+#[test]
+fn a_campaign_survives_a_server_restart_mid_push() {
+    let mut b = Bench::start("restart-push", 10, [false, true, false]);
+    install_v1(&b, "restart-push", "coap");
+    let campaign = json!({
+        "group": "restart-push", "op": "upgrade", "package": "counter", "file_version": "2.0.0",
+        "delivery": "push", "quota": 1, "timeout_secs": 60,
+    });
+    let freeze = (push_block(4), Freeze::Cut);
+    restart_mid_campaign(&mut b, campaign, freeze, Some("1.0.0"));
 }

@@ -212,6 +212,8 @@ impl Driver {
             Command::Cancel(id, reply) => {
                 let found = self.campaigns.contains_key(&id);
                 self.campaign_input(&id, Input::Cancel);
+                // The API answers from the store once replied to.
+                self.commit();
                 let _ = reply.send(found);
             }
             Command::Retry(id, reply) => {
@@ -225,6 +227,7 @@ impl Driver {
                 }
                 let found = self.campaigns.contains_key(&id);
                 self.campaign_input(&id, Input::RetryFailed);
+                self.commit();
                 let _ = reply.send(found);
             }
         }
@@ -696,5 +699,51 @@ impl Driver {
     /// Milliseconds since the driver started (diagnostics).
     pub fn uptime_ms(&self) -> u128 {
         self.start.elapsed().as_millis()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::{CampaignSpec, JobStatus};
+
+    /// The API reads a campaign from the store as soon as the driver answers
+    /// a cancel or a retry: its new state must be committed by then.
+    #[tokio::test]
+    async fn cancel_and_retry_are_stored_before_the_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let mut driver = Driver::new(
+            socket,
+            store.clone(),
+            Notified::default(),
+            Params::default(),
+            1,
+        )
+        .unwrap();
+        let spec: CampaignSpec =
+            serde_json::from_value(serde_json::json!({"op": "activate", "package": "app"}))
+                .unwrap();
+        let status = |id: &str| store.get_campaign(id).unwrap().unwrap().status;
+
+        // Pending on a device that never registers; cancelled.
+        let c = Campaign::new("c1".into(), None, spec.clone(), vec!["ep".into()], 0);
+        store.put_campaign(&c, None).unwrap();
+        driver.command(Command::StartCampaign(Box::new(c)));
+        let (tx, rx) = oneshot::channel();
+        driver.command(Command::Cancel("c1".into(), tx));
+        assert!(rx.await.unwrap());
+        assert_eq!(status("c1"), CampaignStatus::Cancelled);
+
+        // Finished with a failed device; retried.
+        let mut c = Campaign::new("c2".into(), None, spec, vec!["ep".into()], 0);
+        c.jobs[0].status = JobStatus::Failed;
+        c.status = CampaignStatus::Finished;
+        store.put_campaign(&c, None).unwrap();
+        let (tx, rx) = oneshot::channel();
+        driver.command(Command::Retry("c2".into(), tx));
+        assert!(rx.await.unwrap());
+        assert_eq!(status("c2"), CampaignStatus::Running);
     }
 }

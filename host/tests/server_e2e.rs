@@ -427,6 +427,11 @@ impl Bench {
             "{} missing: run scripts/build-guests.sh",
             pkg.display()
         );
+        // RUST_LOG=info shows the server's and devices' logs of failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

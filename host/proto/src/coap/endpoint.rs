@@ -186,7 +186,12 @@ struct Dedup {
     /// The reply sent for this MID, replayed on duplicates; `None` while the
     /// request is still being processed (duplicates are then ignored).
     reply: Option<Vec<u8>>,
+    /// Insertion number, matching the entry to its [`Endpoint::dedup_order`] record.
+    seq: u64,
 }
+
+/// A dedup entry's place in expiry order: (expires, seq, key).
+type DedupRecord = (Instant, u64, (SocketAddr, u16));
 
 /// The CoAP message layer for one socket.
 #[derive(Debug)]
@@ -197,6 +202,12 @@ pub struct Endpoint {
     next_id: ExchangeId,
     outgoing: BTreeMap<ExchangeId, Outgoing>,
     dedup: HashMap<(SocketAddr, u16), Dedup>,
+    /// Dedup entries by expiry, CON entries then NON ones (each queue is in
+    /// expiry order, as one lifetime applies to all its entries): expiry and
+    /// eviction pop from the fronts instead of scanning the whole cache. A
+    /// record whose entry was replaced since (another `seq`) is skipped.
+    dedup_order: [VecDeque<DedupRecord>; 2],
+    next_dedup_seq: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
 }
@@ -213,6 +224,8 @@ impl Endpoint {
             next_id: 1,
             outgoing: BTreeMap::new(),
             dedup: HashMap::new(),
+            dedup_order: [VecDeque::new(), VecDeque::new()],
+            next_dedup_seq: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -275,7 +288,7 @@ impl Endpoint {
                 if let Some(d) = self
                     .dedup
                     .get(&(from, mid))
-                    .filter(|d| d.fingerprint == fingerprint)
+                    .filter(|d| d.fingerprint == fingerprint && d.expires > now)
                 {
                     // §4.5: acknowledge duplicates the same way, process once.
                     if let (true, Some(reply)) = (con, d.reply.clone()) {
@@ -291,14 +304,7 @@ impl Endpoint {
                 } else {
                     self.params.non_lifetime
                 };
-                self.insert_dedup(
-                    (from, mid),
-                    Dedup {
-                        expires: now + life,
-                        fingerprint,
-                        reply: None,
-                    },
-                );
+                self.insert_dedup((from, mid), now + life, fingerprint, None, con);
                 if code.class() == 0 {
                     self.events
                         .push_back(EndpointEvent::Request(InboundRequest {
@@ -401,19 +407,21 @@ impl Endpoint {
         let Some(bytes) = msg::encode(&response) else {
             return;
         };
-        let life = if request.confirmable() {
-            self.params.exchange_lifetime
-        } else {
-            self.params.non_lifetime
-        };
-        self.insert_dedup(
-            request.key(),
-            Dedup {
-                expires: now + life,
-                fingerprint: request.fingerprint,
-                reply: Some(bytes.clone()),
-            },
-        );
+        match self.dedup.get_mut(&request.key()) {
+            // The entry made when the request arrived: its lifetime runs from then.
+            Some(d) if d.fingerprint == request.fingerprint => d.reply = Some(bytes.clone()),
+            _ => {
+                let con = request.confirmable();
+                let life = if con {
+                    self.params.exchange_lifetime
+                } else {
+                    self.params.non_lifetime
+                };
+                let fingerprint = request.fingerprint;
+                let reply = Some(bytes.clone());
+                self.insert_dedup(request.key(), now + life, fingerprint, reply, con);
+            }
+        }
         self.transmits.push_back(Transmit {
             to: request.peer,
             bytes,
@@ -670,23 +678,76 @@ impl Endpoint {
         }
     }
 
-    fn insert_dedup(&mut self, key: (SocketAddr, u16), entry: Dedup) {
-        if !self.dedup.contains_key(&key) && self.dedup.len() >= self.params.dedup_capacity {
-            // Bounded cache: evict the entry that would expire first.
-            let oldest = self
-                .dedup
-                .iter()
-                .min_by_key(|(_, d)| d.expires)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                self.dedup.remove(&k);
+    fn insert_dedup(
+        &mut self,
+        key: (SocketAddr, u16),
+        expires: Instant,
+        fingerprint: u64,
+        reply: Option<Vec<u8>>,
+        con: bool,
+    ) {
+        if !self.dedup.contains_key(&key) {
+            // Bounded cache: evict the entries that would expire first.
+            while self.dedup.len() >= self.params.dedup_capacity.max(1) && self.evict_first() {}
+        }
+        let seq = self.next_dedup_seq;
+        self.next_dedup_seq += 1;
+        let queue = &mut self.dedup_order[usize::from(!con)];
+        queue.push_back((expires, seq, key));
+        self.dedup.insert(
+            key,
+            Dedup {
+                expires,
+                fingerprint,
+                reply,
+                seq,
+            },
+        );
+        if self.dedup_order.iter().map(VecDeque::len).sum::<usize>()
+            > 2 * self.params.dedup_capacity.max(16)
+        {
+            // Many replaced entries: drop their stale records.
+            let dedup = &self.dedup;
+            for q in &mut self.dedup_order {
+                q.retain(|(_, seq, key)| dedup.get(key).is_some_and(|d| d.seq == *seq));
             }
         }
-        self.dedup.insert(key, entry);
     }
 
+    /// Removes the live entry whose record is first in either queue (the
+    /// earlier expiry of the two fronts); false when nothing is left.
+    fn evict_first(&mut self) -> bool {
+        loop {
+            let [con, non] = &self.dedup_order;
+            let pick = match (con.front(), non.front()) {
+                (Some(a), Some(b)) => usize::from(b.0 < a.0),
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (None, None) => return false,
+            };
+            let Some((_, seq, key)) = self.dedup_order[pick].pop_front() else {
+                return false;
+            };
+            if self.dedup.get(&key).is_some_and(|d| d.seq == seq) {
+                self.dedup.remove(&key);
+                return true;
+            }
+        }
+    }
+
+    /// Forgets expired MIDs: pops expired records off the queue fronts.
     fn purge(&mut self, now: Instant) {
-        self.dedup.retain(|_, d| d.expires > now);
+        for q in &mut self.dedup_order {
+            while let Some(&(expires, seq, key)) = q.front() {
+                if expires > now {
+                    break;
+                }
+                q.pop_front();
+                if self.dedup.get(&key).is_some_and(|d| d.seq == seq) {
+                    self.dedup.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -820,6 +881,55 @@ mod tests {
             );
         }
         assert_eq!(ep.dedup.len(), 4);
+        while ep.poll_event().is_some() {}
+        // The oldest went first: 9 is still a duplicate, 0 is new again.
+        let later = now + Duration::from_millis(20);
+        ep.handle_datagram(later, peer(), &get(9, true));
+        assert!(ep.poll_event().is_none());
+        ep.handle_datagram(later, peer(), &get(0, true));
+        assert!(matches!(ep.poll_event(), Some(EndpointEvent::Request(_))));
+        assert_eq!(ep.dedup.len(), 4);
+    }
+
+    #[test]
+    fn dedup_entries_expire_per_lifetime_and_replaced_ones_stay() {
+        let mut ep = Endpoint::new(Params::default(), 1);
+        let t0 = Instant::now();
+        ep.handle_datagram(t0, peer(), &get(1, true));
+        ep.handle_datagram(t0, peer(), &get(2, false));
+        let Some(EndpointEvent::Request(con)) = ep.poll_event() else {
+            panic!()
+        };
+        assert!(matches!(ep.poll_event(), Some(EndpointEvent::Request(_))));
+        // Another message under MID 1 replaces the entry a second later.
+        let mut other = msg::request(RequestType::Get, &["9"]);
+        other.header.message_id = 1;
+        other.set_token(vec![9]);
+        let t1 = t0 + Duration::from_secs(1);
+        ep.handle_datagram(t1, peer(), &msg::encode(&other).unwrap());
+        let Some(EndpointEvent::Request(second)) = ep.poll_event() else {
+            panic!()
+        };
+        ep.respond(t1, &con, msg::response_to(&con.packet, Code::CONTENT));
+        ep.respond(t1, &second, msg::response_to(&second.packet, Code::CONTENT));
+        while ep.poll_transmit().is_some() {}
+        // NON_LIFETIME (145 s) ends the NON entry only.
+        let t = t0 + Duration::from_secs(146);
+        ep.handle_timeout(t);
+        assert_eq!(ep.dedup.len(), 1);
+        // The first MID-1 entry's expiry (247 s) does not end its replacement.
+        ep.handle_timeout(t0 + Duration::from_secs(247));
+        assert_eq!(ep.dedup.len(), 1);
+        ep.handle_datagram(
+            t0 + Duration::from_secs(247),
+            peer(),
+            &msg::encode(&other).unwrap(),
+        );
+        assert!(ep.poll_event().is_none(), "still a duplicate");
+        assert!(ep.poll_transmit().is_some(), "its reply replayed");
+        ep.handle_timeout(t1 + Duration::from_secs(247));
+        assert!(ep.dedup.is_empty());
+        assert!(ep.dedup_order.iter().all(VecDeque::is_empty));
     }
 
     #[test]

@@ -392,10 +392,12 @@ impl Driver {
                     method,
                     path,
                     code,
+                    continuation,
                 } => {
-                    // One line per LwM2M operation; the blocks of a transfer only at debug.
-                    if code == "2.31" {
-                        debug!(%peer, %path, "block received");
+                    // One line per LwM2M operation; the further blocks of a
+                    // transfer (Block1 2.31, Block2 after the first) only at debug.
+                    if continuation {
+                        debug!(%peer, op = operation_name(&method), %path, %code, "block");
                     } else {
                         info!(%peer, op = operation_name(&method), %path, %code, "lwm2m");
                     }

@@ -14,6 +14,7 @@
 //! out the effects (persisting first) and calls [`Client::complete`], which
 //! sends the response. So a device never reports a change it has not stored.
 
+pub mod bodies;
 pub mod dispatch;
 pub mod registration;
 
@@ -36,6 +37,7 @@ use crate::coap::msg::{self, Code};
 use crate::coap::observe::{AttributeStore, Attributes, ObsKey, Registry};
 use crate::model::{ContentFormat, DataType, Path, ResourceValue, Value};
 use crate::object::{Effect, Object, OpError};
+use bodies::{BodyCache, BodyKey};
 use dispatch::{Failure, Operation, Outcome, Target};
 use registration::RegState;
 
@@ -163,6 +165,9 @@ pub enum Event {
         path: String,
         /// Response code, e.g. `2.05`.
         code: String,
+        /// A further block of a block-wise transfer: a 2.31 Continue, or a
+        /// Block2 block after the first (one operation, many datagrams).
+        continuation: bool,
     },
     /// A download failed.
     DownloadFailed {
@@ -212,6 +217,7 @@ pub struct Client {
     downloads: BTreeMap<DownloadId, Download>,
     next_download: DownloadId,
     events: VecDeque<Event>,
+    bodies: BodyCache,
 }
 
 impl std::fmt::Debug for Client {
@@ -244,6 +250,7 @@ impl Client {
             downloads: BTreeMap::new(),
             next_download: 1,
             events: VecDeque::new(),
+            bodies: BodyCache::default(),
         }
     }
 
@@ -671,6 +678,7 @@ impl Client {
         mut response: Packet,
         block2: bool,
     ) {
+        let mut continuation = Code::of(&response) == Code::CONTINUE;
         if block2 && Code::of(&response) == Code::CONTENT {
             let requested = BlockOpt::read(&req.packet, CoapOption::Block2)
                 .ok()
@@ -678,6 +686,15 @@ impl Client {
             match block::block2_slice(&response.payload, requested, self.cfg.max_szx) {
                 Ok(Some(slice)) => {
                     let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
+                    if opt.num == 0
+                        && opt.more
+                        && req.packet.get_first_option(CoapOption::Observe).is_none()
+                    {
+                        // Follow-up blocks are sliced from this very body.
+                        self.bodies
+                            .store(now, BodyKey::of(req.peer, &req.packet), &response);
+                    }
+                    continuation = opt.num > 0;
                     // An ETag lets the reader detect a body changing between blocks (RFC 7959 §2.4).
                     response.add_option(CoapOption::ETag, etag(&response.payload));
                     if opt.num == 0 {
@@ -699,12 +716,20 @@ impl Client {
                 msg::uri_path(&req.packet).unwrap_or_default().join("/")
             ),
             code: Code::of(&response).to_string(),
+            continuation,
         });
         self.ep.respond(now, req, response);
     }
 
     fn on_request(&mut self, now: Instant, req: InboundRequest) {
         let code = Code::of(&req.packet);
+        if code != Code::GET {
+            // Anything but a read may change what a kept body shows.
+            self.bodies.clear();
+        } else if let Some(response) = self.bodies.follow_up(now, req.peer, &req.packet) {
+            self.send_response(now, &req, response, true);
+            return;
+        }
         let result = match BlockOpt::read(&req.packet, CoapOption::Block1) {
             Err(_) => Err(Failure::from(Code::BAD_OPTION)),
             Ok(Some(b1)) if matches!(code, Code::PUT | Code::POST) => {
@@ -936,6 +961,7 @@ impl Client {
     // ---- internals: notifications ----
 
     fn mark_changed(&mut self, path: Path) {
+        self.bodies.clear();
         let objects = &self.objects;
         let value_of = |p: Path| {
             objects

@@ -1,0 +1,216 @@
+//! Bodies of block-wise reads kept for their follow-up blocks (RFC 7959 §2.4).
+//!
+//! A Read whose representation spans several Block2 blocks (e.g. GET /9 with
+//! 50 packages) is read and encoded once, when its first block is asked for;
+//! the following blocks are sliced from the same body instead of reading and
+//! encoding the whole object again per block. So a reader gets one consistent
+//! representation, as the ETag of every block says.
+//!
+//! An entry is dropped as soon as the engine learns that anything changed
+//! ([`BodyCache::clear`]: a change marked for Observe, or any request other
+//! than GET), after [`BODY_TTL`], or when more than [`MAX_BODIES`] are kept.
+//! Only follow-ups (Block2 number > 0, no Observe option) are answered from
+//! here: every new read starts from the objects.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use coap_lite::{CoapOption, Packet};
+
+/// How long a body stays servable after it was read.
+pub const BODY_TTL: Duration = Duration::from_secs(30);
+/// How many bodies are kept at most (one per reader and target).
+pub const MAX_BODIES: usize = 16;
+
+/// What a follow-up must ask for to be served a kept body: same peer, same
+/// target and query, same Accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyKey {
+    peer: SocketAddr,
+    path: Vec<Vec<u8>>,
+    query: Vec<Vec<u8>>,
+    accept: Option<Vec<u8>>,
+}
+
+impl BodyKey {
+    /// The key of a request from `peer`.
+    pub fn of(peer: SocketAddr, request: &Packet) -> BodyKey {
+        let list = |o| {
+            request
+                .get_option(o)
+                .map(|l| l.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        BodyKey {
+            peer,
+            path: list(CoapOption::UriPath),
+            query: list(CoapOption::UriQuery),
+            accept: request.get_first_option(CoapOption::Accept).cloned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Kept {
+    key: BodyKey,
+    /// The full response (code, Content-Format, whole payload), no token.
+    response: Packet,
+    expires: Instant,
+}
+
+/// The kept bodies, oldest first.
+#[derive(Debug, Default)]
+pub struct BodyCache {
+    kept: VecDeque<Kept>,
+}
+
+impl BodyCache {
+    /// Keeps the full `response` (before slicing) read for `key`.
+    pub fn store(&mut self, now: Instant, key: BodyKey, response: &Packet) {
+        self.kept.retain(|k| k.key != key && k.expires > now);
+        if self.kept.len() >= MAX_BODIES {
+            self.kept.pop_front();
+        }
+        let mut response = response.clone();
+        response.set_token(Vec::new());
+        self.kept.push_back(Kept {
+            key,
+            response,
+            expires: now + BODY_TTL,
+        });
+    }
+
+    /// The kept response for a follow-up block of `request`, with the
+    /// request's token; `None` for anything but a follow-up or when nothing
+    /// is kept.
+    pub fn follow_up(&self, now: Instant, peer: SocketAddr, request: &Packet) -> Option<Packet> {
+        if !is_follow_up(request) || self.kept.is_empty() {
+            return None;
+        }
+        let key = BodyKey::of(peer, request);
+        let kept = self.kept.iter().find(|k| k.key == key && k.expires > now)?;
+        let mut response = kept.response.clone();
+        response.set_token(request.get_token().to_vec());
+        Some(response)
+    }
+
+    /// Forgets every body (something may have changed).
+    pub fn clear(&mut self) {
+        self.kept.clear();
+    }
+
+    /// How many bodies are kept (tests).
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+}
+
+/// A GET for a block after the first, outside an observation.
+fn is_follow_up(request: &Packet) -> bool {
+    request.get_first_option(CoapOption::Observe).is_none()
+        && matches!(
+            crate::coap::block::BlockOpt::read(request, CoapOption::Block2),
+            Ok(Some(b)) if b.num > 0
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coap::block::BlockOpt;
+    use crate::coap::msg::{self, Code};
+    use coap_lite::RequestType;
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn get(path: &[&str], block: Option<u32>, token: &[u8]) -> Packet {
+        let mut p = msg::request(RequestType::Get, path);
+        p.set_token(token.to_vec());
+        if let Some(num) = block {
+            BlockOpt {
+                num,
+                more: false,
+                szx: 6,
+            }
+            .write(&mut p, CoapOption::Block2);
+        }
+        p
+    }
+
+    fn body(tag: u8) -> Packet {
+        let mut p = msg::response_to(&get(&["9"], None, b"t0"), Code::CONTENT);
+        p.payload = vec![tag; 2400];
+        p
+    }
+
+    #[test]
+    fn follow_ups_get_the_kept_body_with_their_own_token() {
+        let t = Instant::now();
+        let mut c = BodyCache::default();
+        let first = get(&["9"], None, b"t0");
+        c.store(t, BodyKey::of(peer(1), &first), &body(1));
+        let r = c
+            .follow_up(t, peer(1), &get(&["9"], Some(1), b"t1"))
+            .expect("kept");
+        assert_eq!(r.get_token(), b"t1");
+        assert_eq!(r.payload, vec![1; 2400]);
+        assert_eq!(Code::of(&r), Code::CONTENT);
+    }
+
+    #[test]
+    fn first_blocks_other_targets_peers_and_observe_are_not_served() {
+        let t = Instant::now();
+        let mut c = BodyCache::default();
+        c.store(t, BodyKey::of(peer(1), &get(&["9"], None, b"a")), &body(1));
+        // A new read (no Block2, or block 0) always reads the objects.
+        assert!(c.follow_up(t, peer(1), &get(&["9"], None, b"b")).is_none());
+        assert!(
+            c.follow_up(t, peer(1), &get(&["9"], Some(0), b"b"))
+                .is_none()
+        );
+        // Another peer, another path, another Accept.
+        assert!(
+            c.follow_up(t, peer(2), &get(&["9"], Some(1), b"b"))
+                .is_none()
+        );
+        assert!(
+            c.follow_up(t, peer(1), &get(&["9", "0"], Some(1), b"b"))
+                .is_none()
+        );
+        let mut accept = get(&["9"], Some(1), b"b");
+        msg::set_uint(&mut accept, CoapOption::Accept, 11542);
+        assert!(c.follow_up(t, peer(1), &accept).is_none());
+        // A follow-up inside an observation is left to the objects.
+        let mut obs = get(&["9"], Some(1), b"b");
+        msg::set_uint(&mut obs, CoapOption::Observe, 0);
+        assert!(c.follow_up(t, peer(1), &obs).is_none());
+    }
+
+    #[test]
+    fn entries_expire_are_replaced_bounded_and_cleared() {
+        let t = Instant::now();
+        let mut c = BodyCache::default();
+        let key = BodyKey::of(peer(1), &get(&["9"], None, b"a"));
+        c.store(t, key.clone(), &body(1));
+        c.store(t, key.clone(), &body(2));
+        assert_eq!(c.len(), 1);
+        let next = get(&["9"], Some(1), b"b");
+        assert_eq!(c.follow_up(t, peer(1), &next).unwrap().payload[0], 2);
+        assert!(c.follow_up(t + BODY_TTL, peer(1), &next).is_none());
+        for port in 0..(MAX_BODIES as u16 + 4) {
+            c.store(t, BodyKey::of(peer(port), &next), &body(3));
+        }
+        assert_eq!(c.len(), MAX_BODIES);
+        c.clear();
+        assert!(c.is_empty());
+        assert!(c.follow_up(t, peer(5), &next).is_none());
+    }
+}

@@ -53,6 +53,11 @@ pub struct Delivery {
     len: u64,
     progress: Progress,
     max_bytes: u64,
+    /// Where the file cursor is, when known: a block that continues the last
+    /// one is written without a seek (one syscall per block).
+    cursor: Option<u64>,
+    /// Sync every [`SYNC_EVERY`] bytes (off for deliveries that cannot resume).
+    checkpoints: bool,
 }
 
 pub(crate) fn part_path(dir: &Path) -> PathBuf {
@@ -100,7 +105,17 @@ impl Delivery {
             len,
             progress,
             max_bytes,
+            cursor: None,
+            checkpoints: true,
         })
+    }
+
+    /// Whether to sync every 256 KiB so that a restart resumes near where it
+    /// stopped (on by default). A delivery that cannot resume after a restart
+    /// (a Block1 push: the server's block sequence is gone) turns it off and
+    /// becomes durable at its final [`Delivery::sync`] only.
+    pub fn set_checkpoints(&mut self, on: bool) {
+        self.checkpoints = on;
     }
 
     /// Bytes received so far (the offset to resume from).
@@ -139,12 +154,18 @@ impl Delivery {
         if offset == 0 {
             self.reset()?;
         }
+        let cursor = self.cursor.take();
+        if cursor != Some(offset) {
+            self.file
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| StateError::io("seek", &part, e))?;
+        }
         self.file
-            .seek(SeekFrom::Start(offset))
-            .and_then(|_| self.file.write_all(bytes))
+            .write_all(bytes)
             .map_err(|e| StateError::io("write", &part, e))?;
+        self.cursor = Some(end);
         self.len = self.len.max(end);
-        if self.len.saturating_sub(self.progress.synced_len) >= SYNC_EVERY {
+        if self.checkpoints && self.len.saturating_sub(self.progress.synced_len) >= SYNC_EVERY {
             let tag = self.progress.resume_tag.clone();
             self.sync(tag.as_deref())?;
         }
@@ -176,6 +197,7 @@ impl Delivery {
         self.file
             .set_len(0)
             .map_err(|e| StateError::io("truncate", &part, e))?;
+        self.cursor = None;
         self.len = 0;
         self.progress.synced_len = 0;
         Ok(())
@@ -238,5 +260,45 @@ mod tests {
         d.write_at(3, b"def").unwrap();
         d.write_at(0, b"Z").unwrap();
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn blocks_land_at_their_offsets_with_and_without_seeks() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = dir.path().join("s");
+        let mut d = Delivery::open(slot.clone(), 1 << 20).unwrap();
+        d.write_at(0, b"aaaa").unwrap();
+        d.write_at(4, b"bbbb").unwrap();
+        d.write_at(2, b"CC").unwrap(); // a repeated block, then continuing
+        d.write_at(8, b"dd").unwrap();
+        d.write_at(0, b"xy").unwrap(); // restart
+        d.write_at(2, b"z").unwrap();
+        d.sync(None).unwrap();
+        assert_eq!(std::fs::read(part_path(&slot)).unwrap(), b"xyz");
+    }
+
+    #[test]
+    fn without_checkpoints_only_the_final_sync_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = dir.path().join("s");
+        let mut d = Delivery::open(slot.clone(), 4 * SYNC_EVERY).unwrap();
+        d.set_checkpoints(false);
+        let block = vec![7u8; 1024];
+        let blocks = 2 * SYNC_EVERY / 1024;
+        for i in 0..blocks {
+            d.write_at(i * 1024, &block).unwrap();
+        }
+        assert_eq!(d.progress.synced_len, 0, "no intermediate sync");
+        d.sync(None).unwrap();
+        drop(d);
+        let d = Delivery::open(slot.clone(), 4 * SYNC_EVERY).unwrap();
+        assert_eq!(d.len(), 2 * SYNC_EVERY);
+        // With checkpoints (the default) a pull is synced as it goes.
+        let slot2 = dir.path().join("t");
+        let mut d = Delivery::open(slot2, 4 * SYNC_EVERY).unwrap();
+        for i in 0..blocks {
+            d.write_at(i * 1024, &block).unwrap();
+        }
+        assert_eq!(d.progress.synced_len, 2 * SYNC_EVERY);
     }
 }

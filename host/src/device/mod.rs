@@ -13,7 +13,7 @@ mod state;
 
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use config::{ConfigError, DeviceConfig};
-use shared::Shared;
+use shared::{LiveDevice, Shared};
 use state::{DeviceState, StateFile};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -151,7 +151,6 @@ struct Driver {
     client: Client,
     swmgmt: Shared<SoftwareManagement>,
     swcomp: Shared<SoftwareComponents>,
-    device: Shared<DeviceObject>,
     state_file: StateFile,
     /// /9 instance -> installed package name (the runtime's key).
     bindings: BTreeMap<u16, String>,
@@ -223,20 +222,24 @@ impl Driver {
         }
         let swmgmt = Shared::new(swmgmt);
         let swcomp = Shared::new(swcomp);
-        let device = Shared::new(DeviceObject::new(DeviceInfo {
-            model: config.model.clone(),
-            serial: config.serial.clone(),
-            firmware_version: env!("CARGO_PKG_VERSION").into(),
-            software_version: env!("CARGO_PKG_VERSION").into(),
-            device_type: "wasmdm host".into(),
-        }));
+        let device = LiveDevice::new(
+            DeviceObject::new(DeviceInfo {
+                model: config.model.clone(),
+                serial: config.serial.clone(),
+                firmware_version: env!("CARGO_PKG_VERSION").into(),
+                software_version: env!("CARGO_PKG_VERSION").into(),
+                device_type: "wasmdm host".into(),
+            }),
+            unix_now,
+            memory_free_kib,
+        );
         let mut engine_config = EngineConfig::new(config.endpoint.clone(), server, seed());
         engine_config.lifetime = config.lifetime;
         engine_config.push_limit = Some(config.max_package_bytes);
         let objects: Vec<Box<dyn Object>> = vec![
             Box::new(Security::nosec(config.server.clone(), 1)),
             Box::new(Server::new(1, u64::from(config.lifetime))),
-            Box::new(device.clone()),
+            Box::new(device),
             Box::new(swmgmt.clone()),
             Box::new(swcomp.clone()),
         ];
@@ -249,7 +252,6 @@ impl Driver {
             client,
             swmgmt,
             swcomp,
-            device,
             state_file,
             bindings,
             work_tx,
@@ -284,9 +286,7 @@ impl Driver {
                     // An ICMP "port unreachable" for an earlier send surfaces
                     // here on Linux; the engine's retransmission handles it.
                     let Some((n, from)) = transient(received)? else { continue };
-                    let now = Instant::now();
-                    self.refresh_device(now);
-                    self.client.handle_datagram(now, from, buf.get(..n).unwrap_or_default());
+                    self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
                 }
                 _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
                 Some(work) = self.work_rx.recv() => self.on_work(Instant::now(), work)?,
@@ -326,18 +326,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    fn refresh_device(&self, _now: Instant) {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let mut device = self.device.lock();
-        device.set_now(unix);
-        if let Some(kib) = memory_free_kib() {
-            device.set_memory_free(kib);
-        }
     }
 
     /// Sends what the engine queued and handles its events until both are
@@ -534,6 +522,8 @@ impl Driver {
         match action {
             SwMgmtAction::StorePushed { offset, data, last } => {
                 let delivery = self.open_delivery(iid)?;
+                // A push cannot resume after a restart: no syncs before the last block.
+                delivery.set_checkpoints(false);
                 delivery.write_at(offset, &data)?;
                 if last {
                     delivery.sync(None)?;
@@ -1011,6 +1001,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// The host clock in Unix seconds, for /3/0/13.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// MemAvailable from /proc/meminfo, for /3/0/10.

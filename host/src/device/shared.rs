@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmdm_proto::model::{Path, ResourceValue};
 use wasmdm_proto::object::{Effect, Object, OpError, ResourceDef};
+use wasmdm_proto::objects::Device as DeviceObject;
+use wasmdm_proto::objects::device::res as device_res;
 
 /// A shared handle to an object; one clone goes to the engine.
 pub struct Shared<T>(Arc<Mutex<T>>);
@@ -85,5 +87,140 @@ impl<T: Object> Object for Shared<T> {
     }
     fn take_changed(&mut self) -> Vec<Path> {
         self.lock().take_changed()
+    }
+}
+
+/// Object 3 as the engine sees it: Current Time (13) and Memory Free (10)
+/// are taken from the host when they are read (or Current Time written),
+/// not on every datagram (reading /proc/meminfo costs a dozen syscalls).
+pub struct LiveDevice {
+    device: Shared<DeviceObject>,
+    /// Unix seconds.
+    clock: fn() -> i64,
+    /// Available memory in KiB.
+    memory: fn() -> Option<u64>,
+}
+
+impl LiveDevice {
+    pub fn new(
+        device: DeviceObject,
+        clock: fn() -> i64,
+        memory: fn() -> Option<u64>,
+    ) -> LiveDevice {
+        LiveDevice {
+            device: Shared::new(device),
+            clock,
+            memory,
+        }
+    }
+
+    fn refresh(&self, device: &mut DeviceObject, resource: u16) {
+        match resource {
+            device_res::CURRENT_TIME => device.set_now((self.clock)()),
+            device_res::MEMORY_FREE => {
+                if let Some(kib) = (self.memory)() {
+                    device.set_memory_free(kib);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Object for LiveDevice {
+    fn id(&self) -> u16 {
+        self.device.id()
+    }
+    fn version(&self) -> Option<&'static str> {
+        self.device.version()
+    }
+    fn resources(&self) -> &'static [ResourceDef] {
+        self.device.resources()
+    }
+    fn instances(&self) -> Vec<u16> {
+        self.device.instances()
+    }
+    fn read(&self, instance: u16, resource: u16) -> Result<Option<ResourceValue>, OpError> {
+        let mut device = self.device.lock();
+        self.refresh(&mut device, resource);
+        device.read(instance, resource)
+    }
+    fn write(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        value: ResourceValue,
+        replace: bool,
+    ) -> Result<Vec<Effect>, OpError> {
+        let mut device = self.device.lock();
+        // A written Current Time is kept as an offset from the host's clock.
+        self.refresh(&mut device, resource);
+        device.write(instance, resource, value, replace)
+    }
+    fn execute(
+        &mut self,
+        instance: u16,
+        resource: u16,
+        args: &[u8],
+    ) -> Result<Vec<Effect>, OpError> {
+        self.device.execute(instance, resource, args)
+    }
+    fn create(
+        &mut self,
+        instance: Option<u16>,
+        values: Vec<(u16, ResourceValue)>,
+    ) -> Result<(u16, Vec<Effect>), OpError> {
+        self.device.create(instance, values)
+    }
+    fn delete(&mut self, instance: u16) -> Result<Vec<Effect>, OpError> {
+        self.device.delete(instance)
+    }
+    fn take_changed(&mut self) -> Vec<Path> {
+        self.device.take_changed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmdm_proto::model::Value;
+    use wasmdm_proto::objects::DeviceInfo;
+
+    fn device() -> LiveDevice {
+        LiveDevice::new(
+            DeviceObject::new(DeviceInfo {
+                model: "m".into(),
+                serial: "s".into(),
+                firmware_version: "1".into(),
+                software_version: "1".into(),
+                device_type: "t".into(),
+            }),
+            || 1_000,
+            || Some(4242),
+        )
+    }
+
+    fn int(v: Option<ResourceValue>) -> i64 {
+        match v {
+            Some(ResourceValue::Single(Value::Integer(i) | Value::Time(i))) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn time_and_memory_come_from_the_host_when_read() {
+        let mut d = device();
+        assert_eq!(int(d.read(0, device_res::CURRENT_TIME).unwrap()), 1_000);
+        assert_eq!(int(d.read(0, device_res::MEMORY_FREE).unwrap()), 4242);
+        // A written time is an offset from the host clock at the write.
+        d.write(
+            0,
+            device_res::CURRENT_TIME,
+            ResourceValue::Single(Value::Time(1_500)),
+            true,
+        )
+        .unwrap();
+        d.clock = || 1_010;
+        assert_eq!(int(d.read(0, device_res::CURRENT_TIME).unwrap()), 1_510);
     }
 }

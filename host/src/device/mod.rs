@@ -43,6 +43,8 @@ pub enum DeviceError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     State(#[from] state::StateFileError),
+    #[error("the device thread stopped unexpectedly")]
+    DriverGone,
 }
 
 /// The outcome of slow work, fed back into the objects.
@@ -104,16 +106,63 @@ pub async fn run(
         .bind
         .parse()
         .map_err(|_| DeviceError::Resolve(format!("bind address {}", config.bind)))?;
-    let socket = UdpSocket::bind(bind).await?;
+    let socket = std::net::UdpSocket::bind(bind)?;
+    socket.set_nonblocking(true)?;
     info!(endpoint = %config.endpoint, server = %server, local = %socket.local_addr()?, "wasmdm device starting");
-    let mut device = Driver::new(config, server, runtime.clone(), socket)?;
-    let result = device.run(shutdown).await;
+    // The protocol loop gets a thread of its own with a current-thread tokio
+    // runtime: that thread waits on the socket itself, so a datagram wakes
+    // the loop directly (in the multi-thread runtime the caller's `block_on`
+    // thread does not poll the IO driver: every datagram was a wake-up
+    // handed over from a worker thread). Slow work still runs on the
+    // caller's runtime (`Driver::tasks`).
+    let tasks = tokio::runtime::Handle::current();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let driver_runtime = runtime.clone();
+    std::thread::Builder::new()
+        .name("wasmdm-device".into())
+        .spawn(move || {
+            let result = drive(config, server, driver_runtime, socket, tasks, async {
+                let _ = stop_rx.await;
+            });
+            let _ = done_tx.send(result);
+        })?;
+    tokio::pin!(shutdown);
+    let mut done_rx = done_rx;
+    let result = tokio::select! {
+        result = &mut done_rx => result,
+        () = &mut shutdown => {
+            let _ = stop_tx.send(());
+            done_rx.await
+        }
+    };
     runtime.shutdown().await;
-    result?;
-    Ok(if device.reboot_requested {
+    let reboot_requested = result.map_err(|_| DeviceError::DriverGone)??;
+    Ok(if reboot_requested {
         Stopped::RebootRequested
     } else {
         Stopped::Shutdown
+    })
+}
+
+/// The device thread: runs the protocol loop until `stop` completes (or a
+/// Reboot) and de-registers; returns whether a Reboot was requested.
+fn drive(
+    config: DeviceConfig,
+    server: SocketAddr,
+    runtime: Runtime,
+    socket: std::net::UdpSocket,
+    tasks: tokio::runtime::Handle,
+    stop: impl Future<Output = ()>,
+) -> Result<bool, DeviceError> {
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    local.block_on(async move {
+        let socket = UdpSocket::from_std(socket)?;
+        let mut device = Driver::new(config, server, runtime, socket, tasks)?;
+        device.run(stop).await?;
+        Ok(device.reboot_requested)
     })
 }
 
@@ -147,6 +196,8 @@ async fn resolve(addr: &str) -> Result<SocketAddr, DeviceError> {
 struct Driver {
     config: DeviceConfig,
     runtime: Runtime,
+    /// Where slow work runs (the caller's runtime, not the device thread).
+    tasks: tokio::runtime::Handle,
     socket: UdpSocket,
     client: Client,
     swmgmt: Shared<SoftwareManagement>,
@@ -187,6 +238,7 @@ impl Driver {
         server: SocketAddr,
         runtime: Runtime,
         socket: UdpSocket,
+        tasks: tokio::runtime::Handle,
     ) -> Result<Self, DeviceError> {
         let sw_config = SwMgmtConfig {
             max_instances: usize::from(config.max_packages),
@@ -248,6 +300,7 @@ impl Driver {
         let mut driver = Driver {
             config,
             runtime,
+            tasks,
             socket,
             client,
             swmgmt,
@@ -555,7 +608,7 @@ impl Driver {
                 self.discard_delivery(iid);
             }
             SwMgmtAction::VerifyIntegrity => {
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = runtime
                         .verify_delivery(&slot)
                         .await
@@ -573,7 +626,7 @@ impl Driver {
                     .lock()
                     .instance(iid)
                     .map(|p| (p.pkg_name.clone(), p.pkg_version.clone()));
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = match runtime.install(&slot).await {
                         // A restart between the runtime's commit (which consumes
                         // the delivery) and our INSTALLED record re-issues the
@@ -604,7 +657,7 @@ impl Driver {
                 if !for_update {
                     self.persist()?;
                 }
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let ok = match name {
                         Some(name) if for_update => runtime.prepare_update(&name).await.is_ok(),
                         Some(name) => runtime.uninstall(&name).await.is_ok(),
@@ -618,7 +671,7 @@ impl Driver {
                 let Some(name) = self.bindings.get(&iid).cloned() else {
                     return Ok(());
                 };
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = if activate {
                         runtime.activate(&name, None).await
                     } else {
@@ -653,7 +706,7 @@ impl Driver {
         let runtime = self.runtime.clone();
         let tx = self.work_tx.clone();
         let activate = matches!(action, ComponentAction::Activate);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = if activate {
                 runtime.activate(&name, Some(&identity)).await
             } else {
@@ -714,7 +767,7 @@ impl Driver {
         self.http_cancel.insert(iid, cancel.clone());
         let tx = self.work_tx.clone();
         let max_bytes = self.config.max_package_bytes;
-        tokio::task::spawn_blocking(move || {
+        self.tasks.spawn_blocking(move || {
             let mut delivery = delivery;
             let resume = download::ResumePoint {
                 offset: delivery.len(),

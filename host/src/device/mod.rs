@@ -836,7 +836,10 @@ impl Driver {
         let Some(&iid) = self.coap_downloads.get(&id) else {
             return Ok(());
         };
-        if let Err(e) = self.open_delivery(iid)?.write_at(offset, bytes) {
+        let delivery = self.open_delivery(iid)?;
+        // Pulled bytes count once a checkpoint synced them: no write per block.
+        delivery.set_buffered(true);
+        if let Err(e) = delivery.write_at(offset, bytes) {
             warn!(instance = iid, "cannot store downloaded data: {e}");
             self.open_deliveries.remove(&iid);
             self.discard_delivery(iid);

@@ -44,6 +44,11 @@ pub(crate) struct DeliveredRecord {
 
 /// Sync to disk after this many unsynced bytes, so a crash loses little.
 const SYNC_EVERY: u64 = 256 << 10;
+/// Bytes a buffered delivery gathers before writing them.
+const BUFFER: usize = 64 << 10;
+
+/// A checkpoint syncing on a thread of its own.
+type PendingSync = std::thread::JoinHandle<Result<Progress, RuntimeError>>;
 
 /// An open delivery slot (not Clone: one writer at a time).
 #[derive(Debug)]
@@ -58,6 +63,14 @@ pub struct Delivery {
     cursor: Option<u64>,
     /// Sync every [`SYNC_EVERY`] bytes (off for deliveries that cannot resume).
     checkpoints: bool,
+    /// Gather blocks and write [`BUFFER`] bytes at a time (see [`Delivery::set_buffered`]).
+    buffered: bool,
+    /// Bytes received but not yet written, for the file from `buffer_at` on.
+    buffer: Vec<u8>,
+    buffer_at: u64,
+    /// The checkpoint in flight: the file is synced and `progress.json`
+    /// written off the caller's thread, one checkpoint at a time.
+    pending: Option<PendingSync>,
 }
 
 pub(crate) fn part_path(dir: &Path) -> PathBuf {
@@ -107,7 +120,19 @@ impl Delivery {
             max_bytes,
             cursor: None,
             checkpoints: true,
+            buffered: false,
+            buffer: Vec::new(),
+            buffer_at: 0,
+            pending: None,
         })
+    }
+
+    /// Whether blocks may be gathered in memory and written [`BUFFER`] bytes
+    /// at a time (off by default). For a pull, whose bytes count only once
+    /// synced (a reopen keeps the synced length): it saves a write per block.
+    /// A push stays unbuffered: each block is in the file before its answer.
+    pub fn set_buffered(&mut self, on: bool) {
+        self.buffered = on;
     }
 
     /// Whether to sync every 256 KiB so that a restart resumes near where it
@@ -138,6 +163,7 @@ impl Delivery {
     /// forgets any earlier verification); a block past the end is a gap error; a
     /// repeated block overwrites in place.
     pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.collect(false)?;
         if offset > self.len {
             return Err(RuntimeError::DeliveryGap {
                 offset,
@@ -150,12 +176,54 @@ impl Delivery {
                 limit: self.max_bytes,
             });
         }
-        let part = part_path(&self.dir);
         if offset == 0 {
             self.reset()?;
         }
-        let cursor = self.cursor.take();
-        if cursor != Some(offset) {
+        if self.buffered {
+            let buffer_end = self.buffer_at + self.buffer.len() as u64;
+            if !self.buffer.is_empty() && offset != buffer_end {
+                self.flush()?;
+            }
+            if self.buffer.is_empty() {
+                self.buffer_at = offset;
+            }
+            self.buffer.extend_from_slice(bytes);
+            if self.buffer.len() >= BUFFER {
+                self.flush()?;
+            }
+        } else {
+            self.write_file(offset, bytes)?;
+        }
+        self.len = self.len.max(end);
+        if self.checkpoints
+            && self.pending.is_none()
+            && self.len.saturating_sub(self.progress.synced_len) >= SYNC_EVERY
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable and records `resume_tag`.
+    pub fn sync(&mut self, resume_tag: Option<&str>) -> Result<(), RuntimeError> {
+        self.collect(true)?;
+        self.flush()?;
+        let part = part_path(&self.dir);
+        self.file
+            .sync_data()
+            .map_err(|e| StateError::io("fsync", &part, e))?;
+        let progress = Progress {
+            synced_len: self.len,
+            resume_tag: resume_tag.map(str::to_string),
+        };
+        write_progress(&self.dir, &progress)?;
+        self.progress = progress;
+        Ok(())
+    }
+
+    fn write_file(&mut self, offset: u64, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let part = part_path(&self.dir);
+        if self.cursor.take() != Some(offset) {
             self.file
                 .seek(SeekFrom::Start(offset))
                 .map_err(|e| StateError::io("seek", &part, e))?;
@@ -163,34 +231,78 @@ impl Delivery {
         self.file
             .write_all(bytes)
             .map_err(|e| StateError::io("write", &part, e))?;
-        self.cursor = Some(end);
-        self.len = self.len.max(end);
-        if self.checkpoints && self.len.saturating_sub(self.progress.synced_len) >= SYNC_EVERY {
-            let tag = self.progress.resume_tag.clone();
-            self.sync(tag.as_deref())?;
+        self.cursor = Some(offset.saturating_add(bytes.len() as u64));
+        Ok(())
+    }
+
+    /// Writes the gathered bytes.
+    fn flush(&mut self) -> Result<(), RuntimeError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let result = self.write_file(self.buffer_at, &buffer);
+        self.buffer = buffer;
+        self.buffer.clear();
+        result
+    }
+
+    /// Starts syncing what is written so far on another thread (the caller
+    /// keeps receiving meanwhile); the next writes pick up its outcome.
+    fn checkpoint(&mut self) -> Result<(), RuntimeError> {
+        self.flush()?;
+        let progress = Progress {
+            synced_len: self.len,
+            resume_tag: self.progress.resume_tag.clone(),
+        };
+        let part = part_path(&self.dir);
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| StateError::io("dup", &part, e))?;
+        let dir = self.dir.clone();
+        let job = move || {
+            file.sync_data()
+                .map_err(|e| StateError::io("fsync", part_path(&dir), e))?;
+            write_progress(&dir, &progress)?;
+            Ok(progress)
+        };
+        match std::thread::Builder::new()
+            .name("wasmdm-delivery-sync".into())
+            .spawn(job)
+        {
+            Ok(handle) => self.pending = Some(handle),
+            Err(_) => {
+                // No thread to spare: checkpoint right here.
+                let tag = self.progress.resume_tag.clone();
+                self.sync(tag.as_deref())?;
+            }
         }
         Ok(())
     }
 
-    /// Makes everything written so far durable and records `resume_tag`.
-    pub fn sync(&mut self, resume_tag: Option<&str>) -> Result<(), RuntimeError> {
-        let part = part_path(&self.dir);
-        self.file
-            .sync_data()
-            .map_err(|e| StateError::io("fsync", &part, e))?;
-        self.progress = Progress {
-            synced_len: self.len,
-            resume_tag: resume_tag.map(str::to_string),
+    /// Takes the outcome of the checkpoint in flight once it is done (or
+    /// waits for it): its synced length, or its error.
+    fn collect(&mut self, wait: bool) -> Result<(), RuntimeError> {
+        if !wait && !self.pending.as_ref().is_some_and(|h| h.is_finished()) {
+            return Ok(());
+        }
+        let Some(handle) = self.pending.take() else {
+            return Ok(());
         };
-        let bytes = serde_json::to_vec(&self.progress).map_err(|e| StateError::Corrupt {
-            path: progress_path(&self.dir),
-            reason: e.to_string(),
-        })?;
-        atomic_write(&progress_path(&self.dir), &bytes)?;
+        let progress = handle
+            .join()
+            .map_err(|_| RuntimeError::Engine("delivery sync thread panicked".into()))??;
+        if progress.synced_len >= self.progress.synced_len {
+            self.progress = progress;
+        }
         Ok(())
     }
 
     fn reset(&mut self) -> Result<(), RuntimeError> {
+        // A checkpoint of the old bytes must not land after the truncation.
+        let _ = self.collect(true);
+        self.buffer.clear();
         let part = part_path(&self.dir);
         remove_if_exists(&delivered_path(&self.dir))?;
         remove_dir_if_exists(&staging_path(&self.dir))?;
@@ -202,6 +314,24 @@ impl Delivery {
         self.progress.synced_len = 0;
         Ok(())
     }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        // The slot may be discarded or reused right after: no checkpoint of
+        // this delivery may write its progress.json later.
+        let _ = self.collect(true);
+    }
+}
+
+fn write_progress(dir: &Path, progress: &Progress) -> Result<(), RuntimeError> {
+    let path = progress_path(dir);
+    let bytes = serde_json::to_vec(progress).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    atomic_write(&path, &bytes)?;
+    Ok(())
 }
 
 pub(crate) fn remove_if_exists(p: &Path) -> Result<(), StateError> {
@@ -299,6 +429,59 @@ mod tests {
         for i in 0..blocks {
             d.write_at(i * 1024, &block).unwrap();
         }
-        assert_eq!(d.progress.synced_len, 2 * SYNC_EVERY);
+        d.collect(true).unwrap();
+        assert!(d.progress.synced_len >= SYNC_EVERY, "synced as it goes");
+    }
+
+    #[test]
+    fn buffered_blocks_count_once_synced_and_checkpoints_run_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = dir.path().join("s");
+        let limit = 8 * SYNC_EVERY;
+        let mut d = Delivery::open(slot.clone(), limit).unwrap();
+        d.set_buffered(true);
+        d.write_at(0, b"").unwrap();
+        d.sync(Some("etag")).unwrap();
+        let body: Vec<u8> = (0..3 * SYNC_EVERY + 700).map(|i| (i % 251) as u8).collect();
+        for (i, chunk) in body.chunks(1024).enumerate() {
+            d.write_at(i as u64 * 1024, chunk).unwrap();
+            if i == 5 {
+                // A repeated block (a retransmission) overwrites in place.
+                d.write_at(4 * 1024, &body[4 * 1024..5 * 1024]).unwrap();
+            }
+        }
+        assert_eq!(d.len(), body.len() as u64);
+        // Dropped without a final sync: a reopen keeps what a checkpoint
+        // synced (with its resume tag), never more than was written.
+        drop(d);
+        let mut d = Delivery::open(slot.clone(), limit).unwrap();
+        assert!(d.len() >= SYNC_EVERY, "{}", d.len());
+        assert!(d.len() <= body.len() as u64);
+        assert_eq!(d.resume_tag(), Some("etag"));
+        let kept = usize::try_from(d.len()).unwrap();
+        assert_eq!(std::fs::read(part_path(&slot)).unwrap(), &body[..kept]);
+        // Resumed and finished: the file is the body.
+        d.set_buffered(true);
+        for (i, chunk) in body[kept..].chunks(1000).enumerate() {
+            d.write_at((kept + i * 1000) as u64, chunk).unwrap();
+        }
+        d.sync(None).unwrap();
+        drop(d);
+        assert_eq!(std::fs::read(part_path(&slot)).unwrap(), body);
+        let d = Delivery::open(slot, limit).unwrap();
+        assert_eq!(d.len(), body.len() as u64);
+    }
+
+    #[test]
+    fn a_restart_at_offset_zero_drops_gathered_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = dir.path().join("s");
+        let mut d = Delivery::open(slot.clone(), 1 << 20).unwrap();
+        d.set_buffered(true);
+        d.write_at(0, b"old old").unwrap();
+        d.write_at(0, b"new").unwrap();
+        d.write_at(3, b"!").unwrap();
+        d.sync(None).unwrap();
+        assert_eq!(std::fs::read(part_path(&slot)).unwrap(), b"new!");
     }
 }

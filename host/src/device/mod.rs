@@ -156,7 +156,8 @@ fn drive(
     stop: impl Future<Output = ()>,
 ) -> Result<bool, DeviceError> {
     let local = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()?;
     local.block_on(async move {
         let socket = UdpSocket::from_std(socket)?;
@@ -329,11 +330,21 @@ impl Driver {
         self.flush().await?;
         tokio::pin!(shutdown);
         let mut events = self.runtime.subscribe();
+        // One timer, moved only when the engine's deadline changes (not a new
+        // timer entry per datagram).
+        let idle = tokio::time::Instant::now() + Duration::from_secs(365 * 86400);
+        let timer = tokio::time::sleep_until(idle);
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             let deadline = self
                 .client
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
+            if deadline != armed {
+                timer.as_mut().reset(deadline.unwrap_or(idle));
+                armed = deadline;
+            }
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
                     // An ICMP "port unreachable" for an earlier send surfaces
@@ -341,7 +352,10 @@ impl Driver {
                     let Some((n, from)) = transient(received)? else { continue };
                     self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
                 }
-                _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.client.handle_timeout(Instant::now());
+                }
                 Some(work) = self.work_rx.recv() => self.on_work(Instant::now(), work)?,
                 event = events.recv() => {
                     if let Ok(event) = event {

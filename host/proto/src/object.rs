@@ -188,6 +188,15 @@ pub trait Object {
     fn take_changed(&mut self) -> Vec<crate::model::Path> {
         Vec::new()
     }
+    /// A number that changes whenever anything [`Object::read`] or
+    /// [`Object::instances`] returns may have changed, for objects that can
+    /// tell (their state only changes through `&mut` access they count).
+    /// `None`, the default, means "cannot tell": every Read reads afresh. The
+    /// engine serves a repeated Read of an object reporting the same number
+    /// from the body it encoded before.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Convenience for objects building object-link values.

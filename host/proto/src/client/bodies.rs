@@ -1,4 +1,5 @@
-//! Bodies of block-wise reads kept for their follow-up blocks (RFC 7959 §2.4).
+//! Bodies of block-wise reads kept for their follow-up blocks (RFC 7959 §2.4),
+//! and encoded Reads of objects that can tell when they change.
 //!
 //! A Read whose representation spans several Block2 blocks (e.g. GET /9 with
 //! 50 packages) is read and encoded once, when its first block is asked for;
@@ -111,6 +112,81 @@ impl BodyCache {
     }
 }
 
+/// How many encoded Reads [`ReadCache`] keeps.
+pub const MAX_READS: usize = 8;
+
+/// Encoded Reads of objects that report an [`crate::object::Object::generation`]:
+/// a Read of the same target in the same format, while the object's
+/// generation is unchanged, gets the same response without reading and
+/// encoding the object again (GET /9 with 50 packages is most of the cost of
+/// a read).
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    kept: VecDeque<KeptRead>,
+}
+
+#[derive(Debug)]
+struct KeptRead {
+    path: crate::model::Path,
+    accept: Option<u16>,
+    generation: u64,
+    /// The full response (code, Content-Format, payload), no token.
+    response: Packet,
+}
+
+impl ReadCache {
+    /// The response kept for a Read of `path` with `accept` at `generation`,
+    /// with `token` set.
+    pub fn get(
+        &self,
+        path: crate::model::Path,
+        accept: Option<u16>,
+        generation: u64,
+        token: &[u8],
+    ) -> Option<Packet> {
+        let kept = self
+            .kept
+            .iter()
+            .find(|k| k.path == path && k.accept == accept && k.generation == generation)?;
+        let mut response = kept.response.clone();
+        response.set_token(token.to_vec());
+        Some(response)
+    }
+
+    /// Keeps a successful Read's response.
+    pub fn store(
+        &mut self,
+        path: crate::model::Path,
+        accept: Option<u16>,
+        generation: u64,
+        response: &Packet,
+    ) {
+        self.kept
+            .retain(|k| !(k.path == path && k.accept == accept));
+        if self.kept.len() >= MAX_READS {
+            self.kept.pop_front();
+        }
+        let mut response = response.clone();
+        response.set_token(Vec::new());
+        self.kept.push_back(KeptRead {
+            path,
+            accept,
+            generation,
+            response,
+        });
+    }
+
+    /// How many Reads are kept (tests).
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+}
+
 /// A GET for a block after the first, outside an observation.
 fn is_follow_up(request: &Packet) -> bool {
     request.get_first_option(CoapOption::Observe).is_none()
@@ -192,6 +268,27 @@ mod tests {
         let mut obs = get(&["9"], Some(1), b"b");
         msg::set_uint(&mut obs, CoapOption::Observe, 0);
         assert!(c.follow_up(t, peer(1), &obs).is_none());
+    }
+
+    #[test]
+    fn reads_are_kept_per_target_format_and_generation() {
+        use crate::model::Path;
+        let mut c = ReadCache::default();
+        let p9 = Path::object(9);
+        c.store(p9, None, 1, &body(1));
+        assert_eq!(c.get(p9, None, 1, b"k").unwrap().get_token(), b"k");
+        assert_eq!(c.get(p9, None, 1, b"k").unwrap().payload, vec![1; 2400]);
+        assert!(c.get(p9, None, 2, b"k").is_none(), "the object changed");
+        assert!(c.get(p9, Some(110), 1, b"k").is_none(), "another format");
+        assert!(c.get(Path::instance(9, 0), None, 1, b"k").is_none());
+        c.store(p9, None, 2, &body(2));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(p9, None, 2, b"k").unwrap().payload, vec![2; 2400]);
+        for i in 0..(MAX_READS as u16 + 3) {
+            c.store(Path::instance(9, i), None, 2, &body(3));
+        }
+        assert_eq!(c.len(), MAX_READS);
+        assert!(!c.is_empty());
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::coap::msg::{self, Code};
 use crate::coap::observe::{AttributeStore, Attributes, ObsKey, Registry};
 use crate::model::{ContentFormat, DataType, Path, ResourceValue, Value};
 use crate::object::{Effect, Object, OpError};
-use bodies::{BodyCache, BodyKey};
+use bodies::{BodyCache, BodyKey, ReadCache};
 use dispatch::{Failure, Operation, Outcome, Target};
 use registration::RegState;
 
@@ -218,6 +218,7 @@ pub struct Client {
     next_download: DownloadId,
     events: VecDeque<Event>,
     bodies: BodyCache,
+    reads: ReadCache,
 }
 
 impl std::fmt::Debug for Client {
@@ -251,6 +252,7 @@ impl Client {
             next_download: 1,
             events: VecDeque::new(),
             bodies: BodyCache::default(),
+            reads: ReadCache::default(),
         }
     }
 
@@ -802,7 +804,28 @@ impl Client {
         let op = dispatch::classify(Code::of(body), &t, def, !body.payload.is_empty())?;
         match op {
             Operation::Read => {
-                let mut out = dispatch::read(obj.as_ref(), body, &t)?;
+                let mut out = match (t.observe, obj.generation()) {
+                    (None, Some(generation)) => {
+                        let kept = self
+                            .reads
+                            .get(t.path, t.accept, generation, body.get_token());
+                        match kept {
+                            Some(response) => Outcome {
+                                response,
+                                effects: Vec::new(),
+                                changed: Vec::new(),
+                                instances_changed: false,
+                            },
+                            None => {
+                                let out = dispatch::read(obj.as_ref(), body, &t)?;
+                                self.reads
+                                    .store(t.path, t.accept, generation, &out.response);
+                                out
+                            }
+                        }
+                    }
+                    _ => dispatch::read(obj.as_ref(), body, &t)?,
+                };
                 match t.observe {
                     Some(0) => {
                         let key = (req.peer, req.packet.get_token().to_vec());

@@ -80,6 +80,8 @@ struct ThingState {
     persist_on_write: bool,
     /// Resource reads the engine made.
     reads: usize,
+    /// What `Object::generation` reports.
+    generation: Option<u64>,
 }
 
 impl Thing {
@@ -97,6 +99,9 @@ impl Object for Thing {
     }
     fn instances(&self) -> Vec<u16> {
         self.s().instances.clone()
+    }
+    fn generation(&self) -> Option<u64> {
+        self.s().generation
     }
     fn read(&self, _i: u16, r: u16) -> Result<Option<ResourceValue>, OpError> {
         self.s().reads += 1;
@@ -831,6 +836,47 @@ fn block2_follow_ups_are_sliced_from_the_first_blocks_body() {
     .write(&mut next, CoapOption::Block2);
     n.request(next);
     assert_eq!(n.thing().reads - reads_before, reads_per_body);
+}
+
+#[test]
+fn repeated_reads_of_an_unchanged_generation_reuse_the_encoded_body() {
+    let mut n = Net::new();
+    n.register();
+    let read = |n: &mut Net, token: &[u8]| {
+        let mut p = req(RequestType::Get, "/42/0/0");
+        p.set_token(token.to_vec());
+        let r = n.request(p);
+        assert_eq!(Code::of(&r), Code::CONTENT);
+        assert_eq!(r.get_token(), token);
+        r.payload
+    };
+    // No generation: every Read reads the object.
+    n.thing().name = "a".into();
+    let before = n.thing().reads;
+    read(&mut n, b"1");
+    read(&mut n, b"2");
+    assert_eq!(n.thing().reads - before, 2);
+    // A generation: the second Read at the same generation reads nothing.
+    n.thing().generation = Some(7);
+    let before = n.thing().reads;
+    assert_eq!(read(&mut n, b"3"), b"a");
+    assert_eq!(read(&mut n, b"4"), b"a");
+    assert_eq!(n.thing().reads - before, 1);
+    // Another format is another body.
+    let mut p = req(RequestType::Get, "/42/0/0");
+    msg::set_uint(&mut p, CoapOption::Accept, 11542);
+    n.request(p);
+    assert_eq!(n.thing().reads - before, 2);
+    // The object changes (and says so): the next Read reads it again.
+    n.thing().name = "b".into();
+    n.thing().generation = Some(8);
+    assert_eq!(read(&mut n, b"5"), b"b");
+    assert_eq!(n.thing().reads - before, 3);
+    // An Observe registration always reads the object.
+    let mut p = req(RequestType::Get, "/42/0/0");
+    msg::set_uint(&mut p, CoapOption::Observe, 0);
+    n.request(p);
+    assert!(n.thing().reads - before > 3);
 }
 
 #[test]

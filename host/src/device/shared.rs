@@ -4,6 +4,7 @@
 //! the same `Arc<Mutex<T>>` so it can call the object's own methods (install
 //! finished, download failed, ...) without downcasting.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmdm_proto::model::{Path, ResourceValue};
 use wasmdm_proto::object::{Effect, Object, OpError, ResourceDef};
@@ -11,7 +12,14 @@ use wasmdm_proto::objects::Device as DeviceObject;
 use wasmdm_proto::objects::device::res as device_res;
 
 /// A shared handle to an object; one clone goes to the engine.
-pub struct Shared<T>(Arc<Mutex<T>>);
+pub struct Shared<T>(Arc<Inner<T>>);
+
+struct Inner<T> {
+    value: Mutex<T>,
+    /// Counts the mutable accesses ([`Shared::lock`] and the engine's
+    /// mutating operations): the object's [`Object::generation`].
+    generation: AtomicU64,
+}
 
 impl<T> Clone for Shared<T> {
     fn clone(&self) -> Self {
@@ -21,31 +29,41 @@ impl<T> Clone for Shared<T> {
 
 impl<T> Shared<T> {
     pub fn new(value: T) -> Self {
-        Shared(Arc::new(Mutex::new(value)))
+        Shared(Arc::new(Inner {
+            value: Mutex::new(value),
+            generation: AtomicU64::new(0),
+        }))
     }
 
-    /// Locks the object; a poisoned lock still yields the data (the object's
+    /// Locks the object for any use, changes included (so it counts as a
+    /// new generation); a poisoned lock still yields the data (the object's
     /// methods keep it consistent at every return).
     pub fn lock(&self) -> MutexGuard<'_, T> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        self.peek()
+    }
+
+    /// Locks the object to read it (not a new generation).
+    fn peek(&self) -> MutexGuard<'_, T> {
+        self.0.value.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl<T: Object> Object for Shared<T> {
     fn id(&self) -> u16 {
-        self.lock().id()
+        self.peek().id()
     }
     fn version(&self) -> Option<&'static str> {
-        self.lock().version()
+        self.peek().version()
     }
     fn resources(&self) -> &'static [ResourceDef] {
-        self.lock().resources()
+        self.peek().resources()
     }
     fn instances(&self) -> Vec<u16> {
-        self.lock().instances()
+        self.peek().instances()
     }
     fn read(&self, instance: u16, resource: u16) -> Result<Option<ResourceValue>, OpError> {
-        self.lock().read(instance, resource)
+        self.peek().read(instance, resource)
     }
     fn write(
         &mut self,
@@ -86,7 +104,12 @@ impl<T: Object> Object for Shared<T> {
         self.lock().delete(instance)
     }
     fn take_changed(&mut self) -> Vec<Path> {
-        self.lock().take_changed()
+        self.peek().take_changed()
+    }
+    /// Only ever changed through `lock()` (the mutex is private): what an
+    /// object whose own generation is unknown can still report.
+    fn generation(&self) -> Option<u64> {
+        Some(self.0.generation.load(Ordering::Acquire))
     }
 }
 
@@ -178,6 +201,7 @@ impl Object for LiveDevice {
     fn take_changed(&mut self) -> Vec<Path> {
         self.device.take_changed()
     }
+    // No `generation`: Current Time and Memory Free change on their own.
 }
 
 #[cfg(test)]
@@ -205,6 +229,26 @@ mod tests {
             Some(ResourceValue::Single(Value::Integer(i) | Value::Time(i))) => i,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn generation_counts_mutable_access_only() {
+        use wasmdm_proto::swmgmt::{SoftwareManagement, SwMgmtConfig};
+        let sm = Shared::new(SoftwareManagement::new(SwMgmtConfig::default()));
+        let mut engine: Box<dyn Object> = Box::new(sm.clone());
+        let g0 = engine.generation().unwrap();
+        let _ = engine.instances();
+        let _ = engine.read(0, 7);
+        let _ = engine.take_changed();
+        assert_eq!(engine.generation(), Some(g0), "reads change nothing");
+        engine.create(Some(0), Vec::new()).unwrap();
+        let g1 = engine.generation().unwrap();
+        assert_ne!(g1, g0);
+        // The driver's own handle: any lock is a possible change.
+        drop(sm.lock());
+        assert_ne!(engine.generation(), Some(g1));
+        // Object 3 reads the host clock: it never reports a generation.
+        assert_eq!(device().generation(), None);
     }
 
     #[test]

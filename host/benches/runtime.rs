@@ -103,6 +103,14 @@ fn config(dir: &Path, instances: u32, mem: u64) -> RuntimeConfig {
     let mut c = RuntimeConfig::new(dir);
     c.engine.max_instances = instances;
     c.engine.max_memory_per_instance = mem;
+    // WASMDM_BENCH_RESERVATION=<bytes> measures a device configured with a
+    // small address-space reservation (memory-reservation in device.toml).
+    if let Some(r) = std::env::var("WASMDM_BENCH_RESERVATION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.engine.memory_reservation = r;
+    }
     c
 }
 

@@ -321,7 +321,49 @@ impl Driver {
         // Work interrupted by a restart (a pull to resume, an integrity check
         // or install to redo) comes back as effects of the restored state.
         driver.carry_out(Instant::now(), restored_effects)?;
+        driver.stop_unreported_activations();
         Ok(driver)
+    }
+
+    /// Stops components the runtime restarted although neither /9 nor /14
+    /// says they are active: an Activate whose runtime record became durable
+    /// while ours was still being written (see [`Driver::carry_out`]), cut
+    /// short by a crash before it was answered. The server knows them
+    /// inactive, and that is what we persisted: the runtime follows.
+    fn stop_unreported_activations(&self) {
+        let sm = self.swmgmt.lock();
+        let sc = self.swcomp.lock();
+        for (&iid, name) in &self.bindings {
+            let Some(p) = sm.instance(iid) else { continue };
+            if p.update_state != wasmdm_proto::swmgmt::UpdateState::Installed
+                || p.activation
+                || p.activation_target.is_some()
+            {
+                continue;
+            }
+            let Ok(status) = self.runtime.status(name) else {
+                continue;
+            };
+            for c in status.components.iter().filter(|c| c.active) {
+                let reported = sc.instances().into_iter().any(|id| {
+                    sc.component(id).is_some_and(|k| {
+                        k.owner == iid
+                            && k.identity == c.id
+                            && (k.active || k.activation_target.is_some())
+                    })
+                });
+                if reported {
+                    continue;
+                }
+                warn!(package = %name, component = %c.id, "active in the runtime but not reported: stopping it");
+                let (runtime, name, id) = (self.runtime.clone(), name.clone(), c.id.clone());
+                self.tasks.spawn(async move {
+                    if let Err(e) = runtime.deactivate(&name, Some(&id)).await {
+                        warn!(package = %name, component = %id, "cannot stop: {e}");
+                    }
+                });
+            }
+        }
     }
 
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), DeviceError> {
@@ -481,7 +523,28 @@ impl Driver {
     }
 
     /// Carries out effects in order; `Persist` is written before anything is answered.
+    ///
+    /// Except: an Execute Activate/Deactivate (of /9 or /14) asks for a
+    /// `Persist` of its intent and the activation change, whose own durable
+    /// record the runtime writes before it starts or stops anything. The
+    /// change is started first, so the two durable writes overlap instead of
+    /// following each other (the answer still waits for ours; the guest
+    /// starts after the runtime's). Should the runtime's record land and ours
+    /// not (a crash between them, before any answer), the restart stops what
+    /// nothing reported active ([`Driver::stop_unreported_activations`]); in
+    /// the other order the persisted intent re-issues the change.
     fn carry_out(&mut self, now: Instant, effects: Vec<Effect>) -> Result<(), DeviceError> {
+        let effects = if effects.iter().any(is_activation_change)
+            && effects
+                .iter()
+                .all(|e| *e == Effect::Persist || is_activation_change(e))
+        {
+            let (first, rest): (Vec<_>, Vec<_>) =
+                effects.into_iter().partition(is_activation_change);
+            first.into_iter().chain(rest).collect()
+        } else {
+            effects
+        };
         for effect in effects {
             match effect {
                 Effect::Persist => self.persist()?,
@@ -934,6 +997,17 @@ impl Driver {
         };
         self.apply(now, report)
     }
+}
+
+/// An Activate or Deactivate of a package (/9) or component (/14).
+fn is_activation_change(effect: &Effect) -> bool {
+    matches!(
+        effect,
+        Effect::SwMgmt {
+            action: SwMgmtAction::Activate | SwMgmtAction::Deactivate,
+            ..
+        } | Effect::Component { .. }
+    )
 }
 
 /// The installed package matching the name and version a /9 instance

@@ -16,6 +16,7 @@ asserts on time.
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import random
@@ -57,6 +58,15 @@ def summary(values):
         "min": min(values),
         "max": max(values),
     }
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far (from /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def free_port():
@@ -119,7 +129,10 @@ class Bench:
         site.add_resource(["rd", "x"], reg)
         self.ctx = await Context.create_server_context(site, bind=("127.0.0.1", self.server_port))
         cfg = self.workdir / "device.toml"
-        cfg.write_text(f"max-packages = {self.max_packages}\nlifetime = 600\n")
+        # Extra device.toml lines (e.g. a small memory-reservation to run
+        # the device under valgrind) come from the environment.
+        extra = os.environ.get("LWM2M_BENCH_DEVICE_TOML", "")
+        cfg.write_text(f"max-packages = {self.max_packages}\nlifetime = 600\n{extra}\n")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.proc = await asyncio.create_subprocess_exec(
             self.wasmdm, "device", "--config", str(cfg), "--endpoint", "bench-dev",
@@ -148,10 +161,10 @@ class Bench:
                 self.dev_port = int(m.group(1))
             for pattern, fut in list(self.log_waiters):
                 if not fut.done() and re.search(pattern, line):
-                    fut.set_result(now)
+                    fut.set_result((now, line))
 
     async def wait_log(self, pattern, timeout):
-        """Time of the next log line matching `pattern` (from now on)."""
+        """(time read here, line) of the next log line matching `pattern` (from now on)."""
         fut = asyncio.get_running_loop().create_future()
         entry = (pattern, fut)
         self.log_waiters.append(entry)
@@ -363,6 +376,46 @@ async def transfer_rounds(args, bench, pkg, uri, xfer, delivered):
 # ---------------------------------------------------------------- 2. activate
 
 
+def log_time(line):
+    """Wall-clock time (s since the epoch) of a device log line's own timestamp."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z", line)
+    if not m:
+        return None
+    return datetime.datetime.fromisoformat(m.group(1) + "+00:00").timestamp()
+
+
+class RawRequests(asyncio.DatagramProtocol):
+    """CON requests written and read here (no CoAP library in the timed path)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.mid = random.randrange(65536)
+        self.waiting = {}  # token -> future of (time, code)
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def request(self, code, path):
+        """Sends one request; the future resolves to (arrival monotonic time, response code)."""
+        self.mid = (self.mid + 1) & 0xFFFF
+        token = os.urandom(4)
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[token] = fut
+        self.transport.sendto(coap_request(code, self.mid, token, path), self.target)
+        return fut
+
+    def datagram_received(self, data, addr):
+        now = time.monotonic()
+        try:
+            _, code, _, token, _, _ = coap_parse(data)
+        except Exception:
+            return
+        fut = self.waiting.pop(token, None)
+        if fut is not None and not fut.done():
+            fut.set_result((now, code))
+
+
 async def bench_activate(args, work):
     wasmdm = args.wasmdm
     pkg = make_package(wasmdm, ROOT / "guest-examples/out/pkg/counter", work)
@@ -387,7 +440,22 @@ async def bench_activate(args, work):
             raise RuntimeError("counter not reported in /9")
         path = f"/9/{iid}/12"
         await bench.observe(path)
-        resp_t, notif_t, log_t = [], [], []
+        # The Execute goes out as a raw datagram: aiocoap's own time per
+        # request (measured below for a plain GET) is not the device's.
+        loop = asyncio.get_running_loop()
+        raw_transport, raw = await loop.create_datagram_endpoint(
+            lambda: RawRequests(("127.0.0.1", bench.dev_port)), local_addr=("127.0.0.1", 0))
+        aiocoap_rtt = []
+        for _ in range(20):
+            t = time.monotonic()
+            await bench.read_text(path)
+            aiocoap_rtt.append((time.monotonic() - t) * 1000)
+        raw_rtt = []
+        for _ in range(20):
+            t = time.monotonic()
+            await asyncio.wait_for(raw.request(0x01, ["9", str(iid), "12"]), 5)
+            raw_rtt.append((time.monotonic() - t) * 1000)
+        resp_t, notif_t, log_t, pipe_t = [], [], [], []
         for rep in range(args.reps * 4):
             if (await bench.read_text(path)) == "1":
                 bench.drain(path)
@@ -397,18 +465,27 @@ async def bench_activate(args, work):
             bench.drain(path)
             log_wait = asyncio.create_task(bench.wait_log(r"component=counter/counter source=Stdout", 10))
             await asyncio.sleep(0)
+            t0_wall = time.time()
             t0 = time.monotonic()
-            await bench.execute(f"/9/{iid}/10")
-            t1 = time.monotonic()
+            t1, code = await asyncio.wait_for(raw.request(0x02, ["9", str(iid), "10"]), 10)
+            if code != 0x44:  # 2.04
+                raise RuntimeError(f"Execute Activate answered {code >> 5}.{code & 31:02d}")
             t2 = await bench.wait_value(path, "1", 10)
-            t3 = await log_wait
+            t3, line = await log_wait
             resp_t.append((t1 - t0) * 1000)
             notif_t.append((t2 - t0) * 1000)
-            log_t.append((t3 - t0) * 1000)
+            pipe_t.append((t3 - t0) * 1000)
+            guest = log_time(line)
+            if guest is not None:
+                log_t.append((guest - t0_wall) * 1000)
+        raw_transport.close()
         out = {
             "execute_response_ms": summary(resp_t),
             "activation_state_notify_ms": summary(notif_t),
             "first_guest_line_ms": summary(log_t),
+            "first_guest_line_read_ms": summary(pipe_t),
+            "aiocoap_get_rtt_ms": summary(aiocoap_rtt),
+            "raw_get_rtt_ms": summary(raw_rtt),
         }
         print(json.dumps(out), flush=True)
     finally:
@@ -421,7 +498,12 @@ async def bench_activate(args, work):
 
 def coap_get(mid, token, path, block_num=None):
     """A CON GET: header, token, Uri-Path (11) options, optional Block2 (23, szx 6)."""
-    b = bytearray([0x40 | len(token), 0x01]) + struct.pack(">H", mid) + token
+    return coap_request(0x01, mid, token, path, block_num)
+
+
+def coap_request(code, mid, token, path, block_num=None):
+    """A CON request with `code` (0x01 GET, 0x02 POST), Uri-Path and optional Block2."""
+    b = bytearray([0x40 | len(token), code]) + struct.pack(">H", mid) + token
     last = 0
     for seg in path:
         seg = seg.encode()
@@ -552,6 +634,8 @@ async def bench_reads(args, work):
             duration = args.seconds
             n = int(rate * duration)
             futs = []
+            cpu0 = cpu_seconds(bench.proc.pid)
+            gen0 = sum(os.times()[:2])
             start = time.monotonic()
             for k in range(n):
                 due = start + k / rate
@@ -566,6 +650,8 @@ async def bench_reads(args, work):
             lat = [f.result()[0] * 1000 for f in done[0] if f.result() is not None]
             lost = n - len(lat)
             elapsed = time.monotonic() - start
+            cpu1 = cpu_seconds(bench.proc.pid)
+            gen_cpu = sum(os.times()[:2]) - gen0
             r = {
                 "target_rate": rate,
                 "requests": n,
@@ -576,6 +662,11 @@ async def bench_reads(args, work):
                 "latency_ms": summary(lat),
                 "datagrams_per_read": first[1],
                 "bytes_per_read": first[2],
+                # CPU the device used per answered read (user + system), and
+                # the share of one core the load generator itself took.
+                "device_cpu_us_per_read": (cpu1 - cpu0) / len(lat) * 1e6
+                if cpu0 is not None and cpu1 is not None and lat else None,
+                "generator_cpu_share": gen_cpu / elapsed,
             }
             out[f"{rate}/s"] = r
             print(json.dumps(r), flush=True)
@@ -605,7 +696,9 @@ async def main():
     work = Path(tempfile.mkdtemp(prefix="wasmdm-bench-lwm2m-"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
                "binary": args.wasmdm,
-               "aiocoap": getattr(aiocoap, "__version__", None)}
+               "aiocoap": getattr(aiocoap, "__version__", None),
+               # The machine may be shared: its load around the run.
+               "loadavg_start": os.getloadavg()[0]}
     try:
         if args.what in ("transfer", "all"):
             results["transfer"] = await bench_transfer(args, work)
@@ -614,6 +707,7 @@ async def main():
         if args.what in ("reads", "all"):
             results["reads"] = await bench_reads(args, work)
     finally:
+        results["loadavg_end"] = os.getloadavg()[0]
         Path(args.out).write_text(json.dumps(results, indent=2))
         if args.keep:
             print(f"work dir kept: {work}")

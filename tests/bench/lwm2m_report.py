@@ -177,6 +177,31 @@ def scale(s):
     return out
 
 
+# Issue 3 before its fixes (release build, same machine, shared, run
+# 2026-11-25 15:32-15:34, `scripts/bench-lwm2m.sh all`, commit b77a9b8).
+ISSUE3_BEFORE = {
+    "transfer": "Before the issue-3 fixes (b77a9b8): Block1 push 2.44x (1 MiB) and 2.54x "
+                "(10 MiB) of libcoap at coap-client exit, 2.60x / 2.64x until Update State 3; "
+                "CoAP pull 2.59x / 1.88x; HTTP pull 0.65x / 0.25x.",
+    "activate": "Before the issue-3 fixes (b77a9b8, Execute sent through aiocoap, guest line as "
+                "read from the log pipe): 2.04 at 4.26 ms p50 (24.42 p99), Activation State "
+                "notification 7.38 ms, guest's first line 6.21 ms.",
+    "reads": "Before the issue-3 fixes (b77a9b8): 500/s answered at p99 22.1 ms; at 1000/s only "
+             "499 answered/s (p99 165 ms). The same build measured again here on calmer "
+             "moments (17:13-17:15, load average 1.5-2): 1000/s answered, p99 2.7-5.6 ms, "
+             "690-750 µs of device CPU per read.",
+}
+
+
+def run_line(r):
+    """When an issue-3 run was made and how loaded the machine was."""
+    load = ""
+    if r.get("loadavg_start") is not None:
+        load = (f"; load average (1 min) {r['loadavg_start']:.2f} at the start, "
+                f"{r.get('loadavg_end', 0):.2f} at the end, on {r.get('cpus', '?')} cores")
+    return f"Run {r.get('date', '?')}{load}."
+
+
 def main():
     src, dst = Path(sys.argv[1]), Path(sys.argv[2])
     res = {}
@@ -203,35 +228,50 @@ def main():
                 "Packages are the counter package plus a random [[file]] asset, valid, so each "
                 "round ends in DELIVERED (verified, hashed, on disk) and is reset by Uninstall. "
                 "'until Update State 3' is measured from the start of the transfer to the "
-                "Observe notification of /9/0/7 = 3.", "", transfer(t), ""]
+                "Observe notification of /9/0/7 = 3.", "", run_line(res["transfer"]), "",
+                transfer(t), "", ISSUE3_BEFORE["transfer"], ""]
     if "activate" in res:
         a = res["activate"].get("activate", {})
         out += ["### 2. Execute /9/x/10 -> guest running (target: p50 < 3 ms)", "",
                 "Counter package installed, inactive; each round: Execute Activate, then "
-                "Deactivate and 0.3 s pause. Times from sending the Execute.", "",
+                "Deactivate and 0.3 s pause. Times from sending the Execute, which goes out "
+                "as a raw CoAP datagram (aiocoap's own time per request, the last rows, is "
+                "not the device's). The guest's first stdout line is timed by the device "
+                "log's own timestamp (same clock as the send time); the notification as "
+                "aiocoap receives it.", "", run_line(res["activate"]), "",
                 "| what | p50 (ms) | p99 (ms) | n |", "|---|---|---|---|"]
-        for key, name in (("execute_response_ms", "2.04 response to Execute (durable write done)"),
-                          ("activation_state_notify_ms", "Activation State = 1 notification"),
-                          ("first_guest_line_ms", "guest's first stdout line in the device log")):
+        for key, name in (("execute_response_ms", "2.04 response to Execute (device's durable write done)"),
+                          ("first_guest_line_ms", "guest's first stdout line (device log timestamp)"),
+                          ("activation_state_notify_ms", "Activation State = 1 notification (aiocoap)"),
+                          ("first_guest_line_read_ms", "guest's first stdout line as read from the log pipe"),
+                          ("aiocoap_get_rtt_ms", "reference: GET /9/x/12 round trip through aiocoap"),
+                          ("raw_get_rtt_ms", "reference: GET /9/x/12 round trip, raw datagram")):
             s = a.get(key)
             if s:
                 out.append(f"| {name} | {s['p50']:.2f} | {s['p99']:.2f} | {s['n']} |")
-        out.append("")
+        out += ["", ISSUE3_BEFORE["activate"], ""]
     if "reads" in res:
         r = res["reads"].get("reads", {})
         out += ["### 3. Reads of /9 with 50 packages (target: 1000/s with p99 < 5 ms)", "",
                 f"{r.get('packages_named_in_read', '?')} packages reported in /9; one read = the "
-                "GET and its Block2 follow-ups; open-loop sender at a fixed rate.", "",
-                "| target rate | sent/s | answered/s | lost | datagrams/read | bytes/read | p50 (ms) | p99 (ms) | max (ms) |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "GET and its Block2 follow-ups; open-loop sender at a fixed rate. Device CPU "
+                "= its user + system time during the run per answered read; the generator "
+                "(Python, same machine) takes the share of a core shown.", "",
+                run_line(res["reads"]), "",
+                "| target rate | sent/s | answered/s | lost | datagrams/read | bytes/read | p50 (ms) | p99 (ms) | max (ms) | device CPU/read (µs) | generator CPU |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, v in r.items():
             if not isinstance(v, dict) or "target_rate" not in v:
                 continue
             lat = v.get("latency_ms") or {}
+            cpu = v.get("device_cpu_us_per_read")
+            gen = v.get("generator_cpu_share")
             out.append(f"| {v['target_rate']}/s | {v['send_rate']:.0f} | {v['achieved_rate']:.0f} | "
                        f"{v['lost_or_error']} | {v['datagrams_per_read']} | {v['bytes_per_read']} | "
-                       f"{ms(lat)} | {ms(lat, 'p99')} | {ms(lat, 'max')} |")
-        out.append("")
+                       f"{ms(lat)} | {ms(lat, 'p99')} | {ms(lat, 'max')} | "
+                       f"{'—' if cpu is None else f'{cpu:.0f}'} | "
+                       f"{'—' if gen is None else f'{gen * 100:.0f}%'} |")
+        out += ["", ISSUE3_BEFORE["reads"], ""]
     if "scale" in res:
         out += scale(res["scale"])
     out.append(END)

@@ -713,16 +713,62 @@ impl Runtime {
             r.active.extend(ids.iter().cloned());
             r
         };
-        self.write_record(&record)?;
-        let mut pkgs = self.pkgs();
-        let pkg = pkgs
-            .get_mut(name)
-            .ok_or_else(|| RuntimeError::UnknownPackage(name.to_string()))?;
-        pkg.record = record;
-        for id in &ids {
-            self.start_one(pkg, id)?;
+        // Start first, then make the record durable while the instances come
+        // up on other threads: the call returns (and the caller may report
+        // "active") only once the record is written. A crash in between
+        // leaves the record as it was, which is what was last reported.
+        let (result, started, old_record) = {
+            let mut pkgs = self.pkgs();
+            let pkg = pkgs
+                .get_mut(name)
+                .ok_or_else(|| RuntimeError::UnknownPackage(name.to_string()))?;
+            let old_record = std::mem::replace(&mut pkg.record, record.clone());
+            let mut started = Vec::new();
+            let mut result = Ok(());
+            for id in &ids {
+                let running = pkg
+                    .comps
+                    .get(id)
+                    .and_then(|c| c.sup.as_ref())
+                    .is_some_and(|s| !s.is_finished());
+                result = self.start_one(pkg, id);
+                if result.is_err() {
+                    break;
+                }
+                if !running {
+                    started.push(id.clone());
+                }
+            }
+            (result, started, old_record)
+        };
+        if let Err(e) = result.and_then(|()| self.write_record(&record)) {
+            self.undo_activation(name, &started, old_record).await;
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Stops what an activation that could not be recorded started, and puts
+    /// the in-memory record back.
+    async fn undo_activation(&self, name: &str, started: &[String], old_record: PackageRecord) {
+        let sups = {
+            let mut pkgs = self.pkgs();
+            let Some(pkg) = pkgs.get_mut(name) else {
+                return;
+            };
+            pkg.record = old_record;
+            let mut sups = Vec::new();
+            for id in started {
+                if let Some(c) = pkg.comps.get_mut(id) {
+                    c.status.lock().unwrap_or_else(|p| p.into_inner()).active = false;
+                    sups.extend(c.sup.take());
+                }
+            }
+            sups
+        };
+        for s in sups {
+            s.stop().await;
+        }
     }
 
     /// Deactivates a package or one component: persists the change, requests a

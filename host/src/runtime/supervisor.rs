@@ -176,7 +176,11 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
         ));
         set_state(&args, ComponentState::Running, None);
         args.setup.log.push(LogSource::Host, "started");
-        let mut quota_tick = tokio::time::interval(Duration::from_secs(1));
+        // The first quota check a second in, not while the instance starts.
+        let mut quota_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         quota_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
         let exit = loop {

@@ -226,10 +226,7 @@ mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     echo "Target: added RSS per active idle \`counter\` < 256 KiB; 1000 counters at once."
     cat "$work/memory.md"
     echo
-    echo "## Issues 3 and 4: LwM2M"
-    echo
-    echo "Made by \`scripts/bench-lwm2m.sh\` (this script keeps the section as it is)."
-    echo
+    # Issues 3 and 4: made by scripts/bench-lwm2m.sh, kept as it is.
     cat "$lwm2m_section"
 } > "$out_md.tmp"
 mv "$out_md.tmp" "$out_md"

@@ -55,47 +55,7 @@ fn recorded_active(data: &Path) -> Vec<String> {
 
 /// The device's log without terminal colours.
 fn log(device: &DeviceProcess) -> String {
-    let text = device.log_text();
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ ... final byte in @..~
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) && c != '[' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Prints the device's log if the test fails.
-struct LogOnPanic(tempfile::TempDir);
-
-impl Drop for LogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.path().join("device.log");
-            eprintln!(
-                "---- device log ----\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn registrations(server: &NodeServer, ep: &str) -> usize {
-    server
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "registration" && e["ep"] == ep)
-        .count()
+    strip_ansi(&device.log_text())
 }
 
 fn start(server: &mut NodeServer, ep: &str, data: &Path) -> DeviceProcess {

@@ -36,24 +36,6 @@ fn device_port(device: &DeviceProcess) -> u16 {
     port.unwrap()
 }
 
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ ... final byte in @..~
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) && c != '[' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// PUTs `body` to `uri` with aiocoap (Block1 when over 1024 bytes); returns
 /// the script's JSON line: {"code": "2.04", "blocks": [[num, more, szx], ...], ...}.
 fn aiocoap_put(uri: &str, body: &[u8], content_format: u16) -> Value {
@@ -95,21 +77,6 @@ struct Setup {
     uri: String,
     _dir: LogOnPanic,
     data: std::path::PathBuf,
-}
-
-/// Keeps the device's temp dir and prints its log if the test fails.
-struct LogOnPanic(tempfile::TempDir);
-
-impl Drop for LogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.path().join("device.log");
-            eprintln!(
-                "---- device log ----\n{}",
-                strip_ansi(&std::fs::read_to_string(log).unwrap_or_default())
-            );
-        }
-    }
 }
 
 fn setup(ep: &'static str) -> Setup {

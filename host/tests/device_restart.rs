@@ -22,21 +22,6 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(60);
 const ETAG: &str = "\"slow-v1\"";
 
-/// Keeps the device's temp dir and prints its log if the test fails.
-struct LogOnPanic(tempfile::TempDir);
-
-impl Drop for LogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.0.path().join("device.log");
-            eprintln!(
-                "---- device log ----\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    }
-}
-
 /// The counter package made big (a 320 KiB incompressible custom section in
 /// its component, which wasm runtimes ignore), so a pull spans the device's
 /// periodic fsync points and takes a while. Still a valid, runnable package.
@@ -198,16 +183,6 @@ fn answer(
         std::thread::sleep(Duration::from_millis(15));
     }
     Ok(())
-}
-
-fn registrations(server: &NodeServer, ep: &str) -> usize {
-    server
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "registration" && e["ep"] == ep)
-        .count()
 }
 
 #[test]

@@ -22,6 +22,14 @@ async fn install_guest(rt: &Runtime, guest_name: &str, sandbox: &str) {
     deliver_install(rt, "0", &pkg).await.unwrap();
 }
 
+/// The escaper's `ALLOWED ...` / `DENIED ...` lines.
+fn probe_lines(rt: &Runtime) -> Vec<String> {
+    log_text(rt, "escaper", "escaper")
+        .into_iter()
+        .filter(|l| l.starts_with("DENIED") || l.starts_with("ALLOWED"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escaper_is_denied_everything_but_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,10 +37,7 @@ async fn escaper_is_denied_everything_but_data() {
     install_guest(&rt, "escaper", "").await;
     rt.activate("escaper", None).await.unwrap();
     wait_state(&rt, "escaper", "escaper", ComponentState::Exited, 10).await;
-    let lines: Vec<String> = log_text(&rt, "escaper", "escaper")
-        .into_iter()
-        .filter(|l| l.starts_with("DENIED") || l.starts_with("ALLOWED"))
-        .collect();
+    let lines = probe_lines(&rt);
     assert_eq!(lines.len(), 7, "{lines:?}");
     for l in &lines {
         if l.contains("/data/ok") {
@@ -78,10 +83,7 @@ async fn granted_readonly_dir_and_network_allow_list_and_nothing_else() {
     deliver_install(&rt, "0", &pkg).await.unwrap();
     rt.activate("escaper", None).await.unwrap();
     wait_state(&rt, "escaper", "escaper", ComponentState::Exited, 10).await;
-    let lines: Vec<String> = log_text(&rt, "escaper", "escaper")
-        .into_iter()
-        .filter(|l| l.starts_with("DENIED") || l.starts_with("ALLOWED"))
-        .collect();
+    let lines = probe_lines(&rt);
     let outcome = |what: &str| {
         lines
             .iter()

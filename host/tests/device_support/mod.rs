@@ -326,3 +326,48 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `text` without terminal colour sequences (CSI: ESC [ ... final byte in @..~).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Keeps a test's temp dir and prints the device log in it
+/// (`device.log`) if the test fails.
+pub struct LogOnPanic(pub tempfile::TempDir);
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.path().join("device.log");
+            eprintln!(
+                "---- device log ----\n{}",
+                strip_ansi(&std::fs::read_to_string(log).unwrap_or_default())
+            );
+        }
+    }
+}
+
+/// How many times `ep` registered with the server.
+pub fn registrations(server: &NodeServer, ep: &str) -> usize {
+    server
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "registration" && e["ep"] == ep)
+        .count()
+}

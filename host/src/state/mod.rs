@@ -1,9 +1,11 @@
-//! Durable state: every byte wasmdm keeps across restarts goes through this module.
+//! Durable state of the runtime: packages, records and app data.
 //!
 //! Crash consistency comes from two rules: files are replaced with [`atomic_write`]
 //! (temp file, fsync, rename, fsync dir), and "record" files that make a multi-file
 //! change visible are written last. Anything else found after a crash is garbage and
-//! [`DataDir::remove_temp_files`] removes it.
+//! [`DataDir::remove_temp_files`] removes it. (The device's LwM2M state, written
+//! on every reported change, uses two checksummed slot files instead, one
+//! fdatasync each: see `device::state`.)
 
 mod atomic;
 mod layout;

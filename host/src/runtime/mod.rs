@@ -390,6 +390,14 @@ impl Runtime {
         Ok(())
     }
 
+    /// [`Runtime::write_record`] on a blocking thread: the worker stays free to
+    /// run what was just spawned (an instance starting) during the fsyncs.
+    async fn write_record_off_thread(&self, record: &PackageRecord) -> Result<()> {
+        let path = self.inner.dirs.package_record(&record.spec.name);
+        let bytes = to_json(&path, record)?;
+        blocking(move || Ok(atomic_write(&path, &bytes)?)).await
+    }
+
     fn write_record(&self, record: &PackageRecord) -> Result<()> {
         let path = self.inner.dirs.package_record(&record.spec.name);
         atomic_write(&path, &to_json(&path, record)?)?;
@@ -741,7 +749,11 @@ impl Runtime {
             }
             (result, started, old_record)
         };
-        if let Err(e) = result.and_then(|()| self.write_record(&record)) {
+        let written = match result {
+            Ok(()) => self.write_record_off_thread(&record).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             self.undo_activation(name, &started, old_record).await;
             return Err(e);
         }

@@ -682,6 +682,26 @@ fn block1_too_large_and_late_negotiation() {
     assert_eq!(n.thing().blob.len(), 1034);
 }
 
+/// RFC 7959 §2.9.3 without Size1 announced: the block that would pass the
+/// limit gets 4.13 with Size1 = the limit, and the transfer is over.
+#[test]
+fn block1_past_the_limit_without_size1_is_4_13() {
+    let mut n = Net::new();
+    n.client.cfg.push_limit = Some(4096);
+    n.register();
+    for i in 0..4 {
+        let r = n.request(block1_put(i, true, 6, &[7; 1024], None));
+        assert_eq!(Code::of(&r), Code::CONTINUE, "block {i}");
+    }
+    let r = n.request(block1_put(4, true, 6, &[7; 1024], None));
+    assert_eq!(Code::of(&r), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(msg::get_uint(&r, CoapOption::Size1, 4).unwrap(), Some(4096));
+    // The sequence is gone: a following block is incomplete, not stored.
+    let r = n.request(block1_put(5, false, 6, &[7; 10], None));
+    assert_eq!(Code::of(&r), Code::REQUEST_ENTITY_INCOMPLETE);
+    assert!(n.thing().pieces.iter().all(|p| p.0 + p.1 as u64 <= 4096));
+}
+
 #[test]
 fn block1_assembled_text_write() {
     let mut n = Net::new();

@@ -504,7 +504,8 @@ impl Driver {
                     offset,
                     bytes,
                     more,
-                } => self.on_coap_data(now, id, offset, &bytes, more)?,
+                    etag,
+                } => self.on_coap_data(now, id, offset, &bytes, more, etag.as_deref())?,
                 Event::DownloadFailed { id, error } => {
                     if let Some(iid) = self.coap_downloads.remove(&id) {
                         warn!(instance = iid, "CoAP download failed: {error}");
@@ -909,6 +910,7 @@ impl Driver {
         offset: u64,
         bytes: &[u8],
         more: bool,
+        etag: Option<&[u8]>,
     ) -> Result<(), DeviceError> {
         let Some(&iid) = self.coap_downloads.get(&id) else {
             return Ok(());
@@ -924,6 +926,17 @@ impl Driver {
             self.client.cancel_download(now, id);
             let report = self.swmgmt.lock().download_failed(iid, update_result(&e));
             return self.apply(now, report);
+        }
+        // The server's ETag becomes durable with the first bytes (one sync
+        // per pull): a resume after a restart sends it back and a changed
+        // package fails instead of being spliced onto the old bytes.
+        if let (true, Some(tag)) = (more, etag) {
+            let tag = hex::encode(tag);
+            if let Some(delivery) = self.open_deliveries.get_mut(&iid)
+                && delivery.resume_tag() != Some(tag.as_str())
+            {
+                delivery.sync(Some(&tag))?;
+            }
         }
         if !more {
             self.coap_downloads.remove(&id);

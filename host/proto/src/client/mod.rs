@@ -153,6 +153,10 @@ pub enum Event {
         bytes: Vec<u8>,
         /// More follow.
         more: bool,
+        /// The representation's ETag, if the server sends one: persist it
+        /// with the offset, so a resume after a restart detects a changed
+        /// body (RFC 7959 §2.4).
+        etag: Option<Vec<u8>>,
     },
     /// A request from `peer` was answered (for the operation log; 2.31
     /// Continue answers of block-wise transfers included).
@@ -631,11 +635,13 @@ impl Client {
         match d.session.handle_response(&packet) {
             Ok(piece) => {
                 let more = piece.more;
+                let etag = d.session.etag().map(<[u8]>::to_vec);
                 self.events.push_back(Event::DownloadData {
                     id,
                     offset: piece.offset,
                     bytes: piece.bytes,
                     more,
+                    etag,
                 });
                 if more {
                     self.next_download_get(now, id);

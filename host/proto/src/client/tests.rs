@@ -1005,9 +1005,11 @@ fn download_over_block2_with_resume() {
                 offset,
                 bytes,
                 more,
+                etag,
             } = e
             {
                 assert_eq!(i, id);
+                assert_eq!(etag, Some(vec![1]), "the ETag goes with every piece");
                 received.push((offset, bytes.len(), more));
             }
         }

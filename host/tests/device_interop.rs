@@ -147,7 +147,7 @@ fn pull_install_activate_upgrade_uninstall_against_lwm2m_node_lib() {
     // SIGKILL, restart: same states, re-registered, the guest runs again.
     device.kill();
     let mut device = DeviceProcess::start(ep, server.port, &data);
-    let registrations = || server_registrations(&server, ep);
+    let registrations = || registrations(&server, ep);
     wait_until(T, "re-registration after restart", || registrations() >= 2);
     assert_eq!(server.read(ep, "/9/0/7"), "4");
     assert_eq!(server.read(ep, "/9/0/9"), "2");
@@ -179,16 +179,6 @@ fn pull_install_activate_upgrade_uninstall_against_lwm2m_node_lib() {
     }
     let http_gets = files.requests.lock().unwrap().len();
     assert_eq!(http_gets, 2, "one GET per package");
-}
-
-fn server_registrations(server: &NodeServer, ep: &str) -> usize {
-    server
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "registration" && e["ep"] == ep)
-        .count()
 }
 
 /// A package installed with `wasmdm install` while the device was off is
@@ -232,7 +222,7 @@ fn packages_installed_from_the_cli_are_reported_and_manageable() {
     // process id, re-executed) and registers again with the same state.
     assert_eq!(server.execute(ep, "/3/0/4", "")["ok"], json!(true));
     wait_until(T, "re-registration after Reboot", || {
-        server_registrations(&server, ep) >= 2
+        registrations(&server, ep) >= 2
     });
     assert_eq!(server.read(ep, "/9/0/7"), "0");
     assert_eq!(server.read(ep, "/3/0/0"), "wasmdm");

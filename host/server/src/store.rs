@@ -132,6 +132,15 @@ impl std::fmt::Debug for Batch {
     }
 }
 
+/// A document as stored (JSON); a failure names the table and key.
+fn encode<T: Serialize>(table: &str, key: &str, doc: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(doc).map_err(|e| StoreError::Corrupt {
+        table: table.to_string(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 impl Batch {
     /// Adds one document (a later write of the same key wins).
     pub fn put<T: Serialize>(
@@ -140,11 +149,7 @@ impl Batch {
         key: &str,
         doc: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::Corrupt {
-            table: table.to_string(),
-            key: key.to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes = encode(&table.to_string(), key, doc)?;
         self.writes.push((table, key.to_string(), bytes));
         Ok(())
     }
@@ -218,11 +223,7 @@ impl Store {
         key: &str,
         doc: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::Corrupt {
-            table: table.to_string(),
-            key: key.to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes = encode(&table.to_string(), key, doc)?;
         let tx = db_err!(self.db.begin_write())?;
         {
             let mut t = db_err!(tx.open_table(table))?;

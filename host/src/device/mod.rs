@@ -930,13 +930,13 @@ impl Driver {
         // The server's ETag becomes durable with the first bytes (one sync
         // per pull): a resume after a restart sends it back and a changed
         // package fails instead of being spliced onto the old bytes.
-        if let (true, Some(tag)) = (more, etag) {
-            let tag = hex::encode(tag);
-            if let Some(delivery) = self.open_deliveries.get_mut(&iid)
-                && delivery.resume_tag() != Some(tag.as_str())
-            {
-                delivery.sync(Some(&tag))?;
-            }
+        // (A stored tag the server no longer sends fails the resume in the
+        // engine, so only a missing one needs writing.)
+        if let (true, Some(tag)) = (more, etag)
+            && let Some(delivery) = self.open_deliveries.get_mut(&iid)
+            && delivery.resume_tag().is_none()
+        {
+            delivery.sync(Some(&hex::encode(tag)))?;
         }
         if !more {
             self.coap_downloads.remove(&id);

@@ -393,9 +393,8 @@ impl Runtime {
     /// [`Runtime::write_record`] on a blocking thread: the worker stays free to
     /// run what was just spawned (an instance starting) during the fsyncs.
     async fn write_record_off_thread(&self, record: &PackageRecord) -> Result<()> {
-        let path = self.inner.dirs.package_record(&record.spec.name);
-        let bytes = to_json(&path, record)?;
-        blocking(move || Ok(atomic_write(&path, &bytes)?)).await
+        let (this, record) = (self.clone(), record.clone());
+        blocking(move || this.write_record(&record)).await
     }
 
     fn write_record(&self, record: &PackageRecord) -> Result<()> {

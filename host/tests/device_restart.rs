@@ -5,6 +5,10 @@
 //!   (`Range: bytes=N-` with `If-Range: <ETag>`, RFC 9110 §14.2, §13.1.5;
 //!   scenario "whole client reconnects halfway -> resumes with Range") and end
 //!   DELIVERED with a package that installs;
+//! - during a CoAP Block2 pull from aiocoap (tests/peers/coap_slow_file.py):
+//!   the pull resumes at the first block not synced, checks the server's ETag
+//!   against the one stored with the bytes (RFC 7959 §2.4), and a package
+//!   changed meanwhile fails the delivery instead of being spliced;
 //! - during Execute Install: afterwards either DELIVERED with result 0 (and a
 //!   new Install works) or INSTALLED with result 2 (and the software really is
 //!   installed); never anything in between.
@@ -15,6 +19,8 @@ use device_support::*;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +32,10 @@ const ETAG: &str = "\"slow-v1\"";
 /// its component, which wasm runtimes ignore), so a pull spans the device's
 /// periodic fsync points and takes a while. Still a valid, runnable package.
 fn big_counter_package() -> Vec<u8> {
+    big_counter_package_seeded(0x9e37_79b9_7f4a_7c15)
+}
+
+fn big_counter_package_seeded(seed: u64) -> Vec<u8> {
     let src = repo().join("guest-examples/out/pkg/counter");
     assert!(src.exists(), "run scripts/build-guests.sh");
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +48,7 @@ fn big_counter_package() -> Vec<u8> {
     let name = b"wasmdm-test-padding";
     let mut payload = vec![name.len() as u8];
     payload.extend_from_slice(name);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut x: u64 = seed;
     for _ in 0..320 * 1024 {
         // xorshift64: bytes gzip cannot shrink.
         x ^= x << 13;
@@ -236,6 +246,321 @@ fn kill_during_http_pull_resumes_with_range_and_if_range() {
     assert_eq!(server.execute(ep, "/9/0/4", "")["ok"], json!(true));
     server.wait_value(ep, "/9/0/7", "4", T);
     assert_eq!(server.read(ep, "/9/0/9"), "2");
+}
+
+/// tests/peers/coap_slow_file.py: one file over CoAP Block2 (1024-byte
+/// blocks, an ETag of its content) from aiocoap, each block after a short
+/// pause; requests from block `stall_from` on wait for [`SlowCoap::release`].
+/// Every requested block is logged, in order.
+struct SlowCoap {
+    child: Child,
+    stdin: ChildStdin,
+    /// The request lines `{"block": n, "szx": s, "etags": [...]}` seen so far.
+    requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    url: String,
+}
+
+impl SlowCoap {
+    fn serve(file: &Path, stall_from: u32, etag: bool) -> SlowCoap {
+        let port = free_udp_port();
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/peers/coap_slow_file.py"))
+            .arg(port.to_string())
+            .arg(file)
+            .args(["--delay-ms", "2", "--stall-from", &stall_from.to_string()])
+            .args((!etag).then_some("--no-etag"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiocoap (scripts/test.sh installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v.get("ready").is_some() {
+                    let _ = ready_tx.send(());
+                }
+                if v.get("block").is_some() {
+                    seen.lock().unwrap().push(v);
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(T)
+            .expect("coap_slow_file.py did not start (is aiocoap installed?)");
+        let name = file.file_name().unwrap().to_string_lossy();
+        SlowCoap {
+            child,
+            stdin,
+            requests,
+            url: format!("coap://127.0.0.1:{port}/{name}"),
+        }
+    }
+
+    /// Block numbers requested so far.
+    fn blocks(&self) -> Vec<u64> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["block"].as_u64())
+            .collect()
+    }
+
+    /// Answers the held requests and every later one.
+    fn release(&mut self) {
+        writeln!(self.stdin, "release").unwrap();
+        self.stdin.flush().unwrap();
+    }
+}
+
+impl Drop for SlowCoap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The delivery slot's durable progress (`progress.json`): synced length and
+/// resume tag (for a CoAP pull, the server's ETag in hex).
+fn synced_progress(data: &Path) -> (u64, Option<String>) {
+    let path = data.join("deliveries/obj9-0/progress.json");
+    let Some(v) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return (0, None);
+    };
+    (
+        v["synced_len"].as_u64().unwrap_or(0),
+        v["resume_tag"].as_str().map(str::to_owned),
+    )
+}
+
+/// The ETag coap_slow_file.py gives `body` (its first 8 sha256 bytes), hex.
+fn coap_etag(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(body)[..8])
+}
+
+/// Starts a CoAP pull of the big package (from a server that sends an ETag,
+/// or none), stalls the server past the device's first checkpoint (256 KiB),
+/// waits until that checkpoint is on disk and SIGKILLs the device. Returns
+/// what the restarted device needs.
+struct KilledCoapPull {
+    server: NodeServer,
+    dir: LogOnPanic,
+    data: PathBuf,
+    file: PathBuf,
+    coap: SlowCoap,
+    package: Vec<u8>,
+    /// Requests the first device made.
+    first_requests: usize,
+    /// Bytes durable at the kill.
+    synced: u64,
+}
+
+fn kill_during_coap_pull(ep: &str, etag: bool) -> KilledCoapPull {
+    let server = NodeServer::start();
+    let dir = LogOnPanic(tempfile::tempdir().unwrap());
+    let data = dir.0.path().join("device");
+    let package = big_counter_package();
+    assert!(package.len() > 330 * 1024, "{}", package.len());
+    let file = dir.0.path().join("big.wdm");
+    std::fs::write(&file, &package).unwrap();
+    // Block 300 (300 KiB) is past the first checkpoint (256 KiB of unsynced
+    // bytes) and before the last block.
+    let stall_from = 300;
+    let coap = SlowCoap::serve(&file, stall_from, etag);
+    let mut server = server;
+    let mut device = DeviceProcess::start(ep, server.port, &data);
+    server.wait_event(T, |e| e["event"] == "registration" && e["ep"] == ep);
+    let r = server.write(ep, "/9/0/3", &coap.url);
+    assert_eq!(r["ok"], json!(true), "{r}");
+    wait_until(T, "the pull reaches the stalled block", || {
+        coap.blocks().contains(&u64::from(stall_from))
+    });
+    // The checkpoint syncs behind the transfer: wait until it is on disk.
+    wait_until(T, "the first checkpoint is durable", || {
+        synced_progress(&data).0 >= 256 * 1024
+    });
+    assert_eq!(server.read(ep, "/9/0/7"), "1", "DOWNLOAD STARTED");
+    device.kill();
+    let (synced, tag) = synced_progress(&data);
+    assert_eq!(
+        tag,
+        etag.then(|| coap_etag(&package)),
+        "the server's ETag is stored with the synced bytes"
+    );
+    let first_requests = coap.requests.lock().unwrap().len();
+    let blocks = coap.blocks();
+    assert_eq!(blocks.first(), Some(&0), "{blocks:?}");
+    assert!(
+        blocks.windows(2).all(|w| w[1] == w[0] + 1),
+        "one block after the other: {blocks:?}"
+    );
+    KilledCoapPull {
+        server,
+        dir,
+        data,
+        file,
+        coap,
+        package,
+        first_requests,
+        synced,
+    }
+}
+
+#[test]
+fn kill_during_coap_pull_resumes_at_the_first_unsynced_block() {
+    let ep = "wasmdm-restart-coap";
+    let KilledCoapPull {
+        mut server,
+        dir: _dir,
+        data,
+        file: _file,
+        mut coap,
+        package,
+        first_requests,
+        synced,
+    } = kill_during_coap_pull(ep, true);
+    coap.release();
+
+    let _device = DeviceProcess::start(ep, server.port, &data);
+    wait_until(T, "re-registration after the kill", || {
+        registrations(&server, ep) >= 2
+    });
+    server.wait_value(ep, "/9/0/7", "3", T);
+    assert_eq!(server.read(ep, "/9/0/9"), "0");
+    let requests = coap.requests.lock().unwrap().clone();
+    let resumed: Vec<u64> = requests[first_requests..]
+        .iter()
+        .filter_map(|v| v["block"].as_u64())
+        .collect();
+    // Resume, not restart: the first block asked for is the first one not
+    // synced before the kill (1024-byte blocks), then the rest in order.
+    assert_eq!(
+        resumed.first().copied(),
+        Some(synced / 1024),
+        "resumed requests: {resumed:?}"
+    );
+    assert!(synced / 1024 > 0);
+    let last = (package.len() as u64 - 1) / 1024;
+    assert_eq!(
+        resumed,
+        (synced / 1024..=last).collect::<Vec<_>>(),
+        "each remaining block once"
+    );
+    for r in &requests[first_requests..] {
+        // Asking with an ETag would be a validation request (RFC 7252
+        // §5.10.6.2, answered 2.03 without a body); the device checks the
+        // tag of the answers instead.
+        assert_eq!(r["etags"], json!([]), "{r}");
+        assert_eq!(r["szx"], json!(6), "{r}");
+    }
+    // Byte-exact: the delivered package is the served one.
+    assert_eq!(
+        std::fs::read(data.join("deliveries/obj9-0/package.part")).unwrap(),
+        package
+    );
+    assert_eq!(server.execute(ep, "/9/0/4", "")["ok"], json!(true));
+    server.wait_value(ep, "/9/0/7", "4", T);
+    assert_eq!(server.read(ep, "/9/0/9"), "2");
+}
+
+#[test]
+fn coap_pull_of_a_package_changed_during_a_restart_fails_instead_of_splicing() {
+    let ep = "wasmdm-restart-coap-changed";
+    let KilledCoapPull {
+        mut server,
+        dir: _dir,
+        data,
+        file,
+        mut coap,
+        package: old,
+        first_requests,
+        synced,
+    } = kill_during_coap_pull(ep, true);
+    // The same URI now serves another package (another ETag).
+    let new = big_counter_package_seeded(0x2545_f491_4f6c_dd1d);
+    assert_ne!(coap_etag(&new), coap_etag(&old));
+    std::fs::write(&file, &new).unwrap();
+    coap.release();
+
+    let _device = DeviceProcess::start(ep, server.port, &data);
+    wait_until(T, "re-registration after the kill", || {
+        registrations(&server, ep) >= 2
+    });
+    // The resumed GET gets a block of the new package with its new ETag:
+    // RFC 7959 §2.4, the blocks are not of one representation, so the
+    // delivery fails (SwMgmt §5.1.2.2: back to INITIAL, the faulty package
+    // removed) rather than joining old and new bytes.
+    server.wait_value(ep, "/9/0/7", "0", T);
+    assert_eq!(
+        server.read(ep, "/9/0/9"),
+        "52",
+        "connection lost during download"
+    );
+    let requests = coap.requests.lock().unwrap().clone();
+    let resumed: Vec<u64> = requests[first_requests..]
+        .iter()
+        .filter_map(|v| v["block"].as_u64())
+        .collect();
+    assert_eq!(resumed, vec![synced / 1024], "one GET, then it stopped");
+    assert!(
+        !data.join("deliveries/obj9-0/package.part").exists(),
+        "the old bytes are gone"
+    );
+    // A new Package URI write pulls the new package from block 0.
+    let r = server.write(ep, "/9/0/3", &coap.url);
+    assert_eq!(r["ok"], json!(true), "{r}");
+    server.wait_value(ep, "/9/0/7", "3", T);
+    assert_eq!(coap.blocks()[first_requests + 1], 0);
+    assert_eq!(
+        std::fs::read(data.join("deliveries/obj9-0/package.part")).unwrap(),
+        new
+    );
+}
+
+#[test]
+fn coap_pull_without_etag_starts_over_after_a_restart() {
+    let ep = "wasmdm-restart-coap-no-etag";
+    let KilledCoapPull {
+        mut server,
+        dir: _dir,
+        data,
+        file: _file,
+        mut coap,
+        package,
+        first_requests,
+        synced,
+    } = kill_during_coap_pull(ep, false);
+    assert!(synced >= 256 * 1024);
+    coap.release();
+
+    let _device = DeviceProcess::start(ep, server.port, &data);
+    wait_until(T, "re-registration after the kill", || {
+        registrations(&server, ep) >= 2
+    });
+    server.wait_value(ep, "/9/0/7", "3", T);
+    assert_eq!(server.read(ep, "/9/0/9"), "0");
+    // No ETag stored with the synced bytes: nothing shows the server still
+    // has the same package (RFC 7959 §2.4), so the pull starts at block 0.
+    let resumed: Vec<u64> = coap.blocks()[first_requests..].to_vec();
+    let last = (package.len() as u64 - 1) / 1024;
+    assert_eq!(resumed, (0..=last).collect::<Vec<_>>());
+    assert_eq!(
+        std::fs::read(data.join("deliveries/obj9-0/package.part")).unwrap(),
+        package
+    );
 }
 
 /// When to SIGKILL the device after Execute Install.

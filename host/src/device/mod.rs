@@ -832,9 +832,15 @@ impl Driver {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
-            // Resume at the first block not yet stored (1024-byte blocks).
-            let start_block = u32::try_from(delivery.len() / 1024).unwrap_or(0);
+            // Resume at the first block not yet stored (1024-byte blocks),
+            // only with the server's ETag stored with those bytes: without
+            // one nothing ties them to what it sends now (RFC 7959 §2.4),
+            // so the pull starts over instead of splicing.
             let etag = delivery.resume_tag().and_then(|t| hex::decode(t).ok());
+            let start_block = match etag {
+                Some(_) => u32::try_from(delivery.len() / 1024).unwrap_or(0),
+                None => 0,
+            };
             let id = self
                 .client
                 .start_download(now, peer, segments, query, start_block, etag);
@@ -928,10 +934,12 @@ impl Driver {
             return self.apply(now, report);
         }
         // The server's ETag becomes durable with the first bytes (one sync
-        // per pull): a resume after a restart sends it back and a changed
-        // package fails instead of being spliced onto the old bytes.
-        // (A stored tag the server no longer sends fails the resume in the
-        // engine, so only a missing one needs writing.)
+        // per pull): a resume after a restart checks the server's answers
+        // against it and a changed package fails instead of being spliced
+        // onto the old bytes. (A stored tag that differs from the server's,
+        // or that the server no longer sends, fails the resume in the
+        // engine, and without one the pull starts at block 0: only a missing
+        // one needs writing.)
         if let (true, Some(tag)) = (more, etag)
             && let Some(delivery) = self.open_deliveries.get_mut(&iid)
             && delivery.resume_tag().is_none()

@@ -238,6 +238,11 @@ pub enum DownloadError {
     /// The resource changed during the transfer (ETag differs, RFC 7959 §2.4).
     #[error("resource changed during download (ETag)")]
     EtagChanged,
+    /// A resumed download's first answer has no ETag although one was stored
+    /// with the earlier bytes: nothing shows they are of the same
+    /// representation (RFC 7959 §2.4), so they must not be joined.
+    #[error("no ETag to match the one stored before the resume")]
+    EtagMissing,
     /// A block at an unexpected offset or of the wrong size.
     #[error("unexpected block: {0}")]
     BadBlock(&'static str),
@@ -272,6 +277,8 @@ pub struct BlockDownload {
     szx: u8,
     next_offset: u64,
     etag: Option<Vec<u8>>,
+    /// Resuming with a stored ETag: the first answer must carry it.
+    resumed: bool,
     in_flight: bool,
     done: bool,
 }
@@ -287,13 +294,17 @@ impl BlockDownload {
             szx,
             next_offset: u64::from(start_block) * szx_size(szx),
             etag: None,
+            resumed: false,
             in_flight: false,
             done: false,
         }
     }
 
-    /// Expects this ETag (saved before a restart): a different one fails the download.
+    /// Expects this ETag (saved before a restart): a different one fails the
+    /// download, and so does a first answer without one when resuming past
+    /// block 0 (the stored bytes could be of another representation).
     pub fn with_etag(mut self, etag: Option<Vec<u8>>) -> Self {
+        self.resumed = etag.is_some() && self.next_offset > 0;
         self.etag = etag;
         self
     }
@@ -355,15 +366,20 @@ impl BlockDownload {
             self.done = true;
             return Err(DownloadError::Status(code));
         }
-        if let Some(tag) = packet.get_first_option(CoapOption::ETag) {
-            match &self.etag {
-                Some(known) if known != tag => {
-                    self.done = true;
-                    return Err(DownloadError::EtagChanged);
-                }
-                _ => self.etag = Some(tag.clone()),
+        // RFC 7959 §2.4: the blocks of one body share its ETag.
+        match (packet.get_first_option(CoapOption::ETag), &self.etag) {
+            (Some(tag), Some(known)) if known != tag => {
+                self.done = true;
+                return Err(DownloadError::EtagChanged);
             }
+            (Some(tag), None) => self.etag = Some(tag.clone()),
+            (None, Some(_)) if self.resumed => {
+                self.done = true;
+                return Err(DownloadError::EtagMissing);
+            }
+            _ => {}
         }
+        self.resumed = false;
         let Some(opt) = BlockOpt::read(packet, CoapOption::Block2)? else {
             // The server ignored Block2: the whole body, from the start.
             self.done = true;
@@ -673,6 +689,49 @@ mod tests {
             &[2],
         ));
         assert_eq!(err, Err(DownloadError::EtagChanged));
+    }
+
+    #[test]
+    fn a_resume_with_a_stored_etag_needs_it_in_the_first_answer() {
+        let block = |num, etag: Option<&[u8]>| {
+            let mut p = Packet::new();
+            Code::CONTENT.set_on(&mut p);
+            p.payload = vec![7; 1024];
+            if let Some(tag) = etag {
+                p.add_option(CoapOption::ETag, tag.to_vec());
+            }
+            BlockOpt {
+                num,
+                more: true,
+                szx: 6,
+            }
+            .write(&mut p, CoapOption::Block2);
+            p
+        };
+        // Resumed at block 3 with a stored tag: an answer without any fails.
+        let mut d = BlockDownload::new(vec!["pkg".into()], vec![], 3, 6).with_etag(Some(vec![1]));
+        d.next_request().unwrap();
+        assert_eq!(
+            d.handle_response(&block(3, None)),
+            Err(DownloadError::EtagMissing)
+        );
+        assert!(d.is_done());
+        // Once the first answer matched, a block without the option is taken
+        // (servers may send the ETag with some blocks only).
+        let mut d = BlockDownload::new(vec!["pkg".into()], vec![], 3, 6).with_etag(Some(vec![1]));
+        d.next_request().unwrap();
+        assert!(d.handle_response(&block(3, Some(&[1]))).is_ok());
+        d.next_request().unwrap();
+        assert!(d.handle_response(&block(4, None)).is_ok());
+        d.next_request().unwrap();
+        assert_eq!(
+            d.handle_response(&block(5, Some(&[2]))),
+            Err(DownloadError::EtagChanged)
+        );
+        // From block 0 nothing was stored: no tag needed.
+        let mut d = BlockDownload::new(vec!["pkg".into()], vec![], 0, 6).with_etag(Some(vec![1]));
+        d.next_request().unwrap();
+        assert!(d.handle_response(&block(0, None)).is_ok());
     }
 
     #[test]

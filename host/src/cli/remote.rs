@@ -22,6 +22,12 @@ pub struct DeviceArgs {
     /// Local UDP address to bind (default 0.0.0.0:0).
     #[arg(long)]
     pub bind: Option<String>,
+    /// PEM file of extra CA certificates trusted for https package pulls.
+    #[arg(long)]
+    pub download_ca: Option<PathBuf>,
+    /// Whether https pulls also trust the built-in public roots (default true).
+    #[arg(long)]
+    pub download_public_roots: Option<bool>,
     #[command(flatten)]
     pub data_dir: super::DataDirArgs,
 }
@@ -77,6 +83,15 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.data_dir.data_dir {
         config.data_dir = v;
     }
+    if let Some(v) = args.download_ca {
+        config.download_ca = Some(v);
+    }
+    if let Some(v) = args.download_public_roots {
+        config.download_public_roots = v;
+    }
+    // Checked before anything starts: a CA file that cannot be used is a
+    // configuration error, not a reason to trust something else.
+    wasmdm::device::download::set_device_trust(config.download_trust()?);
     let stopped = wasmdm::device::run(config, shutdown_signal())
         .await
         .context("device stopped")?;

@@ -23,6 +23,17 @@ pub struct DeviceConfig {
     pub max_package_bytes: u64,
     /// Public key files of trusted package signers; empty accepts unsigned packages.
     pub trusted_keys: Vec<PathBuf>,
+    /// PEM file of extra CA certificates (one or more) that `https` Package
+    /// URIs (/9/x/3) are trusted under, e.g. the operator's own file server.
+    /// Read and checked at startup: a bad file stops the device.
+    pub download_ca: Option<PathBuf>,
+    /// Whether `https` pulls also trust Mozilla's public roots (built in).
+    /// Default on: a package on a host with a public certificate downloads
+    /// like in any client, and the package's own signature (`trusted-keys`),
+    /// not the transport, is what vouches for the software. Off with
+    /// `download-ca` pins pulls to the operator's CA; off without it refuses
+    /// https URIs (Update Result 56) before connecting.
+    pub download_public_roots: bool,
     /// Component instances that can run at once (the wasmtime pool's slots).
     pub max_instances: u32,
     /// Largest linear memory one instance may grow to, in bytes.
@@ -49,6 +60,8 @@ impl Default for DeviceConfig {
             max_packages: 16,
             max_package_bytes: 256 * 1024 * 1024,
             trusted_keys: Vec::new(),
+            download_ca: None,
+            download_public_roots: true,
             max_instances: engine.max_instances,
             max_instance_memory: engine.max_memory_per_instance,
             memory_reservation: engine.memory_reservation,
@@ -74,6 +87,8 @@ pub enum ConfigError {
     },
     #[error("invalid server URI {0:?}: expected coap://host:port")]
     ServerUri(String),
+    #[error(transparent)]
+    DownloadCa(#[from] crate::device::download::TrustError),
 }
 
 impl DeviceConfig {
@@ -87,6 +102,15 @@ impl DeviceConfig {
             path: path.into(),
             source,
         })
+    }
+
+    /// The CAs trusted for https pulls (`download-ca`, `download-public-roots`),
+    /// the CA file read and checked once here.
+    pub fn download_trust(&self) -> Result<crate::device::download::TlsTrust, ConfigError> {
+        Ok(crate::device::download::TlsTrust::load(
+            self.download_ca.as_deref(),
+            self.download_public_roots,
+        )?)
     }
 
     /// `host:port` of the server, from `coap://host[:port]` (default port 5683).
@@ -177,6 +201,21 @@ mod tests {
         assert_eq!(c.max_instances, 100);
         assert_eq!(c.memory_reservation, 4 << 30);
         assert_eq!(c.max_instance_memory, 256 << 20);
+        assert!(c.download_ca.is_some());
+        assert!(c.download_public_roots);
+    }
+
+    #[test]
+    fn an_unusable_download_ca_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DeviceConfig {
+            download_ca: Some(dir.path().join("missing.pem")),
+            ..DeviceConfig::default()
+        };
+        let e = c.download_trust().unwrap_err();
+        assert!(matches!(e, ConfigError::DownloadCa(_)));
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+        assert!(DeviceConfig::default().download_trust().is_ok());
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! lives in the proto crate's block-wise download session.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Where downloaded bytes go: the runtime's delivery file.
 pub trait PackageSink {
@@ -58,6 +60,8 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Longest silence while receiving (a stalled server counts as lost, scenario "stall").
     pub read_timeout: Duration,
+    /// Which certificate authorities an `https` server may be vouched for by.
+    pub trust: TlsTrust,
 }
 
 impl Default for HttpOptions {
@@ -66,8 +70,140 @@ impl Default for HttpOptions {
             max_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            trust: TlsTrust::default(),
         }
     }
+}
+
+/// The certificate authorities trusted for `https` pulls. Built once at
+/// startup from the device config (PEM parsed and checked there) and cloned
+/// into each download: the certificates sit behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct TlsTrust {
+    /// `None`: nothing is trusted, so an https URI is refused before any
+    /// connection (scenario "HTTPS URI with no download credentials" -> 56).
+    roots: Option<RootCerts>,
+}
+
+impl Default for TlsTrust {
+    /// The public web roots only: what ureq trusted before this was configurable.
+    fn default() -> Self {
+        TlsTrust {
+            roots: Some(RootCerts::WebPki),
+        }
+    }
+}
+
+/// A CA file for downloads that cannot be used. (The underlying error is
+/// the `source`, printed by the caller's error chain.)
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read download-ca file {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("download-ca file {path} is not valid PEM: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("download-ca file {path} holds no PEM certificate")]
+    Empty { path: PathBuf },
+    #[error("download-ca file {path}: certificate {index} cannot be a trust anchor")]
+    Certificate {
+        path: PathBuf,
+        index: usize,
+        source: rustls::Error,
+    },
+}
+
+impl TlsTrust {
+    /// Trusts the certificates of the PEM file `ca` (if any) and, when
+    /// `public_roots`, Mozilla's public roots built into the binary.
+    pub fn load(ca: Option<&Path>, public_roots: bool) -> Result<TlsTrust, TrustError> {
+        let mut certs = match ca {
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
+        };
+        let roots = match (certs.is_empty(), public_roots) {
+            (true, true) => Some(RootCerts::WebPki),
+            (true, false) => None,
+            (false, add_public) => {
+                if add_public {
+                    // ureq trusts either its own WebPki roots or a given list:
+                    // both at once means listing the public roots as well.
+                    certs.extend(
+                        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                            .iter()
+                            .map(|der| Certificate::from_der(der.as_ref()).to_owned()),
+                    );
+                }
+                Some(RootCerts::from(certs))
+            }
+        };
+        Ok(TlsTrust { roots })
+    }
+
+    /// Whether an https URI can be tried at all.
+    pub fn trusts_anything(&self) -> bool {
+        self.roots.is_some()
+    }
+}
+
+/// The certificates of a PEM file, each checked to be usable as a trust
+/// anchor (ureq itself would skip a bad one silently).
+fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, TrustError> {
+    let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {} // a key next to the certificate: not a trust anchor
+            Err(e) => {
+                return Err(TrustError::Pem {
+                    path: path.into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(TrustError::Empty { path: path.into() });
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (index, cert) in certs.iter().enumerate() {
+        check
+            .add(rustls::pki_types::CertificateDer::from(cert.der()))
+            .map_err(|source| TrustError::Certificate {
+                path: path.into(),
+                index,
+                source,
+            })?;
+    }
+    Ok(certs)
+}
+
+/// The trust `wasmdm device` configured at startup (`download-ca`,
+/// `download-public-roots`), for the pulls its driver starts. Process-wide
+/// because the driver's download tasks are built without the config.
+static DEVICE_TRUST: RwLock<Option<TlsTrust>> = RwLock::new(None);
+
+/// Sets the trust of the device's pulls; call before `device::run`.
+pub fn set_device_trust(trust: TlsTrust) {
+    match DEVICE_TRUST.write() {
+        Ok(mut slot) => *slot = Some(trust),
+        Err(poisoned) => *poisoned.into_inner() = Some(trust),
+    }
+}
+
+/// The trust set by [`set_device_trust`], else the public roots.
+pub fn device_trust() -> TlsTrust {
+    let slot = match DEVICE_TRUST.read() {
+        Ok(slot) => slot,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    slot.clone().unwrap_or_default()
 }
 
 /// What the caller hears while a download runs.
@@ -105,7 +241,18 @@ pub fn http_download(
         return Err(DownloadError::InvalidUri(format!("{uri}: no host")));
     }
 
+    let roots = match (&options.trust.roots, parsed.scheme_str()) {
+        (Some(roots), _) => roots.clone(),
+        (None, Some("https")) => {
+            return Err(DownloadError::InvalidUri(format!(
+                "{uri}: no certificate authority is trusted for https downloads \
+                 (device config download-ca / download-public-roots)"
+            )));
+        }
+        (None, _) => RootCerts::WebPki, // plain http: never used
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
         .http_status_as_error(false)
         .timeout_connect(Some(options.connect_timeout))
         .timeout_per_read(Some(options.read_timeout))
@@ -126,7 +273,7 @@ pub fn http_download(
         request = request.header("Authorization", format!("Basic {token}"));
     }
 
-    let response = request.call().map_err(transport_error)?;
+    let response = request.call().map_err(|e| transport_error(uri, e))?;
     let status = response.status().as_u16();
     let etag = response
         .headers()
@@ -213,12 +360,38 @@ fn content_range_start<B>(response: &ureq::http::Response<B>) -> Option<u64> {
     range.split('-').next()?.trim().parse().ok()
 }
 
-fn transport_error(error: ureq::Error) -> DownloadError {
+fn transport_error(uri: &str, error: ureq::Error) -> DownloadError {
     match error {
         ureq::Error::BadUri(e) => DownloadError::InvalidUri(e),
         // Scenario "HTTP URI with an unresolvable host -> R = 56 (not 52)".
         ureq::Error::HostNotFound => DownloadError::InvalidUri("host not found".into()),
-        other => DownloadError::ConnectionLost(other.to_string()),
+        // Scenarios "HTTPS server presents a certificate whose name does not
+        // match -> R = 52" and "handshake fails -> R = 52": a TLS failure is a
+        // lost connection, logged as what it is so the operator can fix it.
+        other => match tls_failure(&other) {
+            Some(rustls::Error::InvalidCertificate(reason)) => {
+                tracing::warn!(uri, "https download: server certificate rejected: {reason}");
+                DownloadError::ConnectionLost(format!(
+                    "server certificate rejected: {reason} \
+                     (trusted: download-ca, download-public-roots)"
+                ))
+            }
+            Some(tls) => {
+                tracing::warn!(uri, "https download: TLS handshake failed: {tls}");
+                DownloadError::ConnectionLost(format!("TLS handshake failed: {tls}"))
+            }
+            None => DownloadError::ConnectionLost(other.to_string()),
+        },
+    }
+}
+
+/// The rustls error behind a ureq error: handshake failures come wrapped in
+/// the `io::Error` of the socket they happened on.
+fn tls_failure(error: &ureq::Error) -> Option<&rustls::Error> {
+    match error {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(e) => e.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
     }
 }
 
@@ -373,6 +546,51 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn ca_files_are_checked_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let load = |path: &std::path::Path| TlsTrust::load(Some(path), true);
+        assert!(matches!(
+            load(&dir.path().join("missing.pem")),
+            Err(TrustError::Read { .. })
+        ));
+        assert!(matches!(
+            load(&file("text.pem", "no PEM here\n")),
+            Err(TrustError::Empty { .. })
+        ));
+        let bad_base64 = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            load(&file("b64.pem", bad_base64)),
+            Err(TrustError::Pem { .. })
+        ));
+        let not_der = "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            load(&file("der.pem", not_der)),
+            Err(TrustError::Certificate { index: 0, .. })
+        ));
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap().pem();
+        // Two CAs in one file, and a key beside them (ignored).
+        let good = file("ca.pem", &format!("{ca}{ca}{}", key.serialize_pem()));
+        for public in [false, true] {
+            assert!(
+                TlsTrust::load(Some(&good), public)
+                    .unwrap()
+                    .trusts_anything()
+            );
+        }
+        assert!(TlsTrust::load(None, true).unwrap().trusts_anything());
+        assert!(!TlsTrust::load(None, false).unwrap().trusts_anything());
     }
 
     #[test]

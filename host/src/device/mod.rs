@@ -863,6 +863,7 @@ impl Driver {
             let credentials = username.as_deref().zip(password.as_deref());
             let options = download::HttpOptions {
                 max_bytes,
+                trust: download::device_trust(),
                 ..Default::default()
             };
             let result = download::http_download(

@@ -116,9 +116,52 @@ fn config(dir: &Path, instances: u32, mem: u64) -> RuntimeConfig {
 
 // ---- install ----------------------------------------------------------------
 
+/// `wasmtime compile` (the CLI of the same wasmtime version) as a process on
+/// the same file: process start, read, compile, write of the .cwasm. Given by
+/// `$WASMDM_BENCH_WASMTIME`; without it the install is compared only with the
+/// in-process precompiles.
+struct Cli {
+    exe: PathBuf,
+    out: PathBuf,
+}
+
+impl Cli {
+    fn from_env() -> Option<Cli> {
+        let exe = PathBuf::from(std::env::var_os("WASMDM_BENCH_WASMTIME")?);
+        exe.is_file().then(|| Cli {
+            exe,
+            out: scratch_root().join("cli.cwasm"),
+        })
+    }
+
+    fn version(&self) -> String {
+        std::process::Command::new(&self.exe)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn compile(&self, wasm: &Path, epoch: bool) -> Result<Duration> {
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("compile");
+        if epoch {
+            cmd.args(["-W", "epoch-interruption=y"]);
+        }
+        cmd.arg(wasm).arg("-o").arg(&self.out);
+        let t = Instant::now();
+        let status = cmd.status().context("run wasmtime compile")?;
+        let took = t.elapsed();
+        anyhow::ensure!(status.success(), "wasmtime compile failed: {status}");
+        Ok(took)
+    }
+}
+
 /// Install (validate + precompile + durable store) into a fresh data directory
-/// each time, so the precompiled-code cache is always cold; next to it a bare
-/// `Engine::precompile_component` with wasmtime's default `Config`.
+/// each time, so the precompiled-code cache is always cold; next to it, in the
+/// same loop so load from elsewhere hits all alike: a bare
+/// `Engine::precompile_component` under wasmtime's default `Config` and under
+/// the runtime's, and `wasmtime compile` with and without epoch interruption.
 async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()> {
     let size = std::fs::metadata(wasm)?.len();
     let pkg = package(label, wasm, "wasi:cli/command", "", "")?;
@@ -142,11 +185,13 @@ async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()
         std::hint::black_box(code);
         Ok(took)
     };
+    let cli = Cli::from_env();
     let mut install = Vec::new();
     let mut deliver_t = Vec::new();
     let mut bare = Vec::new();
     let mut like_rt = Vec::new();
-    // Interleaved, so load from elsewhere on the machine hits all three alike.
+    let mut cli_plain = Vec::new();
+    let mut cli_epoch = Vec::new();
     for _ in 0..iterations {
         let dir = scratch()?;
         let rt = Runtime::open(config(dir.path(), 4, 64 << 20)).await?;
@@ -159,6 +204,10 @@ async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()
         rt.shutdown().await;
         bare.push(precompile(&engine)?);
         like_rt.push(precompile(&shaped)?);
+        if let Some(cli) = &cli {
+            cli_plain.push(cli.compile(wasm, false)?);
+            cli_epoch.push(cli.compile(wasm, true)?);
+        }
     }
     println!(
         "\n#### install `{label}` ({size} bytes, {:.2} MiB)\n",
@@ -169,39 +218,51 @@ async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()
         &format!("deliver + verify `{label}` package ({} bytes)", pkg.len()),
         &mut deliver_t,
     );
-    let p_install = row(
-        &format!("Runtime::install `{label}` (cold cache)"),
-        &mut install,
-    );
+    let mut marks = vec![(
+        "INSTALL",
+        row(
+            &format!("Runtime::install `{label}` (cold cache)"),
+            &mut install,
+        ),
+        &install,
+    )];
     let p_bare = row(
         &format!("bare Engine::precompile_component `{label}`, default Config"),
         &mut bare,
     );
+    marks.push(("BARE", p_bare, &bare));
     let p_shaped = row(
         &format!(
             "bare precompile `{label}`, runtime's Config (epoch interruption, 4 GiB reservation)"
         ),
         &mut like_rt,
     );
+    marks.push(("SHAPED", p_shaped, &like_rt));
+    if let Some(cli) = &cli {
+        let version = cli.version();
+        let p = row(
+            &format!("`{version}`: `wasmtime compile {label}.wasm -o {label}.cwasm`"),
+            &mut cli_plain,
+        );
+        marks.push(("CLI", p, &cli_plain));
+        let p = row(
+            &format!(
+                "`{version}`: `wasmtime compile -W epoch-interruption=y {label}.wasm -o {label}.cwasm`"
+            ),
+            &mut cli_epoch,
+        );
+        marks.push(("CLI_EPOCH", p, &cli_epoch));
+    }
     println!(
         "\nratio install / bare precompile (p50): **{:.2}**",
-        p_install.as_secs_f64() / p_bare.as_secs_f64()
+        marks[0].1.as_secs_f64() / p_bare.as_secs_f64()
     );
-    println!(
-        "INSTALL_P50_MS {label} {:.3}",
-        p_install.as_secs_f64() * 1e3
-    );
-    println!("BARE_P50_MS {label} {:.3}", p_bare.as_secs_f64() * 1e3);
-    println!("SHAPED_P50_MS {label} {:.3}", p_shaped.as_secs_f64() * 1e3);
-    // Minimums too: on a shared machine they are the steadiest estimate of
-    // the work itself (`row` sorted the samples).
-    for (marker, samples) in [
-        ("INSTALL_MIN_MS", &install),
-        ("BARE_MIN_MS", &bare),
-        ("SHAPED_MIN_MS", &like_rt),
-    ] {
+    // p50s, and minimums too: on a shared machine they are the steadiest
+    // estimate of the work itself (`row` sorted the samples).
+    for (name, p50, samples) in marks {
+        println!("{name}_P50_MS {label} {:.3}", p50.as_secs_f64() * 1e3);
         let min = samples.first().copied().unwrap_or_default();
-        println!("{marker} {label} {:.3}", min.as_secs_f64() * 1e3);
+        println!("{name}_MIN_MS {label} {:.3}", min.as_secs_f64() * 1e3);
     }
     Ok(())
 }

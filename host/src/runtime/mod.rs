@@ -527,7 +527,14 @@ impl Runtime {
         let staging = delivery::staging_path(&slot_dir);
         {
             let gen_dir = gen_dir.clone();
-            blocking(move || copy_tree(&staging, &gen_dir)).await?;
+            let packages = self.inner.dirs.packages();
+            // The generation dir's entry is made durable by the record write
+            // (same dir); a new package's own dir entry needs `packages/` synced.
+            blocking(move || {
+                link_tree(&staging, &gen_dir)?;
+                Ok(fsync_dir(&packages)?)
+            })
+            .await?;
         }
         let (old_active, old_version, old_logs) = {
             let pkgs = self.pkgs();
@@ -977,9 +984,12 @@ fn cleanup_deliveries(dirs: &DataDir) -> Result<()> {
     Ok(())
 }
 
-/// Copies a directory tree of regular files (no symlinks: staging has none) and
-/// fsyncs what it wrote.
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+/// Puts the delivered files into a package's generation dir as hard links:
+/// the staging files are durable already (`verify_slot`) and never written
+/// again, so install neither copies nor fsyncs the package data and the disk
+/// holds it once. Where the file system cannot link (another device, no hard
+/// links) the file is copied and fsynced. Staging has no symlinks.
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| StateError::io("create dir", to, e))?;
     let rd = std::fs::read_dir(from).map_err(|e| StateError::io("read dir", from, e))?;
     for e in rd {
@@ -989,8 +999,8 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
             .map_err(|err| StateError::io("stat", e.path(), err))?;
         let dst = to.join(e.file_name());
         if ft.is_dir() {
-            copy_tree(&e.path(), &dst)?;
-        } else if ft.is_file() {
+            link_tree(&e.path(), &dst)?;
+        } else if ft.is_file() && std::fs::hard_link(e.path(), &dst).is_err() {
             std::fs::copy(e.path(), &dst).map_err(|err| StateError::io("copy", &dst, err))?;
             std::fs::File::open(&dst)
                 .and_then(|f| f.sync_all())

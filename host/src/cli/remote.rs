@@ -89,9 +89,6 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = args.download_public_roots {
         config.download_public_roots = v;
     }
-    // Checked before anything starts: a CA file that cannot be used is a
-    // configuration error, not a reason to trust something else.
-    wasmdm::device::download::set_device_trust(config.download_trust()?);
     let stopped = wasmdm::device::run(config, shutdown_signal())
         .await
         .context("device stopped")?;

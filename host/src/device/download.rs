@@ -7,8 +7,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
@@ -182,28 +182,6 @@ fn read_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, TrustError> {
             })?;
     }
     Ok(certs)
-}
-
-/// The trust `wasmdm device` configured at startup (`download-ca`,
-/// `download-public-roots`), for the pulls its driver starts. Process-wide
-/// because the driver's download tasks are built without the config.
-static DEVICE_TRUST: RwLock<Option<TlsTrust>> = RwLock::new(None);
-
-/// Sets the trust of the device's pulls; call before `device::run`.
-pub fn set_device_trust(trust: TlsTrust) {
-    match DEVICE_TRUST.write() {
-        Ok(mut slot) => *slot = Some(trust),
-        Err(poisoned) => *poisoned.into_inner() = Some(trust),
-    }
-}
-
-/// The trust set by [`set_device_trust`], else the public roots.
-pub fn device_trust() -> TlsTrust {
-    let slot = match DEVICE_TRUST.read() {
-        Ok(slot) => slot,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    slot.clone().unwrap_or_default()
 }
 
 /// What the caller hears while a download runs.

@@ -91,6 +91,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stopped, DeviceError> {
     let server = resolve(&config.server_addr()?).await?;
+    // Checked before anything starts: a CA file that cannot be used is a
+    // configuration error, not a reason to trust something else.
+    let http_trust = config.download_trust()?;
     let mut rt_config = RuntimeConfig::new(&config.data_dir);
     rt_config.max_package_bytes = config.max_package_bytes;
     rt_config.engine.max_instances = config.max_instances;
@@ -122,9 +125,17 @@ pub async fn run(
     std::thread::Builder::new()
         .name("wasmdm-device".into())
         .spawn(move || {
-            let result = drive(config, server, driver_runtime, socket, tasks, async {
-                let _ = stop_rx.await;
-            });
+            let result = drive(
+                config,
+                http_trust,
+                server,
+                driver_runtime,
+                socket,
+                tasks,
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
             let _ = done_tx.send(result);
         })?;
     tokio::pin!(shutdown);
@@ -149,6 +160,7 @@ pub async fn run(
 /// Reboot) and de-registers; returns whether a Reboot was requested.
 fn drive(
     config: DeviceConfig,
+    http_trust: download::TlsTrust,
     server: SocketAddr,
     runtime: Runtime,
     socket: std::net::UdpSocket,
@@ -161,7 +173,7 @@ fn drive(
         .build()?;
     local.block_on(async move {
         let socket = UdpSocket::from_std(socket)?;
-        let mut device = Driver::new(config, server, runtime, socket, tasks)?;
+        let mut device = Driver::new(config, http_trust, server, runtime, socket, tasks)?;
         device.run(stop).await?;
         Ok(device.reboot_requested)
     })
@@ -213,6 +225,8 @@ struct Driver {
     /// between blocks, since only synced bytes survive a reopen.
     open_deliveries: BTreeMap<u16, crate::runtime::Delivery>,
     http_cancel: BTreeMap<u16, Arc<AtomicBool>>,
+    /// CAs trusted for https pulls (`download-ca`), parsed once at startup.
+    http_trust: download::TlsTrust,
     /// Set by Execute /3/0/4.
     reboot_requested: bool,
 }
@@ -236,6 +250,7 @@ fn seed() -> u64 {
 impl Driver {
     fn new(
         config: DeviceConfig,
+        http_trust: download::TlsTrust,
         server: SocketAddr,
         runtime: Runtime,
         socket: UdpSocket,
@@ -313,6 +328,7 @@ impl Driver {
             coap_downloads: BTreeMap::new(),
             open_deliveries: BTreeMap::new(),
             http_cancel: BTreeMap::new(),
+            http_trust,
             reboot_requested: false,
         };
         if adopted {
@@ -851,6 +867,7 @@ impl Driver {
         self.http_cancel.insert(iid, cancel.clone());
         let tx = self.work_tx.clone();
         let max_bytes = self.config.max_package_bytes;
+        let trust = self.http_trust.clone();
         self.tasks.spawn_blocking(move || {
             let mut delivery = delivery;
             let resume = download::ResumePoint {
@@ -863,7 +880,7 @@ impl Driver {
             let credentials = username.as_deref().zip(password.as_deref());
             let options = download::HttpOptions {
                 max_bytes,
-                trust: download::device_trust(),
+                trust,
                 ..Default::default()
             };
             let result = download::http_download(

@@ -9,7 +9,7 @@ mod device_support;
 mod https;
 
 use device_support::*;
-use https::{HttpsFiles, Pki, start_device_with};
+use https::{HttpsFiles, Pki};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -226,7 +226,7 @@ fn device_pulls_over_https_with_its_download_ca_and_installs() {
 
     let ep = "wasmdm-https-1";
     let data = dir.join("device");
-    let device = start_device_with(
+    let device = DeviceProcess::start_with(
         ep,
         server.port,
         &data,
@@ -264,7 +264,7 @@ fn device_refuses_to_start_with_a_bad_download_ca() {
     std::fs::write(&bad, "this is no certificate\n").unwrap();
     for ca in [bad, dir.path().join("missing.pem")] {
         let data = dir.path().join("device");
-        let mut device = start_device_with(
+        let mut device = DeviceProcess::start_with(
             "wasmdm-https-bad",
             free_udp_port(),
             &data,

@@ -202,6 +202,16 @@ pub struct DeviceProcess {
 
 impl DeviceProcess {
     pub fn start(endpoint: &str, server_port: u16, data_dir: &Path) -> DeviceProcess {
+        Self::start_with(endpoint, server_port, data_dir, &[])
+    }
+
+    /// As [`DeviceProcess::start`], with extra command-line flags.
+    pub fn start_with(
+        endpoint: &str,
+        server_port: u16,
+        data_dir: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> DeviceProcess {
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -222,6 +232,7 @@ impl DeviceProcess {
             .arg(format!("coap://127.0.0.1:{server_port}"))
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

@@ -951,18 +951,19 @@ impl Driver {
             let report = self.swmgmt.lock().download_failed(iid, update_result(&e));
             return self.apply(now, report);
         }
-        // The server's ETag becomes durable with the first bytes (one sync
-        // per pull): a resume after a restart checks the server's answers
-        // against it and a changed package fails instead of being spliced
-        // onto the old bytes. (A stored tag that differs from the server's,
-        // or that the server no longer sends, fails the resume in the
-        // engine, and without one the pull starts at block 0: only a missing
-        // one needs writing.)
+        // The server's ETag becomes durable with the bytes, at the first
+        // checkpoint (no sync of its own: a blocking fsync here held up the
+        // next block by milliseconds): a resume after a restart checks the
+        // server's answers against it and a changed package fails instead
+        // of being spliced onto the old bytes. (A stored tag that differs
+        // from the server's, or that the server no longer sends, fails the
+        // resume in the engine, and without one the pull starts at block 0:
+        // only a missing one needs setting.)
         if let (true, Some(tag)) = (more, etag)
             && let Some(delivery) = self.open_deliveries.get_mut(&iid)
             && delivery.resume_tag().is_none()
         {
-            delivery.sync(Some(&hex::encode(tag)))?;
+            delivery.set_resume_tag(Some(&hex::encode(tag)));
         }
         if !more {
             self.coap_downloads.remove(&id);

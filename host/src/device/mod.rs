@@ -9,11 +9,13 @@
 pub mod config;
 pub mod download;
 mod shared;
+mod socket;
 mod state;
 
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use config::{ConfigError, DeviceConfig};
 use shared::{LiveDevice, Shared};
+use socket::DeviceSocket;
 use state::{DeviceState, StateFile};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
@@ -172,7 +173,7 @@ fn drive(
         .enable_time()
         .build()?;
     local.block_on(async move {
-        let socket = UdpSocket::from_std(socket)?;
+        let socket = DeviceSocket::new(socket)?;
         let mut device = Driver::new(config, http_trust, server, runtime, socket, tasks)?;
         device.run(stop).await?;
         Ok(device.reboot_requested)
@@ -211,7 +212,7 @@ struct Driver {
     runtime: Runtime,
     /// Where slow work runs (the caller's runtime, not the device thread).
     tasks: tokio::runtime::Handle,
-    socket: UdpSocket,
+    socket: DeviceSocket,
     client: Client,
     swmgmt: Shared<SoftwareManagement>,
     swcomp: Shared<SoftwareComponents>,
@@ -253,7 +254,7 @@ impl Driver {
         http_trust: download::TlsTrust,
         server: SocketAddr,
         runtime: Runtime,
-        socket: UdpSocket,
+        socket: DeviceSocket,
         tasks: tokio::runtime::Handle,
     ) -> Result<Self, DeviceError> {
         let sw_config = SwMgmtConfig {

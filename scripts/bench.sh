@@ -20,6 +20,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out_md="$root/BENCHMARKS.md"
 work="$root/target/bench-out"
+# Fresh each run: the ratios grep every part's markers.
+rm -rf "$work"
 mkdir -p "$work"
 export WASMDM_BENCH_DIR="$root/target/bench-tmp"
 rm -rf "$WASMDM_BENCH_DIR"
@@ -28,7 +30,7 @@ quick="${QUICK:-0}"
 if [[ "$quick" == 1 ]]; then
     n_install_small=10 n_install_big=3 n_act=100 n_mem=200 n_atomic=500
 else
-    n_install_small=20 n_install_big=7 n_act=300 n_mem=1000 n_atomic=2000
+    n_install_small=30 n_install_big=11 n_act=300 n_mem=1000 n_atomic=2000
 fi
 
 log() { printf '== %s\n' "$*" >&2; }

@@ -289,6 +289,35 @@ async fn open_recovers_from_crash_leftovers() {
     rt.deactivate("counter", None).await.unwrap();
 }
 
+/// Delivery does not sync its staging files (the package file is the durable
+/// copy): a power cut may empty them, so `open` rebuilds a delivered slot's
+/// staging from the package file, also over a rebuild cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_rebuilds_the_staging_of_a_delivered_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = Runtime::open(config(dir.path())).await.unwrap();
+        deliver(&rt, "2", &counter_pkg("1.0.0")).await.unwrap();
+        rt.shutdown().await;
+    }
+    let slot = dir.path().join("deliveries/2");
+    // What unsynced files may look like after a power cut: there but empty.
+    std::fs::write(slot.join("staging/counter.wasm"), b"").unwrap();
+    // And an earlier rebuild that was itself cut short.
+    std::fs::create_dir_all(slot.join("staging.rebuild")).unwrap();
+    std::fs::write(slot.join("staging.rebuild/counter.wasm"), b"half").unwrap();
+
+    let rt = Runtime::open(config(dir.path())).await.unwrap();
+    assert!(!slot.join("staging.rebuild").exists());
+    let (_, delivered) = rt.delivery_state("2").unwrap();
+    assert_eq!(delivered.map(|d| d.version).as_deref(), Some("1.0.0"));
+    let info = rt.install("2").await.unwrap();
+    assert_eq!(info.version, "1.0.0");
+    rt.activate("counter", None).await.unwrap();
+    wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
+    rt.deactivate("counter", None).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_runtime_stops_instances_before_releasing_the_lock() {
     let dir = tempfile::tempdir().unwrap();

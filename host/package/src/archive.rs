@@ -279,7 +279,8 @@ fn read_small<R: Read>(
 /// verifying limits, layout, digests and, when `trusted_keys` is non-empty, the signature.
 ///
 /// On error the staging dir may hold partial files: the caller deletes it. Nothing is ever
-/// written outside it.
+/// written outside it. Files are written, not fsynced: what to make durable, and when, is the
+/// caller's decision (a scratch dir for `inspect` or `run` needs nothing).
 pub fn unpack<R: Read>(
     reader: R,
     staging_dir: &Path,
@@ -485,11 +486,7 @@ fn write_payload<R: Read>(
     }
     let written = out.written();
     let (buffered, digest) = out.finish();
-    let synced = buffered
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all());
-    if let Err(e) = synced {
+    if let Err(e) = buffered.into_inner().map_err(|e| e.into_error()) {
         return Ok(Err(disk("write", e)));
     }
     Ok(Ok((written, digest)))

@@ -357,7 +357,8 @@ fn coap_etag(body: &[u8]) -> String {
 /// what the restarted device needs.
 struct KilledCoapPull {
     server: NodeServer,
-    dir: LogOnPanic,
+    /// Held for its drop: the temp dir goes (and its logs print on a panic).
+    _dir: LogOnPanic,
     data: PathBuf,
     file: PathBuf,
     coap: SlowCoap,
@@ -366,6 +367,33 @@ struct KilledCoapPull {
     first_requests: usize,
     /// Bytes durable at the kill.
     synced: u64,
+}
+
+impl KilledCoapPull {
+    /// Lets the file server answer again and restarts the device on the
+    /// same data directory, until it has registered again.
+    fn restart(&mut self, ep: &str) -> DeviceProcess {
+        self.coap.release();
+        let device = DeviceProcess::start(ep, self.server.port, &self.data);
+        wait_until(T, "re-registration after the kill", || {
+            registrations(&self.server, ep) >= 2
+        });
+        device
+    }
+
+    /// Block numbers the restarted device asked for, in order.
+    fn resumed_blocks(&self) -> Vec<u64> {
+        let requests = self.coap.requests.lock().unwrap();
+        requests[self.first_requests..]
+            .iter()
+            .filter_map(|v| v["block"].as_u64())
+            .collect()
+    }
+
+    /// The package the device holds in slot 0.
+    fn delivered(&self) -> Vec<u8> {
+        std::fs::read(self.data.join("deliveries/obj9-0/package.part")).unwrap_or_default()
+    }
 }
 
 fn kill_during_coap_pull(ep: &str, etag: bool) -> KilledCoapPull {
@@ -409,7 +437,7 @@ fn kill_during_coap_pull(ep: &str, etag: bool) -> KilledCoapPull {
     );
     KilledCoapPull {
         server,
-        dir,
+        _dir: dir,
         data,
         file,
         coap,
@@ -422,29 +450,12 @@ fn kill_during_coap_pull(ep: &str, etag: bool) -> KilledCoapPull {
 #[test]
 fn kill_during_coap_pull_resumes_at_the_first_unsynced_block() {
     let ep = "wasmdm-restart-coap";
-    let KilledCoapPull {
-        mut server,
-        dir: _dir,
-        data,
-        file: _file,
-        mut coap,
-        package,
-        first_requests,
-        synced,
-    } = kill_during_coap_pull(ep, true);
-    coap.release();
-
-    let _device = DeviceProcess::start(ep, server.port, &data);
-    wait_until(T, "re-registration after the kill", || {
-        registrations(&server, ep) >= 2
-    });
+    let mut killed = kill_during_coap_pull(ep, true);
+    let _device = killed.restart(ep);
+    let (server, synced) = (&mut killed.server, killed.synced);
     server.wait_value(ep, "/9/0/7", "3", T);
     assert_eq!(server.read(ep, "/9/0/9"), "0");
-    let requests = coap.requests.lock().unwrap().clone();
-    let resumed: Vec<u64> = requests[first_requests..]
-        .iter()
-        .filter_map(|v| v["block"].as_u64())
-        .collect();
+    let resumed = killed.resumed_blocks();
     // Resume, not restart: the first block asked for is the first one not
     // synced before the kill (1024-byte blocks), then the rest in order.
     assert_eq!(
@@ -453,13 +464,14 @@ fn kill_during_coap_pull_resumes_at_the_first_unsynced_block() {
         "resumed requests: {resumed:?}"
     );
     assert!(synced / 1024 > 0);
-    let last = (package.len() as u64 - 1) / 1024;
+    let last = (killed.package.len() as u64 - 1) / 1024;
     assert_eq!(
         resumed,
         (synced / 1024..=last).collect::<Vec<_>>(),
         "each remaining block once"
     );
-    for r in &requests[first_requests..] {
+    let requests = killed.coap.requests.lock().unwrap().clone();
+    for r in &requests[killed.first_requests..] {
         // Asking with an ETag would be a validation request (RFC 7252
         // §5.10.6.2, answered 2.03 without a body); the device checks the
         // tag of the answers instead.
@@ -467,10 +479,8 @@ fn kill_during_coap_pull_resumes_at_the_first_unsynced_block() {
         assert_eq!(r["szx"], json!(6), "{r}");
     }
     // Byte-exact: the delivered package is the served one.
-    assert_eq!(
-        std::fs::read(data.join("deliveries/obj9-0/package.part")).unwrap(),
-        package
-    );
+    assert!(killed.delivered() == killed.package);
+    let server = &mut killed.server;
     assert_eq!(server.execute(ep, "/9/0/4", "")["ok"], json!(true));
     server.wait_value(ep, "/9/0/7", "4", T);
     assert_eq!(server.read(ep, "/9/0/9"), "2");
@@ -479,26 +489,13 @@ fn kill_during_coap_pull_resumes_at_the_first_unsynced_block() {
 #[test]
 fn coap_pull_of_a_package_changed_during_a_restart_fails_instead_of_splicing() {
     let ep = "wasmdm-restart-coap-changed";
-    let KilledCoapPull {
-        mut server,
-        dir: _dir,
-        data,
-        file,
-        mut coap,
-        package: old,
-        first_requests,
-        synced,
-    } = kill_during_coap_pull(ep, true);
+    let mut killed = kill_during_coap_pull(ep, true);
     // The same URI now serves another package (another ETag).
     let new = big_counter_package_seeded(0x2545_f491_4f6c_dd1d);
-    assert_ne!(coap_etag(&new), coap_etag(&old));
-    std::fs::write(&file, &new).unwrap();
-    coap.release();
-
-    let _device = DeviceProcess::start(ep, server.port, &data);
-    wait_until(T, "re-registration after the kill", || {
-        registrations(&server, ep) >= 2
-    });
+    assert_ne!(coap_etag(&new), coap_etag(&killed.package));
+    std::fs::write(&killed.file, &new).unwrap();
+    let _device = killed.restart(ep);
+    let server = &mut killed.server;
     // The resumed GET gets a block of the new package with its new ETag:
     // RFC 7959 §2.4, the blocks are not of one representation, so the
     // delivery fails (SwMgmt §5.1.2.2: back to INITIAL, the faulty package
@@ -509,58 +506,38 @@ fn coap_pull_of_a_package_changed_during_a_restart_fails_instead_of_splicing() {
         "52",
         "connection lost during download"
     );
-    let requests = coap.requests.lock().unwrap().clone();
-    let resumed: Vec<u64> = requests[first_requests..]
-        .iter()
-        .filter_map(|v| v["block"].as_u64())
-        .collect();
-    assert_eq!(resumed, vec![synced / 1024], "one GET, then it stopped");
+    assert_eq!(
+        killed.resumed_blocks(),
+        vec![killed.synced / 1024],
+        "one GET, then it stopped"
+    );
     assert!(
-        !data.join("deliveries/obj9-0/package.part").exists(),
+        !killed.data.join("deliveries/obj9-0/package.part").exists(),
         "the old bytes are gone"
     );
     // A new Package URI write pulls the new package from block 0.
-    let r = server.write(ep, "/9/0/3", &coap.url);
+    let server = &mut killed.server;
+    let r = server.write(ep, "/9/0/3", &killed.coap.url);
     assert_eq!(r["ok"], json!(true), "{r}");
     server.wait_value(ep, "/9/0/7", "3", T);
-    assert_eq!(coap.blocks()[first_requests + 1], 0);
-    assert_eq!(
-        std::fs::read(data.join("deliveries/obj9-0/package.part")).unwrap(),
-        new
-    );
+    assert_eq!(killed.resumed_blocks()[1], 0);
+    assert!(killed.delivered() == new);
 }
 
 #[test]
 fn coap_pull_without_etag_starts_over_after_a_restart() {
     let ep = "wasmdm-restart-coap-no-etag";
-    let KilledCoapPull {
-        mut server,
-        dir: _dir,
-        data,
-        file: _file,
-        mut coap,
-        package,
-        first_requests,
-        synced,
-    } = kill_during_coap_pull(ep, false);
-    assert!(synced >= 256 * 1024);
-    coap.release();
-
-    let _device = DeviceProcess::start(ep, server.port, &data);
-    wait_until(T, "re-registration after the kill", || {
-        registrations(&server, ep) >= 2
-    });
+    let mut killed = kill_during_coap_pull(ep, false);
+    assert!(killed.synced >= 256 * 1024);
+    let _device = killed.restart(ep);
+    let server = &mut killed.server;
     server.wait_value(ep, "/9/0/7", "3", T);
     assert_eq!(server.read(ep, "/9/0/9"), "0");
     // No ETag stored with the synced bytes: nothing shows the server still
     // has the same package (RFC 7959 §2.4), so the pull starts at block 0.
-    let resumed: Vec<u64> = coap.blocks()[first_requests..].to_vec();
-    let last = (package.len() as u64 - 1) / 1024;
-    assert_eq!(resumed, (0..=last).collect::<Vec<_>>());
-    assert_eq!(
-        std::fs::read(data.join("deliveries/obj9-0/package.part")).unwrap(),
-        package
-    );
+    let last = (killed.package.len() as u64 - 1) / 1024;
+    assert_eq!(killed.resumed_blocks(), (0..=last).collect::<Vec<_>>());
+    assert!(killed.delivered() == killed.package);
 }
 
 /// When to SIGKILL the device after Execute Install.

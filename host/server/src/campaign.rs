@@ -379,6 +379,10 @@ pub enum Request {
     },
 }
 
+/// The /9 resources a job observes on its target instance: Update State,
+/// Update Result, Activation State.
+pub const CAMPAIGN_OBSERVED: [u16; 3] = [7, 9, 12];
+
 /// What the engine asks the driver to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -907,7 +911,7 @@ impl Campaign {
                     Phase::Issue
                 };
                 if let Some(t) = j.targets.get(j.target) {
-                    for r in [7u16, 9, 12] {
+                    for r in CAMPAIGN_OBSERVED {
                         out.push(Action::Observe {
                             endpoint: j.endpoint.clone(),
                             path: Path::resource(9, t.instance, r),
@@ -1143,7 +1147,7 @@ fn observe_target(j: &mut DeviceJob, out: &mut Vec<Action>) {
     if is_upgrade && !t.was_active {
         j.plan.retain(|s| !upgrade_reactivate(s));
     }
-    for r in [7u16, 9, 12] {
+    for r in CAMPAIGN_OBSERVED {
         out.push(Action::Observe {
             endpoint: j.endpoint.clone(),
             path: Path::resource(9, t.instance, r),

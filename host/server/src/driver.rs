@@ -14,7 +14,7 @@ use wasmdm_proto::coap::msg::{self, Code};
 use wasmdm_proto::coap::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params};
 use wasmdm_proto::model::Path;
 
-use crate::campaign::{Action, Campaign, CampaignStatus, Input, Request};
+use crate::campaign::{Action, CAMPAIGN_OBSERVED, Campaign, CampaignStatus, Input, Request};
 use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::core::observe::Observations;
@@ -597,23 +597,35 @@ impl Driver {
             if !self.endpoint.is_open(id) {
                 self.observations.remove(id);
             }
+            // The first answer shows the state when the device took the
+            // request, which a campaign asks for in the same turn as its next
+            // action: it may predate that action (a device still showing the
+            // Update Result 53 of an earlier attempt would fail the retry).
+            // Campaigns read the state themselves and learn of changes from
+            // the notifications; the API's view takes it.
             if let Ok(r) = &result {
-                self.notify(&p.endpoint, r.clone());
+                self.record_notified(&p.endpoint, r);
             }
         }
         self.complete(p, result);
     }
 
-    fn notify(&mut self, endpoint: &str, reply: DmReply) {
-        if reply.values.is_empty() {
-            return;
-        }
+    /// Keeps the latest observed values of `endpoint` for the API.
+    fn record_notified(&self, endpoint: &str, reply: &DmReply) {
         if let Ok(mut n) = self.notified.lock() {
             let entry = n.entry(endpoint.to_string()).or_default();
             for (p, v) in &reply.values {
                 entry.insert(p.to_string(), dm::value_json(v));
             }
         }
+    }
+
+    /// A notification: recorded for the API and fed to the campaigns.
+    fn notify(&mut self, endpoint: &str, reply: DmReply) {
+        if reply.values.is_empty() {
+            return;
+        }
+        self.record_notified(endpoint, &reply);
         let ids: Vec<String> = self.campaigns.keys().cloned().collect();
         for id in ids {
             let input = Input::Values {
@@ -661,8 +673,21 @@ impl Driver {
         {
             tracing::warn!("store campaign {id}: {e}");
         }
+        // A job that ended no longer needs its device's notifications.
+        let ended: Vec<(String, Vec<u16>)> = dirty
+            .iter()
+            .filter_map(|&i| c.jobs.get(i))
+            .filter(|j| j.status.is_final())
+            .map(|j| {
+                let instances = j.targets.iter().map(|t| t.instance).collect();
+                (j.endpoint.clone(), instances)
+            })
+            .collect();
         if c.status != CampaignStatus::Running {
             self.campaigns.remove(id);
+        }
+        for (endpoint, instances) in ended {
+            self.stop_observing(&endpoint, &instances);
         }
         for a in actions {
             match a {
@@ -691,6 +716,21 @@ impl Driver {
                             self.send_push(&endpoint, instance, &sha256, purpose)
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Forgets the campaign observations (/9/x/7, 9, 12) of these instances:
+    /// the device's next notification gets a Reset and it drops the
+    /// observation (RFC 7641 §3.6), instead of notifying a server that no
+    /// longer listens for as long as it stays registered.
+    fn stop_observing(&mut self, endpoint: &str, instances: &[u16]) {
+        for &x in instances {
+            for r in CAMPAIGN_OBSERVED {
+                if let Some(id) = self.observations.find(endpoint, Path::resource(9, x, r)) {
+                    self.observations.remove(id);
+                    self.endpoint.cancel(Instant::now(), id);
                 }
             }
         }
@@ -745,5 +785,59 @@ mod tests {
         driver.command(Command::Retry("c2".into(), tx));
         assert!(rx.await.unwrap());
         assert_eq!(status("c2"), CampaignStatus::Running);
+    }
+
+    /// A job that ends drops its observations of /9/x/7, 9 and 12 (the
+    /// device's next notification then gets a Reset); other observations of
+    /// the device, and those of other devices, stay.
+    #[tokio::test]
+    async fn an_ended_job_stops_observing_its_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let mut driver = Driver::new(
+            socket,
+            store.clone(),
+            Notified::default(),
+            Params::default(),
+            1,
+        )
+        .unwrap();
+        let spec: CampaignSpec =
+            serde_json::from_value(serde_json::json!({"op": "activate", "package": "app"}))
+                .unwrap();
+        let mut c = Campaign::new("c1".into(), None, spec, vec!["ep".into()], 0);
+        c.jobs[0].targets = vec![crate::campaign::InstanceReport {
+            instance: 2,
+            ..Default::default()
+        }];
+        store.put_campaign(&c, None).unwrap();
+        driver.command(Command::StartCampaign(Box::new(c)));
+        let observed = [
+            ("ep", Path::resource(9, 2, 7)),
+            ("ep", Path::resource(9, 2, 9)),
+            ("ep", Path::resource(9, 2, 12)),
+            ("ep", Path::resource(3, 0, 9)),
+            ("other", Path::resource(9, 2, 7)),
+        ];
+        for (id, (ep, path)) in (100u64..).zip(observed) {
+            driver
+                .observations
+                .insert(id, ep.into(), path, id.to_be_bytes().to_vec());
+        }
+        let (tx, rx) = oneshot::channel();
+        driver.command(Command::Cancel("c1".into(), tx));
+        assert!(rx.await.unwrap());
+        let left: Vec<_> = observed
+            .iter()
+            .filter(|(ep, path)| driver.observations.find(ep, *path).is_some())
+            .collect();
+        assert_eq!(
+            left,
+            [
+                &("ep", Path::resource(3, 0, 9)),
+                &("other", Path::resource(9, 2, 7))
+            ]
+        );
     }
 }

@@ -149,12 +149,13 @@ impl Client {
     pub fn wait(&self, id: &str, mut progress: impl FnMut(&Json)) -> Result<Json, CtlError> {
         let mut last = Json::Null;
         loop {
-            let c = self.get(&format!("/api/campaigns/{id}"))?;
+            // Polls carry the summary only; the whole report comes at the end.
+            let c = self.get(&format!("/api/campaigns/{id}?jobs=none"))?;
             if c.get("summary") != last.get("summary") || c.get("status") != last.get("status") {
                 progress(&c);
             }
             if c.get("status").and_then(Json::as_str) != Some("running") {
-                return Ok(c);
+                return self.get(&format!("/api/campaigns/{id}"));
             }
             last = c;
             std::thread::sleep(Duration::from_millis(500));

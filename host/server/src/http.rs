@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::campaign::{Campaign, CampaignSpec, OpKind, Protocol};
+use crate::campaign::{Campaign, CampaignSpec, JobStatus, OpKind, Protocol};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::driver::{Command, unix_ms};
 use crate::store::{
@@ -508,22 +508,101 @@ pub fn campaign_json(c: &Campaign) -> Json {
     v
 }
 
-async fn list_campaigns(State(s): State<AppState>) -> ApiResult {
+/// Which of a campaign's per-device jobs a report carries: a campaign over
+/// thousands of devices is megabytes of JSON, and a progress poll needs only
+/// the summary, an operator often only the failures.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    /// `none` leaves the jobs out (`summary` stays); default: the jobs.
+    jobs: Option<String>,
+    /// Only jobs in these states, comma-separated (`failed,timed_out`).
+    status: Option<String>,
+    /// Skip this many of the selected jobs.
+    offset: Option<usize>,
+    /// At most this many jobs.
+    limit: Option<usize>,
+}
+
+impl JobsQuery {
+    fn filtered(&self) -> bool {
+        self.jobs.is_some()
+            || self.status.is_some()
+            || self.offset.is_some()
+            || self.limit.is_some()
+    }
+
+    /// The report of `c` with the jobs this query selects; `jobs_total` is
+    /// how many matched before `offset` and `limit`.
+    fn report(&self, c: &Campaign) -> Result<Json, ApiError> {
+        let mut v = campaign_json(c);
+        if !self.filtered() {
+            return Ok(v);
+        }
+        let wanted: Option<Vec<JobStatus>> = match &self.status {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|w| {
+                        serde_json::from_value(Json::String(w.trim().to_string()))
+                            .map_err(|_| ApiError::bad(format!("unknown job status {w:?}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let none = match self.jobs.as_deref() {
+            None | Some("all") => false,
+            Some("none") => true,
+            Some(other) => return Err(ApiError::bad(format!("jobs={other}: use all or none"))),
+        };
+        let selected: Vec<Json> = v
+            .get("jobs")
+            .and_then(Json::as_array)
+            .map(|jobs| {
+                jobs.iter()
+                    .zip(&c.jobs)
+                    .filter(|(_, j)| wanted.as_ref().is_none_or(|w| w.contains(&j.status)))
+                    .map(|(json, _)| json.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("jobs_total".into(), json!(selected.len()));
+            if none {
+                o.remove("jobs");
+            } else {
+                let page: Vec<Json> = selected
+                    .into_iter()
+                    .skip(self.offset.unwrap_or(0))
+                    .take(self.limit.unwrap_or(usize::MAX))
+                    .collect();
+                o.insert("jobs".into(), Json::Array(page));
+            }
+        }
+        Ok(v)
+    }
+}
+
+async fn list_campaigns(State(s): State<AppState>, Query(q): Query<JobsQuery>) -> ApiResult {
     let cs: Vec<Json> = s
         .store
         .list_campaigns()?
         .iter()
-        .map(campaign_json)
-        .collect();
+        .map(|c| q.report(c))
+        .collect::<Result<_, _>>()?;
     ok(cs)
 }
 
-async fn get_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
+async fn get_campaign(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<JobsQuery>,
+) -> ApiResult {
     let c = s
         .store
         .get_campaign(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
-    ok(campaign_json(&c))
+    ok(q.report(&c)?)
 }
 
 async fn cancel_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
@@ -537,7 +616,7 @@ async fn cancel_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>
     let (tx, rx) = oneshot::channel();
     let _ = s.commands.send(Command::Cancel(id.clone(), tx)).await;
     let _ = rx.await;
-    get_campaign(State(s), UrlPath(id)).await
+    get_campaign(State(s), UrlPath(id), Query(JobsQuery::default())).await
 }
 
 async fn retry_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> ApiResult {
@@ -553,7 +632,7 @@ async fn retry_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>)
     let (tx, rx) = oneshot::channel();
     let _ = s.commands.send(Command::Retry(id.clone(), tx)).await;
     let _ = rx.await;
-    get_campaign(State(s), UrlPath(id)).await
+    get_campaign(State(s), UrlPath(id), Query(JobsQuery::default())).await
 }
 
 #[cfg(test)]

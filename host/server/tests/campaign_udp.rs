@@ -307,6 +307,32 @@ async fn group_upgrade_push_and_pull_with_bad_input_and_restart() {
         bad_job["update_result_name"],
         "Package integrity check failure"
     );
+    // Reports restricted to some jobs: the summary stays whole.
+    let (cc, idq) = (c.clone(), id.clone());
+    blocking(move || {
+        let get = |q: &str| cc.get(&format!("/api/campaigns/{idq}?{q}")).unwrap();
+        let failed = get("status=failed,timed_out");
+        assert_eq!(failed["jobs_total"], 1, "{failed:#}");
+        assert_eq!(failed["jobs"][0]["endpoint"], "bad");
+        assert_eq!(failed["summary"]["done"], 2);
+        let bare = get("jobs=none");
+        assert!(bare.get("jobs").is_none(), "{bare:#}");
+        assert_eq!(bare["jobs_total"], 3);
+        assert_eq!(bare["status"], "finished");
+        let page = get("offset=1&limit=1");
+        assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1));
+        assert_eq!(page["jobs_total"], 3);
+        for bad in ["status=exploded", "jobs=some", "colour=red"] {
+            assert!(
+                matches!(
+                    cc.get(&format!("/api/campaigns/{idq}?{bad}")),
+                    Err(wasmdm_server::ctl::CtlError::Api { status: 400, .. })
+                ),
+                "{bad}"
+            );
+        }
+    })
+    .await;
     let d1_job = jobs.iter().find(|j| j["endpoint"] == "d1").unwrap();
     assert_eq!(d1_job["targets"][0]["old_version"], "1.0");
     assert_eq!(d1_job["targets"][0]["new_version"], "2.0");

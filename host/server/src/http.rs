@@ -157,6 +157,16 @@ async fn observed(State(s): State<AppState>, UrlPath(ep): UrlPath<String>) -> Ap
     ok(values)
 }
 
+/// JSON form of a link: `{"target": "/3/0/7", "attrs": [["dim", "2"], ["q", null]]}`.
+fn link_json(l: &wasmdm_proto::codec::link::Link) -> Json {
+    let attrs: Vec<Json> = l
+        .attrs
+        .iter()
+        .map(|a| json!([a.name, a.value.as_ref().map(|v| v.as_str())]))
+        .collect();
+    json!({ "target": l.target, "attrs": attrs })
+}
+
 /// JSON form of a DM reply.
 pub fn reply_json(r: &DmReply) -> Json {
     let values: serde_json::Map<String, Json> = r
@@ -168,7 +178,7 @@ pub fn reply_json(r: &DmReply) -> Json {
         "code": r.code_text(),
         "success": r.is_success(),
         "values": values,
-        "links": r.links,
+        "links": r.links.iter().map(link_json).collect::<Vec<_>>(),
         "location": r.location,
         "format": r.format,
     })

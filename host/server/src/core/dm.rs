@@ -8,7 +8,7 @@ use wasmdm_proto::coap::msg::{self, Code};
 use wasmdm_proto::codec::{self, CodecError};
 use wasmdm_proto::model::{ContentFormat, DataType, Path, Value};
 
-use super::link::{self, Link};
+use wasmdm_proto::codec::link::{self, Link};
 
 /// A DM operation, independent of any transport detail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,9 +74,6 @@ pub enum DmError {
     /// The response carries a format the server cannot decode.
     #[error("cannot decode response: {0}")]
     Codec(#[from] CodecError),
-    /// The link-format answer to a Discover is malformed.
-    #[error("cannot parse discover response: {0}")]
-    Link(#[from] link::LinkError),
     /// An option of the response is malformed.
     #[error("malformed response option")]
     BadOption,

@@ -342,7 +342,11 @@ fn parse_objects(request: &Packet) -> Result<Option<ObjectList>, Code> {
     if !matches!(cf, None | Some(0) | Some(40)) {
         return Err(Code::BAD_REQUEST);
     }
-    let links = link::parse(&request.payload).map_err(|_| Code::BAD_REQUEST)?;
+    let links =
+        wasmdm_proto::codec::link::parse(&request.payload).map_err(|_| Code::BAD_REQUEST)?;
+    if links.len() > link::MAX_LINKS {
+        return Err(Code::BAD_REQUEST);
+    }
     Ok(Some(ObjectList::from_links(&links)))
 }
 

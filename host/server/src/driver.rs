@@ -747,14 +747,11 @@ mod tests {
     use super::*;
     use crate::campaign::{CampaignSpec, JobStatus};
 
-    /// The API reads a campaign from the store as soon as the driver answers
-    /// a cancel or a retry: its new state must be committed by then.
-    #[tokio::test]
-    async fn cancel_and_retry_are_stored_before_the_reply() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
+    /// A driver on a store in `dir`, its socket on a free loopback port.
+    async fn test_driver(dir: &std::path::Path) -> (Driver, Arc<Store>) {
+        let store = Arc::new(Store::open(dir).unwrap());
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let mut driver = Driver::new(
+        let driver = Driver::new(
             socket,
             store.clone(),
             Notified::default(),
@@ -762,9 +759,21 @@ mod tests {
             1,
         )
         .unwrap();
-        let spec: CampaignSpec =
-            serde_json::from_value(serde_json::json!({"op": "activate", "package": "app"}))
-                .unwrap();
+        (driver, store)
+    }
+
+    /// Activate package `app`.
+    fn activate_spec() -> CampaignSpec {
+        serde_json::from_value(serde_json::json!({"op": "activate", "package": "app"})).unwrap()
+    }
+
+    /// The API reads a campaign from the store as soon as the driver answers
+    /// a cancel or a retry: its new state must be committed by then.
+    #[tokio::test]
+    async fn cancel_and_retry_are_stored_before_the_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut driver, store) = test_driver(dir.path()).await;
+        let spec = activate_spec();
         let status = |id: &str| store.get_campaign(id).unwrap().unwrap().status;
 
         // Pending on a device that never registers; cancelled.
@@ -793,19 +802,8 @@ mod tests {
     #[tokio::test]
     async fn an_ended_job_stops_observing_its_instance() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let mut driver = Driver::new(
-            socket,
-            store.clone(),
-            Notified::default(),
-            Params::default(),
-            1,
-        )
-        .unwrap();
-        let spec: CampaignSpec =
-            serde_json::from_value(serde_json::json!({"op": "activate", "package": "app"}))
-                .unwrap();
+        let (mut driver, store) = test_driver(dir.path()).await;
+        let spec = activate_spec();
         let mut c = Campaign::new("c1".into(), None, spec, vec!["ep".into()], 0);
         c.jobs[0].targets = vec![crate::campaign::InstanceReport {
             instance: 2,

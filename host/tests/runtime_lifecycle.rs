@@ -298,8 +298,12 @@ async fn open_rebuilds_the_staging_of_a_delivered_slot() {
     {
         let rt = Runtime::open(config(dir.path())).await.unwrap();
         deliver(&rt, "2", &counter_pkg("1.0.0")).await.unwrap();
+        deliver(&rt, "5", &counter_pkg("1.1.0")).await.unwrap();
         rt.shutdown().await;
     }
+    // Slot 5 lost its package file (a crash while an install removed the
+    // slot): nothing to rebuild from, so it is no longer delivered.
+    std::fs::remove_file(dir.path().join("deliveries/5/package.part")).unwrap();
     let slot = dir.path().join("deliveries/2");
     // What unsynced files may look like after a power cut: there but empty.
     std::fs::write(slot.join("staging/counter.wasm"), b"").unwrap();
@@ -311,6 +315,8 @@ async fn open_rebuilds_the_staging_of_a_delivered_slot() {
     assert!(!slot.join("staging.rebuild").exists());
     let (_, delivered) = rt.delivery_state("2").unwrap();
     assert_eq!(delivered.map(|d| d.version).as_deref(), Some("1.0.0"));
+    assert_eq!(rt.delivery_state("5").unwrap().1, None);
+    assert!(!dir.path().join("deliveries/5/staging").exists());
     let info = rt.install("2").await.unwrap();
     assert_eq!(info.version, "1.0.0");
     rt.activate("counter", None).await.unwrap();

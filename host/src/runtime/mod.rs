@@ -641,6 +641,9 @@ impl Runtime {
             let _ = remove_dir_if_exists(&old_root);
         }
         self.gc_cache();
+        // The "delivered" mark first: a crash in the middle of removing the
+        // slot must not leave it marked with half its files gone.
+        let _ = remove_if_exists(&delivery::delivered_path(&slot_dir));
         let _ = remove_dir_if_exists(&slot_dir);
         let _ = fsync_dir(&self.inner.dirs.deliveries());
         Ok(InstalledInfo {
@@ -1005,7 +1008,9 @@ fn cleanup_deliveries(
             let _ = remove_if_exists(&path);
             continue;
         }
-        if delivery::read_delivered(&path).is_none() {
+        // A delivered mark without its package file (the durable copy the
+        // staging comes from) cannot be installed or rebuilt: not delivered.
+        if delivery::read_delivered(&path).is_none() || !delivery::part_path(&path).is_file() {
             remove_if_exists(&delivery::delivered_path(&path))?;
             remove_dir_if_exists(&delivery::staging_path(&path))?;
         } else if let Err(e) = rebuild_staging(&path, limits, keys) {

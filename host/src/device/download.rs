@@ -193,6 +193,26 @@ pub struct Observer<'a> {
     pub on_progress: &'a mut dyn FnMut(u64),
 }
 
+/// `uri` without the `user:password@` of its authority, for messages and
+/// logs (credentials belong in /9/x/14-15, but a URI may carry them too).
+pub fn without_userinfo(uri: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
+        return uri.into();
+    };
+    let rest = uri.get(scheme_end..).unwrap_or_default();
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = rest.get(..authority_end).unwrap_or_default();
+    match authority.rfind('@') {
+        Some(at) => format!(
+            "{}***@{}",
+            uri.get(..scheme_end).unwrap_or_default(),
+            rest.get(at + 1..).unwrap_or_default()
+        )
+        .into(),
+        None => uri.into(),
+    }
+}
+
 /// Downloads `uri` into `sink`, continuing from `resume` when the server still
 /// has the same entity. Returns the total size.
 pub fn http_download(
@@ -204,26 +224,29 @@ pub fn http_download(
     sink: &mut dyn PackageSink,
     observer: Observer<'_>,
 ) -> Result<u64, DownloadError> {
+    // Errors and log lines show the URI without any `user:password@`.
+    let shown = without_userinfo(uri);
+    let shown = shown.as_ref();
     let parsed: ureq::http::Uri = uri
         .parse()
-        .map_err(|e| DownloadError::InvalidUri(format!("{uri}: {e}")))?;
+        .map_err(|e| DownloadError::InvalidUri(format!("{shown}: {e}")))?;
     match parsed.scheme_str() {
         Some("http") | Some("https") => {}
         _ => {
             return Err(DownloadError::InvalidUri(format!(
-                "{uri}: not an http(s) URI"
+                "{shown}: not an http(s) URI"
             )));
         }
     }
     if parsed.host().is_none_or(str::is_empty) {
-        return Err(DownloadError::InvalidUri(format!("{uri}: no host")));
+        return Err(DownloadError::InvalidUri(format!("{shown}: no host")));
     }
 
     let roots = match (&options.trust.roots, parsed.scheme_str()) {
         (Some(roots), _) => roots.clone(),
         (None, Some("https")) => {
             return Err(DownloadError::InvalidUri(format!(
-                "{uri}: no certificate authority is trusted for https downloads \
+                "{shown}: no certificate authority is trusted for https downloads \
                  (device config download-ca / download-public-roots)"
             )));
         }
@@ -251,7 +274,7 @@ pub fn http_download(
         request = request.header("Authorization", format!("Basic {token}"));
     }
 
-    let response = request.call().map_err(|e| transport_error(uri, e))?;
+    let response = request.call().map_err(|e| transport_error(shown, e))?;
     let status = response.status().as_u16();
     let etag = response
         .headers()
@@ -266,16 +289,16 @@ pub fn http_download(
             })?,
         200 => 0,
         401 | 403 | 404 | 410 => {
-            return Err(DownloadError::InvalidUri(format!("{uri}: HTTP {status}")));
+            return Err(DownloadError::InvalidUri(format!("{shown}: HTTP {status}")));
         }
         416 => {
             return Err(DownloadError::ConnectionLost(format!(
-                "{uri}: HTTP 416, resume point beyond the file"
+                "{shown}: HTTP 416, resume point beyond the file"
             )));
         }
         _ => {
             return Err(DownloadError::ConnectionLost(format!(
-                "{uri}: HTTP {status}"
+                "{shown}: HTTP {status}"
             )));
         }
     };
@@ -524,6 +547,26 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn messages_show_uris_without_credentials() {
+        for (uri, shown) in [
+            (
+                "http://u:secret@h:8080/p?q=a@b",
+                "http://***@h:8080/p?q=a@b",
+            ),
+            ("https://u@h/p", "https://***@h/p"),
+            ("http://h/p@x", "http://h/p@x"),
+            ("coap://h", "coap://h"),
+            ("not a uri", "not a uri"),
+        ] {
+            assert_eq!(without_userinfo(uri), shown);
+        }
+        // The InvalidUri text of a refused URI carries no password either.
+        let mut sink = MemSink(Vec::new());
+        let e = run("ftp://u:secret@h/p", &ResumePoint::default(), &mut sink).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]

@@ -642,6 +642,18 @@ fn assert_summary(
 
 const INSTALLED: (i64, &str) = (2, "Software successfully installed");
 
+/// Waits for campaign `id` and checks it finished with every device of
+/// `eps` done and installed, from version `old` to `new`.
+fn assert_all_installed(b: &Bench, id: &str, eps: &[String], old: Option<&str>, new: &str) -> Json {
+    let report = b.wait_campaign(id);
+    assert_eq!(report["status"], "finished", "{report:#}");
+    assert_summary(&report, eps.len() as u64, 0, 0, 0, 0);
+    for ep in eps {
+        assert_job(&report, ep, "done", Some(INSTALLED), Some((old, Some(new))));
+    }
+    report
+}
+
 /// Installs counter 1.0.0 on the bench's group and activates it.
 fn install_v1(b: &Bench, group: &str, protocol: &str) -> Json {
     let sha = b.upload(&pack_example("counter", "1.0.0"), "counter-1.0.0.wdm");
@@ -649,19 +661,7 @@ fn install_v1(b: &Bench, group: &str, protocol: &str) -> Json {
         "group": group, "op": "install", "package": "counter", "file": sha,
         "delivery": "pull", "protocol": protocol, "activate": true, "timeout_secs": 60,
     }));
-    let report = b.wait_campaign(&id);
-    assert_eq!(report["status"], "finished", "{report:#}");
-    assert_summary(&report, 3, 0, 0, 0, 0);
-    for ep in b.endpoints() {
-        assert_job(
-            &report,
-            &ep,
-            "done",
-            Some(INSTALLED),
-            Some((None, Some("1.0.0"))),
-        );
-    }
-    report
+    assert_all_installed(b, &id, &b.endpoints(), None, "1.0.0")
 }
 
 /// `pkg` with one byte of its first component flipped: still a well-formed
@@ -716,17 +716,8 @@ fn group_install_upgrades_and_a_corrupted_file() {
         "group": "life", "op": "upgrade", "package": "counter", "version": "1.0.0",
         "file": v2, "delivery": "pull", "protocol": "http", "timeout_secs": 60,
     }));
-    let report = b.wait_campaign(&id);
-    assert_eq!(report["status"], "finished", "{report:#}");
-    assert_summary(&report, 3, 0, 0, 0, 0);
+    let report = assert_all_installed(&b, &id, &eps, Some("1.0.0"), "2.0.0");
     for ep in &eps {
-        assert_job(
-            &report,
-            ep,
-            "done",
-            Some(INSTALLED),
-            Some((Some("1.0.0"), Some("2.0.0"))),
-        );
         assert_eq!(job(&report, ep)["targets"][0]["was_active"], true);
     }
     b.counters_grow(&[0, 1, 2]);
@@ -748,18 +739,7 @@ fn group_install_upgrades_and_a_corrupted_file() {
         "group": "life", "op": "upgrade", "package": "counter",
         "file": v3, "delivery": "push", "timeout_secs": 60,
     }));
-    let report = b.wait_campaign(&id);
-    assert_eq!(report["status"], "finished", "{report:#}");
-    assert_summary(&report, 3, 0, 0, 0, 0);
-    for ep in &eps {
-        assert_job(
-            &report,
-            ep,
-            "done",
-            Some(INSTALLED),
-            Some((Some("2.0.0"), Some("3.0.0"))),
-        );
-    }
+    assert_all_installed(&b, &id, &eps, Some("2.0.0"), "3.0.0");
     b.counters_grow(&[0, 1, 2]);
 
     // 3. A corrupted file (digest mismatch inside a valid archive) on one device.
@@ -962,18 +942,7 @@ fn restart_mid_campaign(
     b.api = b.server.api();
     b.devices[1].thaw();
 
-    let report = b.wait_campaign(&id);
-    assert_eq!(report["status"], "finished", "{report:#}");
-    assert_summary(&report, 3, 0, 0, 0, 0);
-    for ep in &eps {
-        assert_job(
-            &report,
-            ep,
-            "done",
-            Some(INSTALLED),
-            Some((old, Some(&new))),
-        );
-    }
+    assert_all_installed(&b, &id, &eps, old, &new);
     b.counters_grow(&[0, 1, 2]);
     // Every device talks to the restarted server's registration interface.
     for ep in &eps {

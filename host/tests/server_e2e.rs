@@ -942,7 +942,7 @@ fn restart_mid_campaign(
     b.api = b.server.api();
     b.devices[1].thaw();
 
-    assert_all_installed(&b, &id, &eps, old, &new);
+    assert_all_installed(b, &id, &eps, old, &new);
     b.counters_grow(&[0, 1, 2]);
     // Every device talks to the restarted server's registration interface.
     for ep in &eps {

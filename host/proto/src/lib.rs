@@ -5,6 +5,7 @@
 pub mod client;
 pub mod coap;
 pub mod codec;
+pub mod dtls;
 pub mod execargs;
 pub mod model;
 pub mod object;

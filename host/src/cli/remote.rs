@@ -28,6 +28,31 @@ pub struct DeviceArgs {
     /// Whether https pulls also trust the built-in public roots (default true).
     #[arg(long)]
     pub download_public_roots: Option<bool>,
+    /// Security mode with the server: psk, certificate or nosec (default:
+    /// psk for a coaps:// server, nosec for coap://).
+    #[arg(long)]
+    pub security: Option<wasmdm_proto::objects::SecurityMode>,
+    /// PSK identity.
+    #[arg(long)]
+    pub psk_identity: Option<String>,
+    /// PSK as hex (prefer --psk-key-file or the environment: command lines are visible to other users).
+    #[arg(long, env = "WASMDM_PSK_KEY", hide_env_values = true)]
+    pub psk_key: Option<String>,
+    /// File holding the PSK (hex text or raw bytes).
+    #[arg(long)]
+    pub psk_key_file: Option<PathBuf>,
+    /// Own certificate (PEM or DER) for certificate mode.
+    #[arg(long)]
+    pub certificate: Option<PathBuf>,
+    /// Own PKCS#8 private key (PEM or DER) for certificate mode.
+    #[arg(long)]
+    pub private_key: Option<PathBuf>,
+    /// The server's certificate (pinned), PEM or DER.
+    #[arg(long)]
+    pub server_certificate: Option<PathBuf>,
+    /// CA certificate(s), PEM, that the server's certificate must chain to.
+    #[arg(long)]
+    pub server_ca: Option<PathBuf>,
     #[command(flatten)]
     pub data_dir: super::DataDirArgs,
 }
@@ -88,6 +113,30 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(v) = args.download_public_roots {
         config.download_public_roots = v;
+    }
+    if args.security.is_some() {
+        config.security = args.security;
+    }
+    if args.psk_identity.is_some() {
+        config.psk_identity = args.psk_identity;
+    }
+    if let Some(v) = args.psk_key {
+        config.psk_key = Some(wasmdm::device::config::Secret::new(v));
+        config.psk_key_file = None;
+    }
+    if args.psk_key_file.is_some() {
+        config.psk_key_file = args.psk_key_file;
+        config.psk_key = None;
+    }
+    for (flag, key) in [
+        (args.certificate, &mut config.certificate),
+        (args.private_key, &mut config.private_key),
+        (args.server_certificate, &mut config.server_certificate),
+        (args.server_ca, &mut config.server_ca),
+    ] {
+        if flag.is_some() {
+            *key = flag;
+        }
     }
     let stopped = wasmdm::device::run(config, shutdown_signal())
         .await

@@ -9,8 +9,28 @@ use std::path::{Path, PathBuf};
 pub struct DeviceConfig {
     /// LwM2M Endpoint Client Name (default: the host name).
     pub endpoint: String,
-    /// The LwM2M server, `coap://host:port`.
+    /// The LwM2M server, `coap://host:port` (NoSec) or `coaps://host:port`
+    /// (DTLS; default port 5684).
     pub server: String,
+    /// How the device authenticates to the server (/0/x/2): `psk`,
+    /// `certificate` or `nosec` (`rpk` is not supported by this build).
+    /// Default: `psk` for a `coaps://` server, `nosec` for `coap://`.
+    pub security: Option<wasmdm_proto::objects::SecurityMode>,
+    /// PSK identity (/0/x/3), UTF-8.
+    pub psk_identity: Option<String>,
+    /// PSK (/0/x/5) as hex. Prefer `psk-key-file` outside a lab.
+    pub psk_key: Option<Secret>,
+    /// File holding the PSK (hex text, or the raw key bytes).
+    pub psk_key_file: Option<PathBuf>,
+    /// Own certificate (chain), PEM or DER, for `certificate` mode (/0/x/3).
+    pub certificate: Option<PathBuf>,
+    /// Own private key, PKCS#8 PEM or DER (/0/x/5).
+    pub private_key: Option<PathBuf>,
+    /// The server's own certificate, PEM or DER, pinned (/0/x/4).
+    pub server_certificate: Option<PathBuf>,
+    /// CA(s) the server's certificate must chain to, PEM; the certificate
+    /// must also name the server URI's host.
+    pub server_ca: Option<PathBuf>,
     /// Registration lifetime in seconds.
     pub lifetime: u32,
     /// Local UDP address to bind.
@@ -54,6 +74,14 @@ impl Default for DeviceConfig {
         DeviceConfig {
             endpoint: default_endpoint(),
             server: "coap://127.0.0.1:5683".into(),
+            security: None,
+            psk_identity: None,
+            psk_key: None,
+            psk_key_file: None,
+            certificate: None,
+            private_key: None,
+            server_certificate: None,
+            server_ca: None,
             lifetime: 300,
             bind: "0.0.0.0:0".into(),
             data_dir: default_data_dir(),
@@ -72,6 +100,28 @@ impl Default for DeviceConfig {
     }
 }
 
+/// A secret setting: deserialized like a string, never shown by Debug.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,7 +135,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
-    #[error("invalid server URI {0:?}: expected coap://host:port")]
+    #[error("invalid server URI {0:?}: expected coap://host:port or coaps://host:port")]
     ServerUri(String),
     #[error(transparent)]
     DownloadCa(#[from] crate::device::download::TrustError),
@@ -113,12 +163,36 @@ impl DeviceConfig {
         )?)
     }
 
-    /// `host:port` of the server, from `coap://host[:port]` (default port 5683).
+    /// The security mode: as configured, else from the server URI's scheme.
+    pub fn security_mode(&self) -> wasmdm_proto::objects::SecurityMode {
+        use wasmdm_proto::objects::SecurityMode;
+        self.security.unwrap_or(if self.server.starts_with("coaps://") {
+            SecurityMode::Psk
+        } else {
+            SecurityMode::NoSec
+        })
+    }
+
+    /// The host of the server URI (what its certificate must name).
+    pub fn server_host(&self) -> Result<String, ConfigError> {
+        let authority = self.server_addr()?;
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or("", |(h, _)| h),
+        };
+        Ok(host.to_string())
+    }
+
+    /// `host:port` of the server, from `coap://host[:port]` (default port
+    /// 5683) or `coaps://host[:port]` (default 5684).
     pub fn server_addr(&self) -> Result<String, ConfigError> {
-        let rest = self
-            .server
-            .strip_prefix("coap://")
-            .ok_or_else(|| ConfigError::ServerUri(self.server.clone()))?;
+        let (rest, default_port) = if let Some(rest) = self.server.strip_prefix("coaps://") {
+            (rest, 5684)
+        } else if let Some(rest) = self.server.strip_prefix("coap://") {
+            (rest, 5683)
+        } else {
+            return Err(ConfigError::ServerUri(self.server.clone()));
+        };
         let authority = rest.split('/').next().unwrap_or_default();
         if authority.is_empty() {
             return Err(ConfigError::ServerUri(self.server.clone()));
@@ -133,7 +207,7 @@ impl DeviceConfig {
         Ok(if has_port {
             authority.to_string()
         } else {
-            format!("{authority}:5683")
+            format!("{authority}:{default_port}")
         })
     }
 }
@@ -230,6 +304,7 @@ mod tests {
         assert_eq!(with("coap://example.org:5690").unwrap(), "example.org:5690");
         assert_eq!(with("coap://[::1]:5690").unwrap(), "[::1]:5690");
         assert_eq!(with("coap://[::1]").unwrap(), "[::1]:5683");
+        assert_eq!(with("coaps://example.org").unwrap(), "example.org:5684");
         assert!(with("http://x").is_err());
         assert!(with("coap://").is_err());
     }

@@ -8,15 +8,18 @@
 
 pub mod config;
 pub mod download;
+pub mod security;
 mod shared;
 mod socket;
 mod state;
+mod transport;
 
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use config::{ConfigError, DeviceConfig};
 use shared::{LiveDevice, Shared};
 use socket::DeviceSocket;
 use state::{DeviceState, StateFile};
+use transport::Transport;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +30,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
 use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
-use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Security, Server};
+use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Server};
 use wasmdm_proto::swcomp::SoftwareComponents;
 use wasmdm_proto::swmgmt::{Installed, Report, SoftwareManagement, SwMgmtConfig, UpdateResult};
 
@@ -36,6 +39,10 @@ use wasmdm_proto::swmgmt::{Installed, Report, SoftwareManagement, SwMgmtConfig, 
 pub enum DeviceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("server account: {0}")]
+    Security(#[from] security::SecurityError),
+    #[error("DTLS: {0}")]
+    Dtls(#[from] wasmdm_proto::dtls::DtlsError),
     #[error("cannot resolve the LwM2M server {0}")]
     Resolve(String),
     #[error("UDP socket: {0}")]
@@ -92,6 +99,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stopped, DeviceError> {
     let server = resolve(&config.server_addr()?).await?;
+    // Credentials are read and checked before anything starts: a key that
+    // cannot be used is a configuration error, not a handshake to retry.
+    let account = security::account(&config, 1)?;
     // Checked before anything starts: a CA file that cannot be used is a
     // configuration error, not a reason to trust something else.
     let http_trust = config.download_trust()?;
@@ -128,6 +138,7 @@ pub async fn run(
         .spawn(move || {
             let result = drive(
                 config,
+                account,
                 http_trust,
                 server,
                 driver_runtime,
@@ -159,8 +170,10 @@ pub async fn run(
 
 /// The device thread: runs the protocol loop until `stop` completes (or a
 /// Reboot) and de-registers; returns whether a Reboot was requested.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     config: DeviceConfig,
+    account: security::Account,
     http_trust: download::TlsTrust,
     server: SocketAddr,
     runtime: Runtime,
@@ -174,7 +187,21 @@ fn drive(
         .build()?;
     local.block_on(async move {
         let socket = DeviceSocket::new(socket)?;
-        let mut device = Driver::new(config, http_trust, server, runtime, socket, tasks)?;
+        let transport = Transport::new(
+            socket,
+            server,
+            &config.server_host()?,
+            account.credentials,
+        )?;
+        let mut device = Driver::new(
+            config,
+            account.security,
+            http_trust,
+            server,
+            runtime,
+            transport,
+            tasks,
+        )?;
         device.run(stop).await?;
         Ok(device.reboot_requested)
     })
@@ -212,7 +239,8 @@ struct Driver {
     runtime: Runtime,
     /// Where slow work runs (the caller's runtime, not the device thread).
     tasks: tokio::runtime::Handle,
-    socket: DeviceSocket,
+    /// UDP socket and DTLS sessions.
+    transport: Transport,
     client: Client,
     swmgmt: Shared<SoftwareManagement>,
     swcomp: Shared<SoftwareComponents>,
@@ -251,15 +279,18 @@ fn seed() -> u64 {
 impl Driver {
     fn new(
         config: DeviceConfig,
+        security: wasmdm_proto::objects::Security,
         http_trust: download::TlsTrust,
         server: SocketAddr,
         runtime: Runtime,
-        socket: DeviceSocket,
+        transport: Transport,
         tasks: tokio::runtime::Handle,
     ) -> Result<Self, DeviceError> {
         let sw_config = SwMgmtConfig {
             max_instances: usize::from(config.max_packages),
-            coaps: false,
+            // coaps:// Package URIs are pulled with the server account's
+            // DTLS credentials, so only a DTLS account offers them.
+            coaps: transport.secure(),
             https: true,
             max_package_bytes: Some(config.max_package_bytes),
         };
@@ -306,7 +337,7 @@ impl Driver {
         engine_config.lifetime = config.lifetime;
         engine_config.push_limit = Some(config.max_package_bytes);
         let objects: Vec<Box<dyn Object>> = vec![
-            Box::new(Security::nosec(config.server.clone(), 1)),
+            Box::new(security),
             Box::new(Server::new(1, u64::from(config.lifetime))),
             Box::new(device),
             Box::new(swmgmt.clone()),
@@ -318,7 +349,7 @@ impl Driver {
             config,
             runtime,
             tasks,
-            socket,
+            transport,
             client,
             swmgmt,
             swcomp,
@@ -396,24 +427,22 @@ impl Driver {
         tokio::pin!(timer);
         let mut armed = None;
         loop {
-            let deadline = self
-                .client
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            let deadline = self.poll_timeout().map(tokio::time::Instant::from_std);
             if deadline != armed {
                 timer.as_mut().reset(deadline.unwrap_or(idle));
                 armed = deadline;
             }
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => {
+                received = self.transport.socket.recv_from(&mut buf) => {
                     // An ICMP "port unreachable" for an earlier send surfaces
                     // here on Linux; the engine's retransmission handles it.
                     let Some((n, from)) = transient(received)? else { continue };
-                    self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
+                    let bytes = buf.get(..n).unwrap_or_default();
+                    self.transport.inbound(Instant::now(), from, bytes, &mut self.client);
                 }
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
-                    self.client.handle_timeout(Instant::now());
+                    self.handle_timeout(Instant::now());
                 }
                 Some(work) = self.work_rx.recv() => self.on_work(Instant::now(), work)?,
                 event = events.recv() => {
@@ -437,17 +466,15 @@ impl Driver {
             if self.drain_events(Instant::now())?.1 {
                 break;
             }
-            let deadline = self
-                .client
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            let deadline = self.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => {
+                received = self.transport.socket.recv_from(&mut buf) => {
                     if let Some((n, from)) = transient(received)? {
-                        self.client.handle_datagram(Instant::now(), from, buf.get(..n).unwrap_or_default());
+                        let bytes = buf.get(..n).unwrap_or_default();
+                        self.transport.inbound(Instant::now(), from, bytes, &mut self.client);
                     }
                 }
-                _ = sleep_until(deadline) => self.client.handle_timeout(Instant::now()),
+                _ = sleep_until(deadline) => self.handle_timeout(Instant::now()),
                 _ = tokio::time::sleep_until(give_up) => break,
             }
         }
@@ -467,12 +494,21 @@ impl Driver {
     }
 
     async fn flush_transmits(&mut self) -> Result<(), DeviceError> {
-        while let Some(t) = self.client.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.to).await {
-                warn!(to = %t.to, "send failed: {e}");
-            }
-        }
+        self.transport.flush(Instant::now(), &mut self.client).await;
         Ok(())
+    }
+
+    /// The engine's or the DTLS layer's next deadline.
+    fn poll_timeout(&self) -> Option<Instant> {
+        [self.client.poll_timeout(), self.transport.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+        self.transport.handle_timeout(now, &mut self.client);
     }
 
     /// Handles engine events: how many, and whether de-registration completed.
@@ -486,9 +522,11 @@ impl Driver {
                     info!(location = %location.join("/"), "registered")
                 }
                 Event::RegistrationFailed { attempt, retry_in } => {
-                    warn!(attempt, retry_in = ?retry_in, "registration failed")
+                    warn!(attempt, retry_in = ?retry_in, "registration failed");
+                    self.transport.server_silent(now);
                 }
                 Event::Updated => debug!("registration updated"),
+                Event::ServerSilent => self.transport.server_silent(now),
                 Event::Deregistered => {
                     info!("de-registered");
                     deregistered = true;
@@ -821,12 +859,17 @@ impl Driver {
         password: Option<String>,
     ) -> Result<(), DeviceError> {
         let delivery = self.runtime.delivery(&slot(iid))?;
-        if let Some(rest) = uri.strip_prefix("coap://") {
+        let coap = match uri.split_once("://") {
+            Some(("coap", rest)) => Some((rest, 5683, false)),
+            Some(("coaps", rest)) => Some((rest, 5684, true)),
+            _ => None,
+        };
+        if let Some((rest, default_port, secure)) = coap {
             let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let authority = if authority.contains(':') {
                 authority.to_string()
             } else {
-                format!("{authority}:5683")
+                format!("{authority}:{default_port}")
             };
             let Some(peer) = std::net::ToSocketAddrs::to_socket_addrs(&authority)
                 .ok()
@@ -838,6 +881,22 @@ impl Driver {
                     .download_failed(iid, UpdateResult::InvalidUri);
                 return self.apply(now, report);
             };
+            // A coaps:// file server is pulled from with the server
+            // account's credentials (the server itself: the same session).
+            if secure {
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority.as_str(), |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                if let Err(e) = self.transport.add_dtls_peer(peer, host) {
+                    warn!(instance = iid, "cannot pull over coaps: {e}");
+                    let report = self
+                        .swmgmt
+                        .lock()
+                        .download_failed(iid, UpdateResult::ConnectionLost);
+                    return self.apply(now, report);
+                }
+            }
             let (path, query) = path.split_once('?').unwrap_or((path, ""));
             let segments = path
                 .split('/')

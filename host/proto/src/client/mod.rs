@@ -133,6 +133,9 @@ pub enum Event {
     },
     /// An Update got 2.04.
     Updated,
+    /// An Update got no answer at all (the driver may re-open its DTLS
+    /// session before the Register that follows is retransmitted).
+    ServerSilent,
     /// De-registered (2.02, error or timeout after [`Client::deregister`]).
     Deregistered,
     /// Effects to carry out; call [`Client::complete`] with `pending` after
@@ -223,6 +226,20 @@ pub struct Client {
     events: VecDeque<Event>,
     bodies: BodyCache,
     reads: ReadCache,
+    foreign_dropped: u64,
+}
+
+/// True for a CoAP request (code 0.01-0.31) or an empty CON (a ping, which
+/// a message layer answers with RST): what only the server may send us.
+fn is_request_or_ping(bytes: &[u8]) -> bool {
+    match bytes {
+        [first, code, ..] => {
+            let confirmable = (first >> 4) & 0x3 == 0;
+            (*code >> 5 == 0 && *code != 0) || (*code == 0 && confirmable)
+        }
+        // Not a CoAP message at all: the message layer drops it anyway.
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -257,6 +274,7 @@ impl Client {
             events: VecDeque::new(),
             bodies: BodyCache::default(),
             reads: ReadCache::default(),
+            foreign_dropped: 0,
         }
     }
 
@@ -304,8 +322,23 @@ impl Client {
 
     // ---- B. inputs ----
 
+    /// Requests and pings from anyone but the server, dropped unanswered.
+    pub fn foreign_requests_dropped(&self) -> u64 {
+        self.foreign_dropped
+    }
+
     /// Processes one datagram from `from`.
+    ///
+    /// Only the LwM2M server may operate on the device (Core 1.1 §7.3: a
+    /// client serves the servers it is registered with): a request, or an
+    /// empty CON ping, from any other address is dropped before the message
+    /// layer sees it, unanswered and without any state change. Other peers
+    /// (file servers of CoAP pulls) only ever answer our requests.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if from != self.cfg.server && is_request_or_ping(bytes) {
+            self.foreign_dropped += 1;
+            return;
+        }
         self.ep.handle_datagram(now, from, bytes);
         self.pump(now);
     }
@@ -542,6 +575,9 @@ impl Client {
                     };
                     self.events.push_back(Event::Updated);
                 } else {
+                    if code.is_none() {
+                        self.events.push_back(Event::ServerSilent);
+                    }
                     // 4.04 (or any failure) to Update: register afresh (reference §1).
                     self.send_register(now, 1);
                 }

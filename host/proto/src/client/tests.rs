@@ -1016,3 +1016,36 @@ fn download_over_block2_with_resume() {
     }
     assert_eq!(received, vec![(1024, 1024, true), (2048, 952, false)]);
 }
+
+#[test]
+fn requests_from_anyone_but_the_server_are_dropped_unanswered() {
+    let mut n = Net::new();
+    n.register();
+    let stranger: SocketAddr = "192.0.2.66:5683".parse().unwrap();
+    // A valid Execute, a Write and a ping, each from the right port of the
+    // wrong host and from the wrong port of the right host.
+    let mut exec = with_cf(req(RequestType::Post, "/42/0/3"), 0, b"0='evil'");
+    exec.header.set_type(MessageType::Confirmable);
+    let mut write = with_cf(req(RequestType::Put, "/42/0/1"), 0, b"evil");
+    write.header.set_type(MessageType::Confirmable);
+    let ping = vec![0x40, 0x00, 0x12, 0x34];
+    let other_port: SocketAddr = "192.0.2.1:5684".parse().unwrap();
+    for from in [stranger, other_port] {
+        for bytes in [
+            msg::encode(&exec).unwrap(),
+            msg::encode(&write).unwrap(),
+            ping.clone(),
+        ] {
+            n.client.handle_datagram(n.now, from, &bytes);
+            assert!(n.client.poll_transmit().is_none(), "answered {from}");
+        }
+    }
+    assert!(n.event().is_none());
+    assert_eq!(n.client.foreign_requests_dropped(), 6);
+    assert!(n.thing().runs.is_empty());
+    assert_eq!(n.thing().name, "a");
+    // The same Execute from the server runs.
+    n.client
+        .handle_datagram(n.now, srv(), &msg::encode(&exec).unwrap());
+    assert!(matches!(n.event(), Some(Event::Effects { .. })));
+}

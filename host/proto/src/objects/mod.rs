@@ -6,7 +6,7 @@ pub mod security;
 pub mod server;
 
 pub use device::{Device, DeviceInfo};
-pub use security::Security;
+pub use security::{Security, SecurityMode};
 pub use server::Server;
 
 use crate::model::{ResourceValue, Value};

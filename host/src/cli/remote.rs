@@ -108,10 +108,14 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where `wasmdm server` keeps its data without `--data-dir` (and where
+/// `wasmdm ctl` then looks for the admin token).
+fn server_default_data_dir() -> PathBuf {
+    wasmdm::device::config::default_data_dir().with_file_name("wasmdm-server")
+}
+
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.unwrap_or_else(|| {
-        wasmdm::device::config::default_data_dir().with_file_name("wasmdm-server")
-    });
+    let data_dir = args.data_dir.unwrap_or_else(server_default_data_dir);
     let config = wasmdm_server::ServerConfig::new(args.coap, args.http, data_dir);
     wasmdm_server::serve(config, shutdown_signal())
         .await
@@ -126,7 +130,7 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
     }
     let result = tokio::task::spawn_blocking(move || {
         let mut out = std::io::stdout();
-        wasmdm_server::ctl::ctl_main(&args.args, &mut out)
+        wasmdm_server::ctl::ctl_main(&args.args, &server_default_data_dir(), &mut out)
     })
     .await?;
     result?;

@@ -61,7 +61,12 @@ impl TestServer {
     }
 
     pub fn http(&self) -> String {
-        format!("http://{}", self.bound.http)
+        self.bound.api_base()
+    }
+
+    /// An API client carrying the server's admin token.
+    pub fn client(&self) -> wasmdm_server::ctl::Client {
+        self.bound.client()
     }
 
     pub async fn shutdown(mut self) {

@@ -238,6 +238,9 @@ pub const USAGE: &str =
       [--protocol coap|http] [--base-uri URI] [--quota N] [--at UNIX_MS | --on-registration]
       [--activate] [--no-wait]
   campaign list | campaign show ID | campaign cancel ID | campaign retry ID | campaign wait ID
+  security list | security show EP | security remove EP
+  security add EP (--psk-identity ID (--psk-key HEX | --psk-key-file F) | --rpk PUBKEY.pem
+      | --x509 | --nosec)
 The admin token: --token, else $WASMDM_TOKEN, else the file admin-token in the server's data
 directory (--data-dir, else $WASMDM_SERVER_DATA_DIR, else the server's default).
 --ca: PEM file of the CA that issued an https server's certificate (or $WASMDM_CA).";
@@ -348,6 +351,10 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         ["campaign", "cancel", id] => c.post(&format!("/api/campaigns/{id}/cancel"), &json!({}))?,
         ["campaign", "retry", id] => c.post(&format!("/api/campaigns/{id}/retry"), &json!({}))?,
         ["campaign", "wait", id] => wait(&c, id, out)?,
+        ["security", "list"] => c.get("/api/security")?,
+        ["security", "show", ep] => c.get(&format!("/api/security/{ep}"))?,
+        ["security", "remove", ep] => c.delete(&format!("/api/security/{ep}"))?,
+        ["security", "add", ep, rest @ ..] => c.put(&format!("/api/security/{ep}"), &security_body(rest)?)?,
         [op @ ("install" | "upgrade" | "uninstall" | "activate" | "deactivate"), rest @ ..] => {
             let body = campaign_body(&c, op, rest)?;
             let created = c.campaign(&body)?;
@@ -465,6 +472,84 @@ fn campaign_body(c: &Client, op: &str, rest: &[&str]) -> Result<Json, CtlError> 
     Ok(body)
 }
 
+/// The PUT body of `security add`: exactly one mode.
+fn security_body(rest: &[&str]) -> Result<Json, CtlError> {
+    let known = [
+        "--psk-identity",
+        "--psk-key",
+        "--psk-key-file",
+        "--rpk",
+        "--x509",
+        "--nosec",
+    ];
+    let mut i = 0;
+    while let Some(a) = rest.get(i) {
+        if !known.contains(a) {
+            return Err(CtlError::Usage(format!(
+                "security add: unknown argument {a}"
+            )));
+        }
+        // Flags with a value skip it.
+        i += if matches!(*a, "--x509" | "--nosec") {
+            1
+        } else {
+            2
+        };
+    }
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|source| CtlError::File {
+            path: path.into(),
+            source,
+        })
+    };
+    let identity = flag(rest, "--psk-identity");
+    let key = match (flag(rest, "--psk-key"), flag(rest, "--psk-key-file")) {
+        (Some(k), None) => Some(k.trim().to_string()),
+        (None, Some(f)) => Some(String::from_utf8_lossy(&read(f)?).trim().to_string()),
+        (None, None) => None,
+        _ => {
+            return Err(CtlError::Usage(
+                "--psk-key and --psk-key-file exclude each other".into(),
+            ));
+        }
+    };
+    let rpk = flag(rest, "--rpk");
+    let (x509, nosec) = (rest.contains(&"--x509"), rest.contains(&"--nosec"));
+    let modes = [
+        identity.is_some() || key.is_some(),
+        rpk.is_some(),
+        x509,
+        nosec,
+    ];
+    if modes.iter().filter(|m| **m).count() != 1 {
+        return Err(CtlError::Usage(
+            "security add EP takes one of --psk-identity ID with --psk-key HEX or \
+             --psk-key-file FILE (hex), --rpk PUBKEY.pem, --x509, --nosec"
+                .into(),
+        ));
+    }
+    Ok(match (identity, key, rpk) {
+        (Some(id), Some(key), _) => json!({"mode": "psk", "identity": id, "key": key}),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(CtlError::Usage(
+                "PSK needs both --psk-identity and --psk-key (or --psk-key-file)".into(),
+            ));
+        }
+        (None, None, Some(path)) => {
+            let bytes = read(path)?;
+            // PEM text as it is; anything else is taken for DER.
+            let text = match String::from_utf8(bytes) {
+                Ok(t) if t.contains("-----BEGIN") => t,
+                Ok(t) => hex::encode(t.into_bytes()),
+                Err(e) => hex::encode(e.into_bytes()),
+            };
+            json!({"mode": "rpk", "public_key": text})
+        }
+        _ if x509 => json!({"mode": "x509"}),
+        _ => json!({"mode": "nosec"}),
+    })
+}
+
 fn wait(c: &Client, id: &str, out: &mut dyn Write) -> Result<Json, CtlError> {
     let mut err = None;
     let v = c.wait(id, |c| {
@@ -538,5 +623,48 @@ mod tests {
             ),
             Err(CtlError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn security_add_arguments() {
+        let b = security_body(&["--psk-identity", "id", "--psk-key", "00ff"]).unwrap();
+        assert_eq!(b, json!({"mode": "psk", "identity": "id", "key": "00ff"}));
+        assert_eq!(security_body(&["--x509"]).unwrap(), json!({"mode": "x509"}));
+        assert_eq!(
+            security_body(&["--nosec"]).unwrap(),
+            json!({"mode": "nosec"})
+        );
+        for bad in [
+            &[][..],
+            &["--psk-identity", "id"],
+            &["--psk-key", "00"],
+            &["--x509", "--nosec"],
+            &["--psk-identity", "id", "--psk-key", "00", "--x509"],
+            &[
+                "--psk-identity",
+                "id",
+                "--psk-key",
+                "00",
+                "--psk-key-file",
+                "f",
+            ],
+            &["--bogus"],
+        ] {
+            assert!(
+                matches!(security_body(bad), Err(CtlError::Usage(_))),
+                "{bad:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key.hex");
+        std::fs::write(&f, "  00112233445566778899aabbccddeeff\n").unwrap();
+        let b = security_body(&[
+            "--psk-identity",
+            "id",
+            "--psk-key-file",
+            f.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(b["key"], "00112233445566778899aabbccddeeff");
     }
 }

@@ -104,11 +104,11 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
         endpoints.join(", ")
     );
 
-    let base = format!("http://{}", bound.http);
+    let api = bound.client();
     let result = local
         .run_until(async {
             let endpoints = endpoints.clone();
-            blocking(move || story(&Client::new(&base), &endpoints, v1, v2)).await
+            blocking(move || story(&api, &endpoints, v1, v2)).await
         })
         .await;
 

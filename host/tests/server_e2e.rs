@@ -392,7 +392,7 @@ impl Server {
     }
 
     fn api(&self) -> Client {
-        Client::new(&format!("http://{}", self.bound.http))
+        self.bound.client()
     }
 
     fn shutdown(&mut self, rt: &tokio::runtime::Runtime) {
@@ -932,7 +932,7 @@ fn restart_mid_campaign(
     assert_eq!(job(&before, &eps[1])["status"], "running", "{before:#}");
     assert_eq!(job(&before, &eps[2])["status"], "pending", "{before:#}");
 
-    let bound = b.server.bound;
+    let bound = b.server.bound.clone();
     let rt = b.rt.take().unwrap();
     b.server.shutdown(&rt);
     let restarted_at = wasmdm_server::driver::unix_ms();

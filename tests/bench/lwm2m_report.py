@@ -78,8 +78,8 @@ def campaign_rows(cs):
         pd = c.get("per_device_ms") or {}
         p50 = f"{pd['p50'] / 1000:.2f}" if pd else "—"
         p99 = f"{pd['p99'] / 1000:.2f}" if pd else "—"
-        name = {"pull-http": "pull, HTTP (`/9/0/3` = http://…/fw/sha)",
-                "pull-coap": "pull, CoAP Block2 (`/9/0/3` = coap://…/fw/sha)",
+        name = {"pull-http": "pull, HTTP (`/9/0/3` = http://…/fw/sha/capability)",
+                "pull-coap": "pull, CoAP Block2 (`/9/0/3` = coap://…/fw/sha/capability)",
                 "push": "push, Block1 write of `/9/0/2`"}.get(c["method"], c["method"])
         status = "" if c.get("status") == "finished" else f" ({c.get('status')})"
         rows.append(
@@ -133,7 +133,7 @@ def scale(s):
         return out + ["- Not measured: a group upgrade campaign (run without `--campaigns`).", ""]
     out += ["Group upgrade campaigns, one after the other on the same devices and server: "
             "the package (the `counter` example packed at the next version) uploaded through "
-            "`POST /api/files`, a group of the devices (`PUT /api/groups/bench`), `POST "
+            "`POST /api/files` (every API call with the admin token), a group of the devices (`PUT /api/groups/bench`), `POST "
             "/api/campaigns` with `op` upgrade, the quota and the delivery below, and the "
             "report polled every 0.5 s until it finished. Per device the server runs Read /9, "
             "Observe /9/0/7, /9/0/9, /9/0/12, Uninstall(1), the delivery, Install, Activate and "

@@ -699,6 +699,17 @@ def rss_kib(pid):
     return out
 
 
+# The server's admin token: `wasmdm server` writes it to <data dir>/admin-token
+# at start; every /api request carries it (README "Security").
+API_TOKEN = {"path": None, "value": None}
+
+
+def api_token():
+    if API_TOKEN["value"] is None:
+        API_TOKEN["value"] = Path(API_TOKEN["path"]).read_text().strip()
+    return API_TOKEN["value"]
+
+
 def api(http_port, method, path, body=None, raw=None, timeout=60):
     url = f"http://127.0.0.1:{http_port}{path}"
     data, headers = None, {}
@@ -706,6 +717,7 @@ def api(http_port, method, path, body=None, raw=None, timeout=60):
         data, headers = json.dumps(body).encode(), {"content-type": "application/json"}
     elif raw is not None:
         data, headers = raw, {"content-type": "application/octet-stream"}
+    headers["authorization"] = f"Bearer {api_token()}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -922,6 +934,7 @@ async def main():
     work = Path(tempfile.mkdtemp(prefix="wasmdm-bench-scale-"))
     coap_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     log = open(work / "server.log", "w")
+    API_TOKEN["path"] = work / "data" / "admin-token"
     srv = await asyncio.create_subprocess_exec(
         args.wasmdm, "server", "--coap", f"127.0.0.1:{coap_port}", "--http",
         f"127.0.0.1:{http_port}", "--data-dir", str(work / "data"),

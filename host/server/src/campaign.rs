@@ -88,10 +88,10 @@ pub enum Delivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// `coap://.../fw/<sha256>` (Block2).
+    /// `coap://.../fw/<sha256>/<capability>` (Block2).
     #[default]
     Coap,
-    /// `http://.../fw/<sha256>` (ETag, Range).
+    /// `http://.../fw/<sha256>/<capability>` (ETag, Range).
     Http,
 }
 
@@ -124,6 +124,10 @@ pub struct CampaignSpec {
     /// sha256 of the software file (install, upgrade).
     #[serde(default)]
     pub file: Option<String>,
+    /// Download capability of `file`, the last segment of pull URIs
+    /// (`<base>/fw/<sha256>/<capability>`); set by the server from the file's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_capability: Option<String>,
     /// Per-device timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -808,8 +812,17 @@ impl Campaign {
                     sha256: sha.clone(),
                 },
                 (Delivery::Pull, Some(sha)) => {
+                    let Some(cap) = &spec.file_capability else {
+                        finish(
+                            j,
+                            0,
+                            JobStatus::Failed,
+                            Some("the software file has no download capability".into()),
+                        );
+                        return None;
+                    };
                     let base = spec.base_uri.clone().unwrap_or_default();
-                    let uri = format!("{}/fw/{sha}", base.trim_end_matches('/'));
+                    let uri = format!("{}/fw/{sha}/{cap}", base.trim_end_matches('/'));
                     Request::Dm(DmOp::Write {
                         path: format!("/9/{}/3", x?),
                         replace: true,

@@ -3,6 +3,7 @@
 //! parses arguments and prints.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
@@ -33,28 +34,86 @@ pub enum CtlError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// No admin token was given and none could be read (the text says where it looked).
+    #[error(
+        "no admin token (give --token, set WASMDM_TOKEN, or point --data-dir at the server's data directory): {0}"
+    )]
+    NoToken(String),
     /// Writing output failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
 }
 
-/// A client of one server's API.
-#[derive(Debug, Clone)]
+/// A client of one server's API, carrying its admin token.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Client {
-    /// A client of `base` (`http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Client {
+    /// A client of `base` (`http://127.0.0.1:8080`; `https://` trusts the
+    /// public web roots) sending `token` as `Authorization: Bearer`.
+    pub fn new(base: &str, token: Option<&str>) -> Client {
+        Self::with_roots(base, token, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// Like [`Client::new`], for an `https://` server whose certificate
+    /// chains to a CA in the PEM text `ca_pem` (only those CAs are trusted).
+    pub fn with_ca_pem(base: &str, token: Option<&str>, ca_pem: &[u8]) -> Result<Client, CtlError> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(ca_pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(CtlError::Usage(format!("CA file is not valid PEM: {e}"))),
+            }
+        }
+        if certs.is_empty() {
+            return Err(CtlError::Usage(
+                "the CA file holds no PEM certificate".into(),
+            ));
+        }
+        Ok(Self::with_roots(
+            base,
+            token,
+            ureq::tls::RootCerts::from(certs),
+        ))
+    }
+
+    fn with_roots(base: &str, token: Option<&str>, roots: ureq::tls::RootCerts) -> Client {
         let config = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
             .build();
         Client {
             base: base.trim_end_matches('/').to_string(),
             agent: config.into(),
+            token: token.map(String::from),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Adds the `Authorization` header (when there is a token).
+    fn authed<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
         }
     }
 
@@ -81,15 +140,17 @@ impl Client {
 
     /// GET `path` (`/api/devices`).
     pub fn get(&self, path: &str) -> Result<Json, CtlError> {
-        Self::finish(self.agent.get(format!("{}{path}", self.base)).call())
+        Self::finish(
+            self.authed(self.agent.get(format!("{}{path}", self.base)))
+                .call(),
+        )
     }
 
     /// POST JSON.
     pub fn post(&self, path: &str, body: &Json) -> Result<Json, CtlError> {
         let bytes = body.to_string();
         Self::finish(
-            self.agent
-                .post(format!("{}{path}", self.base))
+            self.authed(self.agent.post(format!("{}{path}", self.base)))
                 .header("content-type", "application/json")
                 .send(bytes),
         )
@@ -99,8 +160,7 @@ impl Client {
     pub fn put(&self, path: &str, body: &Json) -> Result<Json, CtlError> {
         let bytes = body.to_string();
         Self::finish(
-            self.agent
-                .put(format!("{}{path}", self.base))
+            self.authed(self.agent.put(format!("{}{path}", self.base)))
                 .header("content-type", "application/json")
                 .send(bytes),
         )
@@ -108,7 +168,10 @@ impl Client {
 
     /// DELETE.
     pub fn delete(&self, path: &str) -> Result<Json, CtlError> {
-        Self::finish(self.agent.delete(format!("{}{path}", self.base)).call())
+        Self::finish(
+            self.authed(self.agent.delete(format!("{}{path}", self.base)))
+                .call(),
+        )
     }
 
     /// Uploads a software file; returns its record (with `sha256`).
@@ -120,8 +183,7 @@ impl Client {
         retain_secs: Option<u64>,
     ) -> Result<Json, CtlError> {
         let mut req = self
-            .agent
-            .post(format!("{}/api/files", self.base))
+            .authed(self.agent.post(format!("{}/api/files", self.base)))
             .query("name", name);
         if let Some(d) = description {
             req = req.query("description", d);
@@ -164,7 +226,8 @@ impl Client {
 }
 
 /// Usage text.
-pub const USAGE: &str = "wasmdm ctl [--server URL] COMMAND
+pub const USAGE: &str =
+    "wasmdm ctl [--server URL] [--token T] [--data-dir DIR] [--ca CA.pem] COMMAND
   devices | device EP | label EP LABEL...
   read EP PATH | discover EP PATH | write EP PATH VALUE | exec EP PATH [ARGS] | delete EP PATH
   attrs EP PATH pmin=N pmax=N ... | observe EP PATH
@@ -174,22 +237,88 @@ pub const USAGE: &str = "wasmdm ctl [--server URL] COMMAND
       [--version V] [--file SHA | --upload PATH] [--timeout S] [--delivery push|pull]
       [--protocol coap|http] [--base-uri URI] [--quota N] [--at UNIX_MS | --on-registration]
       [--activate] [--no-wait]
-  campaign list | campaign show ID | campaign cancel ID | campaign retry ID | campaign wait ID";
+  campaign list | campaign show ID | campaign cancel ID | campaign retry ID | campaign wait ID
+  security list | security show EP | security remove EP
+  security add EP (--psk-identity ID (--psk-key HEX | --psk-key-file F) | --rpk PUBKEY.pem
+      | --x509 | --nosec)
+The admin token: --token, else $WASMDM_TOKEN, else the file admin-token in the server's data
+directory (--data-dir, else $WASMDM_SERVER_DATA_DIR, else the server's default).
+--ca: PEM file of the CA that issued an https server's certificate (or $WASMDM_CA).";
+
+/// Env var holding the admin token.
+pub const TOKEN_ENV: &str = "WASMDM_TOKEN";
+/// Env var naming the server's data directory (also read by `wasmdm server`).
+pub const DATA_DIR_ENV: &str = "WASMDM_SERVER_DATA_DIR";
+
+/// The admin token for ctl: `token` (from `--token`), else `$WASMDM_TOKEN`,
+/// else the token file in `data_dir` (`--data-dir`), `$WASMDM_SERVER_DATA_DIR`
+/// or `default_dir` (where `wasmdm server` keeps its data by default).
+pub fn resolve_token(
+    token: Option<&str>,
+    data_dir: Option<&Path>,
+    default_dir: &Path,
+) -> Result<String, CtlError> {
+    if let Some(t) = token {
+        return Ok(t.to_string());
+    }
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let dir = match data_dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::var_os(DATA_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default_dir.to_path_buf()),
+    };
+    let path = crate::auth::token_path(&dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => Err(CtlError::NoToken(format!("{} is empty", path.display()))),
+        Err(e) => Err(CtlError::NoToken(format!("{}: {e}", path.display()))),
+    }
+}
 
 /// Runs `wasmdm ctl` with `args` (after `ctl`), printing to `out`. The server
-/// defaults to `$WASMDM_SERVER` or `http://127.0.0.1:8080`.
-pub fn ctl_main(args: &[String], out: &mut dyn Write) -> Result<(), CtlError> {
+/// defaults to `$WASMDM_SERVER` or `http://127.0.0.1:8080`; `default_dir`
+/// is the server's default data directory (for the token file).
+pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Result<(), CtlError> {
     let mut args: Vec<String> = args.to_vec();
     let mut server =
         std::env::var("WASMDM_SERVER").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
-    if args.first().map(String::as_str) == Some("--server") {
-        server = args
+    let (mut token, mut data_dir, mut ca) =
+        (None, None, std::env::var_os("WASMDM_CA").map(PathBuf::from));
+    while let Some(opt) = args.first().cloned() {
+        if !matches!(opt.as_str(), "--server" | "--token" | "--data-dir" | "--ca") {
+            break;
+        }
+        let value = args
             .get(1)
             .cloned()
-            .ok_or_else(|| CtlError::Usage(USAGE.into()))?;
+            .ok_or_else(|| CtlError::Usage(format!("{opt} takes a value")))?;
+        match opt.as_str() {
+            "--server" => server = value,
+            "--token" => token = Some(value),
+            "--data-dir" => data_dir = Some(PathBuf::from(value)),
+            _ => ca = Some(PathBuf::from(value)),
+        }
         args.drain(..2);
     }
-    let c = Client::new(&server);
+    if args.is_empty() {
+        return Err(CtlError::Usage(USAGE.into()));
+    }
+    let token = resolve_token(token.as_deref(), data_dir.as_deref(), default_dir)?;
+    let c = match ca {
+        None => Client::new(&server, Some(&token)),
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|source| CtlError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Client::with_ca_pem(&server, Some(&token), &pem)?
+        }
+    };
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let usage = || CtlError::Usage(USAGE.into());
     let v = match a.as_slice() {
@@ -222,6 +351,10 @@ pub fn ctl_main(args: &[String], out: &mut dyn Write) -> Result<(), CtlError> {
         ["campaign", "cancel", id] => c.post(&format!("/api/campaigns/{id}/cancel"), &json!({}))?,
         ["campaign", "retry", id] => c.post(&format!("/api/campaigns/{id}/retry"), &json!({}))?,
         ["campaign", "wait", id] => wait(&c, id, out)?,
+        ["security", "list"] => c.get("/api/security")?,
+        ["security", "show", ep] => c.get(&format!("/api/security/{ep}"))?,
+        ["security", "remove", ep] => c.delete(&format!("/api/security/{ep}"))?,
+        ["security", "add", ep, rest @ ..] => c.put(&format!("/api/security/{ep}"), &security_body(rest)?)?,
         [op @ ("install" | "upgrade" | "uninstall" | "activate" | "deactivate"), rest @ ..] => {
             let body = campaign_body(&c, op, rest)?;
             let created = c.campaign(&body)?;
@@ -339,6 +472,84 @@ fn campaign_body(c: &Client, op: &str, rest: &[&str]) -> Result<Json, CtlError> 
     Ok(body)
 }
 
+/// The PUT body of `security add`: exactly one mode.
+fn security_body(rest: &[&str]) -> Result<Json, CtlError> {
+    let known = [
+        "--psk-identity",
+        "--psk-key",
+        "--psk-key-file",
+        "--rpk",
+        "--x509",
+        "--nosec",
+    ];
+    let mut i = 0;
+    while let Some(a) = rest.get(i) {
+        if !known.contains(a) {
+            return Err(CtlError::Usage(format!(
+                "security add: unknown argument {a}"
+            )));
+        }
+        // Flags with a value skip it.
+        i += if matches!(*a, "--x509" | "--nosec") {
+            1
+        } else {
+            2
+        };
+    }
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|source| CtlError::File {
+            path: path.into(),
+            source,
+        })
+    };
+    let identity = flag(rest, "--psk-identity");
+    let key = match (flag(rest, "--psk-key"), flag(rest, "--psk-key-file")) {
+        (Some(k), None) => Some(k.trim().to_string()),
+        (None, Some(f)) => Some(String::from_utf8_lossy(&read(f)?).trim().to_string()),
+        (None, None) => None,
+        _ => {
+            return Err(CtlError::Usage(
+                "--psk-key and --psk-key-file exclude each other".into(),
+            ));
+        }
+    };
+    let rpk = flag(rest, "--rpk");
+    let (x509, nosec) = (rest.contains(&"--x509"), rest.contains(&"--nosec"));
+    let modes = [
+        identity.is_some() || key.is_some(),
+        rpk.is_some(),
+        x509,
+        nosec,
+    ];
+    if modes.iter().filter(|m| **m).count() != 1 {
+        return Err(CtlError::Usage(
+            "security add EP takes one of --psk-identity ID with --psk-key HEX or \
+             --psk-key-file FILE (hex), --rpk PUBKEY.pem, --x509, --nosec"
+                .into(),
+        ));
+    }
+    Ok(match (identity, key, rpk) {
+        (Some(id), Some(key), _) => json!({"mode": "psk", "identity": id, "key": key}),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(CtlError::Usage(
+                "PSK needs both --psk-identity and --psk-key (or --psk-key-file)".into(),
+            ));
+        }
+        (None, None, Some(path)) => {
+            let bytes = read(path)?;
+            // PEM text as it is; anything else is taken for DER.
+            let text = match String::from_utf8(bytes) {
+                Ok(t) if t.contains("-----BEGIN") => t,
+                Ok(t) => hex::encode(t.into_bytes()),
+                Err(e) => hex::encode(e.into_bytes()),
+            };
+            json!({"mode": "rpk", "public_key": text})
+        }
+        _ if x509 => json!({"mode": "x509"}),
+        _ => json!({"mode": "nosec"}),
+    })
+}
+
 fn wait(c: &Client, id: &str, out: &mut dyn Write) -> Result<Json, CtlError> {
     let mut err = None;
     let v = c.wait(id, |c| {
@@ -373,11 +584,17 @@ mod tests {
         assert_eq!(flag_values(&a, "--ep"), vec!["a", "b"]);
         assert_eq!(flag(&a, "--label"), Some("x"));
         let mut out = Vec::new();
+        let nowhere = Path::new("/nonexistent/wasmdm-server");
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(matches!(
-            ctl_main(&["bogus".into()], &mut out),
+            ctl_main(&args(&["--token", "t", "bogus"]), nowhere, &mut out),
             Err(CtlError::Usage(_))
         ));
-        let c = Client::new("http://127.0.0.1:1");
+        assert!(matches!(
+            ctl_main(&args(&["--token"]), nowhere, &mut out),
+            Err(CtlError::Usage(_))
+        ));
+        let c = Client::new("http://127.0.0.1:1", None);
         let e = campaign_body(&c, "upgrade", &["--package", "app"]).unwrap_err();
         assert!(matches!(e, CtlError::Usage(_)));
         let b = campaign_body(
@@ -406,5 +623,48 @@ mod tests {
             ),
             Err(CtlError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn security_add_arguments() {
+        let b = security_body(&["--psk-identity", "id", "--psk-key", "00ff"]).unwrap();
+        assert_eq!(b, json!({"mode": "psk", "identity": "id", "key": "00ff"}));
+        assert_eq!(security_body(&["--x509"]).unwrap(), json!({"mode": "x509"}));
+        assert_eq!(
+            security_body(&["--nosec"]).unwrap(),
+            json!({"mode": "nosec"})
+        );
+        for bad in [
+            &[][..],
+            &["--psk-identity", "id"],
+            &["--psk-key", "00"],
+            &["--x509", "--nosec"],
+            &["--psk-identity", "id", "--psk-key", "00", "--x509"],
+            &[
+                "--psk-identity",
+                "id",
+                "--psk-key",
+                "00",
+                "--psk-key-file",
+                "f",
+            ],
+            &["--bogus"],
+        ] {
+            assert!(
+                matches!(security_body(bad), Err(CtlError::Usage(_))),
+                "{bad:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key.hex");
+        std::fs::write(&f, "  00112233445566778899aabbccddeeff\n").unwrap();
+        let b = security_body(&[
+            "--psk-identity",
+            "id",
+            "--psk-key-file",
+            f.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(b["key"], "00112233445566778899aabbccddeeff");
     }
 }

@@ -330,16 +330,21 @@ impl Driver {
         }
         let path = msg::uri_path(&req.packet).unwrap_or_default();
         let resp = match (req.packet.header.code, path.as_slice()) {
-            (MessageClass::Request(RequestType::Get), [fw, sha]) if fw == "fw" => {
-                self.serve_file(&req.packet, sha)
+            (MessageClass::Request(RequestType::Get), [fw, sha, cap]) if fw == "fw" => {
+                self.serve_file(&req.packet, sha, cap)
             }
             _ => msg::response_to(&req.packet, Code::NOT_FOUND),
         };
         self.endpoint.respond(now, &req, resp);
     }
 
-    /// Serves a software file with Block2 (RFC 7959 §2.4) and an ETag.
-    fn serve_file(&mut self, request: &Packet, sha: &str) -> Packet {
+    /// Serves a software file with Block2 (RFC 7959 §2.4) and an ETag, to
+    /// whoever names its download capability (`/fw/<sha256>/<capability>`);
+    /// anything else is 4.04, as if there were no such file.
+    fn serve_file(&mut self, request: &Packet, sha: &str, capability: &str) -> Packet {
+        if !matches!(self.store.download_allowed(sha, capability), Ok(true)) {
+            return msg::response_to(request, Code::NOT_FOUND);
+        }
         let body = match self.files.get(sha) {
             Some(b) => b.clone(),
             None => match self.store.read_blob(sha) {

@@ -1,30 +1,37 @@
 //! HTTP JSON API (devices, groups, files, DM operations, campaigns) and the
 //! HTTP side of software file delivery (`GET /fw/<sha256>` with ETag and
 //! Range, RFC 9110 §13.1.2 and §14). Refused requests change nothing and get
-//! `{"error": "..."}` with 400, 404 or 409.
+//! `{"error": "..."}` with 400, 404 or 409; a request to `/api/...` without
+//! the admin token gets 401 before any handler runs ([`crate::auth`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{self, AdminToken};
 use crate::campaign::{Campaign, CampaignSpec, JobStatus, OpKind, Protocol};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::driver::{Command, unix_ms};
+use crate::files::{self, FileLimits};
+use crate::security::{Credential, SecurityEntry, SecurityError};
 use crate::store::{
     CAMPAIGNS, DEVICES, DeviceRecord, FILES, GROUPS, Group, SoftwareFile, Store, StoreError,
 };
+use sha2::{Digest, Sha256};
 
-/// Largest software file accepted by upload.
-pub const MAX_UPLOAD: usize = 64 * 1024 * 1024;
+pub use crate::files::{MAX_UPLOAD, parse_range};
+
+/// Largest JSON body of an API request (uploads stream and have their own cap).
+pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -39,6 +46,39 @@ pub struct AppState {
     pub http_base: String,
     /// Latest values received in notifications.
     pub notified: crate::driver::Notified,
+    /// The token every `/api` request must carry.
+    pub token: Arc<AdminToken>,
+    /// Caps on software files.
+    pub file_limits: FileLimits,
+    /// Held by an upload while it runs (one at a time: exact storage accounting).
+    pub uploads: Arc<tokio::sync::Mutex<()>>,
+    /// Download slots (`file_limits.max_downloads`).
+    pub downloads: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// State over `store` with the given token and limits.
+    pub fn new(
+        store: Arc<Store>,
+        commands: mpsc::Sender<Command>,
+        notified: crate::driver::Notified,
+        bases: (String, String),
+        token: AdminToken,
+        file_limits: FileLimits,
+    ) -> AppState {
+        let downloads = Arc::new(tokio::sync::Semaphore::new(file_limits.max_downloads));
+        AppState {
+            store,
+            commands,
+            coap_base: bases.0,
+            http_base: bases.1,
+            notified,
+            token: Arc::new(token),
+            file_limits,
+            uploads: Arc::default(),
+            downloads,
+        }
+    }
 }
 
 /// An API error: status and message.
@@ -46,14 +86,20 @@ pub struct AppState {
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError(status, msg.into())
+    }
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
     }
-    fn not_found(msg: impl Into<String>) -> Self {
+    pub(crate) fn not_found(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::NOT_FOUND, msg.into())
     }
-    fn conflict(msg: impl Into<String>) -> Self {
+    pub(crate) fn conflict(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::CONFLICT, msg.into())
+    }
+    pub(crate) fn internal(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
     }
 }
 
@@ -69,9 +115,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-fn ok(v: impl serde::Serialize) -> ApiResult {
+pub(crate) fn ok(v: impl serde::Serialize) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
@@ -80,28 +126,60 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
-/// The router.
+/// Declares the API routes once: the router is built from the list and the
+/// list is public, so tests can check every route (e.g. that each needs the
+/// admin token) without keeping a copy.
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:path;)*) => {
+        /// Every `/api` route as (method, path template).
+        pub const API_ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn api_router() -> Router<AppState> {
+            Router::new()$(.route($path, axum::routing::$method($handler)))*
+        }
+    };
+}
+
+api_routes! {
+    get "/api/devices" => list_devices;
+    get "/api/devices/{ep}" => get_device;
+    put "/api/devices/{ep}/labels" => put_labels;
+    post "/api/devices/{ep}/dm" => device_dm;
+    get "/api/devices/{ep}/observed" => observed;
+    get "/api/groups" => list_groups;
+    get "/api/groups/{name}" => get_group;
+    put "/api/groups/{name}" => put_group;
+    delete "/api/groups/{name}" => delete_group;
+    get "/api/files" => files::list_files;
+    post "/api/files" => files::upload_file;
+    get "/api/files/{sha}" => files::get_file;
+    delete "/api/files/{sha}" => files::delete_file;
+    get "/api/campaigns" => list_campaigns;
+    post "/api/campaigns" => create_campaign;
+    get "/api/campaigns/{id}" => get_campaign;
+    post "/api/campaigns/{id}/cancel" => cancel_campaign;
+    post "/api/campaigns/{id}/retry" => retry_campaign;
+    get "/api/security" => list_security;
+    get "/api/security/{ep}" => get_security;
+    put "/api/security/{ep}" => put_security;
+    delete "/api/security/{ep}" => delete_security;
+}
+
+/// The router: `/api/...` behind the admin token, `/fw/<sha256>/<capability>`
+/// open to devices (the capability is their credential).
 pub fn router(state: AppState) -> Router {
+    let token = state.token.clone();
+    let api = api_router().layer(middleware::from_fn_with_state(token, auth::require_token));
     Router::new()
-        .route("/api/devices", get(list_devices))
-        .route("/api/devices/{ep}", get(get_device))
-        .route("/api/devices/{ep}/labels", put(put_labels))
-        .route("/api/devices/{ep}/dm", post(device_dm))
-        .route("/api/devices/{ep}/observed", get(observed))
-        .route("/api/groups", get(list_groups))
-        .route(
-            "/api/groups/{name}",
-            get(get_group).put(put_group).delete(delete_group),
-        )
-        .route("/api/files", get(list_files).post(upload_file))
-        .route("/api/files/{sha}", get(get_file).delete(delete_file))
-        .route("/api/campaigns", get(list_campaigns).post(create_campaign))
-        .route("/api/campaigns/{id}", get(get_campaign))
-        .route("/api/campaigns/{id}/cancel", post(cancel_campaign))
-        .route("/api/campaigns/{id}/retry", post(retry_campaign))
-        .route("/fw/{sha}", get(download))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .merge(api)
+        .route("/fw/{sha}/{capability}", get(files::download))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
 }
 
 fn device_json(d: &DeviceRecord) -> Json {
@@ -291,150 +369,6 @@ async fn delete_group(State(s): State<AppState>, UrlPath(name): UrlPath<String>)
     ok(json!({ "deleted": name }))
 }
 
-async fn list_files(State(s): State<AppState>) -> ApiResult {
-    ok(s.store.list::<SoftwareFile>(FILES)?)
-}
-
-async fn get_file(State(s): State<AppState>, UrlPath(sha): UrlPath<String>) -> ApiResult {
-    ok(s.store
-        .get::<SoftwareFile>(FILES, &sha)?
-        .ok_or_else(|| ApiError::not_found(format!("no file {sha}")))?)
-}
-
-async fn upload_file(
-    State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-    bytes: Bytes,
-) -> ApiResult {
-    let name = q
-        .get("name")
-        .cloned()
-        .ok_or_else(|| ApiError::bad("query parameter `name` is required"))?;
-    if name.is_empty() || name.len() > 255 {
-        return Err(ApiError::bad("name must be 1-255 bytes"));
-    }
-    if bytes.is_empty() {
-        return Err(ApiError::bad("empty file"));
-    }
-    let retain_until = match q.get("retain_secs") {
-        None => None,
-        Some(v) => {
-            let secs: u64 = v
-                .parse()
-                .map_err(|_| ApiError::bad("retain_secs must be a number of seconds"))?;
-            Some(unix_ms().saturating_add(secs.saturating_mul(1000)))
-        }
-    };
-    let sha = s.store.write_blob(&bytes)?;
-    let f = SoftwareFile {
-        sha256: sha.clone(),
-        name,
-        description: q.get("description").cloned(),
-        size: bytes.len() as u64,
-        uploaded_at: unix_ms(),
-        retain_until,
-    };
-    s.store.put(FILES, &sha, &f)?;
-    Ok((StatusCode::CREATED, axum::Json(f)).into_response())
-}
-
-async fn delete_file(State(s): State<AppState>, UrlPath(sha): UrlPath<String>) -> ApiResult {
-    if s.store.get::<SoftwareFile>(FILES, &sha)?.is_none() {
-        return Err(ApiError::not_found(format!("no file {sha}")));
-    }
-    // Headers suffice (status, spec).
-    let in_use = s.store.list::<Campaign>(CAMPAIGNS)?.into_iter().any(|c| {
-        c.status == crate::campaign::CampaignStatus::Running
-            && c.spec.file.as_deref() == Some(sha.as_str())
-    });
-    if in_use {
-        return Err(ApiError::conflict("file is used by a running campaign"));
-    }
-    s.store.delete(FILES, &sha)?;
-    s.store.remove_blob(&sha)?;
-    ok(json!({ "deleted": sha }))
-}
-
-/// Download with ETag / If-None-Match and a single byte Range (resumable pulls).
-async fn download(
-    State(s): State<AppState>,
-    UrlPath(sha): UrlPath<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let data = s
-        .store
-        .read_blob(&sha)?
-        .ok_or_else(|| ApiError::not_found(format!("no file {sha}")))?;
-    let etag = format!("\"{sha}\"");
-    let etag_hv = HeaderValue::from_str(&etag).map_err(|e| ApiError::bad(e.to_string()))?;
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str())
-    {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_hv)]).into_response());
-    }
-    // If-Range with another ETag: send the whole (changed) file.
-    let if_range_ok = headers
-        .get(header::IF_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v == etag);
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| if_range_ok);
-    let len = data.len() as u64;
-    let base = [
-        (header::ETAG, etag_hv.clone()),
-        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-    ];
-    match range.map(|r| parse_range(r, len)) {
-        None => Ok((StatusCode::OK, base, data).into_response()),
-        Some(Some((start, end))) => {
-            let part = data
-                .get(start as usize..=end as usize)
-                .unwrap_or_default()
-                .to_vec();
-            let cr = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
-                .map_err(|e| ApiError::bad(e.to_string()))?;
-            Ok((
-                StatusCode::PARTIAL_CONTENT,
-                base,
-                [(header::CONTENT_RANGE, cr)],
-                part,
-            )
-                .into_response())
-        }
-        Some(None) => {
-            let cr = HeaderValue::from_str(&format!("bytes */{len}"))
-                .map_err(|e| ApiError::bad(e.to_string()))?;
-            Ok((
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, cr)],
-            )
-                .into_response())
-        }
-    }
-}
-
-/// Parses `bytes=a-b`, `bytes=a-`, `bytes=-n` (RFC 9110 §14.1.2); `None` when unsatisfiable.
-pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = header.strip_prefix("bytes=")?.trim();
-    if spec.contains(',') || len == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (len.saturating_sub(n), len - 1)
-        }
-        (s, "") => (s.parse().ok()?, len - 1),
-        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(len - 1)),
-    };
-    (start <= end && start < len).then_some((start, end))
-}
-
 #[derive(Deserialize)]
 struct CampaignBody {
     /// Target group.
@@ -485,6 +419,11 @@ async fn create_campaign(State(s): State<AppState>, bytes: Bytes) -> ApiResult {
         }
         _ => {}
     }
+    // Pull URIs carry the file's capability; whatever the body said is ignored.
+    spec.file_capability = match &spec.file {
+        Some(f) => s.store.file_capability(f)?,
+        None => None,
+    };
     if spec.base_uri.is_none() {
         spec.base_uri = Some(match spec.protocol {
             Protocol::Coap => s.coap_base.clone(),
@@ -645,19 +584,116 @@ async fn retry_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>)
     get_campaign(State(s), UrlPath(id), Query(JobsQuery::default())).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
+/// API form of a credential: endpoint, mode, the PSK identity or the raw
+/// public key's SHA-256 fingerprint; never key material.
+fn security_json(e: &SecurityEntry) -> Json {
+    let mut v = json!({ "endpoint": e.endpoint, "mode": e.credential.mode() });
+    match &e.credential {
+        Credential::Psk { identity, .. } => v["identity"] = json!(identity),
+        Credential::Rpk { public_key } => {
+            v["fingerprint"] = json!(hex::encode(Sha256::digest(public_key)))
+        }
+        Credential::X509 | Credential::NoSec => {}
     }
+    v
+}
+
+/// Reads a credential from a PUT body: `{"mode":"psk","identity":"..","key":"<hex>"}`,
+/// `{"mode":"rpk","public_key":"<hex DER or PEM>"}`, `{"mode":"x509"}`,
+/// `{"mode":"nosec"}`. Messages never quote the body: it may hold a key.
+fn parse_credential(bytes: &[u8]) -> Result<Credential, ApiError> {
+    let v: Json = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad(format!(
+            "invalid JSON body (line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("the body must be a JSON object"))?;
+    let mode = obj
+        .get("mode")
+        .and_then(Json::as_str)
+        .ok_or_else(|| ApiError::bad("`mode` (psk, rpk, x509 or nosec) is required"))?;
+    let allowed: &[&str] = match mode {
+        "psk" => &["mode", "identity", "key"],
+        "rpk" => &["mode", "public_key"],
+        "x509" | "nosec" => &["mode"],
+        _ => return Err(ApiError::bad("`mode` must be psk, rpk, x509 or nosec")),
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad(format!(
+            "unknown field `{k}` for mode {mode} (expected {})",
+            allowed.join(", ")
+        )));
+    }
+    let text = |field: &str| {
+        obj.get(field)
+            .and_then(Json::as_str)
+            .ok_or_else(|| ApiError::bad(format!("`{field}` (a string) is required")))
+    };
+    Ok(match mode {
+        "psk" => Credential::Psk {
+            identity: text("identity")?.to_string(),
+            key: hex::decode(text("key")?.trim())
+                .map_err(|_| ApiError::bad("`key` must be the key in hex"))?,
+        },
+        "rpk" => Credential::Rpk {
+            public_key: public_key_der(text("public_key")?)?,
+        },
+        "x509" => Credential::X509,
+        _ => Credential::NoSec,
+    })
+}
+
+/// A SubjectPublicKeyInfo given as PEM text (`-----BEGIN PUBLIC KEY-----`) or hex DER.
+fn public_key_der(text: &str) -> Result<Vec<u8>, ApiError> {
+    use rustls::pki_types::SubjectPublicKeyInfoDer;
+    use rustls::pki_types::pem::PemObject;
+    if text.contains("-----BEGIN") {
+        SubjectPublicKeyInfoDer::from_pem_slice(text.as_bytes())
+            .map(|k| k.as_ref().to_vec())
+            .map_err(|_| ApiError::bad("`public_key`: no PEM PUBLIC KEY block in the text"))
+    } else {
+        hex::decode(text.trim())
+            .map_err(|_| ApiError::bad("`public_key` must be PEM text or hex DER"))
+    }
+}
+
+async fn list_security(State(s): State<AppState>) -> ApiResult {
+    let entries: Vec<Json> = s.store.list_security()?.iter().map(security_json).collect();
+    ok(entries)
+}
+
+async fn get_security(State(s): State<AppState>, UrlPath(ep): UrlPath<String>) -> ApiResult {
+    let e = s
+        .store
+        .security(&ep)?
+        .ok_or_else(|| ApiError::not_found(format!("no credential for {ep}")))?;
+    ok(security_json(&e))
+}
+
+async fn put_security(
+    State(s): State<AppState>,
+    UrlPath(ep): UrlPath<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let entry = SecurityEntry {
+        endpoint: ep,
+        credential: parse_credential(&bytes)?,
+    };
+    match s.store.put_security(&entry) {
+        Ok(()) => ok(security_json(&entry)),
+        Err(e @ SecurityError::IdentityInUse { .. }) => Err(ApiError::conflict(e.to_string())),
+        Err(SecurityError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::bad(e.to_string())),
+    }
+}
+
+async fn delete_security(State(s): State<AppState>, UrlPath(ep): UrlPath<String>) -> ApiResult {
+    if !s.store.remove_security(&ep)? {
+        return Err(ApiError::not_found(format!("no credential for {ep}")));
+    }
+    ok(json!({ "deleted": ep }))
 }

@@ -5,14 +5,18 @@
 //! Entry points for the `wasmdm` binary: [`serve`] with a [`ServerConfig`]
 //! for `wasmdm server`, and [`ctl::ctl_main`] for `wasmdm ctl`.
 
+pub mod auth;
 pub mod campaign;
 pub mod core;
 pub mod ctl;
 pub mod driver;
+pub mod files;
 pub mod http;
+pub mod security;
 pub mod store;
+pub mod tls;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +41,10 @@ pub struct ServerConfig {
     pub http_base_uri: Option<String>,
     /// CoAP transmission parameters (RFC 7252 §4.8 defaults).
     pub coap_params: Params,
+    /// Serve the API and HTTP downloads over TLS with this certificate and key.
+    pub http_tls: Option<tls::HttpTls>,
+    /// Caps on software file uploads, storage and downloads.
+    pub file_limits: files::FileLimits,
 }
 
 impl ServerConfig {
@@ -49,6 +57,8 @@ impl ServerConfig {
             coap_base_uri: None,
             http_base_uri: None,
             coap_params: Params::default(),
+            http_tls: None,
+            file_limits: files::FileLimits::default(),
         }
     }
 }
@@ -70,15 +80,52 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(std::io::Error),
+    /// The TLS certificate or key of the API could not be used.
+    #[error("API TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The admin token could not be read or created.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
-/// Addresses a running server actually bound (port 0 resolved).
-#[derive(Debug, Clone, Copy)]
+/// What a running server bound (port 0 resolved) and the admin token its
+/// API takes, so in-process callers (tests, the demo) need not read files.
+#[derive(Clone)]
 pub struct Bound {
     /// CoAP UDP address.
     pub coap: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// The admin token (`Authorization: Bearer <token>` on `/api/...`).
+    pub token: String,
+    /// Where the token is stored (`<data_dir>/admin-token`).
+    pub token_path: PathBuf,
+    /// True when the API is served over TLS (`https://`).
+    pub tls: bool,
+}
+
+impl Bound {
+    /// Base URL of the API (`http://127.0.0.1:8080`).
+    pub fn api_base(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
+
+    /// An API client of this server carrying its token.
+    pub fn client(&self) -> ctl::Client {
+        ctl::Client::new(&self.api_base(), Some(&self.token))
+    }
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("coap", &self.coap)
+            .field("http", &self.http)
+            .field("token_path", &self.token_path)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs the server until `shutdown` completes.
@@ -95,7 +142,19 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), ServerError> {
+    let tls_config = config
+        .http_tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()?;
     let store = Arc::new(store::Store::open(&config.data_dir)?);
+    let (token, created) = auth::load_or_create(&config.data_dir)?;
+    let token_path = auth::token_path(&config.data_dir);
+    if created {
+        tracing::info!("created the API admin token in {}", token_path.display());
+    } else {
+        tracing::info!("API admin token: {}", token_path.display());
+    }
     let udp = UdpSocket::bind(config.coap_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -117,6 +176,9 @@ pub async fn serve_with(
             addr: config.http_addr,
             source,
         })?,
+        token_path,
+        token: token.clone(),
+        tls: tls_config.is_some(),
     };
     let seed = driver::unix_ms() ^ u64::from(bound.coap.port());
     let notified = driver::Notified::default();
@@ -128,19 +190,24 @@ pub async fn serve_with(
         seed,
     )?;
     let (tx, rx) = mpsc::channel(256);
-    let state = http::AppState {
+    let state = http::AppState::new(
         store,
-        commands: tx,
+        tx,
         notified,
-        coap_base: config
-            .coap_base_uri
-            .clone()
-            .unwrap_or_else(|| format!("coap://{}", bound.coap)),
-        http_base: config
-            .http_base_uri
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", bound.http)),
-    };
+        (
+            config
+                .coap_base_uri
+                .clone()
+                .unwrap_or_else(|| format!("coap://{}", bound.coap)),
+            config
+                .http_base_uri
+                .clone()
+                .unwrap_or_else(|| bound.api_base()),
+        ),
+        auth::AdminToken::new(&token),
+        config.file_limits.clone(),
+    );
+    drop(token);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_http = stop_rx.clone();
     let mut stop_drv = stop_rx;
@@ -148,16 +215,30 @@ pub async fn serve_with(
         let _ = stop_drv.wait_for(|s| *s).await;
     }));
     tracing::info!(
-        "LwM2M server on coap://{} , API on http://{}",
+        "LwM2M server on coap://{} , API on {}",
         bound.coap,
-        bound.http
+        bound.api_base()
     );
     on_bound(bound);
     let app = http::router(state);
-    let http = axum::serve(tcp, app).with_graceful_shutdown(async move {
+    let stopped = async move {
         let _ = stop_http.wait_for(|s| *s).await;
-    });
-    let http_task = tokio::spawn(async move { http.await });
+    };
+    let http_task = match tls_config {
+        None => tokio::spawn(
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Some(config) => {
+            let listener = tls::TlsListener::new(tcp, config).map_err(ServerError::Http)?;
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+    };
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = driver_task.await;

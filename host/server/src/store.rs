@@ -52,6 +52,9 @@ pub enum StoreError {
     /// File system error on the data directory.
     #[error("file store: {0}")]
     Io(#[from] std::io::Error),
+    /// The OS gave no randomness (for a download capability).
+    #[error("{0}")]
+    Random(String),
 }
 
 macro_rules! db_err {
@@ -110,6 +113,26 @@ pub struct SoftwareFile {
     pub uploaded_at: u64,
     /// Unix ms after which the file may be purged; `None` keeps it forever.
     pub retain_until: Option<u64>,
+    /// Download capability: 128 random bits, hex. Devices cannot send the
+    /// admin token, so the download path `/fw/<sha256>/<capability>` is the
+    /// credential. `None` only in records written before capabilities
+    /// existed; [`Store::open`] gives those one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+}
+
+impl SoftwareFile {
+    /// The path devices download this file from (`/fw/<sha256>/<capability>`).
+    pub fn download_path(&self) -> Option<String> {
+        self.capability
+            .as_ref()
+            .map(|c| format!("/fw/{}/{c}", self.sha256))
+    }
+}
+
+/// A fresh download capability (128 random bits, hex).
+pub fn new_capability() -> Result<String, StoreError> {
+    crate::auth::random_hex(16).map_err(|e| StoreError::Random(e.to_string()))
 }
 
 /// Documents to write together: the driver collects the writes of one turn
@@ -187,7 +210,7 @@ impl Batch {
 
 /// The database plus the file directory.
 pub struct Store {
-    db: Database,
+    pub(crate) db: Database,
     files_dir: PathBuf,
 }
 
@@ -206,14 +229,63 @@ impl Store {
         let db = db_err!(Database::create(dir.join("server.redb")))?;
         // Create the tables so read transactions never miss them.
         let tx = db_err!(db.begin_write())?;
-        for t in [DEVICES, GROUPS, FILES, CAMPAIGNS, CAMPAIGN_JOBS] {
+        for t in [
+            DEVICES,
+            GROUPS,
+            FILES,
+            CAMPAIGNS,
+            CAMPAIGN_JOBS,
+            crate::security::SECURITY,
+        ] {
             db_err!(tx.open_table(t))?;
         }
+        db_err!(tx.open_table(crate::security::PSK_IDENTITIES))?;
         db_err!(tx.commit())?;
-        Ok(Store {
+        let store = Store {
             db,
             files_dir: dir.join("files"),
-        })
+        };
+        store.give_files_capabilities()?;
+        Ok(store)
+    }
+
+    /// Gives every software file stored without a download capability one
+    /// (records from before capabilities existed).
+    fn give_files_capabilities(&self) -> Result<(), StoreError> {
+        for mut f in self.list::<SoftwareFile>(FILES)? {
+            if f.capability.is_none() {
+                f.capability = Some(new_capability()?);
+                self.put(FILES, &f.sha256.clone(), &f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The download capability of file `sha256` (`None`: no such file);
+    /// a record without one gets one now.
+    pub fn file_capability(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        let Some(mut f) = self.get::<SoftwareFile>(FILES, sha256)? else {
+            return Ok(None);
+        };
+        if let Some(c) = f.capability {
+            return Ok(Some(c));
+        }
+        let c = new_capability()?;
+        f.capability = Some(c.clone());
+        self.put(FILES, sha256, &f)?;
+        Ok(Some(c))
+    }
+
+    /// True when `capability` is the download capability of stored file
+    /// `sha256` (compared in constant time) and its content is there.
+    pub fn download_allowed(&self, sha256: &str, capability: &str) -> Result<bool, StoreError> {
+        let Some(f) = self.get::<SoftwareFile>(FILES, sha256)? else {
+            return Ok(false);
+        };
+        let ok = f
+            .capability
+            .is_some_and(|c| crate::auth::secret_eq(&c, capability));
+        Ok(ok && self.blob_path(sha256).is_some())
     }
 
     /// Writes one document.
@@ -299,6 +371,19 @@ impl Store {
 
     /// Reads a campaign with its jobs.
     pub fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let Some(mut c) = self.read_campaign(id)? else {
+            return Ok(None);
+        };
+        // Campaigns created before download capabilities: their pull URIs need one.
+        if c.spec.file_capability.is_none()
+            && let Some(sha) = &c.spec.file
+        {
+            c.spec.file_capability = self.file_capability(sha)?;
+        }
+        Ok(Some(c))
+    }
+
+    fn read_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
         let tx = db_err!(self.db.begin_read())?;
         let t = db_err!(tx.open_table(CAMPAIGNS))?;
         let Some(v) = db_err!(t.get(id))? else {
@@ -344,6 +429,26 @@ impl Store {
             fs::rename(&tmp, &dest)?;
         }
         Ok(sha)
+    }
+
+    /// A fresh temp file path in the file directory, for a blob being received.
+    pub fn blob_temp_path(&self) -> Result<PathBuf, StoreError> {
+        let name = crate::auth::random_hex(8).map_err(|e| StoreError::Random(e.to_string()))?;
+        Ok(self.files_dir.join(format!(".upload-{name}.tmp")))
+    }
+
+    /// Makes the complete, fsynced temp file `tmp` the blob `sha256` (the
+    /// digest of its content): renamed into place, or dropped if that
+    /// content is stored already.
+    pub fn keep_blob(&self, tmp: &FsPath, sha256: &str) -> Result<(), StoreError> {
+        let dest = self.files_dir.join(sha256);
+        if dest.exists() {
+            fs::remove_file(tmp)?;
+        } else {
+            fs::rename(tmp, &dest)?;
+            fs::File::open(&self.files_dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Path of a stored blob; `None` for a malformed or unknown digest.

@@ -230,7 +230,7 @@ async fn wait_campaign(c: &Client, id: &str) -> Json {
 async fn group_upgrade_push_and_pull_with_bad_input_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let c = Client::new(&server.http());
+    let c = server.client();
     let package: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
     let (cc, p) = (c.clone(), package.clone());
     let file = blocking(move || cc.upload(&p, "app-2.0.wasm", Some("v2"), None))
@@ -373,15 +373,22 @@ async fn group_upgrade_push_and_pull_with_bad_input_and_restart() {
         "pulled over HTTP in two ranges"
     );
 
-    // CoAP Block2 download of the file from the server.
-    let got = coap_fetch(server.bound.coap, &sha).await;
+    // CoAP Block2 download of the file from the server: only with its capability.
+    let cap = file["capability"].as_str().unwrap().to_string();
+    assert_eq!(file["download_path"], format!("/fw/{sha}/{cap}"));
+    let got = coap_fetch(server.bound.coap, &["fw", &sha, &cap]).await;
     assert_eq!(got, package);
+    let wrong = "0".repeat(32);
+    for path in [&["fw", &sha][..], &["fw", &sha, &wrong], &["fw", &cap]] {
+        let resp = coap_get_block(server.bound.coap, path, 0).await;
+        assert_eq!(Code::of(&resp), Code::NOT_FOUND, "{path:?}");
+    }
 
     // Restart on the same data directory: devices, groups, files and campaigns are still there.
     let coap = server.bound.coap;
     server.shutdown().await;
     let server = TestServer::start_on(dir.path(), coap).await;
-    let c = Client::new(&server.http());
+    let c = server.client();
     blocking(move || {
         assert_eq!(c.get("/api/devices").unwrap().as_array().unwrap().len(), 3);
         assert_eq!(
@@ -403,29 +410,34 @@ async fn group_upgrade_push_and_pull_with_bad_input_and_restart() {
     server.shutdown().await;
 }
 
-/// GETs /fw/<sha> block by block (RFC 7959 §2.4), 512-byte blocks.
-async fn coap_fetch(server: SocketAddr, sha: &str) -> Vec<u8> {
+/// One Block2 GET of `path` (512-byte blocks).
+async fn coap_get_block(server: SocketAddr, path: &[&str], num: u32) -> Packet {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut body = Vec::new();
     let mut buf = vec![0u8; 2048];
+    let mut req = msg::request(RequestType::Get, path);
+    req.header.message_id = 500 + num as u16;
+    req.set_token(vec![num as u8]);
+    BlockOpt {
+        num,
+        more: false,
+        szx: 5,
+    }
+    .write(&mut req, CoapOption::Block2);
+    sock.send_to(&msg::encode(&req).unwrap(), server)
+        .await
+        .unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    Packet::from_bytes(&buf[..n]).unwrap()
+}
+
+/// GETs `path` (`/fw/<sha>/<capability>`) block by block (RFC 7959 §2.4).
+async fn coap_fetch(server: SocketAddr, path: &[&str]) -> Vec<u8> {
+    let mut body = Vec::new();
     for num in 0.. {
-        let mut req = msg::request(RequestType::Get, &["fw", sha]);
-        req.header.message_id = 500 + num as u16;
-        req.set_token(vec![num as u8]);
-        BlockOpt {
-            num,
-            more: false,
-            szx: 5,
-        }
-        .write(&mut req, CoapOption::Block2);
-        sock.send_to(&msg::encode(&req).unwrap(), server)
-            .await
-            .unwrap();
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let resp = Packet::from_bytes(&buf[..n]).unwrap();
+        let resp = coap_get_block(server, path, num).await;
         assert_eq!(Code::of(&resp), Code::CONTENT);
         assert!(resp.get_first_option(CoapOption::ETag).is_some());
         body.extend_from_slice(&resp.payload);
@@ -442,7 +454,7 @@ async fn coap_fetch(server: SocketAddr, sha: &str) -> Vec<u8> {
 async fn restart_mid_campaign_continues_and_cancel_stops_a_stalled_device() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let c = Client::new(&server.http());
+    let c = server.client();
     let package = vec![5u8; 700];
     let (cc, p) = (c.clone(), package.clone());
     let sha = blocking(move || cc.upload(&p, "app", None, Some(3600)).unwrap()).await["sha256"]
@@ -485,7 +497,7 @@ async fn restart_mid_campaign_continues_and_cancel_stops_a_stalled_device() {
         sw.version = "2.0".into();
     }
     let server = TestServer::start_on(dir.path(), coap).await;
-    let c = Client::new(&server.http());
+    let c = server.client();
     let done = wait_campaign(&c, &id).await;
     assert_eq!(done["status"], "finished", "{done:#}");
     assert_eq!(done["summary"]["done"], 1, "{done:#}");
@@ -574,7 +586,7 @@ async fn malformed_coap_gets_rst_or_error_and_changes_nothing() {
     get.header.message_id = 0x2002;
     let r = Packet::from_bytes(&ask(&msg::encode(&get).unwrap()).await).unwrap();
     assert_eq!(Code::of(&r), Code::NOT_FOUND);
-    let c = Client::new(&server.http());
+    let c = server.client();
     let devices = blocking(move || c.get("/api/devices").unwrap()).await;
     assert_eq!(devices, json!([]), "nothing registered");
     server.shutdown().await;

@@ -9,7 +9,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wasmdm_server::ctl::Client;
 
 use common::{TestServer, blocking, eventually};
 
@@ -89,7 +88,7 @@ async fn node_client_register_read_write_execute_observe_deregister() {
     let reg = node.expect("registered");
     assert!(reg["location"].is_string(), "{reg}");
 
-    let c = Client::new(&server.http());
+    let c = server.client();
     let c2 = c.clone();
     let dev = eventually(Duration::from_secs(5), move || {
         c2.get("/api/devices/node-1").ok()

@@ -79,6 +79,18 @@ pub struct ServerArgs {
     /// (default: $XDG_DATA_HOME/wasmdm-server or ~/.local/share/wasmdm-server).
     #[arg(long, env = "WASMDM_SERVER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve the API and HTTP downloads over TLS: certificate chain and private key (PEM).
+    #[arg(long, num_args = 2, value_names = ["CERT_PEM", "KEY_PEM"])]
+    pub http_tls: Option<Vec<PathBuf>>,
+    /// Largest software file accepted by upload, bytes.
+    #[arg(long, default_value_t = wasmdm_server::files::MAX_UPLOAD)]
+    pub max_upload: u64,
+    /// Cap on all stored software files together, bytes.
+    #[arg(long, default_value_t = wasmdm_server::files::MAX_STORAGE)]
+    pub max_storage: u64,
+    /// HTTP file downloads served at once (more get 503 with Retry-After).
+    #[arg(long, default_value_t = wasmdm_server::files::MAX_DOWNLOADS)]
+    pub max_downloads: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,11 +169,26 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where `wasmdm server` keeps its data without `--data-dir` (and where
+/// `wasmdm ctl` then looks for the admin token).
+fn server_default_data_dir() -> PathBuf {
+    wasmdm::device::config::default_data_dir().with_file_name("wasmdm-server")
+}
+
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.unwrap_or_else(|| {
-        wasmdm::device::config::default_data_dir().with_file_name("wasmdm-server")
-    });
-    let config = wasmdm_server::ServerConfig::new(args.coap, args.http, data_dir);
+    let data_dir = args.data_dir.unwrap_or_else(server_default_data_dir);
+    let mut config = wasmdm_server::ServerConfig::new(args.coap, args.http, data_dir);
+    if let Some([cert, key]) = args.http_tls.as_deref() {
+        config.http_tls = Some(wasmdm_server::tls::HttpTls {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    config.file_limits = wasmdm_server::files::FileLimits {
+        max_file: args.max_upload,
+        max_storage: args.max_storage,
+        max_downloads: args.max_downloads.max(1),
+    };
     wasmdm_server::serve(config, shutdown_signal())
         .await
         .context("server stopped")?;
@@ -175,7 +202,7 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
     }
     let result = tokio::task::spawn_blocking(move || {
         let mut out = std::io::stdout();
-        wasmdm_server::ctl::ctl_main(&args.args, &mut out)
+        wasmdm_server::ctl::ctl_main(&args.args, &server_default_data_dir(), &mut out)
     })
     .await?;
     result?;

@@ -279,6 +279,7 @@ fn upgrade_spec() -> CampaignSpec {
         package: "app".into(),
         version: None,
         file: Some("ab".repeat(32)),
+        file_capability: Some("cd".repeat(16)),
         timeout_secs: 60,
         delivery: Delivery::Pull,
         protocol: Protocol::Coap,
@@ -354,7 +355,11 @@ fn pull_uri_and_push_requests() {
     assert_eq!(*format, 0);
     assert_eq!(
         String::from_utf8_lossy(payload),
-        format!("coap://127.0.0.1:5683/fw/{}", "ab".repeat(32))
+        format!(
+            "coap://127.0.0.1:5683/fw/{}/{}",
+            "ab".repeat(32),
+            "cd".repeat(16)
+        )
     );
     spec.delivery = Delivery::Push;
     let mut c2 = Campaign { spec, ..c.clone() };

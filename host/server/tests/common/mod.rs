@@ -21,11 +21,20 @@ impl TestServer {
     }
 
     pub async fn start_on(dir: &Path, coap: std::net::SocketAddr) -> TestServer {
+        Self::start_with(dir, coap, |_| {}).await
+    }
+
+    /// Starts with `tweak` applied to the configuration (TLS, limits).
+    pub async fn start_with(
+        dir: &Path,
+        coap: std::net::SocketAddr,
+        tweak: impl Fn(&mut ServerConfig),
+    ) -> TestServer {
         // A server stopped a moment ago may still be closing its database
         // (tasks winding down hold it): retry for a little while.
         let mut last = String::new();
         for _ in 0..50 {
-            match Self::try_start(dir, coap).await {
+            match Self::try_start(dir, coap, &tweak).await {
                 Ok(server) => return server,
                 Err(e) => last = e,
             }
@@ -34,8 +43,13 @@ impl TestServer {
         panic!("server did not start: {last}");
     }
 
-    async fn try_start(dir: &Path, coap: std::net::SocketAddr) -> Result<TestServer, String> {
+    async fn try_start(
+        dir: &Path,
+        coap: std::net::SocketAddr,
+        tweak: &impl Fn(&mut ServerConfig),
+    ) -> Result<TestServer, String> {
         let mut config = ServerConfig::new(coap, "127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
+        tweak(&mut config);
         config.coap_params.ack_timeout = Duration::from_millis(500);
         config.coap_params.ack_jitter = Duration::from_millis(100);
         config.coap_params.max_retransmit = 2;
@@ -61,7 +75,12 @@ impl TestServer {
     }
 
     pub fn http(&self) -> String {
-        format!("http://{}", self.bound.http)
+        self.bound.api_base()
+    }
+
+    /// An API client carrying the server's admin token.
+    pub fn client(&self) -> wasmdm_server::ctl::Client {
+        self.bound.client()
     }
 
     pub async fn shutdown(mut self) {

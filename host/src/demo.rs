@@ -56,15 +56,14 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
 
     // The server, on ephemeral loopback ports.
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let server_config = wasmdm_server::ServerConfig::new(
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| DemoError::Failed("address".into()))?,
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| DemoError::Failed("address".into()))?,
-        scratch.path().join("server"),
-    );
+    let loopback: std::net::SocketAddr = "127.0.0.1:0"
+        .parse()
+        .map_err(|_| DemoError::Failed("address".into()))?;
+    let mut server_config =
+        wasmdm_server::ServerConfig::new(loopback, loopback, scratch.path().join("server"));
+    // The secure path: devices register over DTLS with a PSK each; plain
+    // CoAP registrations are refused.
+    server_config.coaps_addr = Some(loopback);
     let server = tokio::spawn(wasmdm_server::serve_with(
         server_config,
         stopped(stop_rx.clone()),
@@ -75,17 +74,31 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
     let bound = bound_rx
         .await
         .map_err(|_| DemoError::Server("did not start".into()))?;
-    println!("== server: CoAP {} HTTP http://{}", bound.coap, bound.http);
+    let coaps = bound
+        .coaps
+        .ok_or_else(|| DemoError::Server("no DTLS port".into()))?;
+    println!(
+        "== server: LwM2M coaps://{coaps} (DTLS-PSK; plain CoAP {} for file pulls only), API {}",
+        bound.coap,
+        bound.api_base()
+    );
 
     // The devices, each with its own data directory and runtime.
     let local = tokio::task::LocalSet::new();
     let endpoints: Vec<String> = (1..=options.devices)
         .map(|i| format!("demo-device-{i}"))
         .collect();
-    for endpoint in &endpoints {
+    let api = bound.client();
+    let keys = {
+        let (api, endpoints) = (api.clone(), endpoints.clone());
+        blocking(move || provision_psks(&api, &endpoints)).await?
+    };
+    for (endpoint, key) in endpoints.iter().zip(keys) {
         let config = DeviceConfig {
             endpoint: endpoint.clone(),
-            server: format!("coap://{}", bound.coap),
+            server: format!("coaps://{coaps}"),
+            psk_identity: Some(endpoint.clone()),
+            psk_key: Some(crate::device::config::Secret::new(key)),
             bind: "127.0.0.1:0".into(),
             lifetime: 60,
             data_dir: scratch.path().join(endpoint),
@@ -104,7 +117,6 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
         endpoints.join(", ")
     );
 
-    let api = bound.client();
     let result = local
         .run_until(async {
             let endpoints = endpoints.clone();
@@ -120,6 +132,26 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
     local.await;
     let _ = server.await;
     result
+}
+
+/// A random 128-bit PSK per device, stored with the server (identity =
+/// endpoint name), as `wasmdm ctl security add EP --psk-identity EP
+/// --psk-key HEX` does; returns the keys as hex for the devices' config.
+fn provision_psks(api: &Client, endpoints: &[String]) -> Result<Vec<String>, DemoError> {
+    let mut keys = Vec::new();
+    for endpoint in endpoints {
+        let mut key = [0u8; 16];
+        getrandom::fill(&mut key).map_err(|e| DemoError::Failed(format!("random: {e}")))?;
+        let key = hex::encode(key);
+        api.put(
+            &format!("/api/security/{endpoint}"),
+            &json!({"mode": "psk", "identity": endpoint, "key": key}),
+        )
+        .map_err(|e| DemoError::Api(e.to_string()))?;
+        keys.push(key);
+    }
+    println!("== provisioned a DTLS pre-shared key for each device");
+    Ok(keys)
 }
 
 fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result<Value, DemoError> {

@@ -362,7 +362,8 @@ impl Server {
     ) -> Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let config = ServerConfig::new(coap, http, dir.to_path_buf());
+            let mut config = ServerConfig::new(coap, http, dir.to_path_buf());
+            config.allow_nosec = true;
             let (stop, stop_rx) = oneshot::channel::<()>();
             let (bound_tx, bound_rx) = oneshot::channel();
             let task = rt.spawn(wasmdm_server::serve_with(

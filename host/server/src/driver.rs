@@ -1,4 +1,4 @@
-//! The tokio driver: one task owns the UDP socket, the CoAP message layer,
+//! The tokio driver: one task owns the sockets (through [`ServerTransport`]: plain CoAP and DTLS), the CoAP message layer,
 //! the registry, observations and running campaigns; the HTTP API talks to
 //! it through [`Command`]s. Everything it learns is written to the store.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
-use tokio::net::UdpSocket;
+
 use tokio::sync::{mpsc, oneshot};
 use wasmdm_proto::coap::block::{BlockOpt, block2_slice};
 use wasmdm_proto::coap::msg::{self, Code};
@@ -15,11 +15,13 @@ use wasmdm_proto::coap::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Pa
 use wasmdm_proto::model::Path;
 
 use crate::campaign::{Action, CAMPAIGN_OBSERVED, Campaign, CampaignStatus, Input, Request};
+use crate::core::access::AccessPolicy;
 use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::core::observe::Observations;
 use crate::core::registry::{Registry, RegistryEvent};
 use crate::store::{Batch, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
+use crate::transport::ServerTransport;
 
 /// Current Unix time in ms.
 pub fn unix_ms() -> u64 {
@@ -96,7 +98,11 @@ const MAX_DATAGRAMS_PER_TURN: usize = 64;
 
 /// The driver state.
 pub struct Driver {
-    socket: Arc<UdpSocket>,
+    transport: ServerTransport,
+    /// Who may register as which endpoint.
+    policy: AccessPolicy,
+    /// DTLS sessions to end once this turn's datagrams are out (de-registered).
+    closing: Vec<std::net::SocketAddr>,
     endpoint: Endpoint,
     registry: Registry,
     observations: Observations,
@@ -114,7 +120,8 @@ pub struct Driver {
 impl Driver {
     /// Loads registrations and running campaigns from the store.
     pub fn new(
-        socket: Arc<UdpSocket>,
+        transport: ServerTransport,
+        policy: AccessPolicy,
         store: Arc<Store>,
         notified: Notified,
         params: Params,
@@ -138,7 +145,9 @@ impl Driver {
             }
         }
         Ok(Driver {
-            socket,
+            transport,
+            policy,
+            closing: Vec::new(),
             endpoint: Endpoint::new(params, seed),
             registry,
             observations: Observations::default(),
@@ -159,27 +168,25 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tokio::pin!(shutdown);
         loop {
-            let wake = self
-                .endpoint
-                .poll_timeout()
+            let wake = [self.endpoint.poll_timeout(), self.transport.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
                 _ = &mut shutdown => break,
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => {
-                        let data = buf.get(..n).unwrap_or_default().to_vec();
-                        self.endpoint.handle_datagram(Instant::now(), from, &data);
+                r = self.transport.recv() => match r {
+                    Ok((side, n, from)) => {
+                        self.transport.inbound(Instant::now(), side, n, from, &mut self.endpoint);
                         // Whatever else is waiting joins this turn (and its commit).
                         for _ in 1..MAX_DATAGRAMS_PER_TURN {
-                            let Ok((n, from)) = self.socket.try_recv_from(&mut buf) else {
+                            let Some((side, n, from)) = self.transport.try_recv() else {
                                 break;
                             };
-                            let data = buf.get(..n).unwrap_or_default().to_vec();
-                            self.endpoint.handle_datagram(Instant::now(), from, &data);
+                            self.transport.inbound(Instant::now(), side, n, from, &mut self.endpoint);
                         }
                     }
                     Err(e) => tracing::debug!("udp receive: {e}"),
@@ -188,7 +195,11 @@ impl Driver {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                _ = tokio::time::sleep_until(wake.into()) => self.endpoint.handle_timeout(Instant::now()),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    self.endpoint.handle_timeout(now);
+                    self.transport.handle_timeout(now, &mut self.endpoint);
+                }
                 _ = tick.tick() => self.on_tick(),
             }
             self.pump().await;
@@ -235,6 +246,15 @@ impl Driver {
 
     fn on_tick(&mut self) {
         let now = unix_ms();
+        if self.registry.next_expiry().is_some_and(|t| t <= now) {
+            // Their DTLS sessions expire with them.
+            self.closing.extend(
+                self.registry
+                    .iter()
+                    .filter(|r| r.expires_at() <= now)
+                    .map(|r| r.peer),
+            );
+        }
         for ev in self.registry.expire(now) {
             self.registry_event(ev);
         }
@@ -283,11 +303,16 @@ impl Driver {
                 self.event(ev);
             }
             self.commit();
+            let now = Instant::now();
             while let Some(t) = self.endpoint.poll_transmit() {
                 progressed = true;
-                if let Err(e) = self.socket.send_to(&t.bytes, t.to).await {
-                    tracing::debug!("udp send to {}: {e}", t.to);
-                }
+                self.transport.send(now, &t).await;
+            }
+            // Handshake flights and the records just encrypted.
+            self.transport.flush_dtls().await;
+            for peer in std::mem::take(&mut self.closing) {
+                self.transport.close(now, peer);
+                self.transport.flush_dtls().await;
             }
             if !progressed {
                 break;
@@ -321,9 +346,35 @@ impl Driver {
     fn inbound(&mut self, req: InboundRequest) {
         let now = Instant::now();
         if Registry::is_registration_request(&req.packet) {
-            let (resp, ev) = self.registry.handle(unix_ms(), req.peer, &req.packet);
+            let auth = self.transport.auth(req.peer);
+            let (store, policy) = (&self.store, self.policy);
+            let may_act_as = |endpoint: &str| {
+                let stored = match store.security(endpoint) {
+                    Ok(entry) => entry.map(|e| e.credential),
+                    // Fail closed: an unreadable store admits no one.
+                    Err(e) => {
+                        tracing::warn!("credentials of {endpoint}: {e}");
+                        return false;
+                    }
+                };
+                match policy.check(&auth, endpoint, stored.as_ref()) {
+                    Ok(()) => true,
+                    Err(denied) => {
+                        tracing::warn!(peer = %req.peer, %endpoint, "registration refused: {denied}");
+                        false
+                    }
+                }
+            };
+            let (resp, ev) =
+                self.registry
+                    .handle_authorized(unix_ms(), req.peer, &req.packet, &may_act_as);
             self.endpoint.respond(now, &req, resp);
             if let Some(ev) = ev {
+                if matches!(ev, RegistryEvent::Deregistered { .. }) {
+                    // The session ends with its registration, once the
+                    // 2.02 went out through it.
+                    self.closing.push(req.peer);
+                }
                 self.registry_event(ev);
             }
             return;
@@ -755,9 +806,10 @@ mod tests {
     /// A driver on a store in `dir`, its socket on a free loopback port.
     async fn test_driver(dir: &std::path::Path) -> (Driver, Arc<Store>) {
         let store = Arc::new(Store::open(dir).unwrap());
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let driver = Driver::new(
-            socket,
+            ServerTransport::new(socket, None),
+            AccessPolicy { allow_nosec: true },
             store.clone(),
             Notified::default(),
             Params::default(),

@@ -15,6 +15,7 @@ pub mod http;
 pub mod security;
 pub mod store;
 pub mod tls;
+pub mod transport;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -45,6 +46,38 @@ pub struct ServerConfig {
     pub http_tls: Option<tls::HttpTls>,
     /// Caps on software file uploads, storage and downloads.
     pub file_limits: files::FileLimits,
+    /// UDP address of the LwM2M endpoint over DTLS (`coaps`, e.g.
+    /// `0.0.0.0:5684`); `None` serves plain CoAP only.
+    pub coaps_addr: Option<SocketAddr>,
+    /// The server's DTLS certificate and client CAs, and the DTLS caps.
+    pub dtls: DtlsConfig,
+    /// Accept plain-CoAP registrations of endpoints that have no stored
+    /// credential (a lab setting; per endpoint: `ctl security add EP --nosec`).
+    pub allow_nosec: bool,
+}
+
+/// DTLS settings beyond the per-endpoint PSKs of the store.
+#[derive(Clone, Default)]
+pub struct DtlsConfig {
+    /// The server's certificate chain (DER, leaf first) and PKCS#8 key, for
+    /// devices in certificate mode.
+    pub certificate: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    /// CAs (DER) device certificates must chain to; their CN or a SAN is
+    /// the endpoint name.
+    pub client_cas: Vec<Vec<u8>>,
+    /// Caps on sessions and handshakes.
+    pub limits: wasmdm_proto::dtls::ServerLimits,
+}
+
+impl std::fmt::Debug for DtlsConfig {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsConfig")
+            .field("certificate", &self.certificate.is_some())
+            .field("client_cas", &self.client_cas.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -59,6 +92,9 @@ impl ServerConfig {
             coap_params: Params::default(),
             http_tls: None,
             file_limits: files::FileLimits::default(),
+            coaps_addr: None,
+            dtls: DtlsConfig::default(),
+            allow_nosec: false,
         }
     }
 }
@@ -86,6 +122,9 @@ pub enum ServerError {
     /// The admin token could not be read or created.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    /// The DTLS certificate, key or CA could not be used.
+    #[error("DTLS: {0}")]
+    Dtls(#[from] wasmdm_proto::dtls::DtlsError),
 }
 
 /// What a running server bound (port 0 resolved) and the admin token its
@@ -94,6 +133,8 @@ pub enum ServerError {
 pub struct Bound {
     /// CoAP UDP address.
     pub coap: SocketAddr,
+    /// CoAP-over-DTLS UDP address, when DTLS is on.
+    pub coaps: Option<SocketAddr>,
     /// HTTP address.
     pub http: SocketAddr,
     /// The admin token (`Authorization: Bearer <token>` on `/api/...`).
@@ -121,10 +162,40 @@ impl std::fmt::Debug for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bound")
             .field("coap", &self.coap)
+            .field("coaps", &self.coaps)
             .field("http", &self.http)
             .field("token_path", &self.token_path)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
+    }
+}
+
+/// The DTLS server's credentials: PSKs looked up in the store per
+/// handshake (so `ctl security add` takes effect at once), and the
+/// certificate settings.
+fn dtls_credentials(
+    store: &Arc<store::Store>,
+    config: &DtlsConfig,
+) -> wasmdm_proto::dtls::ServerCredentials {
+    let store = store.clone();
+    let psk: wasmdm_proto::dtls::PskLookup = Arc::new(move |identity: &[u8]| {
+        let identity = std::str::from_utf8(identity).ok()?;
+        match store.security_by_psk_identity(identity) {
+            Ok(Some(entry)) => match entry.credential {
+                security::Credential::Psk { key, .. } => Some(key),
+                _ => None,
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("PSK lookup: {e}");
+                None
+            }
+        }
+    });
+    wasmdm_proto::dtls::ServerCredentials {
+        psk: Some(psk),
+        certificate: config.certificate.clone(),
+        client_cas: config.client_cas.clone(),
     }
 }
 
@@ -167,11 +238,31 @@ pub async fn serve_with(
             addr: config.http_addr,
             source,
         })?;
+    let secure = match config.coaps_addr {
+        Some(addr) => {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let dtls = wasmdm_proto::dtls::DtlsServer::new(
+                &dtls_credentials(&store, &config.dtls),
+                config.dtls.limits.clone(),
+            )?;
+            Some((Arc::new(socket), dtls))
+        }
+        None => None,
+    };
     let bound = Bound {
         coap: udp.local_addr().map_err(|source| ServerError::Bind {
             addr: config.coap_addr,
             source,
         })?,
+        coaps: match &secure {
+            Some((socket, _)) => Some(socket.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.coap_addr,
+                source,
+            })?),
+            None => None,
+        },
         http: tcp.local_addr().map_err(|source| ServerError::Bind {
             addr: config.http_addr,
             source,
@@ -183,7 +274,10 @@ pub async fn serve_with(
     let seed = driver::unix_ms() ^ u64::from(bound.coap.port());
     let notified = driver::Notified::default();
     let driver = driver::Driver::new(
-        Arc::new(udp),
+        transport::ServerTransport::new(Arc::new(udp), secure),
+        core::access::AccessPolicy {
+            allow_nosec: config.allow_nosec,
+        },
         store.clone(),
         notified.clone(),
         config.coap_params.clone(),
@@ -214,11 +308,23 @@ pub async fn serve_with(
     let driver_task = tokio::spawn(driver.run(rx, async move {
         let _ = stop_drv.wait_for(|s| *s).await;
     }));
-    tracing::info!(
-        "LwM2M server on coap://{} , API on {}",
-        bound.coap,
-        bound.api_base()
-    );
+    match bound.coaps {
+        Some(coaps) => tracing::info!(
+            "LwM2M server on coaps://{coaps} and coap://{} (NoSec {}), API on {}",
+            bound.coap,
+            if config.allow_nosec {
+                "allowed"
+            } else {
+                "only for endpoints added with --nosec"
+            },
+            bound.api_base()
+        ),
+        None => tracing::info!(
+            "LwM2M server on coap://{} , API on {}",
+            bound.coap,
+            bound.api_base()
+        ),
+    }
     on_bound(bound);
     let app = http::router(state);
     let stopped = async move {

@@ -72,6 +72,26 @@ pub struct ServerArgs {
     /// UDP address for CoAP (LwM2M registration, device management, file pulls).
     #[arg(long, default_value = "0.0.0.0:5683")]
     pub coap: std::net::SocketAddr,
+    /// UDP address for CoAP over DTLS (coaps).
+    #[arg(long, default_value = "0.0.0.0:5684")]
+    pub coaps: std::net::SocketAddr,
+    /// Serve plain CoAP only (no DTLS port).
+    #[arg(long)]
+    pub no_coaps: bool,
+    /// Accept plain-CoAP (NoSec) registrations from endpoints without
+    /// stored credentials: a lab setting. Without it only endpoints added
+    /// with `wasmdm ctl security add EP --nosec` may use plain CoAP.
+    #[arg(long)]
+    pub allow_nosec: bool,
+    /// The server's DTLS certificate (PEM chain), for devices in certificate mode.
+    #[arg(long, requires = "dtls_key")]
+    pub dtls_cert: Option<PathBuf>,
+    /// The server's DTLS private key (PKCS#8 PEM).
+    #[arg(long, requires = "dtls_cert")]
+    pub dtls_key: Option<PathBuf>,
+    /// CA (PEM) device certificates must chain to; their CN or a SAN is the endpoint name.
+    #[arg(long)]
+    pub dtls_ca: Option<PathBuf>,
     /// TCP address for the HTTP API and HTTP file pulls.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: std::net::SocketAddr,
@@ -169,6 +189,37 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The server's DTLS certificate, key and device CA from their files.
+fn dtls_config(args: &ServerArgs) -> anyhow::Result<wasmdm_server::DtlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |path: &PathBuf| -> anyhow::Result<Vec<Vec<u8>>> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("{}: not a PEM certificate file", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "{}: no certificate", path.display());
+        Ok(certs.into_iter().map(|c| c.to_vec()).collect())
+    };
+    let mut dtls = wasmdm_server::DtlsConfig::default();
+    match (&args.dtls_cert, &args.dtls_key) {
+        (Some(cert), Some(key)) => {
+            let key = match PrivateKeyDer::from_pem_file(key) {
+                Ok(PrivateKeyDer::Pkcs8(k)) => k.secret_pkcs8_der().to_vec(),
+                _ => anyhow::bail!("{}: expected a PKCS#8 PEM private key", key.display()),
+            };
+            dtls.certificate = Some((certs(cert)?, key));
+            let ca = args
+                .dtls_ca
+                .as_ref()
+                .context("--dtls-cert needs --dtls-ca: the CA device certificates chain to")?;
+            dtls.client_cas = certs(ca)?;
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("--dtls-cert and --dtls-key go together"),
+    }
+    Ok(dtls)
+}
+
 /// Where `wasmdm server` keeps its data without `--data-dir` (and where
 /// `wasmdm ctl` then looks for the admin token).
 fn server_default_data_dir() -> PathBuf {
@@ -176,8 +227,11 @@ fn server_default_data_dir() -> PathBuf {
 }
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.unwrap_or_else(server_default_data_dir);
+    let data_dir = args.data_dir.clone().unwrap_or_else(server_default_data_dir);
     let mut config = wasmdm_server::ServerConfig::new(args.coap, args.http, data_dir);
+    config.allow_nosec = args.allow_nosec;
+    config.coaps_addr = (!args.no_coaps).then_some(args.coaps);
+    config.dtls = dtls_config(&args)?;
     if let Some([cert, key]) = args.http_tls.as_deref() {
         config.http_tls = Some(wasmdm_server::tls::HttpTls {
             cert: cert.clone(),

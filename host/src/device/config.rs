@@ -166,11 +166,12 @@ impl DeviceConfig {
     /// The security mode: as configured, else from the server URI's scheme.
     pub fn security_mode(&self) -> wasmdm_proto::objects::SecurityMode {
         use wasmdm_proto::objects::SecurityMode;
-        self.security.unwrap_or(if self.server.starts_with("coaps://") {
-            SecurityMode::Psk
-        } else {
-            SecurityMode::NoSec
-        })
+        self.security
+            .unwrap_or(if self.server.starts_with("coaps://") {
+                SecurityMode::Psk
+            } else {
+                SecurityMode::NoSec
+            })
     }
 
     /// The host of the server URI (what its certificate must name).

@@ -19,7 +19,6 @@ use config::{ConfigError, DeviceConfig};
 use shared::{LiveDevice, Shared};
 use socket::DeviceSocket;
 use state::{DeviceState, StateFile};
-use transport::Transport;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use transport::Transport;
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
 use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
 use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Server};
@@ -187,12 +187,8 @@ fn drive(
         .build()?;
     local.block_on(async move {
         let socket = DeviceSocket::new(socket)?;
-        let transport = Transport::new(
-            socket,
-            server,
-            &config.server_host()?,
-            account.credentials,
-        )?;
+        let transport =
+            Transport::new(socket, server, &config.server_host()?, account.credentials)?;
         let mut device = Driver::new(
             config,
             account.security,

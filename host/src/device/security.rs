@@ -18,7 +18,10 @@ use super::config::DeviceConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error("security mode {mode:?} needs {what}")]
-    Missing { mode: &'static str, what: &'static str },
+    Missing {
+        mode: &'static str,
+        what: &'static str,
+    },
     #[error("{key} = {path}: {reason}")]
     File {
         key: &'static str,
@@ -167,11 +170,17 @@ pub fn account(config: &DeviceConfig, short_server_id: u16) -> Result<Account, S
             let missing = |what| SecurityError::Missing { mode: name, what };
             let chain = certificates(
                 "certificate",
-                config.certificate.as_deref().ok_or(missing("certificate"))?,
+                config
+                    .certificate
+                    .as_deref()
+                    .ok_or(missing("certificate"))?,
             )?;
             let key = private_key(
                 "private-key",
-                config.private_key.as_deref().ok_or(missing("private-key"))?,
+                config
+                    .private_key
+                    .as_deref()
+                    .ok_or(missing("private-key"))?,
             )?;
             let trust = match (&config.server_certificate, &config.server_ca) {
                 (Some(pinned), None) => {

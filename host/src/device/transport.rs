@@ -67,7 +67,13 @@ impl Transport {
     }
 
     /// Feeds a received datagram to DTLS or straight to the engine.
-    pub(crate) fn inbound(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], client: &mut Client) {
+    pub(crate) fn inbound(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        client: &mut Client,
+    ) {
         let consumed = self
             .dtls
             .as_mut()

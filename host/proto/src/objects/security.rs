@@ -154,7 +154,10 @@ impl std::fmt::Debug for Security {
             .field("short_server_id", &self.short_server_id)
             .field("public_key_or_identity", &self.public_key_or_identity.len())
             .field("server_public_key", &self.server_public_key.len())
-            .field("secret_key", &format_args!("<{} bytes>", self.secret_key.len()))
+            .field(
+                "secret_key",
+                &format_args!("<{} bytes>", self.secret_key.len()),
+            )
             .finish()
     }
 }

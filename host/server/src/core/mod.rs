@@ -2,6 +2,7 @@
 //! parsing, Block1 sending and observation bookkeeping. No sockets, no
 //! clock: callers pass time in as Unix milliseconds.
 
+pub mod access;
 pub mod block1;
 pub mod dm;
 pub mod link;

@@ -127,7 +127,20 @@ impl Registry {
         peer: SocketAddr,
         request: &Packet,
     ) -> (Packet, Option<RegistryEvent>) {
-        match self.dispatch(now_ms, peer, request) {
+        self.handle_authorized(now_ms, peer, request, &|_| true)
+    }
+
+    /// Like [`Registry::handle`], but a request on behalf of an endpoint
+    /// `may_act_as` refuses (the peer's credentials belong to another, or
+    /// NoSec is not allowed for it) gets 4.03 and changes nothing.
+    pub fn handle_authorized(
+        &mut self,
+        now_ms: u64,
+        peer: SocketAddr,
+        request: &Packet,
+        may_act_as: &dyn Fn(&str) -> bool,
+    ) -> (Packet, Option<RegistryEvent>) {
+        match self.dispatch(now_ms, peer, request, may_act_as) {
             Ok((response, event)) => (response, event),
             Err(code) => (msg::response_to(request, code), None),
         }
@@ -138,6 +151,7 @@ impl Registry {
         now_ms: u64,
         peer: SocketAddr,
         request: &Packet,
+        may_act_as: &dyn Fn(&str) -> bool,
     ) -> Result<(Packet, Option<RegistryEvent>), Code> {
         let path = msg::uri_path(request).ok_or(Code::BAD_REQUEST)?;
         // Leshan (reference §1): registration messages must be confirmable.
@@ -148,10 +162,30 @@ impl Registry {
             coap_lite::MessageClass::Request(m) => m,
             _ => return Err(Code::BAD_REQUEST),
         };
+        // Core 1.1 §7.1 / Transport §5.2.8: a client registers under the
+        // endpoint name its security credentials belong to.
+        let authorize = |endpoint: &str| {
+            if may_act_as(endpoint) {
+                Ok(())
+            } else {
+                Err(Code::FORBIDDEN)
+            }
+        };
         match (method, path.as_slice()) {
-            (RequestType::Post, [rd]) if rd == "rd" => self.register(now_ms, peer, request),
-            (RequestType::Post, [rd, loc]) if rd == "rd" => self.update(now_ms, peer, request, loc),
-            (RequestType::Delete, [rd, loc]) if rd == "rd" => self.deregister(request, loc),
+            (RequestType::Post, [rd]) if rd == "rd" => {
+                let endpoint = Query::parse(request)?.ep.ok_or(Code::BAD_REQUEST)?;
+                authorize(&endpoint)?;
+                self.register(now_ms, peer, request)
+            }
+            (RequestType::Post | RequestType::Delete, [rd, loc]) if rd == "rd" => {
+                let endpoint = self.by_location.get(loc).ok_or(Code::NOT_FOUND)?;
+                authorize(endpoint)?;
+                if method == RequestType::Post {
+                    self.update(now_ms, peer, request, loc)
+                } else {
+                    self.deregister(request, loc)
+                }
+            }
             (_, [rd, ..]) if rd == "rd" && path.len() <= 2 => Err(Code::METHOD_NOT_ALLOWED),
             _ => Err(Code::NOT_FOUND),
         }
@@ -378,6 +412,30 @@ mod tests {
         Registry {
             next_location: 0x5a3f,
             ..Registry::default()
+        }
+    }
+
+    #[test]
+    fn a_peer_that_may_not_act_as_the_endpoint_gets_4_03_and_changes_nothing() {
+        let mut reg = registry();
+        let req = Packet::from_bytes(&hex(REGISTER)).unwrap();
+        let only = |allowed: &'static str| move |ep: &str| ep == allowed;
+        let (resp, ev) = reg.handle_authorized(1_000, peer(), &req, &only("node2"));
+        assert_eq!(Code::of(&resp), Code::FORBIDDEN);
+        assert!(ev.is_none() && reg.is_empty());
+        let (resp, _) = reg.handle_authorized(1_000, peer(), &req, &only("node1"));
+        assert_eq!(Code::of(&resp), Code::CREATED);
+        // An Update or De-register of node1's location by a peer that may
+        // not act as node1 is refused too.
+        for method in [RequestType::Post, RequestType::Delete] {
+            let mut other = Packet::new();
+            other.header.code = coap_lite::MessageClass::Request(method);
+            other.header.set_type(MessageType::Confirmable);
+            msg::add_strings(&mut other, CoapOption::UriPath, &["rd", "5a3f"]);
+            let (resp, ev) = reg.handle_authorized(2_000, peer(), &other, &only("node2"));
+            assert_eq!(Code::of(&resp), Code::FORBIDDEN, "{method:?}");
+            assert!(ev.is_none());
+            assert_eq!(reg.get("node1").unwrap().updated_at, 1_000);
         }
     }
 

@@ -49,6 +49,8 @@ impl TestServer {
         tweak: &impl Fn(&mut ServerConfig),
     ) -> Result<TestServer, String> {
         let mut config = ServerConfig::new(coap, "127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
+        // These tests speak plain CoAP (the DTLS ones turn it off in `tweak`).
+        config.allow_nosec = true;
         tweak(&mut config);
         config.coap_params.ack_timeout = Duration::from_millis(500);
         config.coap_params.ack_jitter = Duration::from_millis(100);

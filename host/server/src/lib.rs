@@ -199,6 +199,12 @@ fn dtls_credentials(
     }
 }
 
+/// The API's listener: plain TCP, or TLS with `--http-tls`.
+enum ApiListener {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
+}
+
 /// Runs the server until `shutdown` completes.
 pub async fn serve(
     config: ServerConfig,
@@ -271,6 +277,13 @@ pub async fn serve_with(
         token: token.clone(),
         tls: tls_config.is_some(),
     };
+    // Set up before any task starts, so a failure here leaves nothing running.
+    let listener = match tls_config {
+        None => ApiListener::Plain(tcp),
+        Some(config) => {
+            ApiListener::Tls(tls::TlsListener::new(tcp, config).map_err(ServerError::Http)?)
+        }
+    };
     let seed = driver::unix_ms() ^ u64::from(bound.coap.port());
     let notified = driver::Notified::default();
     let driver = driver::Driver::new(
@@ -301,7 +314,6 @@ pub async fn serve_with(
         auth::AdminToken::new(&token),
         config.file_limits.clone(),
     );
-    drop(token);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_http = stop_rx.clone();
     let mut stop_drv = stop_rx;
@@ -330,20 +342,17 @@ pub async fn serve_with(
     let stopped = async move {
         let _ = stop_http.wait_for(|s| *s).await;
     };
-    let http_task = match tls_config {
-        None => tokio::spawn(
+    let http_task = match listener {
+        ApiListener::Plain(tcp) => tokio::spawn(
             axum::serve(tcp, app)
                 .with_graceful_shutdown(stopped)
                 .into_future(),
         ),
-        Some(config) => {
-            let listener = tls::TlsListener::new(tcp, config).map_err(ServerError::Http)?;
-            tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .into_future(),
-            )
-        }
+        ApiListener::Tls(tls) => tokio::spawn(
+            axum::serve(tls, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
     };
     shutdown.await;
     let _ = stop_tx.send(true);

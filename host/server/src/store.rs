@@ -594,6 +594,42 @@ mod tests {
     }
 
     #[test]
+    fn records_from_before_capabilities_get_one() {
+        use crate::campaign::CampaignSpec;
+        let dir = tempfile::tempdir().unwrap();
+        let sha;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            sha = s.write_blob(b"old file").unwrap();
+            // As an older version wrote it: no `capability`.
+            let old = serde_json::json!({"sha256": sha, "name": "old", "description": null,
+                "size": 8, "uploaded_at": 1, "retain_until": null});
+            s.put(FILES, &sha, &old).unwrap();
+            let spec: CampaignSpec = serde_json::from_value(
+                serde_json::json!({"op": "upgrade", "package": "app", "file": sha}),
+            )
+            .unwrap();
+            s.put_campaign(
+                &Campaign::new("c1".into(), None, spec, vec!["d".into()], 5),
+                None,
+            )
+            .unwrap();
+            assert!(!s.download_allowed(&sha, "").unwrap());
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let f: SoftwareFile = s.get(FILES, &sha).unwrap().unwrap();
+        let cap = f.capability.clone().unwrap();
+        assert_eq!(cap.len(), 32);
+        assert_eq!(f.download_path().unwrap(), format!("/fw/{sha}/{cap}"));
+        assert!(s.download_allowed(&sha, &cap).unwrap());
+        assert!(!s.download_allowed(&sha, &"0".repeat(32)).unwrap());
+        assert_eq!(s.file_capability(&sha).unwrap(), Some(cap.clone()));
+        // A campaign stored without it builds its pull URIs with the file's.
+        let c = s.get_campaign("c1").unwrap().unwrap();
+        assert_eq!(c.spec.file_capability, Some(cap));
+    }
+
+    #[test]
     fn corrupt_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();

@@ -227,7 +227,10 @@ fn server_default_data_dir() -> PathBuf {
 }
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(server_default_data_dir);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(server_default_data_dir);
     let mut config = wasmdm_server::ServerConfig::new(args.coap, args.http, data_dir);
     config.allow_nosec = args.allow_nosec;
     config.coaps_addr = (!args.no_coaps).then_some(args.coaps);

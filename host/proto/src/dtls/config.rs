@@ -160,7 +160,9 @@ impl ClientCredentials {
     /// against its certificate under [`ServerTrust::Ca`]).
     pub(crate) fn handshake_config(&self, host: &str) -> Result<Arc<HandshakeConfig>, DtlsError> {
         let provider = provider()?;
-        let builder = ConfigBuilder::default().with_crypto_provider(provider.clone());
+        let builder = ConfigBuilder::default()
+            .with_crypto_provider(provider.clone())
+            .with_server_name(host.to_string());
         let builder = match self {
             ClientCredentials::Psk { identity, key } => {
                 if key.is_empty() {
@@ -181,9 +183,7 @@ impl ClientCredentials {
                     .with_cipher_suites(CERT_SUITES.to_vec())
                     .with_certificates(vec![certificate(&provider, chain, private_key)?]);
                 match trust {
-                    ServerTrust::Ca(cas) => builder
-                        .with_roots_cas(roots(cas)?)
-                        .with_server_name(host.to_string()),
+                    ServerTrust::Ca(cas) => builder.with_roots_cas(roots(cas)?),
                     ServerTrust::Pinned(pinned) => {
                         let pinned = pinned.clone();
                         // The signature over the key exchange is still

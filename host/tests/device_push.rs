@@ -3,9 +3,10 @@
 //! Push (Write to /9/0/2, SwMgmt §5.1.2.2): lwm2m-node-lib is the LwM2M server
 //! (registration, reads, Execute) but it cannot send block-wise writes, so a
 //! second independent client, aiocoap (tests/peers/coap_push.py), PUTs the
-//! package with RFC 7959 Block1 in 1024-byte blocks straight to the device's
-//! UDP port. The device does not restrict which peer may write, so this is
-//! what a server's Block1 push looks like on the wire.
+//! package with RFC 7959 Block1 in 1024-byte blocks. The device takes
+//! requests only from the server it registered with, so both reach it from
+//! one server address ([`SharedServerAddr`]): on the wire this is what a
+//! server's own Block1 push looks like.
 //!
 //! Pull over CoAP (Write to /9/0/3 with a coap:// URI): aiocoap-fileserver, an
 //! independent CoAP file server answering with Block2, hosts the package.
@@ -19,22 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
-
-/// The device's own UDP port, from its "wasmdm device starting ... local=" log
-/// line (the last one: a restarted device appends to the same log).
-fn device_port(device: &DeviceProcess) -> u16 {
-    let mut port = None;
-    wait_until(T, "device logs its local address", || {
-        port = strip_ansi(&device.log_text())
-            .lines()
-            .rev()
-            .filter(|l| l.contains("wasmdm device starting"))
-            .filter_map(|l| l.split("local=127.0.0.1:").nth(1))
-            .find_map(|rest| rest.split_whitespace().next()?.parse::<u16>().ok());
-        port.is_some()
-    });
-    port.unwrap()
-}
 
 /// PUTs `body` to `uri` with aiocoap (Block1 when over 1024 bytes); returns
 /// the script's JSON line: {"code": "2.04", "blocks": [[num, more, szx], ...], ...}.
@@ -72,6 +57,7 @@ fn expected_acks(len: usize) -> Value {
 
 struct Setup {
     server: NodeServer,
+    _shared: SharedServerAddr,
     device: DeviceProcess,
     ep: &'static str,
     uri: String,
@@ -83,20 +69,21 @@ fn setup(ep: &'static str) -> Setup {
     let server = NodeServer::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("device");
-    let device = DeviceProcess::start(ep, server.port, &data);
+    let shared = SharedServerAddr::start(([127, 0, 0, 1], server.port).into());
+    let device = DeviceProcess::start(ep, shared.addr.port(), &data);
+    let uri = format!("coap://127.0.0.1:{}/9/0/2", shared.side_port);
     let mut setup = Setup {
         server,
+        _shared: shared,
         device,
         ep,
-        uri: String::new(),
+        uri,
         _dir: LogOnPanic(dir),
         data,
     };
     setup
         .server
         .wait_event(T, |e| e["event"] == "registration" && e["ep"] == ep);
-    let port = device_port(&setup.device);
-    setup.uri = format!("coap://127.0.0.1:{port}/9/0/2");
     setup
 }
 
@@ -109,6 +96,7 @@ fn block1_push_from_aiocoap_installs_and_runs() {
         uri,
         data,
         _dir,
+        _shared,
         ..
     } = setup("wasmdm-push-1");
     assert_eq!(server.read(ep, "/9/0/7"), "0");
@@ -156,6 +144,7 @@ fn corrupted_and_foreign_pushes_fail_with_result_codes() {
         ep,
         uri,
         _dir,
+        _shared,
         ..
     } = setup("wasmdm-push-2");
 
@@ -278,6 +267,7 @@ fn coap_pull_from_aiocoap_fileserver() {
         ep,
         data,
         _dir,
+        _shared,
         ..
     } = setup("wasmdm-coap-pull-1");
     let files = tempfile::tempdir().unwrap();

@@ -382,3 +382,174 @@ pub fn registrations(server: &NodeServer, ep: &str) -> usize {
         .filter(|e| e["event"] == "registration" && e["ep"] == ep)
         .count()
 }
+
+/// Where the CoAP relay sends a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Server,
+    Side,
+}
+
+#[derive(Default)]
+struct MuxState {
+    device: Option<std::net::SocketAddr>,
+    side: Option<std::net::SocketAddr>,
+    next_mid: u16,
+    /// Relay MID -> (who sent the message, from where, its own MID).
+    mids: std::collections::HashMap<u16, (Origin, std::net::SocketAddr, u16)>,
+    /// Where the server's messages come from (node-coap sends requests from
+    /// an agent port of its own, not from its listening port).
+    server_from: std::collections::HashMap<Vec<u8>, std::net::SocketAddr>,
+    /// Tokens of requests the side peer sent (their responses go back to it).
+    side_tokens: std::collections::HashSet<Vec<u8>>,
+}
+
+/// One "server address" shared by two independent CoAP peers: the device
+/// only takes requests from the server it registered with (its source
+/// address), so a second client (aiocoap pushing a package) reaches it
+/// through this relay, as a server's own Block1 push would.
+///
+/// The device registers with `addr`; everything it sends goes to the LwM2M
+/// server, except responses to the side peer's requests (matched by token).
+/// Requests from the LwM2M server and from the side peer (sent to
+/// `side_port`) reach the device from `addr`, their MIDs renumbered so the
+/// device's duplicate detection never confuses the two (ACKs and RSTs get
+/// their original MIDs back on the way out).
+pub struct SharedServerAddr {
+    pub addr: std::net::SocketAddr,
+    pub side_port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SharedServerAddr {
+    pub fn start(server: std::net::SocketAddr) -> SharedServerAddr {
+        let to_device = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let to_server = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let to_side = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let addr = to_device.local_addr().unwrap();
+        let side_port = to_side.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(MuxState {
+            next_mid: 0x4000,
+            ..MuxState::default()
+        }));
+        for s in [&to_device, &to_server, &to_side] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        let header = |b: &[u8]| -> Option<(u8, u8, u16, Vec<u8>)> {
+            let tkl = usize::from(*b.first()? & 0x0f);
+            let token = b.get(4..4 + tkl)?.to_vec();
+            Some((
+                (b[0] >> 4) & 3,
+                b[1],
+                u16::from_be_bytes([b[2], b[3]]),
+                token,
+            ))
+        };
+        // From the device: to the server, or to the side peer for its responses.
+        {
+            let (dev, srv, side, state, stop) = (
+                to_device.clone(),
+                to_server.clone(),
+                to_side.clone(),
+                state.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((n, from)) = dev.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let mut msg = buf[..n].to_vec();
+                    let Some((ty, code, mid, token)) = header(&msg) else {
+                        continue;
+                    };
+                    let mut st = state.lock().unwrap();
+                    st.device = Some(from);
+                    let (origin, to) = if ty >= 2 {
+                        // ACK / RST: back to whoever sent the CON, with its MID.
+                        match st.mids.get(&mid) {
+                            Some(&(origin, from, original)) => {
+                                msg[2..4].copy_from_slice(&original.to_be_bytes());
+                                (origin, from)
+                            }
+                            None => (Origin::Server, server),
+                        }
+                    } else if code >> 5 != 0 && st.side_tokens.contains(&token) {
+                        (Origin::Side, st.side.unwrap_or(server))
+                    } else if code >> 5 != 0 {
+                        // A separate response or notification: to whoever asked.
+                        (
+                            Origin::Server,
+                            st.server_from.get(&token).copied().unwrap_or(server),
+                        )
+                    } else {
+                        (Origin::Server, server)
+                    };
+                    drop(st);
+                    match origin {
+                        Origin::Side => drop(side.send_to(&msg, to)),
+                        Origin::Server => drop(srv.send_to(&msg, to)),
+                    }
+                }
+            });
+        }
+        // From the server or the side peer: to the device, MIDs renumbered.
+        for (sock, origin) in [
+            (to_server.clone(), Origin::Server),
+            (to_side.clone(), Origin::Side),
+        ] {
+            let (dev, state, stop) = (to_device.clone(), state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let mut msg = buf[..n].to_vec();
+                    let Some((ty, code, mid, token)) = header(&msg) else {
+                        continue;
+                    };
+                    let mut st = state.lock().unwrap();
+                    let request = code >> 5 == 0 && code != 0;
+                    match origin {
+                        Origin::Side => {
+                            st.side = Some(from);
+                            if request {
+                                st.side_tokens.insert(token);
+                            }
+                        }
+                        Origin::Server if request => {
+                            st.server_from.insert(token, from);
+                        }
+                        Origin::Server => {}
+                    }
+                    if ty < 2 {
+                        // CON / NON: a MID of the relay's own.
+                        let new = st.next_mid;
+                        st.next_mid = st.next_mid.wrapping_add(1);
+                        st.mids.insert(new, (origin, from, mid));
+                        msg[2..4].copy_from_slice(&new.to_be_bytes());
+                    }
+                    let device = st.device;
+                    drop(st);
+                    if let Some(d) = device {
+                        let _ = dev.send_to(&msg, d);
+                    }
+                }
+            });
+        }
+        SharedServerAddr {
+            addr,
+            side_port,
+            stop,
+        }
+    }
+}
+
+impl Drop for SharedServerAddr {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,7 +1,9 @@
 //! `wasmdm demo`: the whole story on loopback in one process, with no set-up.
 //!
 //! A `wasmdm server` and several `wasmdm device`s start on 127.0.0.1 with
-//! throw-away data directories; the example `counter` guest is packed as
+//! throw-away data directories, the devices registering over DTLS with a
+//! PSK generated for each (plain CoAP registrations refused); the example
+//! `counter` guest is packed as
 //! version 1, installed and activated on the group by a campaign (its output
 //! shows in the log), then upgraded to version 2 by a second campaign with
 //! push delivery, and the per-device report is printed.

@@ -193,6 +193,36 @@ pub struct Observer<'a> {
     pub on_progress: &'a mut dyn FnMut(u64),
 }
 
+/// `uri` as logs show it: no `user:password@`, no query, and long hex path
+/// segments (a file's sha256, a download capability) cut to 8 characters, so
+/// a log line never carries what would let its reader fetch the file.
+pub fn for_log(uri: &str) -> String {
+    let uri = without_userinfo(uri);
+    let (head, query) = match uri.split_once('?') {
+        Some((head, _)) => (head, "?…"),
+        None => (uri.as_ref(), ""),
+    };
+    let (prefix, path) = match head.find("://") {
+        Some(i) => {
+            let rest = &head[i + 3..];
+            let cut = i + 3 + rest.find('/').unwrap_or(rest.len());
+            head.split_at(cut)
+        }
+        None => ("", head),
+    };
+    let path: Vec<String> = path
+        .split('/')
+        .map(|seg| {
+            if seg.len() >= 24 && seg.bytes().all(|b| b.is_ascii_hexdigit()) {
+                format!("{}…", &seg[..8])
+            } else {
+                seg.to_string()
+            }
+        })
+        .collect();
+    format!("{prefix}{}{query}", path.join("/"))
+}
+
 /// `uri` without the `user:password@` of its authority, for messages and
 /// logs (credentials belong in /9/x/14-15, but a URI may carry them too).
 pub fn without_userinfo(uri: &str) -> std::borrow::Cow<'_, str> {
@@ -547,6 +577,17 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn log_lines_show_no_capability_query_or_password() {
+        let sha = "ab".repeat(32);
+        let cap = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            for_log(&format!("coaps://u:p@10.0.0.1:5684/fw/{sha}/{cap}?k=v")),
+            "coaps://***@10.0.0.1:5684/fw/abababab…/01234567…?…"
+        );
+        assert_eq!(for_log("http://h/pkg.wdm"), "http://h/pkg.wdm");
     }
 
     #[test]

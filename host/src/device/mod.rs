@@ -1218,7 +1218,9 @@ impl std::fmt::Debug for ActionName<'_> {
                     data.len()
                 )
             }
-            SwMgmtAction::Download { uri, .. } => write!(f, "Download {{ uri: {uri:?} }}"),
+            SwMgmtAction::Download { uri, .. } => {
+                write!(f, "Download {{ uri: {:?} }}", download::for_log(uri))
+            }
             other => write!(f, "{other:?}"),
         }
     }

@@ -386,6 +386,7 @@ fn idle_sessions_expire_and_close_notifies() {
 // ---- certificates ----
 
 struct Pki {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     ca: Vec<u8>,
     server_chain: Vec<Vec<u8>>,
     server_key: Vec<u8>,
@@ -394,10 +395,20 @@ struct Pki {
 }
 
 fn issued(names: &[&str], cn: &str, ca: &rcgen::Issuer<'_, rcgen::KeyPair>) -> (Vec<u8>, Vec<u8>) {
+    issued_with(names, cn, ca, |_| {})
+}
+
+fn issued_with(
+    names: &[&str],
+    cn: &str,
+    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    tweak: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (Vec<u8>, Vec<u8>) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
+    tweak(&mut params);
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn);
@@ -417,6 +428,7 @@ fn pki() -> Pki {
     let (server, server_key) = issued(&["10.0.0.1", "lwm2m.example"], "lwm2m.example", &issuer);
     let (client, client_key) = issued(&["dev-7"], "dev-7", &issuer);
     Pki {
+        issuer,
         ca: ca_cert.der().to_vec(),
         server_chain: vec![server],
         server_key,
@@ -580,4 +592,134 @@ fn certificate_names_lists_cn_then_sans() {
         vec!["lwm2m.example", "10.0.0.1", "lwm2m.example"]
     );
     assert!(certificate_names(b"junk").is_empty());
+}
+
+#[test]
+fn expired_certificates_are_refused_on_both_sides() {
+    let now = Instant::now();
+    let p = pki();
+    let expire = |params: &mut rcgen::CertificateParams| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    };
+    // The server's certificate expired.
+    let (old_server, old_key) = issued_with(&["10.0.0.1"], "lwm2m", &p.issuer, expire);
+    let creds = ServerCredentials {
+        psk: None,
+        certificate: Some((vec![old_server], old_key)),
+        client_cas: vec![p.ca.clone()],
+    };
+    let mut s = DtlsServer::new(&creds, ServerLimits::default()).unwrap();
+    let mut c = cert_client(&p, ServerTrust::Ca(vec![p.ca.clone()]), "10.0.0.1");
+    c.send(now, addr(SERVER), b"register").unwrap();
+    pump(now, &mut c, &mut s);
+    assert!(!c.is_established(addr(SERVER)));
+    // The device's certificate expired.
+    let (old_client, old_client_key) = issued_with(&[], "dev-7", &p.issuer, expire);
+    let mut s = cert_server(&p);
+    let mut c = DtlsClient::new(ClientCredentials::Certificate {
+        chain: vec![old_client],
+        private_key: old_client_key,
+        trust: ServerTrust::Ca(vec![p.ca.clone()]),
+    })
+    .unwrap();
+    c.add_peer(addr(SERVER), "10.0.0.1").unwrap();
+    c.send(now, addr(SERVER), b"register").unwrap();
+    pump(now, &mut c, &mut s);
+    assert_eq!(s.stats().established, 0);
+    assert!(
+        !server_events(&mut s)
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Data { .. }))
+    );
+}
+
+/// xorshift64*: deterministic junk without a dependency.
+struct Junk(u64);
+
+impl Junk {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// `base` with a few bytes flipped, cut or extended, or pure noise.
+    fn mutate(&mut self, base: &[u8]) -> Vec<u8> {
+        let mut d = base.to_vec();
+        match self.below(4) {
+            0 => (0..self.below(1400)).map(|_| self.next() as u8).collect(),
+            1 => {
+                d.truncate(self.below(d.len().max(1)));
+                d
+            }
+            _ => {
+                for _ in 0..1 + self.below(4) {
+                    if !d.is_empty() {
+                        let i = self.below(d.len());
+                        d[i] ^= 1 << self.below(8);
+                    }
+                }
+                if self.below(4) == 0 {
+                    d.extend((0..self.below(64)).map(|_| self.next() as u8));
+                }
+                d
+            }
+        }
+    }
+}
+
+#[test]
+fn random_and_mutated_datagrams_neither_crash_nor_cost_a_session() {
+    let now = Instant::now();
+    let (mut c, mut s) = established_pair(now);
+    let hello = client_hello();
+    c.send(now, addr(SERVER), b"sample").unwrap();
+    let record = c.poll_transmit().unwrap().bytes;
+    s.handle_datagram(now, addr(CLIENT), &record);
+    server_events(&mut s);
+    s.send(now, addr(CLIENT), b"answer").unwrap();
+    let answer = s.poll_transmit().unwrap().bytes;
+    // Both records delivered once: any verbatim copy below is a replay.
+    c.handle_datagram(now, addr(SERVER), &answer);
+    client_events(&mut c);
+    let mut junk = Junk(0x9e37_79b9_7f4a_7c15);
+    for i in 0..20_000u32 {
+        let base = [&hello[..], &record[..], &answer[..]][junk.below(3)];
+        let d = junk.mutate(base);
+        // From strangers, and from the session's own address.
+        let from = if i % 2 == 0 {
+            SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 1000 + (i % 7) as u16))
+        } else {
+            addr(CLIENT)
+        };
+        s.handle_datagram(now, from, &d);
+        c.handle_datagram(now, addr(SERVER), &junk.mutate(base));
+    }
+    while s.poll_transmit().is_some() {}
+    while c.poll_transmit().is_some() {}
+    assert!(
+        !server_events(&mut s).iter().any(|e| matches!(
+            e,
+            ServerEvent::Data { .. } | ServerEvent::Established { .. }
+        )),
+        "junk became data or a session"
+    );
+    assert!(
+        !client_events(&mut c)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Data { .. }))
+    );
+    assert!(s.stats().half_open <= ServerLimits::default().max_half_open);
+    // The real session still carries data both ways.
+    assert!(c.is_established(addr(SERVER)));
+    c.send(now, addr(SERVER), b"still here").unwrap();
+    pump(now, &mut c, &mut s);
+    assert!(server_events(&mut s).contains(&ServerEvent::Data {
+        peer: addr(CLIENT),
+        bytes: b"still here".to_vec(),
+    }));
 }

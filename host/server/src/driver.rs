@@ -19,7 +19,7 @@ use crate::core::access::AccessPolicy;
 use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
 use crate::core::dm::{self, DmOp, DmReply};
 use crate::core::observe::Observations;
-use crate::core::registry::{Registry, RegistryEvent};
+use crate::core::registry::{Registry, RegistryEvent, RegistryLimits};
 use crate::store::{Batch, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
 use crate::transport::ServerTransport;
 
@@ -122,12 +122,20 @@ impl Driver {
     pub fn new(
         transport: ServerTransport,
         policy: AccessPolicy,
+        registry_limits: RegistryLimits,
         store: Arc<Store>,
         notified: Notified,
         params: Params,
         seed: u64,
     ) -> Result<Driver, crate::store::StoreError> {
-        let mut registry = Registry::new();
+        // Registration locations must be unguessable: not from `seed`
+        // (time and port), from the OS.
+        let mut location_seed = [0u8; 8];
+        if getrandom::fill(&mut location_seed).is_err() {
+            tracing::warn!("no OS randomness for registration locations: using the clock");
+            location_seed = (seed ^ unix_ms().rotate_left(32)).to_le_bytes();
+        }
+        let mut registry = Registry::new(registry_limits, u64::from_le_bytes(location_seed));
         for d in store.list::<DeviceRecord>(DEVICES)? {
             if let Some(r) = d.registration {
                 registry.restore(r);
@@ -810,6 +818,7 @@ mod tests {
         let driver = Driver::new(
             ServerTransport::new(socket, None),
             AccessPolicy { allow_nosec: true },
+            RegistryLimits::default(),
             store.clone(),
             Notified::default(),
             Params::default(),

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     /// Accept plain-CoAP registrations of endpoints that have no stored
     /// credential (a lab setting; per endpoint: `ctl security add EP --nosec`).
     pub allow_nosec: bool,
+    /// Caps on registrations (lifetime, total, per source IP).
+    pub registry_limits: core::registry::RegistryLimits,
 }
 
 /// DTLS settings beyond the per-endpoint PSKs of the store.
@@ -95,6 +97,7 @@ impl ServerConfig {
             coaps_addr: None,
             dtls: DtlsConfig::default(),
             allow_nosec: false,
+            registry_limits: core::registry::RegistryLimits::default(),
         }
     }
 }
@@ -291,6 +294,7 @@ pub async fn serve_with(
         core::access::AccessPolicy {
             allow_nosec: config.allow_nosec,
         },
+        config.registry_limits.clone(),
         store.clone(),
         notified.clone(),
         config.coap_params.clone(),

@@ -78,6 +78,15 @@ pub struct ServerArgs {
     /// Serve plain CoAP only (no DTLS port).
     #[arg(long)]
     pub no_coaps: bool,
+    /// Longest registration lifetime accepted, s (longer: 4.00).
+    #[arg(long, default_value_t = 30 * 86_400)]
+    pub max_lifetime: u64,
+    /// Most registrations in all (beyond: 5.03).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_registrations: usize,
+    /// Most registrations from one IP address (beyond: 4.29).
+    #[arg(long, default_value_t = 1_024)]
+    pub max_registrations_per_ip: usize,
     /// Accept plain-CoAP (NoSec) registrations from endpoints without
     /// stored credentials: a lab setting. Without it only endpoints added
     /// with `wasmdm ctl security add EP --nosec` may use plain CoAP.
@@ -245,6 +254,11 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         max_file: args.max_upload,
         max_storage: args.max_storage,
         max_downloads: args.max_downloads.max(1),
+    };
+    config.registry_limits = wasmdm_server::core::registry::RegistryLimits {
+        max_lifetime: args.max_lifetime,
+        max_registrations: args.max_registrations,
+        max_per_ip: args.max_registrations_per_ip,
     };
     wasmdm_server::serve(config, shutdown_signal())
         .await

@@ -29,7 +29,10 @@ impl Code {
     pub const PRECONDITION_FAILED: Code = Code(0x8C);
     pub const REQUEST_ENTITY_TOO_LARGE: Code = Code(0x8D);
     pub const UNSUPPORTED_CONTENT_FORMAT: Code = Code(0x8F);
+    /// 4.29 Too Many Requests (RFC 8516).
+    pub const TOO_MANY_REQUESTS: Code = Code(0x9D);
     pub const INTERNAL_SERVER_ERROR: Code = Code(0xA0);
+    pub const SERVICE_UNAVAILABLE: Code = Code(0xA3);
 
     /// Code class (0 request, 2 success, 4 client error, 5 server error).
     pub const fn class(self) -> u8 {

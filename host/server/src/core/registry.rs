@@ -2,8 +2,8 @@
 //! Register, Update and De-register requests in, response packets and
 //! registry events out. Time is Unix milliseconds passed in by the caller.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 
 use coap_lite::{CoapOption, MessageType, Packet, RequestType};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,40 @@ pub const DEFAULT_LIFETIME: u64 = 86_400;
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0", "1.1"];
 /// Longest endpoint name accepted (keeps keys and logs bounded).
 pub const MAX_ENDPOINT_LEN: usize = 255;
+
+/// Caps on what registering peers can make the server hold (each checked
+/// before anything is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Longest lifetime accepted, s; a Register or Update asking more gets
+    /// 4.00 (a registration that never expires would be kept for good).
+    pub max_lifetime: u64,
+    /// Registrations in all; a new endpoint beyond it gets 5.03.
+    pub max_registrations: usize,
+    /// Registrations from one IP address (many devices may share a NAT); a
+    /// new endpoint beyond it gets 4.29 (RFC 8516).
+    pub max_per_ip: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            max_lifetime: 30 * 86_400,
+            max_registrations: 100_000,
+            max_per_ip: 1_024,
+        }
+    }
+}
+
+/// How registration locations (`/rd/<id>`) are made.
+#[derive(Debug)]
+enum Locations {
+    /// 64 random bits: a peer cannot guess another's location.
+    Random(wasmdm_proto::coap::rng::Rng),
+    /// Counting up (reference vectors in tests).
+    #[cfg(test)]
+    Sequential(u64),
+}
 
 /// One registered client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,27 +104,69 @@ pub enum RegistryEvent {
 }
 
 /// The registration table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     by_endpoint: BTreeMap<String, Registration>,
     by_location: BTreeMap<String, String>,
-    next_location: u64,
+    locations: Locations,
+    limits: RegistryLimits,
+    /// Registrations per source IP (kept with every insert, move and removal).
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty registry whose locations come from `seed` (random in
+    /// production: getrandom).
+    pub fn new(limits: RegistryLimits, seed: u64) -> Self {
+        Registry {
+            by_endpoint: BTreeMap::new(),
+            by_location: BTreeMap::new(),
+            locations: Locations::Random(wasmdm_proto::coap::rng::Rng::new(seed)),
+            limits,
+            per_ip: HashMap::new(),
+        }
     }
 
     /// Restores a persisted registration (server restart).
     pub fn restore(&mut self, reg: Registration) {
-        if let Ok(n) = u64::from_str_radix(&reg.location, 16) {
-            self.next_location = self.next_location.max(n.saturating_add(1));
+        #[cfg(test)]
+        if let (Locations::Sequential(next), Ok(n)) =
+            (&mut self.locations, u64::from_str_radix(&reg.location, 16))
+        {
+            *next = (*next).max(n.saturating_add(1));
         }
         self.by_location
             .insert(reg.location.clone(), reg.endpoint.clone());
-        self.by_endpoint.insert(reg.endpoint.clone(), reg);
+        self.count(reg.peer, 1);
+        if let Some(old) = self.by_endpoint.insert(reg.endpoint.clone(), reg) {
+            self.count(old.peer, -1);
+        }
+    }
+
+    /// Moves the per-IP count of `peer` by `delta`.
+    fn count(&mut self, peer: SocketAddr, delta: isize) {
+        let n = self.per_ip.entry(peer.ip()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.per_ip.remove(&peer.ip());
+        }
+    }
+
+    fn new_location(&mut self) -> String {
+        loop {
+            let location = match &mut self.locations {
+                Locations::Random(rng) => format!("{:016x}", rng.next_u64()),
+                #[cfg(test)]
+                Locations::Sequential(next) => {
+                    let l = format!("{next:x}");
+                    *next = next.wrapping_add(1);
+                    l
+                }
+            };
+            if !self.by_location.contains_key(&location) {
+                return location;
+            }
+        }
     }
 
     /// The registration of `endpoint`.
@@ -209,18 +285,31 @@ impl Registry {
             return Err(Code::PRECONDITION_FAILED);
         }
         let objects = parse_objects(request)?.ok_or(Code::BAD_REQUEST)?;
+        let lifetime = q.lt.unwrap_or(DEFAULT_LIFETIME);
+        if lifetime > self.limits.max_lifetime {
+            return Err(Code::BAD_REQUEST);
+        }
+        // Caps on new endpoints (a re-registration replaces its own entry).
+        if !self.by_endpoint.contains_key(&endpoint) {
+            if self.by_endpoint.len() >= self.limits.max_registrations {
+                return Err(Code::SERVICE_UNAVAILABLE);
+            }
+            if self.per_ip.get(&peer.ip()).copied().unwrap_or(0) >= self.limits.max_per_ip {
+                return Err(Code::TOO_MANY_REQUESTS);
+            }
+        }
         let replaced = if let Some(old) = self.by_endpoint.remove(&endpoint) {
             self.by_location.remove(&old.location);
+            self.count(old.peer, -1);
             true
         } else {
             false
         };
-        let location = format!("{:x}", self.next_location);
-        self.next_location = self.next_location.wrapping_add(1);
+        let location = self.new_location();
         let reg = Registration {
             endpoint: endpoint.clone(),
             location: location.clone(),
-            lifetime: q.lt.unwrap_or(DEFAULT_LIFETIME),
+            lifetime,
             version,
             binding: q.b.unwrap_or_else(|| "U".to_string()),
             queue_mode: q.queue,
@@ -231,6 +320,7 @@ impl Registry {
             updated_at: now_ms,
         };
         self.by_location.insert(location.clone(), endpoint.clone());
+        self.count(peer, 1);
         self.by_endpoint.insert(endpoint.clone(), reg);
         let mut response = msg::response_to(request, Code::CREATED);
         // Reference §1: one Location-Path option per segment (zephyr#7503).
@@ -260,6 +350,14 @@ impl Registry {
             return Err(Code::BAD_REQUEST);
         }
         let objects = parse_objects(request)?;
+        if q.lt.is_some_and(|lt| lt > self.limits.max_lifetime) {
+            return Err(Code::BAD_REQUEST);
+        }
+        let old_peer = self.by_endpoint.get(&endpoint).ok_or(Code::NOT_FOUND)?.peer;
+        if old_peer != peer {
+            self.count(old_peer, -1);
+            self.count(peer, 1);
+        }
         let reg = self.by_endpoint.get_mut(&endpoint).ok_or(Code::NOT_FOUND)?;
         if let Some(lt) = q.lt {
             reg.lifetime = lt;
@@ -296,7 +394,9 @@ impl Registry {
         loc: &str,
     ) -> Result<(Packet, Option<RegistryEvent>), Code> {
         let endpoint = self.by_location.remove(loc).ok_or(Code::NOT_FOUND)?;
-        self.by_endpoint.remove(&endpoint);
+        if let Some(old) = self.by_endpoint.remove(&endpoint) {
+            self.count(old.peer, -1);
+        }
         Ok((
             msg::response_to(request, Code::DELETED),
             Some(RegistryEvent::Deregistered { endpoint }),
@@ -315,6 +415,7 @@ impl Registry {
             .filter_map(|ep| {
                 let reg = self.by_endpoint.remove(&ep)?;
                 self.by_location.remove(&reg.location);
+                self.count(reg.peer, -1);
                 Some(RegistryEvent::Expired { endpoint: ep })
             })
             .collect()
@@ -410,8 +511,8 @@ mod tests {
     /// Registry whose next location is `5a3f`, as in the reference capture.
     fn registry() -> Registry {
         Registry {
-            next_location: 0x5a3f,
-            ..Registry::default()
+            locations: Locations::Sequential(0x5a3f),
+            ..Registry::new(RegistryLimits::default(), 1)
         }
     }
 
@@ -628,8 +729,92 @@ mod tests {
     }
 
     #[test]
+    fn lifetime_total_and_per_ip_caps_refuse_before_storing() {
+        let limits = RegistryLimits {
+            max_lifetime: 3_600,
+            max_registrations: 3,
+            max_per_ip: 2,
+        };
+        let mut reg = Registry::new(limits, 7);
+        let ip = |i: u8, port: u16| SocketAddr::from(([10, 0, 0, i], port));
+        let register =
+            |ep: &str, lt: &str| register_with(&[&format!("ep={ep}"), lt, "lwm2m=1.1"], b"</3/0>");
+        let code = |reg: &mut Registry, peer, req: &Packet| Code::of(&reg.handle(0, peer, req).0);
+        // lt=4294967295 (what a hostile peer sends to stay forever): 4.00.
+        assert_eq!(
+            code(&mut reg, ip(1, 1), &register("a", "lt=4294967295")),
+            Code::BAD_REQUEST
+        );
+        assert!(reg.is_empty());
+        assert_eq!(
+            code(&mut reg, ip(1, 1), &register("a", "lt=3600")),
+            Code::CREATED
+        );
+        assert_eq!(
+            code(&mut reg, ip(1, 2), &register("b", "lt=60")),
+            Code::CREATED
+        );
+        // A third endpoint from the same IP: 4.29; re-registering one is fine.
+        assert_eq!(
+            code(&mut reg, ip(1, 3), &register("c", "lt=60")),
+            Code::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            code(&mut reg, ip(1, 2), &register("b", "lt=60")),
+            Code::CREATED
+        );
+        assert_eq!(
+            code(&mut reg, ip(2, 1), &register("c", "lt=60")),
+            Code::CREATED
+        );
+        // Total cap: 5.03.
+        assert_eq!(
+            code(&mut reg, ip(3, 1), &register("d", "lt=60")),
+            Code::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(reg.len(), 3);
+        // An Update may not raise the lifetime past the cap either.
+        let loc = reg.get("a").unwrap().location.clone();
+        let mut update = Packet::new();
+        update.header.code = coap_lite::MessageClass::Request(RequestType::Post);
+        update.header.set_type(MessageType::Confirmable);
+        msg::add_strings(&mut update, CoapOption::UriPath, &["rd", &loc]);
+        msg::add_strings(&mut update, CoapOption::UriQuery, &["lt=86400"]);
+        assert_eq!(code(&mut reg, ip(1, 1), &update), Code::BAD_REQUEST);
+        assert_eq!(reg.get("a").unwrap().lifetime, 3_600);
+        // Expiry frees the per-IP slots.
+        reg.expire(u64::MAX);
+        assert_eq!(
+            code(&mut reg, ip(1, 3), &register("c", "lt=60")),
+            Code::CREATED
+        );
+    }
+
+    #[test]
+    fn locations_are_random_and_distinct() {
+        let mut reg = Registry::new(RegistryLimits::default(), 42);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let (resp, _) = reg.handle(
+                0,
+                peer(),
+                &register_with(&[&format!("ep=n{i}"), "lwm2m=1.1"], b"</3/0>"),
+            );
+            let loc = resp
+                .get_option(CoapOption::LocationPath)
+                .unwrap()
+                .iter()
+                .nth(1)
+                .unwrap()
+                .clone();
+            assert_eq!(loc.len(), 16, "64 bits in hex");
+            assert!(seen.insert(loc));
+        }
+    }
+
+    #[test]
     fn restore_keeps_locations_unique() {
-        let mut reg = Registry::new();
+        let mut reg = registry();
         let mut other = registry();
         other.handle(0, peer(), &register_with(&["ep=a", "lwm2m=1.1"], b"</3/0>"));
         reg.restore(other.get("a").unwrap().clone());

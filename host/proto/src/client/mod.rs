@@ -872,11 +872,18 @@ impl Client {
                     Some(0) => {
                         let key = (req.peer, req.packet.get_token().to_vec());
                         let value = dispatch::numeric_value(obj.as_ref(), t.path);
-                        self.observers
-                            .add(now, key.clone(), t.path, t.accept, value);
-                        self.last_notified.insert(key, out.response.payload.clone());
-                        let seq = self.observers.next_seq();
-                        msg::set_uint(&mut out.response, CoapOption::Observe, seq.into());
+                        // Refused at a cap: a plain answer, without Observe.
+                        if let Ok(replaced) =
+                            self.observers
+                                .add(now, key.clone(), t.path, t.accept, value)
+                        {
+                            for old in replaced {
+                                self.last_notified.remove(&old);
+                            }
+                            self.last_notified.insert(key, out.response.payload.clone());
+                            let seq = self.observers.next_seq();
+                            msg::set_uint(&mut out.response, CoapOption::Observe, seq.into());
+                        }
                     }
                     Some(1) => {
                         // RFC 7641 §3.6: cancel; the answer carries no Observe option.

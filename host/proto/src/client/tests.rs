@@ -1049,3 +1049,32 @@ fn requests_from_anyone_but_the_server_are_dropped_unanswered() {
         .handle_datagram(n.now, srv(), &msg::encode(&exec).unwrap());
     assert!(matches!(n.event(), Some(Event::Effects { .. })));
 }
+
+#[test]
+fn a_re_observe_of_the_same_path_replaces_the_old_observation() {
+    let mut n = Net::new();
+    n.register();
+    let observe = |token: u32, path: &str| {
+        let mut p = req(RequestType::Get, path);
+        p.set_token(token.to_be_bytes().to_vec());
+        msg::set_uint(&mut p, CoapOption::Observe, 0);
+        p
+    };
+    // 2,000 observes of the same two paths under new tokens: two observations.
+    for t in 0..2_000u32 {
+        let path = if t % 2 == 0 { "/42/0/0" } else { "/42/0/1" };
+        let r = n.request(observe(t, path));
+        assert!(r.get_first_option(CoapOption::Observe).is_some());
+    }
+    assert_eq!(n.client.observers.len(), 2);
+    // One change sends one notification, not one per observe request.
+    n.thing().level += 1;
+    n.client
+        .resources_changed(n.now, &[Path::resource(42, 0, 1)]);
+    let notes = n
+        .flush()
+        .into_iter()
+        .filter(|e| matches!(e, EndpointEvent::Response { .. }))
+        .count();
+    assert_eq!(notes, 1);
+}

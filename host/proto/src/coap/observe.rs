@@ -301,6 +301,16 @@ pub struct Observation {
     pub last_exchange: Option<ExchangeId>,
 }
 
+/// Observations one peer may hold (its server: every /9 and /14 resource a
+/// campaign watches fits many times over).
+pub const MAX_PER_PEER: usize = 256;
+/// Observations in all.
+pub const MAX_OBSERVATIONS: usize = 512;
+
+/// An observation refused at a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObserveRefused;
+
 /// The observation registry.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -330,6 +340,13 @@ impl Registry {
 
     /// Registers (or re-registers, same key) an observation; the first
     /// response is sent by the caller right away and counts as a notification.
+    ///
+    /// An observation of the same path by the same peer under another token
+    /// is replaced (a server re-observing after losing its state must not
+    /// double the notifications); those keys are returned. Beyond
+    /// [`MAX_PER_PEER`] or [`MAX_OBSERVATIONS`] new observations are refused
+    /// before anything is stored: the caller answers without Observe, which
+    /// tells the peer it was not added (RFC 7641 §4.1).
     pub fn add(
         &mut self,
         now: Instant,
@@ -337,7 +354,22 @@ impl Registry {
         path: Path,
         accept: Option<u16>,
         value: Option<f64>,
-    ) {
+    ) -> Result<Vec<ObsKey>, ObserveRefused> {
+        let replaced: Vec<ObsKey> = self
+            .obs
+            .iter()
+            .filter(|(k, o)| k.0 == key.0 && k.1 != key.1 && o.path == path)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !self.obs.contains_key(&key) && replaced.is_empty() {
+            let from_peer = self.obs.keys().filter(|k| k.0 == key.0).count();
+            if from_peer >= MAX_PER_PEER || self.obs.len() >= MAX_OBSERVATIONS {
+                return Err(ObserveRefused);
+            }
+        }
+        for k in &replaced {
+            self.obs.remove(k);
+        }
         self.obs.insert(
             key,
             Observation {
@@ -351,6 +383,7 @@ impl Registry {
                 last_exchange: None,
             },
         );
+        Ok(replaced)
     }
 
     /// Cancels one observation.
@@ -608,7 +641,7 @@ mod tests {
         let mut reg = Registry::new();
         assert_eq!(reg.next_seq(), 2);
         let t0 = Instant::now();
-        reg.add(t0, key.clone(), r, None, Some(40.0));
+        reg.add(t0, key.clone(), r, None, Some(40.0)).unwrap();
         let d = Attributes::default();
         assert_eq!(
             reg.next_deadline(&st, d),
@@ -649,7 +682,8 @@ mod tests {
         let mut reg = Registry::new();
         let st = AttributeStore::default();
         let t0 = Instant::now();
-        reg.add(t0, key.clone(), Path::instance(9, 0), None, None);
+        reg.add(t0, key.clone(), Path::instance(9, 0), None, None)
+            .unwrap();
         reg.changed(Path::resource(9, 1, 7), &st, Attributes::default(), &|_| {
             None
         });
@@ -660,5 +694,56 @@ mod tests {
         assert_eq!(reg.due(t0, &st, Attributes::default()), vec![key.clone()]);
         assert!(!reg.wants_con(&key, t0 + Duration::from_secs(3600)));
         assert!(reg.wants_con(&key, t0 + CON_INTERVAL));
+    }
+
+    #[test]
+    fn observations_are_capped_per_peer_and_in_all_before_storing() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new();
+        let peer = |i: u8| -> SocketAddr { ([192, 0, 2, i], 5683).into() };
+        let path = |i: usize| Path::resource(9, (i % 1000) as u16, (i / 1000) as u16);
+        for i in 0..MAX_PER_PEER {
+            reg.add(
+                t0,
+                (peer(1), vec![i as u8, (i >> 8) as u8]),
+                path(i),
+                None,
+                None,
+            )
+            .unwrap();
+        }
+        let over = (peer(1), b"over".to_vec());
+        assert_eq!(
+            reg.add(t0, over.clone(), path(MAX_PER_PEER), None, None),
+            Err(ObserveRefused)
+        );
+        assert!(reg.get(&over).is_none());
+        // Re-observing a held path (new token) still works at the cap.
+        assert_eq!(
+            reg.add(t0, over.clone(), path(0), None, None)
+                .map(|r| r.len()),
+            Ok(1)
+        );
+        // Other peers fill up to the total cap.
+        let mut i = 0usize;
+        while reg.len() < MAX_OBSERVATIONS {
+            reg.add(
+                t0,
+                (
+                    peer(2 + (i / MAX_PER_PEER) as u8),
+                    vec![i as u8, (i >> 8) as u8],
+                ),
+                path(i),
+                None,
+                None,
+            )
+            .unwrap();
+            i += 1;
+        }
+        assert_eq!(
+            reg.add(t0, (peer(9), vec![1]), path(1), None, None),
+            Err(ObserveRefused)
+        );
+        assert_eq!(reg.len(), MAX_OBSERVATIONS);
     }
 }

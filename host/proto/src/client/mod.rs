@@ -204,7 +204,14 @@ struct Download {
 struct Block1Transfer {
     rx: Option<Block1Rx>,
     buffer: Vec<u8>,
+    /// When its last block arrived (expiry after EXCHANGE_LIFETIME).
+    last: Option<Instant>,
 }
+
+/// Block1 transfers in progress at once (RFC 7959 §2.3 keeps state per
+/// peer and path). Assembled ones hold at most `assembly_cap` bytes each;
+/// streamed ones (package pushes) go to disk block by block.
+pub const MAX_BLOCK1_TRANSFERS: usize = 8;
 
 /// The LwM2M client engine.
 pub struct Client {
@@ -955,7 +962,18 @@ impl Client {
             },
         };
         let key = (req.peer, msg::uri_path(&req.packet).unwrap_or_default());
+        // Transfers idle for EXCHANGE_LIFETIME are over (their next block
+        // gets 4.08); past the cap a new one is refused before any state.
+        let lifetime = self.cfg.coap.exchange_lifetime;
+        self.block1.retain(|_, t| {
+            t.last
+                .is_none_or(|at| now.saturating_duration_since(at) < lifetime)
+        });
+        if !self.block1.contains_key(&key) && self.block1.len() >= MAX_BLOCK1_TRANSFERS {
+            return Err(Code::SERVICE_UNAVAILABLE.into());
+        }
         let transfer = self.block1.entry(key.clone()).or_default();
+        transfer.last = Some(now);
         let step = block::block1_step(
             &mut transfer.rx,
             b1,

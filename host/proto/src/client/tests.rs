@@ -1078,3 +1078,48 @@ fn a_re_observe_of_the_same_path_replaces_the_old_observation() {
         .count();
     assert_eq!(notes, 1);
 }
+
+#[test]
+fn block1_transfers_are_capped_and_expire() {
+    use crate::client::MAX_BLOCK1_TRANSFERS;
+    let mut n = Net::new();
+    n.register();
+    let first_block = |path: &str| {
+        let mut p = with_cf(req(RequestType::Put, path), 0, &[b'x'; 64]);
+        BlockOpt {
+            num: 0,
+            more: true,
+            szx: 2,
+        }
+        .write(&mut p, CoapOption::Block1);
+        p
+    };
+    // 800 paths, one unfinished upload each (what a hostile peer left).
+    let mut codes = Vec::new();
+    for i in 0..800 {
+        let r = n.request(first_block(&format!("/42/0/{}", 100 + i)));
+        codes.push(Code::of(&r));
+    }
+    let continued = codes.iter().filter(|c| **c == Code::CONTINUE).count();
+    assert_eq!(continued, MAX_BLOCK1_TRANSFERS, "{codes:?}");
+    assert!(
+        codes[MAX_BLOCK1_TRANSFERS..]
+            .iter()
+            .all(|c| *c == Code::SERVICE_UNAVAILABLE)
+    );
+    // After EXCHANGE_LIFETIME they are gone: a continuation is 4.08 and a
+    // new transfer is accepted again.
+    n.now += n.client.endpoint_mut().params().exchange_lifetime + Duration::from_secs(1);
+    let mut next = with_cf(req(RequestType::Put, "/42/0/100"), 0, &[b'x'; 64]);
+    BlockOpt {
+        num: 1,
+        more: true,
+        szx: 2,
+    }
+    .write(&mut next, CoapOption::Block1);
+    assert_eq!(Code::of(&n.request(next)), Code::REQUEST_ENTITY_INCOMPLETE);
+    assert_eq!(
+        Code::of(&n.request(first_block("/42/0/999"))),
+        Code::CONTINUE
+    );
+}

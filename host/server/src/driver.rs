@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
 
 use tokio::sync::{mpsc, oneshot};
-use wasmdm_proto::coap::block::{BlockOpt, block2_slice};
+use wasmdm_proto::coap::block::{BlockOpt, block2_window};
 use wasmdm_proto::coap::msg::{self, Code};
 use wasmdm_proto::coap::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params};
 use wasmdm_proto::model::Path;
@@ -111,7 +111,9 @@ pub struct Driver {
     store: Arc<Store>,
     /// Store writes of the current turn, committed before its datagrams are sent.
     batch: Batch,
-    files: HashMap<String, Arc<Vec<u8>>>,
+    /// Software files being pushed, shared by every push of the same file
+    /// and freed when the last one ends (CoAP pulls read blocks from disk).
+    files: HashMap<String, std::sync::Weak<Vec<u8>>>,
     notified: Notified,
     start: Instant,
     last_purge: u64,
@@ -404,16 +406,8 @@ impl Driver {
         if !matches!(self.store.download_allowed(sha, capability), Ok(true)) {
             return msg::response_to(request, Code::NOT_FOUND);
         }
-        let body = match self.files.get(sha) {
-            Some(b) => b.clone(),
-            None => match self.store.read_blob(sha) {
-                Ok(Some(b)) => {
-                    let b = Arc::new(b);
-                    self.files.insert(sha.to_string(), b.clone());
-                    b
-                }
-                _ => return msg::response_to(request, Code::NOT_FOUND),
-            },
+        let Some(path) = self.store.blob_path(sha) else {
+            return msg::response_to(request, Code::NOT_FOUND);
         };
         let requested = match BlockOpt::read(request, CoapOption::Block2) {
             Ok(r) => r,
@@ -425,16 +419,37 @@ impl Driver {
         if let Ok(tag) = hex::decode(sha.get(..16).unwrap_or_default()) {
             resp.add_option(CoapOption::ETag, tag);
         }
-        match block2_slice(&body, requested, DEFAULT_SZX) {
-            Ok(Some(slice)) => {
-                resp.payload = slice.bytes.to_vec();
-                slice.opt.write(&mut resp, CoapOption::Block2);
-                if slice.opt.num == 0 {
-                    msg::set_uint(&mut resp, CoapOption::Size2, body.len() as u64);
+        // One block read from disk per request: nothing of the file stays
+        // in memory between requests.
+        let read = |offset: u64, end: u64| -> std::io::Result<Vec<u8>> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = vec![0; usize::try_from(end - offset).unwrap_or(0)];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(_) => return msg::response_to(request, Code::NOT_FOUND),
+        };
+        let (offset, end) = match block2_window(len, requested, DEFAULT_SZX) {
+            Ok(Some((offset, end, opt))) => {
+                opt.write(&mut resp, CoapOption::Block2);
+                if opt.num == 0 {
+                    msg::set_uint(&mut resp, CoapOption::Size2, len);
                 }
+                (offset, end)
             }
-            Ok(None) => resp.payload = body.to_vec(),
+            Ok(None) => (0, len),
             Err(code) => return msg::response_to(request, code),
+        };
+        match read(offset, end) {
+            Ok(bytes) => resp.payload = bytes,
+            Err(e) => {
+                tracing::warn!("software file {sha}: {e}");
+                return msg::response_to(request, Code::INTERNAL_SERVER_ERROR);
+            }
         }
         resp
     }
@@ -527,12 +542,21 @@ impl Driver {
             return;
         };
         let (peer, root) = (reg.peer, reg.objects.root.clone());
-        let body = match self.store.read_blob(sha) {
-            Ok(Some(b)) => b,
-            _ => {
-                self.complete_purpose(purpose, Err(format!("software file {sha} not found")));
-                return;
-            }
+        let shared = self.files.get(sha).and_then(std::sync::Weak::upgrade);
+        let body = match shared {
+            Some(b) => b,
+            None => match self.store.read_blob(sha) {
+                Ok(Some(b)) => {
+                    let b = Arc::new(b);
+                    self.files.retain(|_, w| w.strong_count() > 0);
+                    self.files.insert(sha.to_string(), Arc::downgrade(&b));
+                    b
+                }
+                _ => {
+                    self.complete_purpose(purpose, Err(format!("software file {sha} not found")));
+                    return;
+                }
+            },
         };
         let path = format!("/9/{instance}/2");
         let op = DmOp::Write {

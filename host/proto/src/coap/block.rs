@@ -192,17 +192,17 @@ pub struct Block2Slice<'a> {
     pub opt: BlockOpt,
 }
 
-/// Picks the block of `body` to send. `requested` is the Block2 option of the
-/// request (early negotiation, or a later block). Returns `Ok(None)` when the
-/// body fits in one message and no block was asked for; `Err(4.02)` for a
-/// block beyond the end (§2.2).
-pub fn block2_slice(
-    body: &[u8],
+/// Which block of a body of `len` bytes to send: its byte range and Block2
+/// option. `requested` is the Block2 option of the request (early
+/// negotiation, or a later block). `Ok(None)` when the body fits in one
+/// message and no block was asked for; `Err(4.02)` for a block beyond the
+/// end (§2.2). For bodies served from disk without holding them.
+pub fn block2_window(
+    len: u64,
     requested: Option<BlockOpt>,
     max_szx: u8,
-) -> Result<Option<Block2Slice<'_>>, Code> {
+) -> Result<Option<(u64, u64, BlockOpt)>, Code> {
     let max_szx = max_szx.min(MAX_SZX);
-    let len = body.len() as u64;
     let (offset, szx) = match requested {
         None if len <= szx_size(max_szx) => return Ok(None),
         None => (0, max_szx),
@@ -216,16 +216,28 @@ pub fn block2_slice(
         return Err(Code::BAD_OPTION);
     }
     let end = (offset + size).min(len);
+    let opt = BlockOpt {
+        num: u32::try_from(offset / size).map_err(|_| Code::BAD_OPTION)?,
+        more: end < len,
+        szx,
+    };
+    Ok(Some((offset, end, opt)))
+}
+
+/// Picks the block of `body` to send (see [`block2_window`]).
+pub fn block2_slice(
+    body: &[u8],
+    requested: Option<BlockOpt>,
+    max_szx: u8,
+) -> Result<Option<Block2Slice<'_>>, Code> {
+    let Some((offset, end, opt)) = block2_window(body.len() as u64, requested, max_szx)? else {
+        return Ok(None);
+    };
     let bytes = usize::try_from(offset)
         .ok()
         .zip(usize::try_from(end).ok())
         .and_then(|(s, e)| body.get(s..e))
         .ok_or(Code::BAD_OPTION)?;
-    let opt = BlockOpt {
-        num: (offset / size) as u32,
-        more: end < len,
-        szx,
-    };
     Ok(Some(Block2Slice { bytes, opt }))
 }
 

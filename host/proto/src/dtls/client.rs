@@ -19,6 +19,7 @@ use rtc_dtls::config::HandshakeConfig;
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_shared::TransportProtocol;
 
+use super::record::without_change_cipher_spec;
 use super::{ClientCredentials, Datagram, DtlsError};
 
 /// Plaintext datagrams held per peer while its handshake runs.
@@ -221,7 +222,18 @@ impl DtlsClient {
         if !matches!(p.phase, Phase::Handshaking | Phase::Established) {
             return true;
         }
-        let result = self.ep.read(now, from, None, BytesMut::from(bytes));
+        let bytes = if established {
+            match without_change_cipher_spec(bytes) {
+                Some(b) => b,
+                None => {
+                    self.rejected_records += 1;
+                    return true;
+                }
+            }
+        } else {
+            bytes.into()
+        };
+        let result = self.ep.read(now, from, None, BytesMut::from(&bytes[..]));
         match result {
             Ok(events) => {
                 self.collect_transmits(None);

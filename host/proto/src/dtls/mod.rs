@@ -36,7 +36,7 @@ mod tests;
 
 pub use client::{ClientEvent, DtlsClient};
 pub use config::{ClientCredentials, PskLookup, ServerCredentials, ServerTrust, certificate_names};
-pub use record::{ContentType, RecordInfo, first_record};
+pub use record::{ContentType, RecordInfo, first_record, without_change_cipher_spec};
 pub use server::{DtlsServer, ServerEvent, ServerLimits, ServerStats};
 
 use std::net::SocketAddr;

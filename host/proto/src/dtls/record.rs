@@ -75,6 +75,42 @@ pub fn first_record(bytes: &[u8]) -> Option<RecordInfo> {
     })
 }
 
+/// A datagram for an established association without its ChangeCipherSpec
+/// records; `None` if nothing else is left.
+///
+/// After the handshake a CCS can only be part of the peer repeating its
+/// final flight, whose handshake records alone make us repeat ours
+/// (RFC 6347 §4.2.4). A CCS record is not authenticated, and `rtc-dtls`
+/// acts on one by moving the read epoch, after which every genuine record
+/// is dropped: one forged 14-byte datagram would end the session.
+pub fn without_change_cipher_spec(bytes: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut records = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(header) = rest.get(..HEADER) else {
+            // Malformed: the DTLS stack discards it whole.
+            return Some(bytes.into());
+        };
+        let len = HEADER + usize::from(u16::from_be_bytes([header[11], header[12]]));
+        let Some(record) = rest.get(..len) else {
+            return Some(bytes.into());
+        };
+        records.push(record);
+        rest = &rest[len..];
+    }
+    let is_ccs = |r: &&[u8]| ContentType::from(r[0]) == ContentType::ChangeCipherSpec;
+    if !records.iter().any(is_ccs) {
+        return Some(bytes.into());
+    }
+    let kept: Vec<u8> = records
+        .into_iter()
+        .filter(|r| !is_ccs(r))
+        .flatten()
+        .copied()
+        .collect();
+    (!kept.is_empty()).then(|| kept.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +140,21 @@ mod tests {
         assert_eq!(
             first_record(&[22, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]),
             None
+        );
+    }
+
+    #[test]
+    fn change_cipher_spec_records_are_cut_out() {
+        let ccs = [20, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0x10, 0, 0, 1, 1];
+        let app = [23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 2, 0, 2, 9, 9];
+        assert_eq!(without_change_cipher_spec(&ccs), None);
+        assert_eq!(without_change_cipher_spec(&app).as_deref(), Some(&app[..]));
+        let both = [&ccs[..], &app[..], &ccs[..]].concat();
+        assert_eq!(without_change_cipher_spec(&both).as_deref(), Some(&app[..]));
+        // Malformed datagrams pass unchanged (the stack drops them).
+        assert_eq!(
+            without_change_cipher_spec(&ccs[..5]).as_deref(),
+            Some(&ccs[..5])
         );
     }
 }

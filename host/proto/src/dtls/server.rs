@@ -22,7 +22,7 @@ use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_shared::TransportProtocol;
 
 use super::config::certificate_names;
-use super::record::first_record;
+use super::record::{first_record, without_change_cipher_spec};
 use super::{Datagram, DtlsError, PeerIdentity, ServerCredentials};
 
 /// Caps on what peers can make the server hold.
@@ -230,7 +230,18 @@ impl DtlsServer {
                 s.identity.is_some()
             })
             .unwrap_or(false);
-        match self.ep.read(now, from, None, BytesMut::from(bytes)) {
+        let bytes = if established {
+            match without_change_cipher_spec(bytes) {
+                Some(b) => b,
+                None => {
+                    self.stats.rejected_records += 1;
+                    return;
+                }
+            }
+        } else {
+            bytes.into()
+        };
+        match self.ep.read(now, from, None, BytesMut::from(&bytes[..])) {
             Ok(events) => {
                 self.collect_transmits(None);
                 for event in events {

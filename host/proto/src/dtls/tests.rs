@@ -723,3 +723,43 @@ fn random_and_mutated_datagrams_neither_crash_nor_cost_a_session() {
         bytes: b"still here".to_vec(),
     }));
 }
+
+#[test]
+fn a_lost_final_flight_is_repeated_although_ccs_records_are_cut() {
+    let now = Instant::now();
+    let (mut c, mut s) = (psk_client("dev-1", b"0123456789abcdef"), psk_server());
+    c.send(now, addr(SERVER), b"x").unwrap();
+    // Lose everything the server sends once it holds the session: its final
+    // flight (CCS + Finished). The client repeats its own final flight
+    // (ClientKeyExchange, CCS, Finished) to a server already established.
+    let mut lost = 0;
+    pump_with(now, &mut c, &mut s, |from_client, _| {
+        if !from_client && s_established_hint(&mut lost) {
+            return false;
+        }
+        true
+    });
+    fn s_established_hint(lost: &mut u32) -> bool {
+        *lost += 1;
+        *lost == 3
+    }
+    assert!(s.identity(addr(CLIENT)).is_some(), "the server finished");
+    assert!(!c.is_established(addr(SERVER)), "its final flight was lost");
+    let mut t = now;
+    for _ in 0..10 {
+        if c.is_established(addr(SERVER)) {
+            break;
+        }
+        t = c.poll_timeout().unwrap().max(t);
+        c.handle_timeout(t);
+        s.handle_timeout(t);
+        pump(t, &mut c, &mut s);
+    }
+    assert!(c.is_established(addr(SERVER)), "lost {lost}");
+    s.send(t, addr(CLIENT), b"ok").unwrap();
+    pump(t, &mut c, &mut s);
+    assert!(client_events(&mut c).contains(&ClientEvent::Data {
+        peer: addr(SERVER),
+        bytes: b"ok".to_vec(),
+    }));
+}

@@ -24,7 +24,8 @@ pub enum Block1Step {
 #[derive(Debug)]
 pub struct Block1Sender {
     template: Packet,
-    payload: Vec<u8>,
+    /// Shared by every push of the same file (one copy in memory).
+    payload: std::sync::Arc<Vec<u8>>,
     szx: u8,
     offset: u64,
     restarts: u32,
@@ -35,7 +36,7 @@ const MAX_RESTARTS: u32 = 3;
 
 impl Block1Sender {
     /// `template` is the Write request without payload (path, method, CF).
-    pub fn new(template: Packet, payload: Vec<u8>, szx: u8) -> Self {
+    pub fn new(template: Packet, payload: std::sync::Arc<Vec<u8>>, szx: u8) -> Self {
         Block1Sender {
             template,
             payload,
@@ -157,7 +158,7 @@ mod tests {
     #[test]
     fn pushes_2500_bytes_in_1024_byte_blocks() {
         let data: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
-        let mut s = Block1Sender::new(template(), data.clone(), DEFAULT_SZX);
+        let mut s = Block1Sender::new(template(), std::sync::Arc::new(data.clone()), DEFAULT_SZX);
         let p0 = s.current();
         assert_eq!(
             block_of(&p0),
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn follows_late_negotiation_and_413() {
         let data = vec![7u8; 1500];
-        let mut s = Block1Sender::new(template(), data, DEFAULT_SZX);
+        let mut s = Block1Sender::new(template(), std::sync::Arc::new(data), DEFAULT_SZX);
         // Client acks block 0 (1024 bytes) but asks for 512-byte blocks: next is NUM 2 of 512.
         let Block1Step::Send(p) = s.on_response(&reply(
             Code::CONTINUE,

@@ -425,10 +425,20 @@ async fn create_campaign(State(s): State<AppState>, bytes: Bytes) -> ApiResult {
         None => None,
     };
     if spec.base_uri.is_none() {
-        spec.base_uri = Some(match spec.protocol {
+        let base = match spec.protocol {
             Protocol::Coap => s.coap_base.clone(),
             Protocol::Http => s.http_base.clone(),
-        });
+        };
+        // A server bound to 0.0.0.0 / [::] has no address to give devices:
+        // `coap://0.0.0.0:5683` would send every device to itself.
+        if base.is_empty() && spec.delivery == crate::campaign::Delivery::Pull {
+            return Err(ApiError::bad(
+                "the server listens on an unspecified address (0.0.0.0 / [::]), which devices \
+                 cannot pull from: start it with --coap-base-uri / --http-base-uri naming an \
+                 address devices reach, or give base_uri in the campaign",
+            ));
+        }
+        spec.base_uri = Some(base);
     }
     let now = unix_ms();
     let id = format!(

@@ -208,6 +208,11 @@ enum ApiListener {
     Tls(tls::TlsListener),
 }
 
+/// `addr` if a device could reach it as it is (not 0.0.0.0 / [::]).
+fn reachable(addr: SocketAddr) -> Option<SocketAddr> {
+    (!addr.ip().is_unspecified()).then_some(addr)
+}
+
 /// Runs the server until `shutdown` completes.
 pub async fn serve(
     config: ServerConfig,
@@ -306,14 +311,18 @@ pub async fn serve_with(
         tx,
         notified,
         (
-            config
-                .coap_base_uri
-                .clone()
-                .unwrap_or_else(|| format!("coap://{}", bound.coap)),
-            config
-                .http_base_uri
-                .clone()
-                .unwrap_or_else(|| bound.api_base()),
+            // Empty (no default) where the socket is bound to 0.0.0.0 /
+            // [::]: pull campaigns then need a configured base URI.
+            config.coap_base_uri.clone().unwrap_or_else(|| {
+                reachable(bound.coap)
+                    .map(|a| format!("coap://{a}"))
+                    .unwrap_or_default()
+            }),
+            config.http_base_uri.clone().unwrap_or_else(|| {
+                reachable(bound.http)
+                    .map(|_| bound.api_base())
+                    .unwrap_or_default()
+            }),
         ),
         auth::AdminToken::new(&token),
         config.file_limits.clone(),

@@ -591,3 +591,44 @@ async fn malformed_coap_gets_rst_or_error_and_changes_nothing() {
     assert_eq!(devices, json!([]), "nothing registered");
     server.shutdown().await;
 }
+
+/// A server bound to 0.0.0.0 has no address to hand devices for pulls:
+/// a pull campaign without a base URI is refused, saying what to set,
+/// instead of sending devices `coap://0.0.0.0:...`; a base URI makes it
+/// go, and push needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_0_0_0_0_refuses_pull_campaigns_without_a_base_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), "0.0.0.0:0".parse().unwrap(), |_| {}).await;
+    let c = server.client();
+    blocking(move || {
+        let f = c.upload(b"bytes", "x.wasm", None, None).unwrap();
+        let sha = f["sha256"].as_str().unwrap();
+        c.put("/api/groups/none", &json!({"endpoints": ["nobody"]}))
+            .unwrap();
+        let body = |extra: Json| {
+            let mut b = json!({"group": "none", "op": "install", "package": "x", "file": sha,
+                "delivery": "pull", "protocol": "coap"});
+            b.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            b
+        };
+        let err = c.campaign(&body(json!({}))).unwrap_err().to_string();
+        assert!(err.contains("--coap-base-uri"), "{err}");
+        assert!(
+            c.campaign(&body(json!({"base_uri": "coap://192.0.2.10:5683"})))
+                .is_ok()
+        );
+        assert!(c.campaign(&body(json!({"delivery": "push"}))).is_ok());
+        let campaigns = c.get("/api/campaigns?jobs=none").unwrap();
+        let uris: Vec<String> = campaigns
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["spec"]["base_uri"].as_str().map(String::from))
+            .collect();
+        assert!(uris.iter().all(|u| !u.contains("0.0.0.0")), "{uris:?}");
+    })
+    .await;
+}

@@ -78,6 +78,14 @@ pub struct ServerArgs {
     /// Serve plain CoAP only (no DTLS port).
     #[arg(long)]
     pub no_coaps: bool,
+    /// Base URI devices pull files from over CoAP, e.g.
+    /// coap://192.0.2.10:5683 (default: the --coap address, unless it is
+    /// 0.0.0.0, which no device can reach: then pull campaigns need this).
+    #[arg(long)]
+    pub coap_base_uri: Option<String>,
+    /// Base URI devices pull files from over HTTP (default: the --http address).
+    #[arg(long)]
+    pub http_base_uri: Option<String>,
     /// Longest registration lifetime accepted, s (longer: 4.00).
     #[arg(long, default_value_t = 30 * 86_400)]
     pub max_lifetime: u64,
@@ -242,6 +250,8 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(server_default_data_dir);
     let mut config = wasmdm_server::ServerConfig::new(args.coap, args.http, data_dir);
     config.allow_nosec = args.allow_nosec;
+    config.coap_base_uri = args.coap_base_uri.clone();
+    config.http_base_uri = args.http_base_uri.clone();
     config.coaps_addr = (!args.no_coaps).then_some(args.coaps);
     config.dtls = dtls_config(&args)?;
     if let Some([cert, key]) = args.http_tls.as_deref() {

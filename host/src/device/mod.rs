@@ -703,12 +703,19 @@ impl Driver {
         let slot = slot(iid);
         match action {
             SwMgmtAction::StorePushed { offset, data, last } => {
-                let delivery = self.open_delivery(iid)?;
-                // A push cannot resume after a restart: no syncs before the last block.
-                delivery.set_checkpoints(false);
-                delivery.write_at(offset, &data)?;
+                let stored = self.open_delivery(iid).and_then(|delivery| {
+                    // A push cannot resume after a restart: no syncs before the last block.
+                    delivery.set_checkpoints(false);
+                    delivery.write_at(offset, &data)?;
+                    if last {
+                        delivery.sync(None)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = stored {
+                    return self.delivery_failed(now, iid, e);
+                }
                 if last {
-                    delivery.sync(None)?;
                     self.open_deliveries.remove(&iid);
                     let report = self.swmgmt.lock().package_written(iid);
                     self.apply(now, report)?;
@@ -718,7 +725,11 @@ impl Driver {
                 uri,
                 username,
                 password,
-            } => self.start_download(now, iid, uri, username, password)?,
+            } => {
+                if let Err(e) = self.start_download(now, iid, uri, username, password) {
+                    return self.delivery_failed(now, iid, e);
+                }
+            }
             SwMgmtAction::CancelDelivery => {
                 self.open_deliveries.remove(&iid);
                 if let Some(flag) = self.http_cancel.remove(&iid) {
@@ -971,6 +982,28 @@ impl Driver {
         if let Err(e) = self.runtime.discard_delivery_now(&slot(iid)) {
             warn!(instance = iid, "cannot remove the package data: {e}");
         }
+    }
+
+    /// The package could not be stored (disk full, unwritable data dir):
+    /// back to INITIAL with Update Result 50 (SwMgmt §5.1.2.3: "Not enough
+    /// storage"), persisted, instead of staying in DOWNLOAD STARTED where
+    /// every new Package URI would get 4.05. The request that caused it is
+    /// answered with the error.
+    fn delivery_failed(
+        &mut self,
+        now: Instant,
+        iid: u16,
+        e: DeviceError,
+    ) -> Result<(), DeviceError> {
+        warn!(instance = iid, "cannot store the package: {e}");
+        self.open_deliveries.remove(&iid);
+        self.discard_delivery(iid);
+        let report = self
+            .swmgmt
+            .lock()
+            .download_failed(iid, UpdateResult::NotEnoughStorage);
+        self.apply(now, report)?;
+        Err(e)
     }
 
     /// The delivery of `iid`, opened once and kept for the following blocks.

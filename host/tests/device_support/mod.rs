@@ -553,3 +553,182 @@ impl Drop for SharedServerAddr {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+// ---- an in-process wasmdm server with in-process wasmdm devices ----
+
+use serde_json::Value as Json;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use wasmdm::device::config::{DeviceConfig, Secret};
+use wasmdm_server::ctl::Client;
+use wasmdm_server::{Bound, ServerConfig};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server and devices in one scratch directory, on one tokio runtime.
+pub struct Net {
+    pub rt: tokio::runtime::Runtime,
+    pub bound: Bound,
+    pub api: Client,
+    server_stop: Option<oneshot::Sender<()>>,
+    devices: Vec<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
+    scratch: tempfile::TempDir,
+}
+
+impl Net {
+    /// A server with DTLS on a known port (pull URIs name it), plain CoAP,
+    /// and whatever `tweak` sets.
+    pub fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Net {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let coaps: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
+        let mut config = ServerConfig::new(any, any, scratch.path().join("server"));
+        config.coaps_addr = Some(coaps);
+        config.coap_base_uri = Some(format!("coaps://{coaps}"));
+        tweak(&mut config);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = oneshot::channel();
+        rt.spawn(wasmdm_server::serve_with(
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |b| {
+                let _ = bound_tx.send(b);
+            },
+        ));
+        let bound = rt.block_on(bound_rx).expect("server starts");
+        let api = bound.client();
+        Net {
+            rt,
+            bound,
+            api,
+            server_stop: Some(stop),
+            devices: Vec::new(),
+            scratch,
+        }
+    }
+
+    pub fn coaps_uri(&self) -> String {
+        format!("coaps://{}", self.bound.coaps.unwrap())
+    }
+
+    pub fn data_dir(&self, ep: &str) -> PathBuf {
+        self.scratch.path().join(ep)
+    }
+
+    /// Runs `wasmdm device` with `config` on a thread of its own.
+    pub fn device(&mut self, config: DeviceConfig) {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let rt = self.rt.handle().clone();
+        let thread = std::thread::spawn(move || {
+            let run = wasmdm::device::run(config, async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = rt.block_on(run) {
+                eprintln!("device stopped: {e}");
+            }
+        });
+        self.devices.push((stop, thread));
+    }
+
+    pub fn config(&self, ep: &str, server: String) -> DeviceConfig {
+        DeviceConfig {
+            endpoint: ep.into(),
+            server,
+            bind: "127.0.0.1:0".into(),
+            lifetime: 60,
+            data_dir: self.data_dir(ep),
+            max_instances: 8,
+            ..DeviceConfig::default()
+        }
+    }
+
+    /// Stores a PSK for `ep` and returns a device config using it.
+    pub fn psk_device(&self, ep: &str, identity: &str, key: &str) -> DeviceConfig {
+        self.api
+            .put(
+                &format!("/api/security/{ep}"),
+                &json!({"mode": "psk", "identity": identity, "key": key}),
+            )
+            .unwrap();
+        DeviceConfig {
+            psk_identity: Some(identity.into()),
+            psk_key: Some(Secret::new(key)),
+            ..self.config(ep, self.coaps_uri())
+        }
+    }
+
+    pub fn online(&self) -> Vec<String> {
+        let devices = self.api.get("/api/devices").unwrap();
+        let mut online: Vec<String> = devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["online"] == true)
+            .map(|d| d["endpoint"].as_str().unwrap().to_string())
+            .collect();
+        online.sort();
+        online
+    }
+
+    pub fn wait_online(&self, eps: &[&str]) {
+        wait_for(&format!("{eps:?} register"), || {
+            let online = self.online();
+            eps.iter()
+                .all(|e| online.iter().any(|o| o == e))
+                .then_some(())
+        });
+    }
+
+    pub fn read(&self, ep: &str, path: &str) -> Json {
+        let r = self
+            .api
+            .dm(ep, &json!({"op": "read", "path": path, "accept": null}))
+            .unwrap();
+        assert_eq!(r["success"], true, "read {path} on {ep}: {r:#}");
+        r["values"].clone()
+    }
+
+    /// Runs a campaign to its end and returns the report.
+    pub fn campaign(&self, body: Json) -> Json {
+        let c = self.api.campaign(&body).unwrap();
+        let id = c["id"].as_str().unwrap().to_string();
+        wait_for("the campaign ends", || {
+            let c = self.api.get(&format!("/api/campaigns/{id}")).ok()?;
+            (c["status"] != "running").then_some(c)
+        })
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (stop, thread) in self.devices.drain(..) {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        if let Some(s) = self.server_stop.take() {
+            let _ = s.send(());
+        }
+    }
+}

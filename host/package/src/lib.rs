@@ -15,8 +15,8 @@ pub mod signing;
 mod units;
 
 pub use archive::{
-    DEFAULT_HOST_FEATURES, EntryReport, EntryStatus, Inspection, Limits, SignatureStatus, Verified,
-    read_manifest, unpack,
+    DEFAULT_HOST_FEATURES, EntryReport, EntryStatus, Inspection, Limits,
+    MAX_EXTENSION_HEADER_BYTES, SignatureStatus, Verified, read_manifest, unpack,
 };
 pub use digest::Digest;
 pub use error::{ErrorKind, PackageError, Result};

@@ -6,6 +6,7 @@
 
 mod archive;
 mod digest;
+pub mod display;
 mod error;
 mod manifest;
 mod network;

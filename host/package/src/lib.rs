@@ -8,6 +8,10 @@ mod archive;
 mod digest;
 pub mod display;
 mod error;
+/// Fuzz target bodies, for `fuzz/` and the smoke test (feature `fuzz`).
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod manifest;
 mod network;
 mod pack;

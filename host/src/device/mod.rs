@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use wasmdm_package::display::escape;
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
 use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
 use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Security, Server};
@@ -709,7 +710,10 @@ impl Driver {
                         .await
                         .map(|info| (info.name, info.version))
                         .map_err(|e| {
-                            warn!(instance = iid, "package refused: {e}");
+                            // The reason may quote the package (a TOML error shows the
+                            // line): one escaped line, so it cannot forge log lines.
+                            let reason = e.to_string();
+                            warn!(instance = iid, "package refused: {}", escape(&reason));
                             update_result(&e)
                         });
                     let _ = tx.send(Work::Verified { iid, result });
@@ -732,7 +736,8 @@ impl Driver {
                             Ok(info)
                         }
                         other => other.map_err(|e| {
-                            warn!(instance = iid, "install failed: {e}");
+                            let reason = e.to_string();
+                            warn!(instance = iid, "install failed: {}", escape(&reason));
                             update_result(&e)
                         }),
                     };

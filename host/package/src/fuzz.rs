@@ -5,6 +5,7 @@
 //! the `fuzz` feature only.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::{EntryStatus, Limits, Manifest, read_manifest, unpack};
 
@@ -36,12 +37,20 @@ fn limits() -> Limits {
     }
 }
 
-/// A staging directory of this process, emptied before each use.
-fn staging() -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("wasmdm-fuzz-staging-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).ok()?;
-    Some(dir)
+/// This process's scratch root, holding `staging/`; made once, so that the common case (an
+/// input refused before anything is written) costs no filesystem work.
+fn scratch() -> Option<&'static (PathBuf, PathBuf)> {
+    static SCRATCH: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
+    SCRATCH
+        .get_or_init(|| {
+            let root =
+                std::env::temp_dir().join(format!("wasmdm-fuzz-staging-{}", std::process::id()));
+            let stage = root.join("staging");
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(&stage).ok()?;
+            Some((root, stage))
+        })
+        .as_ref()
 }
 
 /// The archive reader, both ways it is used: `read_manifest` (inspect) and `unpack` (install,
@@ -53,20 +62,16 @@ pub fn archive(data: &[u8]) {
     if let Ok(i) = &inspected {
         manifest(&i.manifest_bytes);
     }
-    let Some(dir) = staging() else {
+    let Some((root, stage)) = scratch() else {
         return;
     };
-    let stage = dir.join("staging");
-    if std::fs::create_dir(&stage).is_err() {
-        return;
-    }
-    let unpacked = unpack(data, &stage, &limits, &[]);
-    let outside: Vec<_> = std::fs::read_dir(&dir)
+    let unpacked = unpack(data, stage, &limits, &[]);
+    let outside: Vec<_> = std::fs::read_dir(root)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert_eq!(
         outside,
-        std::slice::from_ref(&stage),
+        std::slice::from_ref(stage),
         "unpack wrote outside staging"
     );
     if let Ok(v) = &unpacked {
@@ -89,7 +94,11 @@ pub fn archive(data: &[u8]) {
             assert!(stage.join(path).is_file(), "{path} not staged");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    // Empty the staging dir for the next input, if this one wrote anything.
+    if std::fs::read_dir(stage).is_ok_and(|mut d| d.next().is_some()) {
+        let _ = std::fs::remove_dir_all(stage);
+        let _ = std::fs::create_dir(stage);
+    }
 }
 
 /// A target: its name (as `fuzz/corpus/<name>/` and `fuzz/fuzz_targets/<name>.rs` name it)

@@ -73,7 +73,9 @@ if [ "${RECORD:-0}" = 1 ]; then
         echo 'release profile with debug assertions and overflow checks, no ASan. `cov` is the'
         echo 'number of covered code edges, `ft` libFuzzer'"'"'s features (edges with hit-count'
         echo 'buckets, compares), both at the end of the run; corpus is committed seeds + inputs'
-        echo 'the run kept; crashes counts files in `fuzz/artifacts/<target>/`.'
+        echo 'kept in `fuzz/work/` by this and earlier runs; crashes counts files in'
+        echo '`fuzz/artifacts/<target>/`. Inputs that failed in earlier runs are fixed and kept'
+        echo 'as `fuzz/corpus/<target>/regress-*` (see `git log -- fuzz/corpus`).'
         echo
         echo '| target | executions | exec/s | cov | ft | corpus | crashes |'
         echo '|---|---|---|---|---|---|---|'

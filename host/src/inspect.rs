@@ -5,6 +5,7 @@ use crate::runtime::{ComponentInterface, RuntimeError, World};
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
+use wasmdm_package::display::escape;
 use wasmdm_package::{EntryStatus, SignatureStatus, VerifyingKey};
 
 /// The report `wasmdm inspect` prints.
@@ -164,39 +165,55 @@ pub async fn inspect_package(
     })
 }
 
+/// Every text field comes from the package (or from errors quoting it), so each is printed
+/// through [`escape`]: a hostile package must not drive the terminal or forge a line.
 impl fmt::Display for PackageReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "package   {} {}", self.name, self.version)?;
+        writeln!(
+            f,
+            "package   {} {}",
+            escape(&self.name),
+            escape(&self.version)
+        )?;
         if let Some(d) = &self.description {
-            writeln!(f, "about     {d}")?;
+            writeln!(f, "about     {}", escape(d))?;
         }
-        writeln!(f, "signature {}", self.signature)?;
+        writeln!(f, "signature {}", escape(&self.signature))?;
         writeln!(f, "files")?;
         for file in &self.files {
             writeln!(
                 f,
                 "  {:<32} {:>10} bytes  {}",
-                file.path, file.size, file.status
+                escape(&file.path),
+                file.size,
+                escape(&file.status)
             )?;
         }
         for c in &self.components {
-            writeln!(f, "component {} {} ({})", c.id, c.version, c.file)?;
-            writeln!(f, "  sha256  {}", c.sha256)?;
-            writeln!(f, "  world   {}", c.world)?;
+            writeln!(
+                f,
+                "component {} {} ({})",
+                escape(&c.id),
+                escape(&c.version),
+                escape(&c.file)
+            )?;
+            writeln!(f, "  sha256  {}", escape(&c.sha256))?;
+            writeln!(f, "  world   {}", escape(&c.world))?;
             writeln!(
                 f,
                 "  memory  {} bytes, network {}",
-                c.memory_bytes, c.network
+                c.memory_bytes,
+                escape(&c.network)
             )?;
             for i in &c.imports {
-                writeln!(f, "  import  {i}")?;
+                writeln!(f, "  import  {}", escape(i))?;
             }
             for e in &c.exports {
-                writeln!(f, "  export  {e}")?;
+                writeln!(f, "  export  {}", escape(e))?;
             }
             match &c.problem {
                 None => writeln!(f, "  runs on this host: yes")?,
-                Some(p) => writeln!(f, "  runs on this host: NO: {p}")?,
+                Some(p) => writeln!(f, "  runs on this host: NO: {}", escape(p))?,
             }
         }
         writeln!(

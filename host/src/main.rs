@@ -22,7 +22,10 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(cli::dispatch(args.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote package text (a TOML error shows the offending line): escape it,
+            // keeping the line structure of multi-line reports.
+            let text = format!("{e:#}");
+            eprintln!("error: {}", wasmdm_package::display::escape_lines(&text));
             std::process::ExitCode::FAILURE
         }
     }

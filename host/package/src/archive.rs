@@ -27,6 +27,15 @@ pub const DEFAULT_HOST_FEATURES: &[&str] = &["wasmdm:device/app@0.1", "wasi:cli/
 /// decompressed stream.
 const ENTRY_OVERHEAD: u64 = 4096;
 
+/// Largest GNU long-name / long-link or PAX extended header accepted, bytes.
+///
+/// The `tar` crate reads such a header's whole data into memory before it hands out the member
+/// it describes, so without this cap one header claiming hundreds of MiB (a few hundred KiB
+/// once gzipped) costs that much memory whatever the package limits say. A real one holds a
+/// path of at most 255 bytes and a few PAX records; 64 KiB leaves ample room. The reader checks
+/// the size field of the raw header against this before reading a byte of the data.
+pub const MAX_EXTENSION_HEADER_BYTES: u64 = 64 * 1024;
+
 /// What a package may cost the device, and what the host provides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -199,6 +208,161 @@ impl<'a> Stream<'a> {
     }
 }
 
+/// One archive member, with the GNU long name or PAX `path` that preceded it applied.
+struct Member<'a, R: Read> {
+    entry: tar::Entry<'a, R>,
+    /// The member's path as tar tools read it (long name, else PAX `path`, else the header's).
+    path: Vec<u8>,
+}
+
+/// Extension headers read for the member that follows them.
+#[derive(Default)]
+struct Pending {
+    long_name: Option<Vec<u8>>,
+    long_link: bool,
+    pax: Option<Vec<u8>>,
+}
+
+/// Walks the archive's raw entries and folds GNU long-name / long-link and PAX extended headers
+/// into the member after them, as `tar`'s own iterator does, except that each such header's
+/// size is checked against [`MAX_EXTENSION_HEADER_BYTES`], and their number against
+/// `max_files`, before its data is read. (`tar`'s iterator would buffer the data first.)
+struct Members<'a, R: Read> {
+    raw: tar::Entries<'a, R>,
+    /// Extension headers still allowed in this archive.
+    headers_left: usize,
+    headers_limit: usize,
+}
+
+/// An archive read error (the outer `io::Result`, classified by [`Stream::classify`]) or a
+/// verdict on the package (the inner [`Result`]).
+type Step<T> = io::Result<Result<T>>;
+
+fn corrupt(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason.to_string())
+}
+
+impl<'a, R: Read> Members<'a, R> {
+    fn new(archive: &'a mut tar::Archive<R>, limits: &Limits) -> io::Result<Self> {
+        Ok(Members {
+            raw: archive.entries()?.raw(true),
+            headers_left: limits.max_files,
+            headers_limit: limits.max_files,
+        })
+    }
+
+    /// The next member, `None` at the end of the archive.
+    fn next_member(&mut self) -> Step<Option<Member<'a, R>>> {
+        let mut pending = Pending::default();
+        loop {
+            let Some(mut entry) = self.raw.next().transpose()? else {
+                if pending.long_name.is_some() || pending.long_link || pending.pax.is_some() {
+                    return Err(corrupt("extension headers with no member after them"));
+                }
+                return Ok(Ok(None));
+            };
+            let header = entry.header();
+            let kind = header.entry_type();
+            // Like `tar`, only GNU and ustar headers carry extensions; an old-style header with
+            // one of these types is an ordinary (and refused) member.
+            let recognised = header.as_gnu().is_some() || header.as_ustar().is_some();
+            let what = if !recognised {
+                None
+            } else if kind.is_gnu_longname() {
+                Some("GNU long name")
+            } else if kind.is_gnu_longlink() {
+                Some("GNU long link")
+            } else if kind.is_pax_local_extensions() {
+                Some("PAX extended header")
+            } else {
+                None
+            };
+            let Some(what) = what else {
+                return Ok(pending.apply(entry).map(Some));
+            };
+            if self.headers_left == 0 {
+                return Ok(Err(PackageError::TooManyHeaders {
+                    limit: self.headers_limit,
+                }));
+            }
+            self.headers_left -= 1;
+            // In raw mode this is the header's own size field: nothing has been read yet.
+            let size = entry.size();
+            if size > MAX_EXTENSION_HEADER_BYTES {
+                return Ok(Err(PackageError::HeaderTooLarge {
+                    what,
+                    size,
+                    limit: MAX_EXTENSION_HEADER_BYTES,
+                }));
+            }
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            (&mut entry).take(size).read_to_end(&mut data)?;
+            if data.len() as u64 != size {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{what} truncated"),
+                ));
+            }
+            let slot_taken = if kind.is_gnu_longname() {
+                pending.long_name.replace(data).is_some()
+            } else if kind.is_gnu_longlink() {
+                std::mem::replace(&mut pending.long_link, true)
+            } else {
+                pending.pax.replace(data).is_some()
+            };
+            if slot_taken {
+                return Err(corrupt(&format!("two {what}s describing the same member")));
+            }
+        }
+    }
+}
+
+impl Pending {
+    /// Gives `entry` its path the way tar tools read it: a GNU long name (without its trailing
+    /// NUL) wins, then a PAX `path` record, then the header. A PAX `size` record must agree with
+    /// the header: `tar` frames the member by the header in raw mode, other readers by the
+    /// record, and a package that reads differently in different tools is refused.
+    fn apply<'a, R: Read>(self, entry: tar::Entry<'a, R>) -> Result<Member<'a, R>> {
+        let mut pax_path = None;
+        let mut pax_size = None;
+        let mut pax_bad = false;
+        for record in tar::PaxExtensions::new(self.pax.as_deref().unwrap_or_default()) {
+            match record {
+                Ok(r) if r.key_bytes() == b"path" => pax_path = Some(r.value_bytes().to_vec()),
+                Ok(r) if r.key_bytes() == b"size" => pax_size = Some(r.value_bytes().to_vec()),
+                Ok(_) => {}
+                Err(_) => pax_bad = true,
+            }
+        }
+        let path = match self.long_name {
+            Some(mut name) => {
+                if name.last() == Some(&0) {
+                    name.pop();
+                }
+                name
+            }
+            None => pax_path.unwrap_or_else(|| entry.header().path_bytes().into_owned()),
+        };
+        let hostile = |reason: &str| PackageError::HostileEntry {
+            path: String::from_utf8_lossy(&path).into_owned(),
+            reason: reason.to_string(),
+        };
+        if pax_bad {
+            return Err(hostile("malformed PAX extended header"));
+        }
+        if let Some(text) = pax_size {
+            let agrees = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|n| n == entry.size());
+            if !agrees {
+                return Err(hostile("PAX size record disagrees with the tar header"));
+            }
+        }
+        Ok(Member { entry, path })
+    }
+}
+
 /// How a tar entry is treated.
 enum EntryClass {
     /// A regular file at a checked path.
@@ -221,17 +385,17 @@ fn describe(t: EntryType) -> &'static str {
     }
 }
 
-/// Checks an entry's type and path. A single leading `./` is tolerated (GNU tar `-C dir .`).
-fn classify_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<EntryClass> {
-    let raw = entry.path_bytes();
-    let lossy = String::from_utf8_lossy(&raw).into_owned();
+/// Checks a member's type and path. A single leading `./` is tolerated (GNU tar `-C dir .`).
+fn classify_entry<R: Read>(member: &Member<'_, R>) -> Result<EntryClass> {
+    let raw = &member.path;
+    let lossy = String::from_utf8_lossy(raw).into_owned();
     let hostile = |reason: &str| PackageError::HostileEntry {
         path: lossy.clone(),
         reason: reason.to_string(),
     };
-    let text = std::str::from_utf8(&raw).map_err(|_| hostile("path is not UTF-8"))?;
+    let text = std::str::from_utf8(raw).map_err(|_| hostile("path is not UTF-8"))?;
     let text = text.strip_prefix("./").unwrap_or(text);
-    let kind = entry.header().entry_type();
+    let kind = member.entry.header().entry_type();
     match kind {
         EntryType::Directory => {
             let dir = text.trim_end_matches('/');
@@ -304,12 +468,13 @@ pub fn unpack<R: Read>(
         signed_by: None,
         total: 0,
     };
-    let entries = archive
-        .entries()
+    let mut members = Members::new(archive, limits)
         .map_err(|e| Stream::classify(flags, *cap, *started, last, e))?;
     let mut count = 0usize;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| Stream::classify(flags, *cap, *started, last, e))?;
+    while let Some(mut member) = members
+        .next_member()
+        .map_err(|e| Stream::classify(flags, *cap, *started, last, e))??
+    {
         *started = true;
         count += 1;
         if count > limits.max_files {
@@ -317,11 +482,11 @@ pub fn unpack<R: Read>(
                 limit: limits.max_files,
             });
         }
-        let path = match classify_entry(&entry)? {
+        let path = match classify_entry(&member)? {
             EntryClass::Dir => continue,
             EntryClass::File(path) => path,
         };
-        match state.entry(&path, &mut entry) {
+        match state.entry(&path, &mut member.entry) {
             Ok(result) => result?,
             Err(e) => return Err(Stream::classify(flags, *cap, *started, last, e)),
         }
@@ -585,8 +750,7 @@ pub fn read_manifest<R: Read>(reader: R, limits: &Limits) -> Result<Inspection> 
         last,
         started,
     } = &mut stream;
-    let entries = archive
-        .entries()
+    let mut members = Members::new(archive, limits)
         .map_err(|e| Stream::classify(flags, *cap, *started, last, e))?;
     let mut head: Option<(Manifest, Vec<u8>, BTreeMap<String, Digest>)> = None;
     let mut signature_bytes = None;
@@ -594,8 +758,10 @@ pub fn read_manifest<R: Read>(reader: R, limits: &Limits) -> Result<Inspection> 
     let mut seen = BTreeSet::new();
     let mut total = 0u64;
     let mut count = 0usize;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| Stream::classify(flags, *cap, *started, last, e))?;
+    while let Some(member) = members
+        .next_member()
+        .map_err(|e| Stream::classify(flags, *cap, *started, last, e))??
+    {
         *started = true;
         count += 1;
         if count > limits.max_files {
@@ -603,9 +769,13 @@ pub fn read_manifest<R: Read>(reader: R, limits: &Limits) -> Result<Inspection> 
                 limit: limits.max_files,
             });
         }
+        let class = classify_entry(&member);
+        let Member {
+            mut entry,
+            path: raw_path,
+        } = member;
         let size = entry.size();
         total = total.saturating_add(size);
-        let class = classify_entry(&entry);
         let Some((_, _, expected)) = &head else {
             match class? {
                 EntryClass::Dir => continue,
@@ -625,9 +795,8 @@ pub fn read_manifest<R: Read>(reader: R, limits: &Limits) -> Result<Inspection> 
             Ok(EntryClass::Dir) => continue,
             Ok(EntryClass::File(p)) => p,
             Err(e) => {
-                let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
                 reports.push(EntryReport {
-                    path,
+                    path: String::from_utf8_lossy(&raw_path).into_owned(),
                     size,
                     status: EntryStatus::Refused(e.to_string()),
                 });

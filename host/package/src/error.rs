@@ -149,6 +149,24 @@ pub enum PackageError {
         /// The cap.
         limit: u64,
     },
+    /// A GNU long-name / long-link or PAX extended header is over its fixed cap; refused from the
+    /// size in its tar header, before any of its data is read.
+    #[error("{what} of {size} bytes is over the limit of {limit} bytes")]
+    HeaderTooLarge {
+        /// Which kind of header.
+        what: &'static str,
+        /// Size announced by the tar header.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// The archive has more GNU long-name / long-link and PAX extended headers than
+    /// `Limits::max_files`.
+    #[error("package has more than {limit} GNU long-name and PAX extended headers")]
+    TooManyHeaders {
+        /// The limit.
+        limit: usize,
+    },
     /// Random number generation failed while creating a key.
     #[error("cannot generate key: {0}")]
     Random(String),
@@ -190,7 +208,9 @@ impl PackageError {
             FileTooLarge { .. }
             | TotalTooLarge { .. }
             | TooManyFiles { .. }
-            | ManifestTooLarge { .. } => ErrorKind::TooLarge,
+            | ManifestTooLarge { .. }
+            | HeaderTooLarge { .. }
+            | TooManyHeaders { .. } => ErrorKind::TooLarge,
         }
     }
 

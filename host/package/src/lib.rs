@@ -6,7 +6,12 @@
 
 mod archive;
 mod digest;
+pub mod display;
 mod error;
+/// Fuzz target bodies, for `fuzz/` and the smoke test (feature `fuzz`).
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod manifest;
 mod network;
 mod pack;
@@ -15,8 +20,8 @@ pub mod signing;
 mod units;
 
 pub use archive::{
-    DEFAULT_HOST_FEATURES, EntryReport, EntryStatus, Inspection, Limits, SignatureStatus, Verified,
-    read_manifest, unpack,
+    DEFAULT_HOST_FEATURES, EntryReport, EntryStatus, Inspection, Limits,
+    MAX_EXTENSION_HEADER_BYTES, SignatureStatus, Verified, read_manifest, unpack,
 };
 pub use digest::Digest;
 pub use error::{ErrorKind, PackageError, Result};

@@ -7,6 +7,10 @@ pub mod coap;
 pub mod codec;
 pub mod dtls;
 pub mod execargs;
+/// Fuzz target bodies, for `fuzz/` and the smoke test (feature `fuzz`).
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod model;
 pub mod object;
 pub mod objects;

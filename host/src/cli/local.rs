@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use wasmdm::runtime::{ExitStatus, ForegroundOptions, Runtime, RuntimeConfig, StopHandle};
+use wasmdm_package::display::{escape, escape_json};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -132,12 +133,14 @@ pub async fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = runtime.discard_delivery(slot).await;
     let info = info.with_context(|| format!("cannot install {}", args.package.display()))?;
+    // Names and versions come from the package: printed escaped (README "Limits").
+    let (name, version) = (escape(&info.name), escape(&info.version));
     match &info.upgraded_from {
-        Some(old) => println!("upgraded {} {} -> {}", info.name, old, info.version),
-        None => println!("installed {} {}", info.name, info.version),
+        Some(old) => println!("upgraded {name} {} -> {version}", escape(old)),
+        None => println!("installed {name} {version}"),
     }
     for (id, version) in &info.components {
-        println!("  component {id} {version}");
+        println!("  component {} {}", escape(id), escape(version));
     }
     runtime.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -197,10 +200,10 @@ async fn deliver_file(runtime: &Runtime, slot: &str, path: &Path) -> anyhow::Res
     let info = runtime.verify_delivery(slot).await?;
     eprintln!(
         "  verified {} {}{}",
-        info.name,
-        info.version,
+        escape(&info.name),
+        escape(&info.version),
         match &info.signed_by {
-            Some(key) => format!(" (signed by {key})"),
+            Some(key) => format!(" (signed by {})", escape(key)),
             None => String::new(),
         }
     );
@@ -243,7 +246,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let runtime = open(&args.data_dir, &[]).await?;
     let packages = runtime.list();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&packages)?);
+        println!("{}", escape_json(&serde_json::to_string_pretty(&packages)?));
         return Ok(ExitCode::SUCCESS);
     }
     if packages.is_empty() {
@@ -252,8 +255,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     for p in packages {
         println!(
             "{} {}{}",
-            p.name,
-            p.version,
+            escape(&p.name),
+            escape(&p.version),
             if p.for_update {
                 " (prepared for update)"
             } else {
@@ -263,8 +266,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         for c in p.components {
             println!(
                 "  {:<20} {:<8} {:<10} restarts={}{}",
-                c.id,
-                c.version,
+                escape(&c.id),
+                escape(&c.version),
                 if c.active { "active" } else { "inactive" },
                 c.restart_count,
                 c.last_exit
@@ -302,7 +305,8 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     components.sort();
     for component in components {
         for line in wasmdm::runtime::read_log_file(&dir.join(format!("{component}.log"))) {
-            println!("[{component}] {line}");
+            // Guest output: escaped, so a guest cannot drive the operator's terminal.
+            println!("[{}] {}", escape(&component), escape(&line));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -318,7 +322,7 @@ fn target_name(package: &str, component: Option<&str>) -> String {
 fn describe_exit(status: &ExitStatus) -> String {
     match status {
         ExitStatus::Exited(code) => format!("exited with code {code}"),
-        ExitStatus::Trapped(msg) => format!("trapped: {msg}"),
+        ExitStatus::Trapped(msg) => format!("trapped: {}", escape(msg)),
         ExitStatus::MemoryLimitExceeded { limit } => {
             format!("stopped: memory limit of {limit} bytes exceeded")
         }

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wasmdm_package::display::{escape, escape_json};
 use wasmdm_package::{PackProgress, signing};
 
 #[derive(Debug, clap::Args)]
@@ -48,8 +49,12 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::NamedTempFile::new_in(".")
         .context("cannot create a file in the current directory")?;
     let mut progress = |p: PackProgress| match p {
-        PackProgress::Hashed { path, bytes } => eprintln!("  hashed {path} ({bytes} bytes)"),
-        PackProgress::Added { path, bytes, .. } => eprintln!("  added  {path} ({bytes} bytes)"),
+        PackProgress::Hashed { path, bytes } => {
+            eprintln!("  hashed {} ({bytes} bytes)", escape(&path))
+        }
+        PackProgress::Added { path, bytes, .. } => {
+            eprintln!("  added  {} ({bytes} bytes)", escape(&path))
+        }
         _ => {}
     };
     let manifest = wasmdm_package::pack(&args.dir, tmp.as_file(), key.as_ref(), &mut progress)
@@ -65,8 +70,8 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot write {}", output.display()))?;
     println!(
         "packed {} {} ({} component(s){}) -> {}",
-        manifest.package.name,
-        manifest.package.version,
+        escape(&manifest.package.name),
+        escape(&manifest.package.version.to_string()),
         manifest.components.len(),
         if key.is_some() { ", signed" } else { "" },
         output.display()
@@ -86,7 +91,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot inspect {}", args.package.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", escape_json(&serde_json::to_string_pretty(&report)?));
     } else {
         print!("{report}");
     }

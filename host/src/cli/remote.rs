@@ -282,7 +282,8 @@ pub async fn ctl(args: CtlArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let result = tokio::task::spawn_blocking(move || {
-        let mut out = std::io::stdout();
+        // Replies carry names and texts from devices and packages: escaped line by line.
+        let mut out = wasmdm_package::display::LineEscaper::new(std::io::stdout());
         wasmdm_server::ctl::ctl_main(&args.args, &server_default_data_dir(), &mut out)
     })
     .await?;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use transport::Transport;
+use wasmdm_package::display::escape;
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
 use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
 use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Server};
@@ -754,7 +755,10 @@ impl Driver {
                         .await
                         .map(|info| (info.name, info.version))
                         .map_err(|e| {
-                            warn!(instance = iid, "package refused: {e}");
+                            // The reason may quote the package (a TOML error shows the
+                            // line): one escaped line, so it cannot forge log lines.
+                            let reason = e.to_string();
+                            warn!(instance = iid, "package refused: {}", escape(&reason));
                             update_result(&e)
                         });
                     let _ = tx.send(Work::Verified { iid, result });
@@ -777,7 +781,8 @@ impl Driver {
                             Ok(info)
                         }
                         other => other.map_err(|e| {
-                            warn!(instance = iid, "install failed: {e}");
+                            let reason = e.to_string();
+                            warn!(instance = iid, "install failed: {}", escape(&reason));
                             update_result(&e)
                         }),
                     };

@@ -1046,6 +1046,25 @@ impl PackageInstance {
         }))
     }
 
+    /// The software this instance kept after Uninstall(1) was upgraded by an
+    /// Install in another instance: it is no longer here. One package name
+    /// lives in one /9 instance, so this one forgets it (name, version,
+    /// component links) and stays INITIAL.
+    pub fn released(&mut self) -> Result<Changes, SwMgmtError> {
+        if self.update_state != UpdateState::Initial || !self.for_update {
+            return Err(SwMgmtError::UnexpectedEvent {
+                event: "released",
+                state: self.update_state,
+            });
+        }
+        let mut ch = Changes::default();
+        self.for_update = false;
+        self.set_name(String::new(), String::new(), &mut ch);
+        self.set_links(Vec::new(), &mut ch);
+        ch.persist = true;
+        Ok(ch)
+    }
+
     /// The driver reports whether the package's software now runs (§5.2:
     /// Activation State ENABLED only when ACTIVE).
     pub fn activation_finished(&mut self, active: bool) -> Result<Changes, SwMgmtError> {
@@ -1482,6 +1501,11 @@ impl SoftwareManagement {
     /// See [`PackageInstance::uninstall_finished`].
     pub fn uninstall_finished(&mut self, iid: u16, ok: bool) -> Result<Report, SwMgmtError> {
         self.event(iid, |p| p.uninstall_finished(ok))
+    }
+
+    /// See [`PackageInstance::released`].
+    pub fn released(&mut self, iid: u16) -> Result<Report, SwMgmtError> {
+        self.event(iid, |p| p.released())
     }
 }
 

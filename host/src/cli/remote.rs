@@ -28,6 +28,9 @@ pub struct DeviceArgs {
     /// Whether https pulls also trust the built-in public roots (default true).
     #[arg(long)]
     pub download_public_roots: Option<bool>,
+    /// Accept installs that replace a package with a lower version.
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// Security mode with the server: psk, certificate or nosec (default:
     /// psk for a coaps:// server, nosec for coap://).
     #[arg(long)]
@@ -165,6 +168,9 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     }
     if args.security.is_some() {
         config.security = args.security;
+    }
+    if args.allow_downgrade {
+        config.allow_downgrade = true;
     }
     if args.psk_identity.is_some() {
         config.psk_identity = args.psk_identity;

@@ -43,6 +43,9 @@ pub struct DeviceConfig {
     pub max_package_bytes: u64,
     /// Public key files of trusted package signers; empty accepts unsigned packages.
     pub trusted_keys: Vec<PathBuf>,
+    /// Accept an install that replaces a package with a lower version
+    /// (default off: refused with Update Result 57 and a log line).
+    pub allow_downgrade: bool,
     /// PEM file of extra CA certificates (one or more) that `https` Package
     /// URIs (/9/x/3) are trusted under, e.g. the operator's own file server.
     /// Read and checked at startup: a bad file stops the device.
@@ -88,6 +91,7 @@ impl Default for DeviceConfig {
             max_packages: 16,
             max_package_bytes: 256 * 1024 * 1024,
             trusted_keys: Vec::new(),
+            allow_downgrade: false,
             download_ca: None,
             download_public_roots: true,
             max_instances: engine.max_instances,

@@ -111,6 +111,7 @@ pub async fn run(
     rt_config.engine.max_instances = config.max_instances;
     rt_config.engine.max_memory_per_instance = config.max_instance_memory;
     rt_config.engine.memory_reservation = config.memory_reservation;
+    rt_config.allow_downgrade = config.allow_downgrade;
     for key in &config.trusted_keys {
         let key = wasmdm_package::signing::load_public_key(key)
             .map_err(|e| DeviceError::Runtime(RuntimeError::Package(e)))?;
@@ -770,6 +771,22 @@ impl Driver {
                     .lock()
                     .instance(iid)
                     .map(|p| (p.pkg_name.clone(), p.pkg_version.clone()));
+                if let Some(holder) = expected
+                    .as_ref()
+                    .and_then(|(name, _)| self.held_elsewhere(iid, name))
+                {
+                    warn!(
+                        instance = iid,
+                        package = %expected.as_ref().map(|e| escape(&e.0)).unwrap_or_default(),
+                        "refused: the package is installed in /9/{holder}; uninstall it there first, \
+                         or Uninstall(1) it there to upgrade it"
+                    );
+                    let _ = tx.send(Work::Installed {
+                        iid,
+                        result: Err(UpdateResult::InstallFailure),
+                    });
+                    return Ok(());
+                }
                 self.tasks.spawn(async move {
                     let result = match runtime.install(&slot).await {
                         // A restart between the runtime's commit (which consumes
@@ -989,6 +1006,20 @@ impl Driver {
         }
     }
 
+    /// Another /9 instance that holds package `name`, unless it was prepared
+    /// with Uninstall(1) (then an Install here is its upgrade). One package
+    /// name lives in one /9 instance: a second copy would be the same
+    /// software in the runtime, which uninstalling either would remove from
+    /// under the other.
+    fn held_elsewhere(&self, iid: u16, name: &str) -> Option<u16> {
+        let sm = self.swmgmt.lock();
+        self.bindings
+            .iter()
+            .filter(|(j, n)| **j != iid && n.as_str() == name)
+            .map(|(j, _)| *j)
+            .find(|j| !sm.instance(*j).is_some_and(|p| p.for_update))
+    }
+
     /// The package could not be stored (disk full, unwritable data dir):
     /// back to INITIAL with Update Result 50 (SwMgmt §5.1.2.3: "Not enough
     /// storage"), persisted, instead of staying in DOWNLOAD STARTED where
@@ -1096,6 +1127,24 @@ impl Driver {
             Work::Installed { iid, result } => match result {
                 Ok(info) => {
                     info!(instance = iid, package = %info.name, version = %info.version, "installed");
+                    // An upgrade of software another instance kept after
+                    // Uninstall(1): it lives here now, not there.
+                    let moved: Vec<u16> = self
+                        .bindings
+                        .iter()
+                        .filter(|(j, n)| **j != iid && **n == info.name)
+                        .map(|(j, _)| *j)
+                        .collect();
+                    for j in moved {
+                        self.bindings.remove(&j);
+                        let report = self.swmgmt.lock().released(j);
+                        self.apply(now, report)?;
+                        info!(
+                            instance = j,
+                            moved_to = iid,
+                            "package moved to another instance by its upgrade"
+                        );
+                    }
                     self.bindings.insert(iid, info.name.clone());
                     // The package's components become /14 instances linked from /9/x/17.
                     let mut ids = Vec::new();

@@ -21,6 +21,16 @@ pub enum RuntimeError {
     },
     /// A component is valid wasm but cannot run here: imports not satisfied by its
     /// declared world, no `wasi:cli/run` export, or it does not compile.
+    /// An install would replace `installed` with the lower `offered`
+    /// version (allowed only with `allow-downgrade`).
+    #[error(
+        "refusing to downgrade {package} from {installed} to {offered} (allow-downgrade is off)"
+    )]
+    Downgrade {
+        package: String,
+        installed: String,
+        offered: String,
+    },
     #[error("install failed for component {component}: {reason}")]
     InstallFailed {
         /// Component id.
@@ -92,6 +102,9 @@ impl RuntimeError {
             RuntimeError::TooLarge { .. } => 50,
             RuntimeError::NotAComponent { .. } => 54,
             RuntimeError::InstallFailed { .. } | RuntimeError::NotRunnable { .. } => 58,
+            // Distinct from a failed install (58): the package is fine, the
+            // device's policy refuses it.
+            RuntimeError::Downgrade { .. } => 57,
             RuntimeError::Engine(_)
             | RuntimeError::InvalidName(_)
             | RuntimeError::UnknownPackage(_)

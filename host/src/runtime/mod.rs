@@ -59,6 +59,9 @@ pub struct RuntimeConfig {
     /// Start what was active when opening (a device host); one-shot CLI
     /// commands open the data directory without starting anything.
     pub autostart: bool,
+    /// Let an install replace a package with a lower version. Off by
+    /// default: an old, vulnerable release must not come back silently.
+    pub allow_downgrade: bool,
 }
 
 impl RuntimeConfig {
@@ -71,6 +74,7 @@ impl RuntimeConfig {
             package_limits: wasmdm_package::Limits::default(),
             trusted_keys: Vec::new(),
             autostart: true,
+            allow_downgrade: false,
         }
     }
 }
@@ -517,6 +521,21 @@ impl Runtime {
             }
         }
         let name = spec.name.clone();
+        if !self.inner.config.allow_downgrade {
+            let installed = self
+                .pkgs()
+                .get(&name)
+                .map(|p| p.record.spec.version.clone());
+            if let Some(installed) = installed
+                && is_downgrade(&installed, &spec.version)
+            {
+                return Err(RuntimeError::Downgrade {
+                    package: name,
+                    installed,
+                    offered: spec.version.clone(),
+                });
+            }
+        }
         let pkg_dir = self.inner.dirs.package(&name);
         let generation = format!(
             "g{}",
@@ -1088,4 +1107,17 @@ fn sync_tree(dir: &Path) -> Result<()> {
     }
     fsync_dir(dir)?;
     Ok(())
+}
+
+/// Whether installing `offered` over `installed` goes back in version
+/// (semver order). A version that does not parse cannot be ordered, so it
+/// counts as a downgrade unless equal (fail closed).
+fn is_downgrade(installed: &str, offered: &str) -> bool {
+    match (
+        semver::Version::parse(installed),
+        semver::Version::parse(offered),
+    ) {
+        (Ok(old), Ok(new)) => new < old,
+        _ => installed != offered,
+    }
 }

@@ -49,6 +49,10 @@ pub struct ServerTransport {
     secure: Option<Secure>,
     /// Plain datagrams dropped because their source has a DTLS session.
     spoofed: u64,
+    /// Peers that reached us over DTLS: nothing is ever sent to them in
+    /// plaintext, even after their session ended (a DM request then waits
+    /// for the device's next handshake instead of leaking).
+    dtls_peers: std::collections::HashSet<SocketAddr>,
 }
 
 impl ServerTransport {
@@ -64,6 +68,7 @@ impl ServerTransport {
                 logged: (ServerStats::default(), None),
             }),
             spoofed: 0,
+            dtls_peers: std::collections::HashSet::new(),
         }
     }
 
@@ -146,6 +151,10 @@ impl ServerTransport {
             }
             return;
         }
+        if self.dtls_peers.contains(&t.to) {
+            tracing::debug!("{} has no DTLS session now: not sent in plaintext", t.to);
+            return;
+        }
         if let Err(e) = self.plain.send_to(&t.bytes, t.to).await {
             tracing::debug!("udp send to {}: {e}", t.to);
         }
@@ -182,6 +191,7 @@ impl ServerTransport {
 
     /// Ends `peer`'s DTLS session (its registration ended).
     pub fn close(&mut self, now: Instant, peer: SocketAddr) {
+        self.dtls_peers.remove(&peer);
         if let Some(secure) = &mut self.secure {
             secure.dtls.close(now, peer);
             while secure.dtls.poll_event().is_some() {}
@@ -196,6 +206,7 @@ impl ServerTransport {
             match event {
                 ServerEvent::Data { peer, bytes } => endpoint.handle_datagram(now, peer, &bytes),
                 ServerEvent::Established { peer, identity } => {
+                    self.dtls_peers.insert(peer);
                     let suite = secure.dtls.cipher_suite(peer).unwrap_or_default();
                     tracing::debug!(
                         %peer,

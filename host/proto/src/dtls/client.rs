@@ -28,6 +28,11 @@ pub const QUEUE_CAP: usize = 16;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest back-off between handshakes.
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// A handshake not complete after this long has failed, whatever the DTLS
+/// stack's timers say: `rtc-dtls` drops its retransmission timer when the
+/// peer repeats a flight after our final one (a peer that cannot decrypt
+/// our Finished, or a race with a lost datagram), and would wait forever.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What the client reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +68,7 @@ pub enum ClientEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Handshaking,
+    Handshaking { since: Instant },
     Established,
     BackOff { until: Instant },
 }
@@ -186,7 +191,7 @@ impl DtlsClient {
                 }
                 self.collect_transmits(None);
             }
-            Phase::Idle | Phase::Handshaking | Phase::BackOff { .. } => {
+            Phase::Idle | Phase::Handshaking { .. } | Phase::BackOff { .. } => {
                 if p.queued.len() == QUEUE_CAP {
                     p.queued.pop_front();
                 }
@@ -205,7 +210,7 @@ impl DtlsClient {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        if matches!(p.phase, Phase::Established | Phase::Handshaking) {
+        if matches!(p.phase, Phase::Established | Phase::Handshaking { .. }) {
             p.phase = Phase::Idle;
             self.ep.stop(now, peer);
             self.collect_transmits(None);
@@ -219,7 +224,7 @@ impl DtlsClient {
             return false;
         };
         let established = p.phase == Phase::Established;
-        if !matches!(p.phase, Phase::Handshaking | Phase::Established) {
+        if !matches!(p.phase, Phase::Handshaking { .. } | Phase::Established) {
             return true;
         }
         let bytes = if established {
@@ -297,7 +302,12 @@ impl DtlsClient {
             .collect();
         for (peer, phase, nothing_queued) in peers {
             match phase {
-                Phase::Handshaking => {
+                Phase::Handshaking { since }
+                    if now.saturating_duration_since(since) >= HANDSHAKE_DEADLINE =>
+                {
+                    self.fail(now, peer, "handshake not complete in time".into());
+                }
+                Phase::Handshaking { .. } => {
                     if let Err(e) = self.ep.handle_timeout(peer, now) {
                         self.collect_transmits(None);
                         self.fail(now, peer, format!("no answer: {e}"));
@@ -323,7 +333,14 @@ impl DtlsClient {
         self.peers
             .iter()
             .filter_map(|(addr, p)| match p.phase {
-                Phase::Handshaking => self.ep.poll_timeout(addr),
+                Phase::Handshaking { since } => {
+                    let deadline = since + HANDSHAKE_DEADLINE;
+                    Some(
+                        self.ep
+                            .poll_timeout(addr)
+                            .map_or(deadline, |t| t.min(deadline)),
+                    )
+                }
                 Phase::BackOff { until } => Some(until),
                 _ => None,
             })
@@ -345,7 +362,7 @@ impl DtlsClient {
             return;
         };
         let config = p.config.clone();
-        p.phase = Phase::Handshaking;
+        p.phase = Phase::Handshaking { since: now };
         if let Err(e) = self.ep.connect(now, peer, config, None) {
             self.fail(now, peer, e.to_string());
             return;
@@ -367,7 +384,12 @@ impl DtlsClient {
         p.phase = Phase::BackOff {
             until: now + retry_in,
         };
-        p.queued.clear();
+        // What waits is sent by the next handshake, which starts by itself
+        // after the back-off; after three failures in a row it is dropped
+        // (the CoAP layer above has given up on it by then).
+        if p.failures >= 3 {
+            p.queued.clear();
+        }
         self.events.push_back(ClientEvent::Failed {
             peer,
             reason,

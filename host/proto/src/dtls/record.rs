@@ -53,6 +53,19 @@ impl RecordInfo {
 /// Record header length: type, version, epoch, sequence number, length.
 const HEADER: usize = 13;
 
+/// For a plaintext ClientHello, whether it carries a cookie (the answer to
+/// a HelloVerifyRequest) — `Some(false)` starts a new handshake.
+pub fn client_hello_has_cookie(bytes: &[u8]) -> Option<bool> {
+    if !first_record(bytes)?.is_client_hello() {
+        return None;
+    }
+    // Handshake header (12), client_version (2), random (32).
+    let session_id_at = HEADER + 12 + 2 + 32;
+    let session_id_len = usize::from(*bytes.get(session_id_at)?);
+    let cookie_len = *bytes.get(session_id_at + 1 + session_id_len)?;
+    Some(cookie_len > 0)
+}
+
 /// Reads the first record's header; `None` if `bytes` is not a DTLS 1.0/1.2
 /// record whose stated length fits the datagram.
 pub fn first_record(bytes: &[u8]) -> Option<RecordInfo> {

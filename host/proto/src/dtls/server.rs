@@ -22,7 +22,7 @@ use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_shared::TransportProtocol;
 
 use super::config::certificate_names;
-use super::record::{first_record, without_change_cipher_spec};
+use super::record::{client_hello_has_cookie, first_record, without_change_cipher_spec};
 use super::{Datagram, DtlsError, PeerIdentity, ServerCredentials};
 
 /// Caps on what peers can make the server hold.
@@ -197,6 +197,12 @@ impl DtlsServer {
                 }
                 true
             }
+            // A half-open handshake past its cookie exchange that gets a
+            // fresh (cookieless) ClientHello: the client gave up on it and
+            // starts over (its last flight may be the one lost).
+            Some(s) if s.identity.is_none() && s.datagrams > 1 => {
+                client_hello_has_cookie(bytes) == Some(false)
+            }
             _ => false,
         };
         if replace {
@@ -221,12 +227,16 @@ impl DtlsServer {
                 },
             );
         }
+        // `last_seen` moves only for what authenticates (below): a spoofed
+        // datagram must not keep a dead session from expiring or being replaced.
         let established = self
             .sessions
             .get_mut(&from)
             .map(|s| {
-                s.last_seen = now;
                 s.datagrams = s.datagrams.saturating_add(1);
+                if s.identity.is_none() {
+                    s.last_seen = now;
+                }
                 s.identity.is_some()
             })
             .unwrap_or(false);
@@ -244,6 +254,13 @@ impl DtlsServer {
         match self.ep.read(now, from, None, BytesMut::from(&bytes[..])) {
             Ok(events) => {
                 self.collect_transmits(None);
+                if events
+                    .iter()
+                    .any(|e| matches!(e, EndpointEvent::ApplicationData(_)))
+                    && let Some(s) = self.sessions.get_mut(&from)
+                {
+                    s.last_seen = now;
+                }
                 for event in events {
                     self.on_event(now, from, event);
                 }
@@ -326,8 +343,15 @@ impl DtlsServer {
                 peer,
                 bytes: bytes.to_vec(),
             }),
-            EndpointEvent::PeerClosed if self.sessions.remove(&peer).is_some() => {
-                self.events.push_back(ServerEvent::Closed { peer });
+            EndpointEvent::PeerClosed => {
+                // `Closed` is for sessions; a handshake that ends is just gone.
+                if self
+                    .sessions
+                    .remove(&peer)
+                    .is_some_and(|s| s.identity.is_some())
+                {
+                    self.events.push_back(ServerEvent::Closed { peer });
+                }
             }
             _ => {}
         }

@@ -109,6 +109,9 @@ pub(crate) struct RawMount {
 pub(crate) struct RawNetwork {
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Local addresses to bind / listen on; absent = outbound only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -391,6 +394,7 @@ impl Component {
                     .collect(),
                 network: (!s.network.is_none()).then(|| RawNetwork {
                     allow: s.network.allow.iter().map(NetRule::to_string).collect(),
+                    bind: s.network.bind.iter().map(NetRule::to_string).collect(),
                 }),
                 restart: Some(RawRestart {
                     policy: Some(s.restart.policy.as_str().to_string()),
@@ -672,6 +676,16 @@ impl RawSandbox {
                     .map(|(i, a)| {
                         NetRule::parse(a).map_err(|e| {
                             PackageError::invalid(format!("{key}.network.allow[{i}]"), e)
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                bind: n
+                    .bind
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        NetRule::parse(a).map_err(|e| {
+                            PackageError::invalid(format!("{key}.network.bind[{i}]"), e)
                         })
                     })
                     .collect::<Result<_>>()?,

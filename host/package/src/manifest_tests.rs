@@ -373,3 +373,32 @@ fn a_package_needs_a_component() {
     let text = "manifest-version = 1\n[package]\nname = \"x\"\nversion = \"1.0.0\"\n";
     assert!(err(text).to_string().contains("at least one"));
 }
+
+#[test]
+fn network_bind_names_the_local_addresses_and_round_trips() {
+    let text = format!(
+        "{}[component.sandbox]\nnetwork = {{ allow = [\"10.0.0.0/8:*\"], bind = [\"0.0.0.0:8080\", \"[::1]:5683\"] }}\n",
+        minimal()
+    );
+    let m = Manifest::from_toml(&text).unwrap();
+    let n = &m.components[0].sandbox.network;
+    assert_eq!(n.bind.len(), 2);
+    assert_eq!(n.bind[0].to_string(), "0.0.0.0:8080");
+    assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+    // Bind only (a server answering `allow`ed peers) is a grant too.
+    let only = format!(
+        "{}[component.sandbox]\nnetwork = {{ bind = [\"127.0.0.1:8080\"] }}\n",
+        minimal()
+    );
+    assert!(
+        !Manifest::from_toml(&only).unwrap().components[0]
+            .sandbox
+            .network
+            .is_none()
+    );
+    let bad = format!(
+        "{}[component.sandbox]\nnetwork = {{ bind = [\"0.0.0.0\"] }}\n",
+        minimal()
+    );
+    assert!(err(&bad).to_string().contains("network.bind[0]"));
+}

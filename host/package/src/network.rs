@@ -104,17 +104,21 @@ impl fmt::Display for NetRule {
     }
 }
 
-/// What a component may connect to; empty means no network (the default).
+/// What a component may connect to and listen on; empty means no network (the default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkGrant {
-    /// Allowed destinations.
+    /// Allowed peers: destinations to connect or send to, sources to receive or accept from.
     pub allow: Vec<NetRule>,
+    /// Local addresses the guest may bind and listen on (`0.0.0.0:8080`: every
+    /// interface; `127.0.0.1:8080`: loopback only). Empty: outbound only, the
+    /// OS picks the local port of each connection.
+    pub bind: Vec<NetRule>,
 }
 
 impl NetworkGrant {
-    /// True when no destination is allowed: the runtime should not give the guest sockets at all.
+    /// True when nothing is granted: the runtime should not give the guest sockets at all.
     pub fn is_none(&self) -> bool {
-        self.allow.is_empty()
+        self.allow.is_empty() && self.bind.is_empty()
     }
 
     /// True when some rule allows `target`.

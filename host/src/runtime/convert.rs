@@ -10,6 +10,17 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn net_rule(r: &m::NetRule) -> NetRule {
+    NetRule {
+        addr: r.addr,
+        prefix: r.prefix,
+        port: match r.port {
+            PortRange::Any => None,
+            PortRange::Port(p) => Some(p),
+        },
+    }
+}
+
 /// Resolves a validated manifest into what the runtime stores and runs.
 pub fn package_spec(man: &m::Manifest) -> PackageSpec {
     PackageSpec {
@@ -30,6 +41,7 @@ fn component_spec(c: &m::Component) -> ComponentSpec {
             backoff_ms: millis(sb.restart.backoff),
         },
         m::RestartPolicy::Always => RestartPolicy::Always {
+            max_retries: sb.restart.max_retries,
             backoff_ms: millis(sb.restart.backoff),
         },
     };
@@ -56,19 +68,8 @@ fn component_spec(c: &m::Component) -> ComponentSpec {
                     guest: r.guest.clone(),
                 })
                 .collect(),
-            network: sb
-                .network
-                .allow
-                .iter()
-                .map(|r| NetRule {
-                    addr: r.addr,
-                    prefix: r.prefix,
-                    port: match r.port {
-                        PortRange::Any => None,
-                        PortRange::Port(p) => Some(p),
-                    },
-                })
-                .collect(),
+            network: sb.network.allow.iter().map(net_rule).collect(),
+            network_bind: sb.network.bind.iter().map(net_rule).collect(),
             restart,
             log_cap: sb.log_cap_bytes,
             stop_grace_ms: millis(sb.stop_grace),

@@ -107,12 +107,13 @@ fn build_state(setup: &InstanceSetup, stop: Arc<StopSignal>) -> Result<HostState
         b.preopened_dir(&host, &m.guest, FsPerms::ReadOnly)
             .map_err(|e| format!("preopen {}: {e:#}", m.guest))?;
     }
-    if !sb.network.is_empty() {
+    if !sb.network.is_empty() || !sb.network_bind.is_empty() {
         // Name lookup stays off: the allow list is addresses, not names.
-        let rules: Arc<[NetRule]> = sb.network.clone().into();
+        let peers: Arc<[NetRule]> = sb.network.clone().into();
+        let binds: Arc<[NetRule]> = sb.network_bind.clone().into();
         b.allow_tcp(true).allow_udp(true);
         b.socket_addr_check(move |addr, usage| {
-            let ok = net_allowed(&rules, &addr, usage);
+            let ok = net_allowed(&peers, &binds, &addr, usage);
             Box::pin(async move { ok })
         });
     }
@@ -126,12 +127,31 @@ fn build_state(setup: &InstanceSetup, stop: Arc<StopSignal>) -> Result<HostState
     })
 }
 
-/// Binds to the wildcard address are how the OS picks a local port; every use
-/// naming a peer or a listening address must match the allow list.
-fn net_allowed(rules: &[NetRule], addr: &SocketAddr, usage: SocketAddrUse) -> bool {
-    let implicit_bind = matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
-        && addr.ip().is_unspecified();
-    implicit_bind || rules.iter().any(|r| r.matches(addr))
+/// Peers (connect, send, receive, accept) must match `peers`; local
+/// addresses (bind, listen) must match `binds`. The one exception is the
+/// implicit bind before an outbound connect or send, which wasmtime-wasi
+/// checks as the wildcard address with port 0 (the OS picks an ephemeral
+/// port): allowed when some peer is. Before, any wildcard bind passed, so any
+/// grant let a guest take any UDP port (and, with a wide allow list, listen on
+/// any TCP port) on every interface.
+fn net_allowed(
+    peers: &[NetRule],
+    binds: &[NetRule],
+    addr: &SocketAddr,
+    usage: SocketAddrUse,
+) -> bool {
+    let matches = |rules: &[NetRule]| rules.iter().any(|r| r.matches(addr));
+    match usage {
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            let ephemeral = addr.ip().is_unspecified() && addr.port() == 0;
+            (ephemeral && !peers.is_empty()) || matches(binds)
+        }
+        SocketAddrUse::TcpListen => matches(binds),
+        SocketAddrUse::TcpConnect
+        | SocketAddrUse::TcpAccept
+        | SocketAddrUse::UdpSend
+        | SocketAddrUse::UdpReceive => matches(peers),
+    }
 }
 
 /// Instantiates and runs `run` to completion. Cancel-safe: dropping the future
@@ -165,7 +185,7 @@ pub async fn run_instance(
             return if store.data().limiter.hit {
                 ExitStatus::MemoryLimitExceeded { limit }
             } else {
-                ExitStatus::StartFailed(format!("{e:#}"))
+                ExitStatus::StartFailed(describe_failure(&e))
             };
         }
     };
@@ -184,14 +204,58 @@ pub async fn run_instance(
             {
                 ExitStatus::Stopped { forced: true }
             } else {
-                let msg = match e.downcast_ref::<wasmtime::Trap>() {
-                    Some(t) => t.to_string(),
-                    None => format!("{e}"),
-                };
-                ExitStatus::Trapped(msg)
+                ExitStatus::Trapped(describe_failure(&e))
             }
         }
     }
+}
+
+/// Longest failure description kept: it goes into the status the LwM2M side
+/// reports and into every log line about the exit, and its causes can carry
+/// guest-chosen text.
+const MAX_FAILURE_TEXT: usize = 512;
+
+/// Why an instance failed, on one escaped line of at most [`MAX_FAILURE_TEXT`]
+/// bytes: the trap code's description (`wasm trap: out of bounds memory
+/// access`, `... call stack exhausted`, `... interrupt`), then every cause in
+/// the error's chain, then the innermost wasm frame. wasmtime wraps each error
+/// from guest code in its backtrace, whose own text is only "error while
+/// executing at wasm backtrace:" and frame addresses: printed alone (`{e}`),
+/// a host call that failed (a bad resource handle, say) said nothing of why.
+fn describe_failure(e: &wasmtime::Error) -> String {
+    let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>();
+    let backtrace_text = backtrace.map(ToString::to_string);
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        parts.push(trap.to_string());
+    }
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let is_backtrace = backtrace_text.as_deref() == Some(text.as_str());
+        if !is_backtrace && !text.is_empty() && !parts.contains(&text) {
+            parts.push(text);
+        }
+    }
+    if parts.is_empty() {
+        parts.push("unknown failure".to_string());
+    }
+    let mut msg = parts.join(": ");
+    if let Some(frame) = backtrace.and_then(|b| b.frames().first()) {
+        match frame.func_name() {
+            Some(name) => msg.push_str(&format!(" (in {name})")),
+            None => msg.push_str(&format!(" (in wasm function {})", frame.func_index())),
+        }
+    }
+    let mut msg = wasmdm_package::display::escape(&msg).into_owned();
+    if msg.len() > MAX_FAILURE_TEXT {
+        let mut end = MAX_FAILURE_TEXT;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push('…');
+    }
+    msg
 }
 
 #[cfg(test)]
@@ -208,12 +272,30 @@ mod tests {
         let ok: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:80".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        assert!(net_allowed(&rules, &ok, SocketAddrUse::TcpConnect));
-        assert!(!net_allowed(&rules, &other, SocketAddrUse::TcpConnect));
-        assert!(!net_allowed(&rules, &other, SocketAddrUse::UdpSend));
-        // The implicit bind before a connect uses the wildcard address.
-        assert!(net_allowed(&rules, &any, SocketAddrUse::TcpBind));
-        assert!(!net_allowed(&rules, &any, SocketAddrUse::TcpListen));
-        assert!(!net_allowed(&[], &ok, SocketAddrUse::TcpConnect));
+        let any_8080: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(net_allowed(&rules, &[], &ok, SocketAddrUse::TcpConnect));
+        assert!(!net_allowed(&rules, &[], &other, SocketAddrUse::TcpConnect));
+        assert!(!net_allowed(&rules, &[], &other, SocketAddrUse::UdpSend));
+        // The implicit bind before a connect uses the wildcard address, port 0.
+        assert!(net_allowed(&rules, &[], &any, SocketAddrUse::TcpBind));
+        assert!(net_allowed(&rules, &[], &any, SocketAddrUse::UdpBind));
+        assert!(!net_allowed(&[], &[], &any, SocketAddrUse::UdpBind));
+        // Outbound only: no chosen port, no listening.
+        assert!(!net_allowed(&rules, &[], &any_8080, SocketAddrUse::UdpBind));
+        assert!(!net_allowed(&rules, &[], &any_8080, SocketAddrUse::TcpBind));
+        assert!(!net_allowed(&rules, &[], &ok, SocketAddrUse::TcpBind));
+        assert!(!net_allowed(&rules, &[], &any, SocketAddrUse::TcpListen));
+        assert!(!net_allowed(&[], &[], &ok, SocketAddrUse::TcpConnect));
+        // A bind grant names exactly what may be bound and listened on.
+        let binds = [NetRule {
+            addr: "127.0.0.1".parse().unwrap(),
+            prefix: 32,
+            port: Some(8080),
+        }];
+        assert!(net_allowed(&[], &binds, &ok, SocketAddrUse::TcpBind));
+        assert!(net_allowed(&[], &binds, &ok, SocketAddrUse::TcpListen));
+        assert!(net_allowed(&[], &binds, &ok, SocketAddrUse::UdpBind));
+        assert!(!net_allowed(&[], &binds, &any_8080, SocketAddrUse::TcpBind));
+        assert!(!net_allowed(&[], &binds, &other, SocketAddrUse::TcpListen));
     }
 }

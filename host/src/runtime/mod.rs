@@ -22,7 +22,11 @@ pub use engine::{
 pub use error::RuntimeError;
 pub use foreground::{ForegroundOptions, StopHandle, run_foreground};
 pub use instance::ExitStatus;
-pub use logbuf::{LogLine, LogSource, read_log_file};
+pub use logbuf::{
+    COMPONENT_LOG_BYTES_PER_SEC, COMPONENT_LOG_MIN_BURST_BYTES, HOST_LOG_BURST_BYTES,
+    HOST_LOG_BYTES_PER_SEC, LINE_OVERHEAD_BYTES, LogLine, LogSource, MAX_LINE_BYTES,
+    read_log_file,
+};
 pub use spec::{ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World};
 pub use supervisor::{ComponentState, ComponentStatus, RuntimeEvent};
 
@@ -318,6 +322,7 @@ impl Runtime {
                 .as_ref()
                 .err()
                 .map(|e| ExitStatus::StartFailed(e.clone())),
+            crash_loop: false,
         };
         Comp {
             spec: spec.clone(),
@@ -368,6 +373,7 @@ impl Runtime {
             let mut st = comp.status.lock().unwrap_or_else(|p| p.into_inner());
             st.active = true;
             st.restart_count = 0;
+            st.crash_loop = false;
             // Visible at once: activate() returns with the component Starting.
             st.state = ComponentState::Starting;
         }

@@ -94,11 +94,22 @@ pub enum RestartPolicy {
         /// Delay before each restart.
         backoff_ms: u64,
     },
-    /// Restart after every exit until deactivated.
+    /// Restart after every exit until deactivated, at most `max_retries`
+    /// times in a row without a healthy run (see the supervisor).
     Always {
+        /// Restarts allowed before the component is marked failed. Records
+        /// written before this field existed get the manifest's default.
+        #[serde(default = "default_max_retries")]
+        max_retries: u32,
         /// Delay before each restart.
         backoff_ms: u64,
     },
+}
+
+/// The manifest's default `max-retries`, for `Always` records stored before
+/// `max-retries` applied to it (then it restarted without limit).
+fn default_max_retries() -> u32 {
+    wasmdm_package::Restart::default().max_retries
 }
 
 /// A read-only directory shipped in the package.
@@ -125,8 +136,12 @@ pub struct Sandbox {
     pub data_quota: u64,
     /// Read-only package directories.
     pub readonly: Vec<ReadonlyMount>,
-    /// Network allow list; empty = no network at all.
+    /// Network allow list (peers); empty with `network_bind` empty = no network at all.
     pub network: Vec<NetRule>,
+    /// Local addresses the guest may bind and listen on; empty = outbound
+    /// only. Absent from records written before binds were confined.
+    #[serde(default)]
+    pub network_bind: Vec<NetRule>,
     /// Restart policy.
     pub restart: RestartPolicy,
     /// Bytes of log kept in memory.
@@ -145,6 +160,7 @@ impl Default for Sandbox {
             data_quota: 16 << 20,
             readonly: Vec::new(),
             network: Vec::new(),
+            network_bind: Vec::new(),
             restart: RestartPolicy::No,
             log_cap: 64 << 10,
             stop_grace_ms: 2000,

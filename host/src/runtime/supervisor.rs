@@ -1,6 +1,14 @@
 //! One supervisor task per active component: runs the instance, stops it on
 //! request (soft, then forced after the grace period, then dropped), enforces the
 //! disk quota and applies the restart policy.
+//!
+//! Restarts are damped whatever the manifest says: `max-retries` bounds every
+//! policy, each delay is at least [`MIN_RESTART_BACKOFF`] and doubles with each
+//! restart in a row up to [`MAX_RESTART_BACKOFF`], and only a run of
+//! [`HEALTHY_RUN`] or longer starts a fresh budget. A guest that traps at
+//! start with `policy = "always"`, `backoff-ms = 0` restarted ~840 times a
+//! second forever; now it is marked failed, as a crash loop, after
+//! `max-retries` restarts and a few seconds.
 
 use super::engine::{EPOCH_TICK, EngineShared};
 use super::host::{HostState, StopSignal};
@@ -9,7 +17,7 @@ use super::logbuf::LogSource;
 use super::spec::RestartPolicy;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -46,6 +54,27 @@ pub struct ComponentStatus {
     pub restart_count: u32,
     /// How the last instance ended.
     pub last_exit: Option<ExitStatus>,
+    /// The restart policy gave up: `max-retries` restarts in a row, none
+    /// after a healthy run, ended badly. The state is then `Failed`.
+    pub crash_loop: bool,
+}
+
+/// Shortest delay before a restart, whatever `backoff-ms` says.
+pub const MIN_RESTART_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest delay before a restart: the doubling stops here.
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+/// An instance that ran this long was healthy: the next failure starts a new
+/// retry budget and the backoff starts again from `backoff-ms`.
+pub const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// The delay before restart number `n` (1-based) of a run of failures:
+/// `backoff` (at least [`MIN_RESTART_BACKOFF`]) doubled `n - 1` times, at most
+/// [`MAX_RESTART_BACKOFF`].
+pub fn restart_delay(backoff: Duration, n: u32) -> Duration {
+    let base = backoff.max(MIN_RESTART_BACKOFF);
+    let doublings = n.saturating_sub(1).min(31);
+    base.saturating_mul(1u32 << doublings)
+        .min(MAX_RESTART_BACKOFF)
 }
 
 /// Broadcast to the LwM2M layer whenever a component's actual state changes.
@@ -164,10 +193,12 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
     let _keepalive = Arc::clone(&args.keepalive);
     let sb = args.setup.sandbox.clone();
     let grace = Duration::from_millis(sb.stop_grace_ms);
+    // Restarts since the last healthy run.
     let mut retries: u32 = 0;
     loop {
         set_state(&args, ComponentState::Starting, None);
         let signal = StopSignal::new();
+        let run_started = Instant::now();
         let mut handle = tokio::spawn(run_instance(
             args.engine.clone(),
             args.pre.clone(),
@@ -211,7 +242,10 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
             set_state(&args, ComponentState::Inactive, Some(exit));
             return;
         }
-        let restart = match (&exit, sb.restart) {
+        if run_started.elapsed() >= HEALTHY_RUN {
+            retries = 0;
+        }
+        let policy = match (&exit, sb.restart) {
             (ExitStatus::DiskQuotaExceeded { .. }, _) => None,
             (_, RestartPolicy::No) => None,
             (e, RestartPolicy::OnFailure { .. }) if e.is_success() => None,
@@ -220,27 +254,55 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
                 RestartPolicy::OnFailure {
                     max_retries,
                     backoff_ms,
+                }
+                | RestartPolicy::Always {
+                    max_retries,
+                    backoff_ms,
                 },
-            ) => (retries < max_retries).then_some(backoff_ms),
-            (_, RestartPolicy::Always { backoff_ms }) => Some(backoff_ms),
+            ) => Some((max_retries, backoff_ms)),
         };
-        let Some(backoff_ms) = restart else {
-            let state = if exit.is_success() {
-                ComponentState::Exited
-            } else {
-                ComponentState::Failed
-            };
-            set_state(&args, state, Some(exit));
+        let final_state = if exit.is_success() {
+            ComponentState::Exited
+        } else {
+            ComponentState::Failed
+        };
+        let Some((max_retries, backoff_ms)) = policy else {
+            set_state(&args, final_state, Some(exit));
             return;
         };
+        if retries >= max_retries {
+            let crash_loop = final_state == ComponentState::Failed;
+            let msg = format!(
+                "not restarting: {retries} restarts in a row without a run of {} s \
+                 (max-retries = {max_retries}){}",
+                HEALTHY_RUN.as_secs(),
+                if crash_loop { "; crash loop" } else { "" },
+            );
+            tracing::warn!(package = %args.package, component = %args.setup.argv0, "{msg}; last exit: {exit}");
+            args.setup.log.push(LogSource::Host, &msg);
+            args.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .crash_loop = crash_loop;
+            set_state(&args, final_state, Some(exit));
+            return;
+        }
         retries = retries.saturating_add(1);
+        let delay = restart_delay(Duration::from_millis(backoff_ms), retries);
+        args.setup.log.push(
+            LogSource::Host,
+            &format!(
+                "restarting in {} ms (restart {retries} of {max_retries})",
+                delay.as_millis()
+            ),
+        );
         {
             let mut st = args.status.lock().unwrap_or_else(|p| p.into_inner());
             st.restart_count = st.restart_count.saturating_add(1);
         }
         set_state(&args, ComponentState::Starting, Some(exit));
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = stop_requested(&mut stop_rx) => {
                 set_state(&args, ComponentState::Inactive, Some(ExitStatus::Stopped { forced: false }));
                 return;
@@ -256,5 +318,21 @@ async fn over_quota(setup: &InstanceSetup, quota: u64) -> bool {
     match tokio::task::spawn_blocking(move || crate::state::dir_size(&dir)).await {
         Ok(Ok(size)) => size > quota,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delay_has_a_floor_doubles_and_is_capped() {
+        let ms = |n| restart_delay(Duration::ZERO, n).as_millis();
+        assert_eq!((ms(1), ms(2), ms(3), ms(4)), (100, 200, 400, 800));
+        let s = Duration::from_secs(1);
+        assert_eq!(restart_delay(s, 1), s);
+        assert_eq!(restart_delay(s, 9), Duration::from_secs(256));
+        assert_eq!(restart_delay(s, 10), MAX_RESTART_BACKOFF);
+        assert_eq!(restart_delay(s, u32::MAX), MAX_RESTART_BACKOFF);
     }
 }

@@ -56,12 +56,15 @@ fn escape_except<'a>(text: &'a str, keep: &[char]) -> Cow<'a, str> {
 /// `\uXXXX` escapes. `serde_json` escapes only C0, so those would reach the terminal raw; they
 /// can only occur inside JSON strings, where the escape means the same character.
 pub fn escape_json(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(is_unsafe) {
+    // serde_json escapes C0 controls inside strings already, so a newline,
+    // tab or CR here is whitespace between tokens (pretty printing): kept.
+    let unsafe_in_json = |c: char| is_unsafe(c) && !matches!(c, '\n' | '\t' | '\r');
+    if !json.chars().any(unsafe_in_json) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if is_unsafe(c) {
+        if unsafe_in_json(c) {
             let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
             out.push(c);
@@ -185,5 +188,17 @@ mod tests {
         }
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, escape_lines(HOSTILE));
+    }
+
+    #[test]
+    fn pretty_json_stays_json() {
+        // As serde_json's pretty printer lays it out: a raw ESC can only be
+        // one that reached it unescaped (U+001B is escaped by serde_json
+        // itself; C1 and bidi characters are not).
+        let pretty = "[\n  {\n    \"name\": \"a\u{9b}\u{202e}\"\n  }\n]";
+        assert_eq!(
+            escape_json(pretty),
+            "[\n  {\n    \"name\": \"a\\u009b\\u202e\"\n  }\n]"
+        );
     }
 }

@@ -1236,6 +1236,18 @@ fn adopt_unmanaged(
         if bindings.values().any(|name| *name == package.name) {
             continue;
         }
+        // A /9 instance that delivered this package and was killed between
+        // the runtime's install commit and its own INSTALLED record: its
+        // re-issued Install binds it there (one name, one instance).
+        let delivered_here = swmgmt.instances().into_iter().any(|i| {
+            swmgmt.instance(i).is_some_and(|p| {
+                p.pkg_name == package.name
+                    && p.update_state == wasmdm_proto::swmgmt::UpdateState::Delivered
+            })
+        });
+        if delivered_here {
+            continue;
+        }
         let active = package.components.iter().any(|c| c.active);
         let Some(iid) = swmgmt.adopt(Installed {
             name: package.name.clone(),

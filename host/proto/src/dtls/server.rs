@@ -345,11 +345,8 @@ impl DtlsServer {
             }),
             EndpointEvent::PeerClosed => {
                 // `Closed` is for sessions; a handshake that ends is just gone.
-                if self
-                    .sessions
-                    .remove(&peer)
-                    .is_some_and(|s| s.identity.is_some())
-                {
+                let removed = self.sessions.remove(&peer);
+                if removed.is_some_and(|s| s.identity.is_some()) {
                     self.events.push_back(ServerEvent::Closed { peer });
                 }
             }

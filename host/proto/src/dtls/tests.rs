@@ -766,6 +766,9 @@ fn a_lost_final_flight_is_repeated_although_ccs_records_are_cut() {
 
 #[test]
 fn a_first_client_hello_has_no_cookie() {
-    assert_eq!(record::client_hello_has_cookie(&client_hello()), Some(false));
+    assert_eq!(
+        record::client_hello_has_cookie(&client_hello()),
+        Some(false)
+    );
     assert_eq!(record::client_hello_has_cookie(b"\x17\xfe\xfd"), None);
 }

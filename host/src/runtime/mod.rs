@@ -24,8 +24,7 @@ pub use foreground::{ForegroundOptions, StopHandle, run_foreground};
 pub use instance::ExitStatus;
 pub use logbuf::{
     COMPONENT_LOG_BYTES_PER_SEC, COMPONENT_LOG_MIN_BURST_BYTES, HOST_LOG_BURST_BYTES,
-    HOST_LOG_BYTES_PER_SEC, LINE_OVERHEAD_BYTES, LogLine, LogSource, MAX_LINE_BYTES,
-    read_log_file,
+    HOST_LOG_BYTES_PER_SEC, LINE_OVERHEAD_BYTES, LogLine, LogSource, MAX_LINE_BYTES, read_log_file,
 };
 pub use spec::{ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World};
 pub use supervisor::{ComponentState, ComponentStatus, RuntimeEvent};

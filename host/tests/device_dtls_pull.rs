@@ -23,10 +23,10 @@
 //! libcoap is only there for builds that do need it.
 //!
 //! The failure path (a file server with another key: Update Result 52,
-//! back to INITIAL) takes ~75 s, the CoAP GET's retransmissions, because
-//! the device gets no alert and its handshake never fails by itself; that
-//! test is `#[ignore]`d (run it with `--ignored`), and it also shows a bug:
-//! the next pull from the same address, once the key is right, fails too.
+//! back to INITIAL) takes ~30 s: OpenSSL drops the Finished it cannot
+//! decrypt without an alert, so the device's handshake fails at its own
+//! deadline, and the pull with it; the next pull from the same address,
+//! with the right key, works.
 //!
 //! Each test is skipped (with a note on stderr) when `coap-server-openssl`
 //! or `coap-client-notls` is missing.
@@ -360,23 +360,14 @@ async fn pull_over_coaps_from_libcoap_installs() {
     server.shutdown().await;
 }
 
-/// Slow (about 75 s, then up to 150 s more while the bug below stands), so
-/// ignored by default: `cargo test -p wasmdm --test device_dtls_pull --
-/// --ignored`.
-///
 /// A file server holding another key: OpenSSL silently drops the Finished
 /// it cannot decrypt and repeats its own flight, so the device sees no
-/// alert; the pull fails only when the CoAP GET runs out of retransmissions
-/// (~73 s), with Update Result 52 and the state back to INITIAL.
-///
-/// Then the file server is given the right key at the same address, and a
-/// new pull must work. It does not yet: the device's DTLS handshake with
-/// that address never ended (rtc-dtls drops its retransmission timer when
-/// the peer repeats its flight, and `DtlsClient` has no deadline of its
-/// own; see host/proto/tests/dtls_seam.rs), so the new GET waits behind it
-/// and this pull fails with 52 too, without a single new ClientHello.
+/// alert. Its handshake fails at the DTLS client's deadline (30 s; rtc-dtls
+/// alone would wait forever, see host/proto/tests/dtls_seam.rs), and the
+/// pull fails with it: Update Result 52, the state back to INITIAL. Then
+/// the file server gets the right key at the same address, and a new pull
+/// works (a new handshake after the back-off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (~75 s before Update Result 52); run with --ignored"]
 async fn pull_from_a_coaps_server_with_another_key_fails_with_52_then_works() {
     let (Some(libcoap), Some(put)) = (tool("coap-server-openssl"), tool("coap-client-notls"))
     else {

@@ -248,6 +248,8 @@ struct Driver {
     work_tx: mpsc::UnboundedSender<Work>,
     work_rx: mpsc::UnboundedReceiver<Work>,
     coap_downloads: BTreeMap<DownloadId, u16>,
+    /// The file server of each CoAP pull (a failed handshake fails its pulls).
+    coap_download_peers: BTreeMap<DownloadId, SocketAddr>,
     /// Deliveries being written block by block (push, CoAP pull): kept open
     /// between blocks, since only synced bytes survive a reopen.
     open_deliveries: BTreeMap<u16, crate::runtime::Delivery>,
@@ -356,6 +358,7 @@ impl Driver {
             work_tx,
             work_rx,
             coap_downloads: BTreeMap::new(),
+            coap_download_peers: BTreeMap::new(),
             open_deliveries: BTreeMap::new(),
             http_cancel: BTreeMap::new(),
             http_trust,
@@ -485,10 +488,44 @@ impl Driver {
         loop {
             self.flush_transmits().await?;
             let (handled, _) = self.drain_events(Instant::now())?;
-            if handled == 0 {
+            let failed = self.fail_pulls_of_failed_file_servers(Instant::now())?;
+            if handled == 0 && !failed {
                 return Ok(());
             }
         }
+    }
+
+    /// A `coaps://` pull whose file server refused or never finished the
+    /// handshake fails at once with 52 (its retries would only wait for CoAP
+    /// to give up). Returns whether any did.
+    fn fail_pulls_of_failed_file_servers(&mut self, now: Instant) -> Result<bool, DeviceError> {
+        let failed = self.transport.take_failed_file_servers();
+        self.coap_download_peers
+            .retain(|id, _| self.coap_downloads.contains_key(id));
+        let doomed: Vec<DownloadId> = self
+            .coap_download_peers
+            .iter()
+            .filter(|(_, peer)| failed.contains(peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &doomed {
+            self.coap_download_peers.remove(id);
+            self.client.cancel_download(now, *id);
+            if let Some(iid) = self.coap_downloads.remove(id) {
+                warn!(
+                    instance = iid,
+                    "CoAP download failed: no DTLS session with the file server"
+                );
+                self.open_deliveries.remove(&iid);
+                self.discard_delivery(iid);
+                let report = self
+                    .swmgmt
+                    .lock()
+                    .download_failed(iid, UpdateResult::ConnectionLost);
+                self.apply(now, report)?;
+            }
+        }
+        Ok(!doomed.is_empty())
     }
 
     async fn flush_transmits(&mut self) -> Result<(), DeviceError> {
@@ -950,6 +987,7 @@ impl Driver {
                 .client
                 .start_download(now, peer, segments, query, start_block, etag);
             self.coap_downloads.insert(id, iid);
+            self.coap_download_peers.insert(id, peer);
             return Ok(());
         }
         let cancel = Arc::new(AtomicBool::new(false));

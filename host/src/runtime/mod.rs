@@ -14,6 +14,7 @@ mod instance;
 mod logbuf;
 mod spec;
 mod supervisor;
+mod trust;
 
 pub use delivery::{DeliveredInfo, Delivery};
 pub use engine::{
@@ -121,6 +122,13 @@ struct PackageRecord {
     /// Activated components (desired state, restored at open).
     active: BTreeSet<String>,
     for_update: bool,
+    /// Who signed the manifest when it was installed (key fingerprint), if
+    /// anyone.
+    #[serde(default)]
+    signed_by: Option<String>,
+    /// False for records written before signers were kept: nothing to check.
+    #[serde(default)]
+    signer_recorded: bool,
 }
 
 struct Comp {
@@ -182,8 +190,21 @@ impl Runtime {
     /// Opens the data directory: takes the lock, removes crash leftovers, restores
     /// installed packages (recompiling if the engine changed) and restarts what was active.
     pub async fn open(config: RuntimeConfig) -> Result<Runtime> {
+        let mut config = config;
         let dirs = DataDir::create(&config.data_dir)?;
         let lock = DirLock::acquire(dirs.root())?;
+        // One trust per data directory: a device records its keys; a
+        // one-shot command adds them to its own, so `wasmdm install` on a
+        // device's directory refuses what the device would.
+        if config.autostart {
+            trust::save(dirs.root(), &config.trusted_keys)?;
+        } else {
+            for key in trust::load(dirs.root())? {
+                if !config.trusted_keys.contains(&key) {
+                    config.trusted_keys.push(key);
+                }
+            }
+        }
         let removed = dirs.remove_temp_files()?;
         if removed > 0 {
             tracing::info!("removed {removed} temp files left by a crash");
@@ -259,9 +280,37 @@ impl Runtime {
         }
         let names: Vec<String> = self.pkgs().keys().cloned().collect();
         for name in names {
+            if let Some(why) = self.untrusted(&name) {
+                tracing::warn!(package = %name, "not started: {why}");
+                continue;
+            }
             self.start_active(&name);
         }
         Ok(())
+    }
+
+    /// Why an installed package may not run under the trust in force now
+    /// (signatures required and it was not signed by a trusted key), if so.
+    /// Installed packages are re-checked at every start, so a package put in
+    /// place with other trust (or none) does not run.
+    fn untrusted(&self, name: &str) -> Option<String> {
+        let trusted = &self.inner.config.trusted_keys;
+        if trusted.is_empty() {
+            return None;
+        }
+        let pkgs = self.pkgs();
+        let record = &pkgs.get(name)?.record;
+        match (record.signer_recorded, record.signed_by.clone()) {
+            // Installed before signers were recorded: nothing to check.
+            (false, _) => None,
+            (true, None) => Some("unsigned, and this device requires trusted signatures".into()),
+            (true, Some(fp)) => {
+                let known = trusted
+                    .iter()
+                    .any(|k| wasmdm_package::signing::fingerprint(k) == fp);
+                (!known).then(|| format!("signed by {fp}, which this device does not trust"))
+            }
+        }
     }
 
     /// Compiles (or loads from cache) every component; failures are kept per component.
@@ -508,7 +557,7 @@ impl Runtime {
         check_name(slot)?;
         let _ops = self.inner.ops.lock().await;
         let slot_dir = self.inner.dirs.delivery(slot);
-        let DeliveredRecord { spec, .. } = delivery::read_delivered(&slot_dir)
+        let DeliveredRecord { spec, info } = delivery::read_delivered(&slot_dir)
             .ok_or_else(|| RuntimeError::NotDelivered(slot.to_string()))?;
         check_name(&spec.name)?;
         let max_mem = self.inner.config.engine.max_memory_per_instance;
@@ -594,6 +643,8 @@ impl Runtime {
             spec,
             generation,
             for_update: false,
+            signed_by: info.signed_by.clone(),
+            signer_recorded: true,
         };
         // Compile and check everything before touching the old package.
         let mut pres = BTreeMap::new();

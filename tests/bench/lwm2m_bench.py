@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """LwM2M benchmarks of `wasmdm device` (issue 3, Speed) on loopback.
 
-Usage: lwm2m_bench.py [--wasmdm BIN] [--reps N] [--quick] {transfer,activate,reads,all}
+Usage: lwm2m_bench.py [--wasmdm BIN] [--reps N] [--quick] {transfer,transfer-dtls,activate,reads,all}
 
 Peers are independent of wasmdm: a minimal LwM2M server (registration only)
 and the control requests run on aiocoap; Block1 pushes and the baseline use
@@ -270,9 +270,9 @@ def make_package(wasmdm, src, dst_dir, name=None, asset_bytes=0):
 # ---------------------------------------------------------------- 1. transfers
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     t0 = time.monotonic()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.monotonic() - t0
 
 
@@ -371,6 +371,350 @@ async def transfer_rounds(args, bench, pkg, uri, xfer, delivered):
         # The device discards the old delivery on a task of its own: let it
         # finish before the next delivery starts.
         await asyncio.sleep(0.5)
+
+
+# ---------------------------------------------------------------- 1b. transfers over DTLS
+
+DTLS_IDENTITY = "bench-dev"
+DTLS_KEY = b"0123456789abcdef"
+# What libcoap (OpenSSL 3) must be held to so it negotiates the suite wasmdm
+# offers first, TLS_PSK_WITH_AES_128_CCM_8; see tests/bench/force_ciphers.c.
+LIBCOAP_PSK_CCM8 = "PSK-AES128-CCM8:@SECLEVEL=0"
+LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
+
+
+def libcoap_dtls_env(shim):
+    return dict(os.environ, LD_PRELOAD=str(shim), WASMDM_FORCE_CIPHERS=LIBCOAP_PSK_CCM8)
+
+
+def build_cipher_shim(work):
+    out = work / "force_ciphers.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(out),
+                    str(ROOT / "tests/bench/force_ciphers.c"), "-ldl"], check=True)
+    return out
+
+
+def free_port_pair():
+    """P with P and P+1 free (libcoap serves coap on P, coaps on P+1)."""
+    for _ in range(100):
+        p = free_port()
+        if p < 65000:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+            finally:
+                s.close()
+    raise RuntimeError("no two consecutive free UDP ports")
+
+
+class Api:
+    """The `wasmdm server` HTTP API with its admin token."""
+
+    def __init__(self, port, token_path):
+        self.port, self.token_path, self.token = port, Path(token_path), None
+
+    def __call__(self, method, path, body=None, raw=None, timeout=60):
+        import urllib.error
+        import urllib.request
+        if self.token is None:
+            self.token = self.token_path.read_text().strip()
+        data, headers = None, {"authorization": f"Bearer {self.token}"}
+        if body is not None:
+            data, headers["content-type"] = json.dumps(body).encode(), "application/json"
+        elif raw is not None:
+            data, headers["content-type"] = raw, "application/octet-stream"
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                     method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{method} {path}: {e.code} {e.read()[:300]!r}") from None
+
+
+class DeviceLog:
+    """The device's log file, read as it grows; times are the lines' own timestamps."""
+
+    def __init__(self, path):
+        self.path, self.offset = Path(path), 0
+
+    def mark(self):
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    async def wait(self, pattern, timeout):
+        """(timestamp s, match) of the next line from the mark on matching `pattern`."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1
+            for raw in chunk[:end].splitlines():
+                self.offset += len(raw) + 1
+                line = ANSI.sub("", raw.decode("utf-8", "replace"))
+                m = rx.search(line)
+                if m:
+                    ts = LOG_TS.match(line)
+                    t = (datetime.datetime.fromisoformat(ts.group(1) + "+00:00").timestamp()
+                         if ts else time.time())
+                    return t, m
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no device log line matching {pattern!r} in {timeout} s")
+            await asyncio.sleep(0.01)
+
+
+async def wait_initial(api, path, timeout=30):
+    """Polls `path` (an Update State) through the DM API until it reads 0 (INITIAL),
+    then lets the device discard the old delivery (its own task) for 0.5 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = api("POST", f"/api/devices/{DTLS_IDENTITY}/dm", {"op": "read", "path": path})
+        if (r.get("values") or {}).get(path) == 0:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} not back to 0: {r}")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+
+
+async def run_campaign_dtls(api, spec, timeout=300):
+    loop = asyncio.get_running_loop()
+    c = await loop.run_in_executor(None, lambda: api("POST", "/api/campaigns", spec))
+    deadline = time.monotonic() + timeout
+    while True:
+        c = await loop.run_in_executor(None, lambda: api("GET", f"/api/campaigns/{c['id']}"))
+        if c["status"] != "running":
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"campaign {spec['op']} still running after {timeout} s")
+        await asyncio.sleep(0.1)
+    job = c["jobs"][0]
+    if job["status"] != "done":
+        raise RuntimeError(f"campaign {spec['op']}: {job['status']} {job.get('details')}")
+    return c
+
+
+class ServerDevice:
+    """`wasmdm server` and one `wasmdm device` registered with it, over DTLS-PSK
+    (`coaps://`, the device's PSK stored through the API) or plain CoAP
+    (`--allow-nosec`, for the comparison)."""
+
+    def __init__(self, wasmdm, work, secure):
+        self.wasmdm, self.work, self.secure = wasmdm, Path(work), secure
+        self.srv = self.dev = None
+
+    async def start(self):
+        self.work.mkdir()
+        self.coap_port, self.coaps_port = free_port(), free_port()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        http_port = sock.getsockname()[1]
+        sock.close()
+        log = open(self.work / "server.log", "w")
+        self.srv = subprocess.Popen(
+            [self.wasmdm, "server", "--coap", f"127.0.0.1:{self.coap_port}",
+             "--coaps", f"127.0.0.1:{self.coaps_port}", "--http", f"127.0.0.1:{http_port}",
+             "--data-dir", str(self.work / "srv")] + ([] if self.secure else ["--allow-nosec"]),
+            stdout=log, stderr=log, env=dict(os.environ, NO_COLOR="1"))
+        self.api = Api(http_port, self.work / "srv" / "admin-token")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.api("GET", "/api/devices")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("wasmdm server did not come up")
+                await asyncio.sleep(0.2)
+        if self.secure:
+            self.api("PUT", f"/api/security/{DTLS_IDENTITY}",
+                     {"mode": "psk", "identity": DTLS_IDENTITY, "key": DTLS_KEY.hex()})
+        self.api("PUT", "/api/groups/bench", {"endpoints": [DTLS_IDENTITY]})
+        d = self.work / "dev"
+        d.mkdir()
+        (d / "device.toml").write_text("max-packages = 16\nlifetime = 600\n")
+        self.log = DeviceLog(d / "device.log")
+        server = (["--server", f"coaps://127.0.0.1:{self.coaps_port}", "--psk-identity", DTLS_IDENTITY]
+                  if self.secure else ["--server", f"coap://127.0.0.1:{self.coap_port}"])
+        self.dev = subprocess.Popen(
+            [self.wasmdm, "device", "--config", str(d / "device.toml"), "--endpoint", DTLS_IDENTITY,
+             "--data-dir", str(d / "data"), "--bind", "127.0.0.1:0"] + server,
+            stdout=open(d / "device.log", "w"), stderr=subprocess.STDOUT,
+            env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1",
+                     WASMDM_PSK_KEY=DTLS_KEY.hex()))
+        self.suite = None
+        if self.secure:
+            _, m = await self.log.wait(r"DTLS session established.*cipher_suite=(0x[0-9A-Fa-f]+)", 30)
+            self.suite = m.group(1)
+        await self.log.wait(r"registered", 30)
+        self.base_uri = (f"coaps://127.0.0.1:{self.coaps_port}" if self.secure
+                         else f"coap://127.0.0.1:{self.coap_port}")
+
+    async def pull_uri(self, uri):
+        """Device-side seconds from the answered Write of /9/0/3 = `uri` to DELIVERED;
+        then Uninstall back to INITIAL."""
+        self.log.mark()
+        self.api("POST", f"/api/devices/{DTLS_IDENTITY}/dm",
+                 {"op": "write", "path": "/9/0/3", "replace": True, "format": 0,
+                  "payload": uri.encode().hex()})
+        t0, _ = await self.log.wait(r'op="PUT" path=/9/0/3 code=2\.04', 30)
+        t3, _ = await self.log.wait(r"update state -> 3 path=/9/0/7\b", 120)
+        self.api("POST", f"/api/devices/{DTLS_IDENTITY}/dm", {"op": "execute", "path": "/9/0/6"})
+        await self.log.wait(r'op="POST" path=/9/0/6 code=2\.04', 30)
+        await wait_initial(self.api, "/9/0/7")
+        return t3 - t0
+
+    async def campaign(self, sha, push):
+        """(device-side window, campaign POST -> finished) of one `install` campaign
+        of file `sha`, pushed or pulled from this server; then an `uninstall` one."""
+        spec = {"op": "install", "package": "counter", "group": "bench", "file": sha,
+                "quota": 1, "timeout_secs": 300}
+        spec.update({"delivery": "push"} if push else
+                    {"delivery": "pull", "protocol": "coap", "base_uri": self.base_uri})
+        self.log.mark()
+        t = time.monotonic()
+        task = asyncio.create_task(run_campaign_dtls(self.api, spec))
+        # Start: the answered URI Write (pull); for a push, the answer to the
+        # campaign's last request before it (the Observe of /9/x/12), as the
+        # device logs a Block1 transfer's blocks only at debug level.
+        start = (r'op="GET" path=/9/(\d+)/12 code=2\.05' if push
+                 else r'op="PUT" path=/9/(\d+)/3 code=2\.04')
+        t0, m = await self.log.wait(start, 60)
+        t3, _ = await self.log.wait(rf"update state -> 3 path=/9/{m.group(1)}/7\b", 120)
+        await task
+        took = time.monotonic() - t
+        await run_campaign_dtls(self.api, {"op": "uninstall", "package": "counter",
+                                           "group": "bench", "quota": 1})
+        await asyncio.sleep(0.5)
+        return t3 - t0, took
+
+    def stop(self):
+        for p in (self.dev, self.srv):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+async def bench_transfer_dtls(args, work):
+    """Transfers over DTLS-PSK (TLS_PSK_WITH_AES_128_CCM_8), 1024-byte blocks.
+
+    The device's LwM2M server is `wasmdm server --coaps` (the device takes
+    requests from nobody else, and a DTLS client takes none from a peer it
+    has no session with), so pushes are `install` campaigns with push
+    delivery (the server's Block1 Write of /9/x/2 over the session) and
+    server pulls are `install` campaigns with a coaps:// base URI; pulls from
+    libcoap are a Package URI written through the DM API. The device-side
+    window comes from the device log's own timestamps (see ServerDevice).
+    The same campaigns also run against a second server and device over
+    plain CoAP, and every row runs once per round, so load hits all alike.
+    """
+    wasmdm = args.wasmdm
+    counter = ROOT / "guest-examples/out/pkg/counter"
+    sizes = [("1MiB", MIB), ("10MiB", 10 * MIB)]
+    if args.quick:
+        sizes = sizes[:1]
+    shim = build_cipher_shim(work)
+    lenv = libcoap_dtls_env(shim)
+    key = DTLS_KEY.decode()
+    lport = free_port_pair()
+    lsrv = subprocess.Popen(["coap-server-openssl", "-A", "127.0.0.1", "-p", str(lport), "-d", "20",
+                             "-k", key, "-v", "0"], env=lenv,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lbase = f"coaps://127.0.0.1:{lport + 1}"
+    secure = ServerDevice(wasmdm, work / "dtls", True)
+    plain = ServerDevice(wasmdm, work / "plain", False)
+    results = {}
+    try:
+        await secure.start()
+        await plain.start()
+        results["device_cipher_suite"] = secure.suite
+        # What libcoap negotiates under the same forcing (checked, untimed).
+        out = subprocess.run(["coap-client-openssl", "-m", "get", "-v", "9", "-u", DTLS_IDENTITY,
+                              "-k", key, f"{lbase}/"], env=lenv, capture_output=True, text=True)
+        m = re.search(r"Using cipher: (\S+)", out.stdout + out.stderr)
+        results["libcoap_cipher"] = m.group(1) if m else "?"
+        for label, size in sizes:
+            pkg = make_package(wasmdm, counter, work, asset_bytes=size - 64 * 1024)
+            data = pkg.read_bytes()
+            r = {"bytes": len(data)}
+            shas = {}
+            for sd in (secure, plain):
+                f = sd.api("POST", f"/api/files?name=bench-{label}.wdm&description=bench", raw=data)
+                shas[sd.secure] = f["sha256"]
+            rows = {k: [] for k in (
+                "libcoap_put_s", "libcoap_get_s", "libcoap_fixed_s", "pull_coap_delivered_s",
+                "push_block1_delivered_s", "push_block1_campaign_s", "pull_server_delivered_s",
+                "pull_server_campaign_s", "plain_push_block1_delivered_s",
+                "plain_pull_server_delivered_s")}
+
+            async def step(name, fn):
+                if r.get(name + "_error"):
+                    return
+                try:
+                    await fn()
+                except Exception as e:  # recorded, not fatal: the other rows still run
+                    r[name + "_error"] = f"{type(e).__name__}: {e}"
+                    print(f"{label} {name}: {r[name + '_error']}", flush=True)
+
+            async def libcoap():
+                # libcoap's DTLS client and server, same file, same block size, and
+                # what a DTLS GET of the server's index costs them (process start +
+                # handshake), to read the transfer part off.
+                rows["libcoap_put_s"].append(timed(
+                    ["coap-client-openssl", "-m", "put", "-b", "1024", "-t", "42", "-f", str(pkg),
+                     "-u", DTLS_IDENTITY, "-k", key, f"{lbase}/{pkg.name}"], env=lenv))
+                rows["libcoap_get_s"].append(timed(
+                    ["coap-client-openssl", "-m", "get", "-b", "1024", "-o", str(work / "get.out"),
+                     "-u", DTLS_IDENTITY, "-k", key, f"{lbase}/{pkg.name}"], env=lenv))
+                if Path(work / "get.out").read_bytes() != data:
+                    raise RuntimeError("libcoap DTLS GET returned other bytes")
+                rows["libcoap_fixed_s"].append(timed(
+                    ["coap-client-openssl", "-m", "get", "-u", DTLS_IDENTITY, "-k", key, f"{lbase}/"],
+                    env=lenv))
+
+            async def pull_lib():
+                rows["pull_coap_delivered_s"].append(await secure.pull_uri(f"{lbase}/{pkg.name}"))
+
+            async def push(sd, prefix):
+                w, c = await sd.campaign(shas[sd.secure], True)
+                rows[prefix + "push_block1_delivered_s"].append(w)
+                if sd.secure:
+                    rows["push_block1_campaign_s"].append(c)
+
+            async def pull_server(sd, prefix):
+                w, c = await sd.campaign(shas[sd.secure], False)
+                rows[prefix + "pull_server_delivered_s"].append(w)
+                if sd.secure:
+                    rows["pull_server_campaign_s"].append(c)
+
+            for _ in range(args.reps):
+                await step("libcoap", libcoap)
+                await step("pull_coap", pull_lib)
+                await step("push_block1", lambda: push(secure, ""))
+                await step("plain_push_block1", lambda: push(plain, "plain_"))
+                await step("pull_server", lambda: pull_server(secure, ""))
+                await step("plain_pull_server", lambda: pull_server(plain, "plain_"))
+            for k, v in rows.items():
+                r[k] = summary(v)
+            for sd in (secure, plain):
+                sd.api("DELETE", f"/api/files/{shas[sd.secure]}")
+            results[label] = r
+            print(json.dumps({label: r}), flush=True)
+    finally:
+        secure.stop()
+        plain.stop()
+        if lsrv.poll() is None:
+            lsrv.terminate()
+            lsrv.wait()
+    return results
 
 
 # ---------------------------------------------------------------- 2. activate
@@ -684,7 +1028,7 @@ async def bench_reads(args, work):
 
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["transfer", "activate", "reads", "all"])
+    ap.add_argument("what", choices=["transfer", "transfer-dtls", "activate", "reads", "all"])
     ap.add_argument("--wasmdm", default=str(ROOT / "target/release/wasmdm"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--packages", type=int, default=50)
@@ -692,16 +1036,20 @@ async def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--out", default="bench-lwm2m.json")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--quick", action="store_true", help="transfer-dtls: 1 MiB only")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wasmdm-bench-lwm2m-"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
                "binary": args.wasmdm,
                "aiocoap": getattr(aiocoap, "__version__", None),
+               "reps": args.reps, "invocation": os.environ.get("BENCH_INVOCATION"),
                # The machine may be shared: its load around the run.
                "loadavg_start": os.getloadavg()[0]}
     try:
         if args.what in ("transfer", "all"):
             results["transfer"] = await bench_transfer(args, work)
+        if args.what == "transfer-dtls":
+            results["transfer_dtls"] = await bench_transfer_dtls(args, work)
         if args.what in ("activate", "all"):
             results["activate"] = await bench_activate(args, work)
         if args.what in ("reads", "all"):

@@ -6,7 +6,8 @@ Env: BENCH_CMD (the command line to cite), BENCH_NOTE (a caveat shown in bold).
 
 Only the text between `<!-- lwm2m:begin -->` and `<!-- lwm2m:end -->` is
 replaced (the markers are appended if absent); the rest of the file belongs to
-other benchmarks. Figures are copied from the JSON, targets from issues 3/4.
+other benchmarks, and so does the DTLS section between `<!-- dtls:begin -->`
+and `<!-- dtls:end -->` inside it (tests/bench/dtls_report.py), carried over. Figures are copied from the JSON, targets from issues 3/4.
 """
 
 import json
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- lwm2m:begin -->", "<!-- lwm2m:end -->"
+DTLS_BEGIN, DTLS_END = "<!-- dtls:begin -->", "<!-- dtls:end -->"
 
 
 def machine():
@@ -295,9 +297,13 @@ def main():
         out += ["", ISSUE3_BEFORE["reads"], ""]
     if "scale" in res:
         out += scale(res["scale"])
+    text = dst.read_text() if dst.exists() else ""
+    # The DTLS section (scripts/bench-dtls.sh, tests/bench/dtls_report.py)
+    # sits inside this one so scripts/bench.sh carries it over too: kept as is.
+    if DTLS_BEGIN in text and DTLS_END in text:
+        out.append(DTLS_BEGIN + text.split(DTLS_BEGIN, 1)[1].split(DTLS_END, 1)[0] + DTLS_END)
     out.append(END)
     section = "\n".join(out)
-    text = dst.read_text() if dst.exists() else ""
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]

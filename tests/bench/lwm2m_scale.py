@@ -938,6 +938,9 @@ async def main():
     srv = await asyncio.create_subprocess_exec(
         args.wasmdm, "server", "--coap", f"127.0.0.1:{coap_port}", "--http",
         f"127.0.0.1:{http_port}", "--data-dir", str(work / "data"),
+        # The simulated devices speak plain CoAP and hold no credentials
+        # (a DTLS run of Register: scripts/bench-dtls.sh register).
+        "--allow-nosec", "--no-coaps",
         stdout=log, stderr=log, env=dict(os.environ, NO_COLOR="1"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
                "binary": args.wasmdm, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),

@@ -13,7 +13,7 @@
 //! - A record that fails authentication or is replayed on an established
 //!   association is dropped and the association kept (RFC 6347 §4.1.2.7).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,8 @@ impl Default for ServerLimits {
         ServerLimits {
             max_sessions: 20_000,
             max_half_open: 512,
-            max_half_open_per_ip: 8,
+            // Many devices may share one NAT address and boot together.
+            max_half_open_per_ip: 64,
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(86_400),
             replace_after_idle: Duration::from_secs(30),
@@ -123,6 +124,12 @@ pub struct DtlsServer {
     ep: Endpoint,
     limits: ServerLimits,
     sessions: HashMap<SocketAddr, Session>,
+    /// Kept with every change of `sessions`, so no datagram pays a scan of
+    /// all sessions: the half-open ones (at most `max_half_open`), their
+    /// count per source IP, and the number of established ones.
+    half_open: HashSet<SocketAddr>,
+    half_open_by_ip: HashMap<IpAddr, usize>,
+    established: usize,
     transmits: VecDeque<Datagram>,
     events: VecDeque<ServerEvent>,
     stats: ServerStats,
@@ -153,6 +160,9 @@ impl DtlsServer {
             ),
             limits,
             sessions: HashMap::new(),
+            half_open: HashSet::new(),
+            half_open_by_ip: HashMap::new(),
+            established: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: ServerStats::default(),
@@ -162,15 +172,80 @@ impl DtlsServer {
 
     /// Current counters.
     pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            established: self.established,
+            half_open: self.half_open.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Recounts from `sessions` and compares with the kept counters.
+    #[cfg(test)]
+    pub(crate) fn counters_match(&self) -> bool {
         let established = self
             .sessions
             .values()
             .filter(|s| s.identity.is_some())
             .count();
-        ServerStats {
-            established,
-            half_open: self.sessions.len() - established,
-            ..self.stats.clone()
+        let half_open: HashSet<SocketAddr> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.identity.is_none())
+            .map(|(a, _)| *a)
+            .collect();
+        let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+        for a in &half_open {
+            *by_ip.entry(a.ip()).or_default() += 1;
+        }
+        established == self.established
+            && half_open == self.half_open
+            && by_ip == self.half_open_by_ip
+    }
+
+    fn insert_half_open(&mut self, peer: SocketAddr, session: Session) {
+        if let Some(old) = self.sessions.insert(peer, session) {
+            self.forget(peer, &old);
+        }
+        self.half_open.insert(peer);
+        *self.half_open_by_ip.entry(peer.ip()).or_default() += 1;
+    }
+
+    /// A half-open association becomes a session of `identity`.
+    fn promote(&mut self, peer: SocketAddr, identity: PeerIdentity) -> bool {
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return false;
+        };
+        if s.identity.is_some() {
+            return false;
+        }
+        s.identity = Some(identity);
+        self.half_open.remove(&peer);
+        self.uncount_ip(peer);
+        self.established += 1;
+        true
+    }
+
+    fn take_session(&mut self, peer: SocketAddr) -> Option<Session> {
+        let s = self.sessions.remove(&peer)?;
+        self.forget(peer, &s);
+        Some(s)
+    }
+
+    /// Takes a removed `session` out of the counters.
+    fn forget(&mut self, peer: SocketAddr, session: &Session) {
+        if session.identity.is_some() {
+            self.established = self.established.saturating_sub(1);
+        } else if self.half_open.remove(&peer) {
+            self.uncount_ip(peer);
+        }
+    }
+
+    fn uncount_ip(&mut self, peer: SocketAddr) {
+        if let Some(n) = self.half_open_by_ip.get_mut(&peer.ip()) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.half_open_by_ip.remove(&peer.ip());
+            }
         }
     }
 
@@ -217,7 +292,7 @@ impl DtlsServer {
                 self.stats.refused_hellos += 1;
                 return;
             }
-            self.sessions.insert(
+            self.insert_half_open(
                 from,
                 Session {
                     identity: None,
@@ -282,30 +357,19 @@ impl DtlsServer {
     /// Whether a new handshake from `from` fits the caps (evicting the
     /// stalest half-open one at the total cap).
     fn admit(&mut self, now: Instant, from: SocketAddr) -> bool {
-        let ip: IpAddr = from.ip();
-        let mut half_open = 0;
-        let mut from_ip = 0;
-        let mut established = 0;
-        for (addr, s) in &self.sessions {
-            if s.identity.is_some() {
-                established += 1;
-            } else {
-                half_open += 1;
-                if addr.ip() == ip {
-                    from_ip += 1;
-                }
-            }
-        }
-        if established >= self.limits.max_sessions || from_ip >= self.limits.max_half_open_per_ip {
+        let from_ip = self.half_open_by_ip.get(&from.ip()).copied().unwrap_or(0);
+        if self.established >= self.limits.max_sessions
+            || from_ip >= self.limits.max_half_open_per_ip
+        {
             return false;
         }
-        if half_open >= self.limits.max_half_open {
+        if self.half_open.len() >= self.limits.max_half_open {
             let victim = self
-                .sessions
+                .half_open
                 .iter()
-                .filter(|(_, s)| s.identity.is_none())
+                .filter_map(|a| self.sessions.get(a).map(|s| (*a, s)))
                 .min_by_key(|(_, s)| (s.datagrams > 1, s.started))
-                .map(|(a, _)| *a);
+                .map(|(a, _)| a);
             match victim {
                 Some(v) => {
                     self.stats.refused_hellos += 1;
@@ -330,9 +394,8 @@ impl DtlsServer {
                             .map(|leaf| PeerIdentity::Certificate(certificate_names(leaf)))
                     }
                 });
-                match (identity, self.sessions.get_mut(&peer)) {
-                    (Some(identity), Some(s)) => {
-                        s.identity = Some(identity.clone());
+                match identity {
+                    Some(identity) if self.promote(peer, identity.clone()) => {
                         self.events
                             .push_back(ServerEvent::Established { peer, identity });
                     }
@@ -345,7 +408,7 @@ impl DtlsServer {
             }),
             EndpointEvent::PeerClosed => {
                 // `Closed` is for sessions; a handshake that ends is just gone.
-                let removed = self.sessions.remove(&peer);
+                let removed = self.take_session(peer);
                 if removed.is_some_and(|s| s.identity.is_some()) {
                     self.events.push_back(ServerEvent::Closed { peer });
                 }
@@ -385,10 +448,9 @@ impl DtlsServer {
     /// Runs handshake retransmissions, handshake and idle expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
         let half_open: Vec<(SocketAddr, Instant)> = self
-            .sessions
+            .half_open
             .iter()
-            .filter(|(_, s)| s.identity.is_none())
-            .map(|(a, s)| (*a, s.started))
+            .filter_map(|a| self.sessions.get(a).map(|s| (*a, s.started)))
             .collect();
         for (peer, started) in half_open {
             if now.saturating_duration_since(started) >= self.limits.handshake_timeout {
@@ -424,9 +486,9 @@ impl DtlsServer {
 
     /// The next instant [`DtlsServer::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions
+        self.half_open
             .iter()
-            .filter(|(_, s)| s.identity.is_none())
+            .filter_map(|a| self.sessions.get(a).map(|s| (a, s)))
             .flat_map(|(a, s)| {
                 [
                     self.ep.poll_timeout(a),
@@ -449,7 +511,7 @@ impl DtlsServer {
     }
 
     fn arm_sweep(&mut self, now: Instant) {
-        if self.next_sweep.is_none() && self.sessions.values().any(|s| s.identity.is_some()) {
+        if self.next_sweep.is_none() && self.established > 0 {
             self.next_sweep = Some(now + SWEEP);
         }
     }
@@ -458,7 +520,7 @@ impl DtlsServer {
         self.stats.failed_handshakes += 1;
         self.ep.stop(now, peer);
         self.collect_transmits(Some(peer));
-        self.sessions.remove(&peer);
+        self.take_session(peer);
         self.events.push_back(ServerEvent::Failed { peer, reason });
     }
 
@@ -466,8 +528,7 @@ impl DtlsServer {
     /// an established association.
     fn drop_session(&mut self, now: Instant, peer: SocketAddr, notify: bool) {
         let was_established = self
-            .sessions
-            .remove(&peer)
+            .take_session(peer)
             .is_some_and(|s| s.identity.is_some());
         self.ep.stop(now, peer);
         let keep = notify && was_established;

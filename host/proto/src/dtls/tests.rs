@@ -335,8 +335,10 @@ fn a_client_hello_flood_is_capped_and_a_real_client_still_gets_in() {
     c.send(now, addr(SERVER), b"register").unwrap();
     pump(now, &mut c, &mut s);
     assert!(c.is_established(addr(SERVER)));
+    assert!(s.counters_match());
     // Half-open associations expire.
     s.handle_timeout(now + Duration::from_secs(31));
+    assert!(s.counters_match());
     assert_eq!(s.stats().half_open, 0);
     assert_eq!(s.stats().established, 1);
 }
@@ -357,6 +359,7 @@ fn a_new_client_hello_replaces_a_session_only_once_it_is_idle() {
     pump(later, &mut c2, &mut s);
     assert!(c2.is_established(addr(SERVER)));
     let events = server_events(&mut s);
+    assert!(s.counters_match());
     assert!(events.contains(&ServerEvent::Closed { peer: addr(CLIENT) }));
     assert!(events.contains(&ServerEvent::Data {
         peer: addr(CLIENT),
@@ -714,6 +717,7 @@ fn random_and_mutated_datagrams_neither_crash_nor_cost_a_session() {
             .any(|e| matches!(e, ClientEvent::Data { .. }))
     );
     assert!(s.stats().half_open <= ServerLimits::default().max_half_open);
+    assert!(s.counters_match());
     // The real session still carries data both ways.
     assert!(c.is_established(addr(SERVER)));
     c.send(now, addr(SERVER), b"still here").unwrap();

@@ -70,6 +70,18 @@ fn deliver(net: &Net, ep: &str, i: u16, file: &serde_json::Value) {
     wait_state(net, ep, i, 3);
 }
 
+/// Uploads the counter example as `version`; returns the file record.
+fn upload_counter(net: &Net, version: &str) -> serde_json::Value {
+    net.api
+        .upload(
+            &device_support::pack_example("counter", version),
+            &format!("counter-{version}.wdm"),
+            None,
+            None,
+        )
+        .unwrap()
+}
+
 fn execute(net: &Net, ep: &str, path: &str, args: Option<&str>) -> serde_json::Value {
     dm(
         net,
@@ -88,16 +100,7 @@ fn a_package_name_lives_in_one_instance() {
     let config = net.config("twice-1", format!("coap://{}", net.bound.coap));
     net.device(config);
     net.wait_online(&["twice-1"]);
-    let upload = |version: &str| {
-        net.api
-            .upload(
-                &device_support::pack_example("counter", version),
-                &format!("counter-{version}.wdm"),
-                None,
-                None,
-            )
-            .unwrap()
-    };
+    let upload = |version: &str| upload_counter(&net, version);
     let (v1, v2) = (upload("1.0.0"), upload("2.0.0"));
     deliver(&net, "twice-1", 0, &v1);
     assert_eq!(execute(&net, "twice-1", "/9/0/4", None)["code"], "2.04");
@@ -155,16 +158,7 @@ fn a_downgrade_is_refused_by_default() {
     let config = net.config("down-1", format!("coap://{}", net.bound.coap));
     net.device(config);
     net.wait_online(&["down-1"]);
-    let upload = |version: &str| {
-        net.api
-            .upload(
-                &device_support::pack_example("counter", version),
-                &format!("counter-{version}.wdm"),
-                None,
-                None,
-            )
-            .unwrap()
-    };
+    let upload = |version: &str| upload_counter(&net, version);
     let (new, old) = (upload("1.0.0"), upload("0.9.0"));
     deliver(&net, "down-1", 0, &new);
     execute(&net, "down-1", "/9/0/4", None);

@@ -516,13 +516,7 @@ impl Driver {
                     instance = iid,
                     "CoAP download failed: no DTLS session with the file server"
                 );
-                self.open_deliveries.remove(&iid);
-                self.discard_delivery(iid);
-                let report = self
-                    .swmgmt
-                    .lock()
-                    .download_failed(iid, UpdateResult::ConnectionLost);
-                self.apply(now, report)?;
+                self.fail_delivery(now, iid, UpdateResult::ConnectionLost)?;
             }
         }
         Ok(!doomed.is_empty())
@@ -599,13 +593,7 @@ impl Driver {
                 Event::DownloadFailed { id, error } => {
                     if let Some(iid) = self.coap_downloads.remove(&id) {
                         warn!(instance = iid, "CoAP download failed: {error}");
-                        self.open_deliveries.remove(&iid);
-                        self.discard_delivery(iid);
-                        let report = self
-                            .swmgmt
-                            .lock()
-                            .download_failed(iid, UpdateResult::ConnectionLost);
-                        self.apply(now, report)?;
+                        self.fail_delivery(now, iid, UpdateResult::ConnectionLost)?;
                     }
                 }
             }
@@ -1070,14 +1058,22 @@ impl Driver {
         e: DeviceError,
     ) -> Result<(), DeviceError> {
         warn!(instance = iid, "cannot store the package: {e}");
+        self.fail_delivery(now, iid, UpdateResult::NotEnoughStorage)?;
+        Err(e)
+    }
+
+    /// A delivery into `iid` failed: its bytes go (SwMgmt §5.1.2.2: "the
+    /// faulty package is removed") and /9 returns to INITIAL with `result`.
+    fn fail_delivery(
+        &mut self,
+        now: Instant,
+        iid: u16,
+        result: UpdateResult,
+    ) -> Result<(), DeviceError> {
         self.open_deliveries.remove(&iid);
         self.discard_delivery(iid);
-        let report = self
-            .swmgmt
-            .lock()
-            .download_failed(iid, UpdateResult::NotEnoughStorage);
-        self.apply(now, report)?;
-        Err(e)
+        let report = self.swmgmt.lock().download_failed(iid, result);
+        self.apply(now, report)
     }
 
     /// The delivery of `iid`, opened once and kept for the following blocks.
@@ -1107,12 +1103,9 @@ impl Driver {
         delivery.set_buffered(true);
         if let Err(e) = delivery.write_at(offset, bytes) {
             warn!(instance = iid, "cannot store downloaded data: {e}");
-            self.open_deliveries.remove(&iid);
-            self.discard_delivery(iid);
             self.coap_downloads.remove(&id);
             self.client.cancel_download(now, id);
-            let report = self.swmgmt.lock().download_failed(iid, update_result(&e));
-            return self.apply(now, report);
+            return self.fail_delivery(now, iid, update_result(&e));
         }
         // The server's ETag becomes durable with the bytes, at the first
         // checkpoint (no sync of its own: a blocking fsync here held up the

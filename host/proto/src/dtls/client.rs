@@ -399,14 +399,6 @@ impl DtlsClient {
 
     /// Moves the endpoint's datagrams to our queue, dropping those for `drop_for`.
     fn collect_transmits(&mut self, drop_for: Option<SocketAddr>) {
-        while let Some(t) = self.ep.poll_transmit() {
-            if Some(t.transport.peer_addr) == drop_for {
-                continue;
-            }
-            self.transmits.push_back(Datagram {
-                to: t.transport.peer_addr,
-                bytes: t.message.to_vec(),
-            });
-        }
+        super::drain_transmits(&mut self.ep, &mut self.transmits, drop_for);
     }
 }

@@ -50,6 +50,24 @@ pub struct Datagram {
     pub bytes: Vec<u8>,
 }
 
+/// Moves `ep`'s queued datagrams to `out`, dropping those for `drop_for`
+/// (an alert or close_notify that must not go out).
+fn drain_transmits(
+    ep: &mut rtc_dtls::endpoint::Endpoint,
+    out: &mut std::collections::VecDeque<Datagram>,
+    drop_for: Option<SocketAddr>,
+) {
+    while let Some(t) = ep.poll_transmit() {
+        if Some(t.transport.peer_addr) == drop_for {
+            continue;
+        }
+        out.push_back(Datagram {
+            to: t.transport.peer_addr,
+            bytes: t.message.to_vec(),
+        });
+    }
+}
+
 /// Who the peer proved to be in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerIdentity {

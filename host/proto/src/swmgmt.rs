@@ -620,8 +620,13 @@ impl PackageInstance {
 
     fn set_state(&mut self, state: UpdateState, ch: &mut Changes) {
         if self.update_state != state {
+            // §5.2: leaving INSTALLED reads DISABLED (the machine is not alive).
+            let before = self.reported_activation();
             self.update_state = state;
             ch.resources.insert(res::UPDATE_STATE);
+            if self.reported_activation() != before {
+                ch.resources.insert(res::ACTIVATION_STATE);
+            }
         }
     }
 
@@ -632,9 +637,28 @@ impl PackageInstance {
         }
     }
 
+    /// Activation State (12) as read and notified: the state the activation
+    /// machine is in, which after an accepted Activate/Deactivate is its
+    /// target. SwMgmt §5.2: "the transition from the INACTIVE State to the
+    /// ACTIVE State occurs when the Activate Executable Resource is
+    /// triggered" (and back on Deactivate), and "the Activation State
+    /// resource is set accordingly". So a Read right after the 2.04 already
+    /// shows it; should the runtime then fail to start (or stop) the
+    /// software, [`PackageInstance::activation_finished`] sets it back and
+    /// the change is notified. `activation` itself stays what the runtime
+    /// last confirmed (what a restart acts on, with `activation_target`).
+    pub fn reported_activation(&self) -> bool {
+        self.update_state == UpdateState::Installed
+            && self.activation_target.unwrap_or(self.activation)
+    }
+
+    /// Sets the confirmed state (and clears the target), noting a change of
+    /// the reported value for notification.
     fn set_activation(&mut self, active: bool, ch: &mut Changes) {
-        if self.activation != active {
-            self.activation = active;
+        let before = self.reported_activation();
+        self.activation = active;
+        self.activation_target = None;
+        if self.reported_activation() != before {
             ch.resources.insert(res::ACTIVATION_STATE);
         }
     }
@@ -1034,11 +1058,14 @@ impl PackageInstance {
                 "Activate/Deactivate need INSTALLED",
             ));
         }
-        let ch = Changes::default();
-        if self.activation_target.unwrap_or(self.activation) == active {
+        let mut ch = Changes::default();
+        if self.reported_activation() == active {
             return Ok(ch);
         }
+        // §5.2: the transition happens on the Execute; the resource shows it
+        // before the 2.04 goes out (see `reported_activation`).
         self.activation_target = Some(active);
+        ch.resources.insert(res::ACTIVATION_STATE);
         Ok(ch.action(if active {
             SwMgmtAction::Activate
         } else {
@@ -1075,7 +1102,8 @@ impl PackageInstance {
             });
         }
         let mut ch = Changes::default();
-        self.activation_target = None;
+        // Notified only if this differs from what the Execute already showed
+        // (a failed start or stop, §5.2).
         self.set_activation(active, &mut ch);
         Ok(ch)
     }
@@ -1153,7 +1181,7 @@ impl PackageInstance {
             res::UPDATE_STATE => single(Value::Integer(self.update_state.code())),
             res::UPDATE_SUPPORTED_OBJECTS => single(Value::Boolean(self.update_supported_objects)),
             res::UPDATE_RESULT => single(Value::Integer(self.update_result.code())),
-            res::ACTIVATION_STATE => single(Value::Boolean(self.activation)),
+            res::ACTIVATION_STATE => single(Value::Boolean(self.reported_activation())),
             res::STATUS_REASON => single(Value::String(self.status_reason.code().to_string())),
             res::COMPONENT_LINK => Ok(Some(ResourceValue::Multiple(
                 (0u16..)

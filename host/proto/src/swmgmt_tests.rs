@@ -34,7 +34,11 @@ fn opaque(v: &[u8]) -> ResourceValue {
 /// (S, R, A) as the server reads them.
 fn sra(sm: &SoftwareManagement) -> (i64, i64, bool) {
     let p = sm.instance(I).unwrap();
-    (p.update_state.code(), p.update_result.code(), p.activation)
+    (
+        p.update_state.code(),
+        p.update_result.code(),
+        p.reported_activation(),
+    )
 }
 
 /// Resource ids notified since the last call.
@@ -884,16 +888,24 @@ fn activation_machine() {
         assert!(!sm.instance(I).unwrap().activation);
     }
     let mut sm = at(At::Installed);
+    let a = |sm: &SoftwareManagement| sm.read(I, res::ACTIVATION_STATE).unwrap();
+    let enabled = Some(ResourceValue::Single(Value::Boolean(true)));
+    let disabled = Some(ResourceValue::Single(Value::Boolean(false)));
     assert_eq!(
         sm.execute(I, res::ACTIVATE, b"").unwrap(),
         vec![Effect::Persist, act(SwMgmtAction::Activate)]
     );
+    // §5.2: ACTIVE on the Execute: read and notified before the 2.04.
+    assert_eq!(a(&sm), enabled);
+    assert_eq!(changed(&mut sm), vec![12]);
     // Already heading there: 2.04, nothing more.
     assert_eq!(sm.execute(I, res::ACTIVATE, b"").unwrap(), vec![]);
     assert_eq!(changed(&mut sm), Vec::<u16>::new());
+    // The runtime confirms: nothing new to notify.
     let r = sm.activation_finished(I, true).unwrap();
-    assert_eq!(r.changed, vec![Path::resource(9, I, 12)]);
+    assert_eq!(r.changed, vec![]);
     assert_eq!(sra(&sm), (4, 2, true));
+    assert!(sm.instance(I).unwrap().activation);
     sm.take_changed();
     // Activate a second time: 2.04, no notification.
     assert_eq!(sm.execute(I, res::ACTIVATE, b"").unwrap(), vec![]);
@@ -902,15 +914,25 @@ fn activation_machine() {
         sm.execute(I, res::DEACTIVATE, b"").unwrap(),
         vec![Effect::Persist, act(SwMgmtAction::Deactivate)]
     );
-    sm.activation_finished(I, false).unwrap();
+    assert_eq!(a(&sm), disabled);
     assert_eq!(changed(&mut sm), vec![12]);
+    sm.activation_finished(I, false).unwrap();
+    assert_eq!(changed(&mut sm), Vec::<u16>::new());
     assert_eq!(sm.execute(I, res::DEACTIVATE, b"").unwrap(), vec![]);
     assert_eq!(changed(&mut sm), Vec::<u16>::new());
-    // A failed start reported as "not active": A stays 0, nothing notified.
+    // A failed start reported as "not active": A showed 1 from the Execute,
+    // goes back to 0, and both changes are notified.
     sm.execute(I, res::ACTIVATE, b"").unwrap();
+    assert_eq!(changed(&mut sm), vec![12]);
     sm.activation_finished(I, false).unwrap();
     assert_eq!(sra(&sm), (4, 2, false));
-    assert_eq!(changed(&mut sm), Vec::<u16>::new());
+    assert_eq!(changed(&mut sm), vec![12]);
+    // Uninstall while heading to ACTIVE: the machine is not alive, A reads 0.
+    sm.execute(I, res::ACTIVATE, b"").unwrap();
+    sm.take_changed();
+    sm.execute(I, res::UNINSTALL, b"").unwrap();
+    assert_eq!(a(&sm), disabled);
+    assert!(changed(&mut sm).contains(&12));
     // Malformed arguments: 4.00.
     assert!(matches!(
         sm.execute(I, res::ACTIVATE, b"x"),

@@ -65,6 +65,10 @@ pub struct DeviceConfig {
     /// on 64-bit hosts) lets compiled guests skip bounds checks; set it to
     /// `max-instance-memory` where address space is scarce.
     pub memory_reservation: u64,
+    /// What the Register payload's root link announces of the content
+    /// formats (reference §1): `single` (default, `ct=110`: what Wakaama-based
+    /// servers accept), `all` (`ct="110 112 11542"`) or `none` (no root link).
+    pub register_content_formats: wasmdm_proto::client::RootLinkFormats,
     /// Values reported in the Device object (/3).
     pub manufacturer: String,
     pub model: String,
@@ -97,6 +101,7 @@ impl Default for DeviceConfig {
             max_instances: engine.max_instances,
             max_instance_memory: engine.max_memory_per_instance,
             memory_reservation: engine.memory_reservation,
+            register_content_formats: Default::default(),
             manufacturer: "wasmdm".into(),
             model: "wasmdm-host".into(),
             serial: default_endpoint(),
@@ -282,6 +287,25 @@ mod tests {
         assert_eq!(c.max_instance_memory, 256 << 20);
         assert!(c.download_ca.is_some());
         assert!(c.download_public_roots);
+    }
+
+    #[test]
+    fn register_content_formats_key() {
+        use wasmdm_proto::client::RootLinkFormats;
+        assert_eq!(
+            DeviceConfig::default().register_content_formats,
+            RootLinkFormats::Single
+        );
+        for (text, want) in [
+            ("single", RootLinkFormats::Single),
+            ("all", RootLinkFormats::All),
+            ("none", RootLinkFormats::None),
+        ] {
+            let c: DeviceConfig =
+                toml::from_str(&format!("register-content-formats = \"{text}\"")).unwrap();
+            assert_eq!(c.register_content_formats, want);
+        }
+        assert!(toml::from_str::<DeviceConfig>("register-content-formats = \"some\"").is_err());
     }
 
     #[test]

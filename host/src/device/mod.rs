@@ -335,6 +335,7 @@ impl Driver {
         );
         let mut engine_config = EngineConfig::new(config.endpoint.clone(), server, seed());
         engine_config.lifetime = config.lifetime;
+        engine_config.register_formats = config.register_content_formats;
         engine_config.push_limit = Some(config.max_package_bytes);
         let objects: Vec<Box<dyn Object>> = vec![
             Box::new(security),
@@ -550,14 +551,25 @@ impl Driver {
                 Event::Registered { location } => {
                     info!(location = %location.join("/"), "registered")
                 }
-                Event::RegistrationFailed { attempt, retry_in } => {
-                    warn!(attempt, retry_in = ?retry_in, "registration failed");
+                Event::RegistrationFailed {
+                    attempt,
+                    code,
+                    retry_in,
+                } => {
+                    // The server's code says why (4.00: it could not parse
+                    // the Register, e.g. the root link's `ct`).
+                    let code = code.map_or_else(|| "no answer".to_string(), |c| c.to_string());
+                    warn!(attempt, %code, retry_in = ?retry_in, "registration failed");
                     self.transport.server_silent(now);
                 }
                 Event::Updated => debug!("registration updated"),
                 Event::ServerSilent => self.transport.server_silent(now),
                 Event::Deregistered => {
                     info!("de-registered");
+                    deregistered = true;
+                }
+                Event::StoppedUnregistered => {
+                    info!("stopped (never registered: nothing to de-register)");
                     deregistered = true;
                 }
                 Event::Effects { pending, effects } => match self.carry_out(now, effects) {

@@ -40,6 +40,7 @@ use crate::object::{Effect, Object, OpError};
 use bodies::{BodyCache, BodyKey, ReadCache};
 use dispatch::{Failure, Operation, Outcome, Target};
 use registration::RegState;
+pub use registration::RootLinkFormats;
 
 /// Engine configuration.
 #[derive(Debug, Clone)]
@@ -54,8 +55,10 @@ pub struct Config {
     pub binding: String,
     /// Enabler version (`lwm2m`), "1.1".
     pub lwm2m_version: String,
-    /// Content formats announced on the root link (reference §1, field notes).
+    /// Content formats the device supports, preferred first (reference §1, field notes).
     pub content_formats: Vec<ContentFormat>,
+    /// Which of them the Register root link announces ([`RootLinkFormats`]).
+    pub register_formats: RootLinkFormats,
     /// Register retry base (60 s in Core 1.1 §6.2.1.1; shorter in tests).
     pub retry_base: Duration,
     /// Cap of the Register back-off.
@@ -86,6 +89,7 @@ impl Config {
                 ContentFormat::SenmlCbor,
                 ContentFormat::Tlv,
             ],
+            register_formats: RootLinkFormats::default(),
             retry_base: Duration::from_secs(60),
             retry_cap: Duration::from_secs(3600),
             max_szx: block::MAX_SZX,
@@ -128,6 +132,9 @@ pub enum Event {
     RegistrationFailed {
         /// Attempt number that failed.
         attempt: u32,
+        /// The server's response code (e.g. 4.00 for a payload it cannot
+        /// parse), `None` when no answer came (timeout or RST).
+        code: Option<Code>,
         /// Back-off before the next attempt.
         retry_in: Duration,
     },
@@ -138,6 +145,10 @@ pub enum Event {
     ServerSilent,
     /// De-registered (2.02, error or timeout after [`Client::deregister`]).
     Deregistered,
+    /// [`Client::deregister`] without a registration to end (never
+    /// registered, or a Register still unanswered): no De-register was
+    /// sent, the client is stopped.
+    StoppedUnregistered,
     /// Effects to carry out; call [`Client::complete`] with `pending` after
     /// the durable ones (Persist, StorePushed) are done.
     Effects {
@@ -225,6 +236,9 @@ pub struct Client {
     attrs: AttributeStore,
     observers: Registry,
     last_notified: HashMap<ObsKey, Vec<u8>>,
+    /// Per observation, the key its observer's follow-up GETs (Block2
+    /// num > 0) carry, under which a large notification's body is kept.
+    notify_keys: HashMap<ObsKey, BodyKey>,
     held: BTreeMap<PendingId, Held>,
     next_pending: PendingId,
     block1: HashMap<(SocketAddr, Vec<String>), Block1Transfer>,
@@ -273,6 +287,7 @@ impl Client {
             attrs: AttributeStore::default(),
             observers: Registry::new(),
             last_notified: HashMap::new(),
+            notify_keys: HashMap::new(),
             held: BTreeMap::new(),
             next_pending: 1,
             block1: HashMap::new(),
@@ -324,7 +339,8 @@ impl Client {
 
     /// The current link payload (objects and instances).
     pub fn link_payload(&self) -> String {
-        registration::link_payload(&self.objects, &self.cfg.content_formats)
+        let formats = self.cfg.register_formats.pick(&self.cfg.content_formats);
+        registration::link_payload(&self.objects, formats)
     }
 
     // ---- B. inputs ----
@@ -409,7 +425,8 @@ impl Client {
         self.pump(now);
     }
 
-    /// De-registers (DELETE location); [`Event::Deregistered`] follows.
+    /// De-registers (DELETE location); [`Event::Deregistered`] follows, or
+    /// [`Event::StoppedUnregistered`] when there was no registration.
     pub fn deregister(&mut self, now: Instant) {
         let location = match std::mem::replace(&mut self.reg, RegState::Deregistered) {
             RegState::Registered { location, .. } => location,
@@ -419,7 +436,7 @@ impl Client {
             }
             RegState::AwaitRegister { ex, .. } => {
                 self.ep.cancel(now, ex);
-                self.events.push_back(Event::Deregistered);
+                self.events.push_back(Event::StoppedUnregistered);
                 return;
             }
             RegState::AwaitDeregister { ex } => {
@@ -427,7 +444,7 @@ impl Client {
                 return;
             }
             _ => {
-                self.events.push_back(Event::Deregistered);
+                self.events.push_back(Event::StoppedUnregistered);
                 return;
             }
         };
@@ -548,6 +565,7 @@ impl Client {
                     // A new registration session: old observations are void.
                     self.observers = Registry::new();
                     self.last_notified.clear();
+                    self.notify_keys.clear();
                     self.reg = RegState::Registered {
                         location: location.clone(),
                         update_at: now + registration::update_delay(self.reg_lifetime),
@@ -561,8 +579,11 @@ impl Client {
                         until: now + retry_in,
                         attempt: attempt + 1,
                     };
-                    self.events
-                        .push_back(Event::RegistrationFailed { attempt, retry_in });
+                    self.events.push_back(Event::RegistrationFailed {
+                        attempt,
+                        code,
+                        retry_in,
+                    });
                 }
             },
             RegState::AwaitUpdate {
@@ -737,13 +758,14 @@ impl Client {
             match block::block2_slice(&response.payload, requested, self.cfg.max_szx) {
                 Ok(Some(slice)) => {
                     let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
-                    if opt.num == 0
-                        && opt.more
-                        && req.packet.get_first_option(CoapOption::Observe).is_none()
-                    {
-                        // Follow-up blocks are sliced from this very body.
+                    if opt.num == 0 && opt.more {
+                        // Follow-up blocks are sliced from this very body
+                        // (also after an Observe registration's first answer:
+                        // the rest comes by plain GETs, RFC 7959 §2.6).
+                        let mut kept = response.clone();
+                        kept.clear_option(CoapOption::Observe);
                         self.bodies
-                            .store(now, BodyKey::of(req.peer, &req.packet), &response);
+                            .store(now, BodyKey::of(req.peer, &req.packet), &kept);
                     }
                     continuation = opt.num > 0;
                     // An ETag lets the reader detect a body changing between blocks (RFC 7959 §2.4).
@@ -887,6 +909,17 @@ impl Client {
                             for old in replaced {
                                 self.last_notified.remove(&old);
                             }
+                            // RFC 7959 §2.6: the block size asked for in the
+                            // Observe request holds for its notifications.
+                            let szx = BlockOpt::read(&req.packet, CoapOption::Block2)
+                                .ok()
+                                .flatten()
+                                .map(|b| b.szx);
+                            self.observers.set_block_szx(&key, szx);
+                            let observers = &self.observers;
+                            self.notify_keys.retain(|k, _| observers.get(k).is_some());
+                            self.notify_keys
+                                .insert(key.clone(), BodyKey::of(req.peer, &req.packet));
                             self.last_notified.insert(key, out.response.payload.clone());
                             let seq = self.observers.next_seq();
                             msg::set_uint(&mut out.response, CoapOption::Observe, seq.into());
@@ -897,6 +930,7 @@ impl Client {
                         let key = (req.peer, req.packet.get_token().to_vec());
                         self.observers.remove(&key);
                         self.last_notified.remove(&key);
+                        self.notify_keys.remove(&key);
                     }
                     _ => {}
                 }
@@ -1070,7 +1104,7 @@ impl Client {
             let Some(obs) = self.observers.get(&key) else {
                 continue;
             };
-            let (path, accept) = (obs.path, obs.accept);
+            let (path, accept, block_szx) = (obs.path, obs.accept, obs.block_szx);
             let pmax_due = self.observers.pmax_due(&key, now, &self.attrs, defaults);
             let mut fake = Packet::new();
             fake.set_token(key.1.clone());
@@ -1093,6 +1127,7 @@ impl Client {
                     p.header.set_type(MessageType::NonConfirmable);
                     self.observers.remove(&key);
                     self.last_notified.remove(&key);
+                    self.notify_keys.remove(&key);
                     self.ep.send_message(now, key.0, p);
                     continue;
                 }
@@ -1109,18 +1144,52 @@ impl Client {
             } else {
                 MessageType::NonConfirmable
             });
+            self.slice_notification(now, &key, block_szx, &mut packet);
             let seq = self.observers.next_seq();
             msg::set_uint(&mut packet, CoapOption::Observe, seq.into());
-            // RFC 7959 §3.4: a large notification carries block 0 only.
-            if let Ok(Some(slice)) = block::block2_slice(&packet.payload, None, self.cfg.max_szx) {
-                let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
-                packet.add_option(CoapOption::ETag, etag(&packet.payload));
-                opt.write(&mut packet, CoapOption::Block2);
-                packet.payload = chunk;
-            }
             let ex = self.ep.send_message(now, key.0, packet);
             self.observers.sent(&key, now, value, con, ex);
         }
+    }
+}
+
+impl Client {
+    /// A notification larger than a block goes out as block 0 of a Block2
+    /// transfer (RFC 7959 §2.4, §3.4 with RFC 7641): at the size the
+    /// observer asked for in its Observe request (§2.6), else at our own
+    /// largest. Its full body is kept like a Block2 read's, so the
+    /// observer's GETs of blocks 1.. (no Observe) are sliced from the same
+    /// representation, with the same ETag; a change in between drops it
+    /// (the following blocks then come from a new body under a new ETag).
+    fn slice_notification(
+        &mut self,
+        now: Instant,
+        key: &ObsKey,
+        block_szx: Option<u8>,
+        packet: &mut Packet,
+    ) {
+        let szx = block_szx.map_or(self.cfg.max_szx, |s| s.min(self.cfg.max_szx));
+        if packet.payload.len() as u64 <= block::szx_size(szx) {
+            return;
+        }
+        let first = BlockOpt {
+            num: 0,
+            more: false,
+            szx,
+        };
+        let Ok(Some(slice)) = block::block2_slice(&packet.payload, Some(first), self.cfg.max_szx)
+        else {
+            return;
+        };
+        let (chunk, opt) = (slice.bytes.to_vec(), slice.opt);
+        if let Some(body_key) = self.notify_keys.get(key) {
+            self.bodies.store(now, body_key.clone(), packet);
+        }
+        let total = packet.payload.len() as u64;
+        packet.add_option(CoapOption::ETag, etag(&packet.payload));
+        msg::set_uint(packet, CoapOption::Size2, total);
+        opt.write(packet, CoapOption::Block2);
+        packet.payload = chunk;
     }
 }
 

@@ -72,6 +72,39 @@ pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     base.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
+/// What the root link `</>;rt="oma.lwm2m"` of the Register payload says
+/// about content formats (reference §1: the root link and its `ct` are
+/// optional; one format is `ct=110`, several a quoted space list
+/// `ct="110 112 11542"`).
+///
+/// Wakaama's server core (and servers built on it) parses `ct` as one
+/// number and answers 4.00 to a quoted list, after which the device waits
+/// out the Register back-off and never registers; so the default announces
+/// one format. In device.toml: `register-content-formats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootLinkFormats {
+    /// No root link at all (`</1/0>,…` only).
+    None,
+    /// `</>;rt="oma.lwm2m";ct=110`: the first (preferred) format only.
+    #[default]
+    Single,
+    /// `</>;rt="oma.lwm2m";ct="110 112 11542"`: every supported format
+    /// (Leshan and lwm2m-node-lib accept it).
+    All,
+}
+
+impl RootLinkFormats {
+    /// The formats to announce out of the supported ones (preferred first).
+    pub fn pick(self, supported: &[ContentFormat]) -> &[ContentFormat] {
+        match self {
+            RootLinkFormats::None => &[],
+            RootLinkFormats::Single => supported.get(..1).unwrap_or(&[]),
+            RootLinkFormats::All => supported,
+        }
+    }
+}
+
 /// The CoRE link list of objects and instances (reference §1): optional root
 /// link announcing content formats, `ver` on object links, no Security (/0)
 /// object (Core 1.1 §6.2.1: Security and OSCORE objects are never listed).

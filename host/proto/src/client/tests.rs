@@ -355,7 +355,7 @@ fn register_payload_update_and_deregister() {
     );
     assert_eq!(
         String::from_utf8(r.packet.payload.clone()).unwrap(),
-        "</>;rt=\"oma.lwm2m\";ct=\"110 112 11542\",</42/0>"
+        "</>;rt=\"oma.lwm2m\";ct=110,</42/0>"
     );
     n.reply(&r, Code::CREATED, |p| {
         msg::add_strings(p, CoapOption::LocationPath, &["rd", "5a3f"])
@@ -405,6 +405,84 @@ fn register_payload_update_and_deregister() {
     assert_eq!(n.event(), Some(Event::Deregistered));
 }
 
+/// The exact Register payload for each `register_formats` setting (reference
+/// §1): one format by default (Wakaama's server answers 4.00 to a quoted
+/// list), the quoted list of all on request, no root link at all for `None`.
+#[test]
+fn register_root_link_per_setting() {
+    let cases = [
+        (
+            RootLinkFormats::Single,
+            "</>;rt=\"oma.lwm2m\";ct=110,</42/0>",
+        ),
+        (
+            RootLinkFormats::All,
+            "</>;rt=\"oma.lwm2m\";ct=\"110 112 11542\",</42/0>",
+        ),
+        (RootLinkFormats::None, "</42/0>"),
+    ];
+    assert_eq!(
+        Config::new("x", srv(), 1).register_formats,
+        RootLinkFormats::Single
+    );
+    for (setting, payload) in cases {
+        let mut n = Net::new();
+        n.client.cfg.register_formats = setting;
+        n.client.start(n.now);
+        let r = expect_request(n.flush());
+        assert_eq!(
+            String::from_utf8(r.packet.payload.clone()).unwrap(),
+            payload,
+            "{setting:?}"
+        );
+        assert_eq!(
+            msg::get_uint(&r.packet, CoapOption::ContentFormat, 2).unwrap(),
+            Some(40)
+        );
+    }
+    // No supported format listed at all: no root link whatever the setting.
+    assert!(RootLinkFormats::Single.pick(&[]).is_empty());
+}
+
+/// A refused Register reports the server's code; a silent server, none.
+#[test]
+fn registration_failure_carries_the_response_code() {
+    let mut n = Net::new();
+    n.client.start(n.now);
+    let r = expect_request(n.flush());
+    n.reply(&r, Code::BAD_REQUEST, |_| {});
+    assert!(matches!(
+        n.event(),
+        Some(Event::RegistrationFailed {
+            attempt: 1,
+            code: Some(Code::BAD_REQUEST),
+            ..
+        })
+    ));
+    let mut n = Net::new();
+    n.drop_to_server = true;
+    n.client.start(n.now);
+    n.flush();
+    let ev = loop {
+        if let Some(e) = n.event() {
+            break e;
+        }
+        n.advance_to_next();
+        n.flush();
+    };
+    assert!(
+        matches!(
+            ev,
+            Event::RegistrationFailed {
+                attempt: 1,
+                code: None,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+}
+
 impl Net {
     /// Server events already queued (no new traffic needed).
     fn flush_pending(&mut self) -> Vec<EndpointEvent> {
@@ -432,6 +510,7 @@ fn update_404_re_registers_and_register_failure_backs_off() {
         n.event(),
         Some(Event::RegistrationFailed {
             attempt: 1,
+            code: Some(Code::FORBIDDEN),
             retry_in: Duration::from_secs(5)
         })
     );
@@ -444,6 +523,7 @@ fn update_404_re_registers_and_register_failure_backs_off() {
         n.event(),
         Some(Event::RegistrationFailed {
             attempt: 2,
+            code: Some(Code::BAD_REQUEST),
             retry_in: Duration::from_secs(10)
         })
     );
@@ -1122,4 +1202,258 @@ fn block1_transfers_are_capped_and_expire() {
         Code::of(&n.request(first_block("/42/0/999"))),
         Code::CONTINUE
     );
+}
+
+/// A device with Object 9 (instance 0 INSTALLED, inactive) besides the test object.
+fn net_with_swmgmt() -> Net {
+    use crate::swmgmt::{Installed, SoftwareManagement, SwMgmtConfig, res};
+    let mut sm = SoftwareManagement::new(SwMgmtConfig::default());
+    sm.create(Some(0), vec![]).unwrap();
+    sm.write(
+        0,
+        res::PACKAGE_URI,
+        ResourceValue::Single(Value::String("http://files.example/app.wdm".into())),
+        true,
+    )
+    .unwrap();
+    sm.package_written(0).unwrap();
+    sm.integrity_checked(0, Ok(("app".into(), "1.0".into())))
+        .unwrap();
+    sm.execute(0, res::INSTALL, b"").unwrap();
+    sm.install_finished(
+        0,
+        Ok(Installed {
+            name: "app".into(),
+            version: "1.0".into(),
+            components: vec![],
+            active: false,
+        }),
+    )
+    .unwrap();
+    sm.take_changed();
+    let mut n = Net::new();
+    let cfg = Config {
+        retry_base: Duration::from_secs(5),
+        lifetime: 300,
+        ..Config::new("node1", srv(), 42)
+    };
+    n.client = Client::new(cfg, vec![Box::new(n.thing.clone()), Box::new(sm)]);
+    n
+}
+
+/// SwMgmt §5.2: the activation machine moves on the Execute, so Activation
+/// State (/9/0/12) reads the new value as soon as the 2.04 is out, before
+/// the runtime reports the software started (here: never), and an observer
+/// of /9/0/12 is notified of it.
+#[test]
+fn activation_state_is_visible_with_the_execute_answer() {
+    let mut n = net_with_swmgmt();
+    n.register();
+    let read_a = |n: &mut Net| {
+        let mut p = req(RequestType::Get, "/9/0/12");
+        msg::set_uint(&mut p, CoapOption::Accept, 0);
+        let r = n.request(p);
+        assert_eq!(Code::of(&r), Code::CONTENT);
+        r.payload
+    };
+    assert_eq!(read_a(&mut n), b"0");
+    let mut obs = req(RequestType::Get, "/9/0/12");
+    obs.set_token(vec![9]);
+    msg::set_uint(&mut obs, CoapOption::Accept, 0);
+    msg::set_uint(&mut obs, CoapOption::Observe, 0);
+    assert_eq!(n.request(obs).payload, b"0");
+    // Activate: 2.04 once the effects (Persist, Activate) are carried out.
+    let r = n.request(req(RequestType::Post, "/9/0/10"));
+    assert_eq!(Code::of(&r), Code::CHANGED);
+    assert_eq!(read_a(&mut n), b"1", "read right after the 2.04");
+    let notes: Vec<Packet> = std::mem::take(&mut n.inbox)
+        .into_iter()
+        .filter_map(|e| match e {
+            EndpointEvent::Response { packet, .. } if packet.get_token() == [9] => Some(packet),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notes.last().map(|p| p.payload.clone()),
+        Some(b"1".to_vec()),
+        "observer notified"
+    );
+    // Deactivate likewise.
+    let r = n.request(req(RequestType::Post, "/9/0/11"));
+    assert_eq!(Code::of(&r), Code::CHANGED);
+    assert_eq!(read_a(&mut n), b"0");
+}
+
+/// GETs blocks `from..` of `path` (no Observe) at `szx` in format `cf`;
+/// returns the bytes and each block's ETag.
+fn fetch_blocks(n: &mut Net, path: &str, cf: u16, szx: u8, from: u32) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (mut body, mut etags) = (Vec::new(), Vec::new());
+    let mut num = from;
+    loop {
+        let mut p = req(RequestType::Get, path);
+        msg::set_uint(&mut p, CoapOption::Accept, cf.into());
+        BlockOpt {
+            num,
+            more: false,
+            szx,
+        }
+        .write(&mut p, CoapOption::Block2);
+        let r = n.request(p);
+        assert_eq!(Code::of(&r), Code::CONTENT);
+        assert!(r.get_first_option(CoapOption::Observe).is_none());
+        let opt = BlockOpt::read(&r, CoapOption::Block2).unwrap().unwrap();
+        assert_eq!((opt.num, opt.szx), (num, szx));
+        assert!(r.payload.len() as u64 <= block::szx_size(szx));
+        etags.push(r.get_first_option(CoapOption::ETag).unwrap().clone());
+        body.extend_from_slice(&r.payload);
+        if !opt.more {
+            return (body, etags);
+        }
+        num += 1;
+    }
+}
+
+/// The name (/42/0/0) in a body of /42/0 in `format`.
+fn name_in(body: &[u8], format: ContentFormat) -> String {
+    let node = crate::codec::decode(
+        body,
+        Path::instance(42, 0),
+        format,
+        &|p: Path| match p.resource {
+            Some(0 | 4) => Some(DataType::String),
+            Some(1 | 5) => Some(DataType::Integer),
+            _ => None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+    let crate::model::Node::Instance { resources, .. } = node else {
+        panic!("an instance")
+    };
+    resources
+        .into_iter()
+        .find_map(|(id, v)| match (id, v) {
+            (0, ResourceValue::Single(Value::String(s))) => Some(s),
+            _ => None,
+        })
+        .expect("name")
+}
+
+/// RFC 7959 §2.4/§2.6 with RFC 7641: an observer that asked for small blocks
+/// (16 and 64 bytes) gets the first answer and every notification larger
+/// than that as block 0 (M=1) at its size, and the rest by GETs with Block2,
+/// reassembling to the whole representation (TLV, SenML JSON, SenML CBOR).
+#[test]
+fn notifications_follow_the_observers_block_size() {
+    for format in [
+        ContentFormat::Tlv,
+        ContentFormat::SenmlJson,
+        ContentFormat::SenmlCbor,
+    ] {
+        for szx in [0u8, 2] {
+            let cf = format.code();
+            let mut n = Net::new();
+            n.register();
+            let mut obs = req(RequestType::Get, "/42/0");
+            obs.set_token(vec![7]);
+            msg::set_uint(&mut obs, CoapOption::Accept, cf.into());
+            msg::set_uint(&mut obs, CoapOption::Observe, 0);
+            BlockOpt {
+                num: 0,
+                more: false,
+                szx,
+            }
+            .write(&mut obs, CoapOption::Block2);
+            let first = n.request(obs);
+            assert!(first.get_first_option(CoapOption::Observe).is_some());
+            let b = BlockOpt::read(&first, CoapOption::Block2).unwrap().unwrap();
+            assert_eq!((b.num, b.more, b.szx), (0, true, szx), "{format:?}");
+            let (rest, _) = fetch_blocks(&mut n, "/42/0", cf, szx, 1);
+            let mut body = first.payload.clone();
+            body.extend_from_slice(&rest);
+            assert_eq!(name_in(&body, format), "a");
+
+            // A change: the notification is block 0 at the observer's size.
+            n.thing().name = "changed".into();
+            n.client
+                .resources_changed(n.now, &[Path::resource(42, 0, 0)]);
+            let notes: Vec<Packet> = n
+                .flush()
+                .into_iter()
+                .filter_map(|e| match e {
+                    EndpointEvent::Response { packet, .. } if packet.get_token() == [7] => {
+                        Some(packet)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let [note] = notes.as_slice() else {
+                panic!("{format:?} szx {szx}: one notification, got {notes:?}")
+            };
+            assert!(note.get_first_option(CoapOption::Observe).is_some());
+            assert_eq!(
+                msg::get_uint(note, CoapOption::ContentFormat, 2).unwrap(),
+                Some(cf.into())
+            );
+            let b = BlockOpt::read(note, CoapOption::Block2).unwrap().unwrap();
+            assert_eq!((b.num, b.more, b.szx), (0, true, szx), "{format:?}");
+            assert_eq!(note.payload.len() as u64, block::szx_size(szx));
+            let etag = note.get_first_option(CoapOption::ETag).unwrap().clone();
+            let size2 = msg::get_uint(note, CoapOption::Size2, 4).unwrap().unwrap();
+            // The rest by plain GETs with Block2, from the same body.
+            let (rest, etags) = fetch_blocks(&mut n, "/42/0", cf, szx, 1);
+            assert!(etags.iter().all(|e| *e == etag), "{format:?} szx {szx}");
+            let mut body = note.payload.clone();
+            body.extend_from_slice(&rest);
+            assert_eq!(body.len() as u64, size2);
+            assert_eq!(name_in(&body, format), "changed");
+        }
+    }
+}
+
+/// Without a Block2 option in the Observe request, a notification that fits
+/// one message goes out whole, with no Block2.
+#[test]
+fn small_notifications_without_block2_stay_whole() {
+    let mut n = Net::new();
+    n.register();
+    let mut obs = req(RequestType::Get, "/42/0/0");
+    obs.set_token(vec![8]);
+    msg::set_uint(&mut obs, CoapOption::Observe, 0);
+    n.request(obs);
+    n.thing().name = "b".into();
+    n.client
+        .resources_changed(n.now, &[Path::resource(42, 0, 0)]);
+    let note = n
+        .flush()
+        .into_iter()
+        .find_map(|e| match e {
+            EndpointEvent::Response { packet, .. } if packet.get_token() == [8] => Some(packet),
+            _ => None,
+        })
+        .expect("notification");
+    assert_eq!(note.payload, b"b");
+    assert!(note.get_first_option(CoapOption::Block2).is_none());
+}
+
+/// De-register without a registration sends nothing and says so
+/// (`StoppedUnregistered`, not `Deregistered`): before any Register, and
+/// with a Register still unanswered (cancelled, no DELETE).
+#[test]
+fn deregister_without_a_registration_sends_nothing() {
+    let mut n = Net::new();
+    n.client.deregister(n.now);
+    assert!(n.flush().is_empty());
+    assert!(n.to_server.is_empty());
+    assert_eq!(n.event(), Some(Event::StoppedUnregistered));
+
+    let mut n = Net::new();
+    n.drop_to_server = true;
+    n.client.start(n.now);
+    n.flush();
+    assert_eq!(n.to_server.len(), 1);
+    n.client.deregister(n.now);
+    n.flush();
+    assert_eq!(n.to_server.len(), 1, "no DELETE: {:?}", n.to_server);
+    assert_eq!(n.event(), Some(Event::StoppedUnregistered));
+    assert_eq!(n.event(), None);
 }

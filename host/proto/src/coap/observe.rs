@@ -299,6 +299,10 @@ pub struct Observation {
     pending: bool,
     /// The exchange of the last notification (RST to it cancels).
     pub last_exchange: Option<ExchangeId>,
+    /// The Block2 SZX the observer asked with (early negotiation in its
+    /// Observe request, RFC 7959 §2.4/§2.6): larger notifications go out as
+    /// block 0 at this size.
+    pub block_szx: Option<u8>,
 }
 
 /// Observations one peer may hold (its server: every /9 and /14 resource a
@@ -381,9 +385,18 @@ impl Registry {
                 last_seen_value: value,
                 pending: false,
                 last_exchange: None,
+                block_szx: None,
             },
         );
         Ok(replaced)
+    }
+
+    /// Records the block size the observer asked for (see
+    /// [`Observation::block_szx`]).
+    pub fn set_block_szx(&mut self, key: &ObsKey, szx: Option<u8>) {
+        if let Some(o) = self.obs.get_mut(key) {
+            o.block_szx = szx;
+        }
     }
 
     /// Cancels one observation.

@@ -389,3 +389,64 @@ async fn a_bind_grant_binds_only_what_it_names() {
         "DENIED"
     );
 }
+
+/// The last exit and crash loop outlive the process that ran the component:
+/// a runtime opened afresh (as `wasmdm list` does) shows them, and so does
+/// `wasmdm list` itself, in text and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_exit_and_crash_loop_are_shown_by_a_fresh_runtime_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = rt(dir.path()).await;
+        install_as(
+            &rt,
+            "trapper",
+            "trapper",
+            "wasi:cli/command",
+            "restart = { policy = \"on-failure\", max-retries = 0 }",
+        )
+        .await;
+        rt.activate("trapper", None).await.unwrap();
+        wait_state(&rt, "trapper", "trapper", ComponentState::Failed, 30).await;
+        assert!(comp(&rt, "trapper", "trapper").crash_loop);
+        rt.deactivate("trapper", None).await.unwrap();
+    }
+    let again = async {
+        loop {
+            match Runtime::open(config(dir.path())).await {
+                Ok(rt) => return rt,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    let rt = tokio::time::timeout(Duration::from_secs(10), again)
+        .await
+        .expect("the data directory is released");
+    let c = comp(&rt, "trapper", "trapper");
+    assert_eq!(c.state, ComponentState::Inactive);
+    assert!(c.crash_loop);
+    assert!(
+        matches!(&c.last_exit, Some(ExitStatus::Trapped(m)) if m.contains("unreachable")),
+        "{:?}",
+        c.last_exit
+    );
+    drop(rt);
+
+    let list = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasmdm"));
+        cmd.args(["list", "--data-dir"]).arg(dir.path());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.env("RUST_LOG", "off").output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = list(false);
+    assert!(text.contains("last exit: trapped"), "{text}");
+    assert!(text.contains("(crash loop)"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&list(true)).unwrap();
+    let c = &v[0]["components"][0];
+    assert_eq!(c["crash_loop"], true, "{v}");
+    assert!(c["last_exit"]["Trapped"].is_string(), "{v}");
+}

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use wasmdm_proto::model::{Path, Value};
 
-use crate::core::dm::{self, DmOp, DmReply};
+use crate::core::dm::{self, DmFailure, DmOp, DmReply};
 
 /// Update State values (SwMgmt §6 resource 7).
 pub mod state {
@@ -173,7 +173,9 @@ pub enum JobStatus {
     Done,
     /// Failed (see the result and details).
     Failed,
-    /// Exceeded the timeout.
+    /// Exceeded the timeout, or the device stopped answering (unreachable:
+    /// `details` starts with "unreachable:"); kept as one status so reports
+    /// and filters (`?status=timed_out`) stay as they were.
     TimedOut,
     /// Cancelled by the operator.
     Cancelled,
@@ -422,7 +424,7 @@ pub enum Input {
         /// The action's tag.
         tag: u64,
         /// Reply or error text.
-        result: Result<DmReply, String>,
+        result: Result<DmReply, DmFailure>,
     },
     /// Values observed (notification) from a device.
     Values {
@@ -852,7 +854,7 @@ impl Campaign {
         i: usize,
         now_ms: u64,
         tag: u64,
-        result: Result<DmReply, String>,
+        result: Result<DmReply, DmFailure>,
         out: &mut Vec<Action>,
     ) {
         let Some(j) = self.jobs.get_mut(i) else {
@@ -876,6 +878,18 @@ impl Campaign {
                 // A lost poll is retried at the next poll period.
                 j.details = Some(format!("poll failed: {e}"));
                 j.phase = Phase::Wait;
+                return;
+            }
+            // A device that stopped answering (or went away) did not refuse
+            // anything: it is reported as unreachable, with the status of a
+            // device that did not finish in time, and retried with those.
+            Err(e) if e.is_unreachable() => {
+                finish(
+                    j,
+                    now_ms,
+                    JobStatus::TimedOut,
+                    Some(format!("unreachable: {e} during {}", step_name(&step))),
+                );
                 return;
             }
             Err(e) => {
@@ -1019,6 +1033,23 @@ impl Campaign {
 }
 
 /// Finalises a job.
+/// What a step does, for a job's details ("unreachable: ... during Install").
+fn step_name(step: &Step) -> String {
+    match step {
+        Step::Inspect => "the read of /9".into(),
+        Step::Create => "Create of a /9 instance".into(),
+        Step::Execute { res, .. } => match res {
+            4 => "Install".into(),
+            6 => "Uninstall".into(),
+            10 => "Activate".into(),
+            11 => "Deactivate".into(),
+            r => format!("Execute of /9/x/{r}"),
+        },
+        Step::Deliver => "delivery".into(),
+        Step::Finish => "the final read".into(),
+    }
+}
+
 fn finish(j: &mut DeviceJob, now_ms: u64, status: JobStatus, details: Option<String>) {
     j.status = status;
     j.finished_at = Some(now_ms);

@@ -39,9 +39,94 @@ pub enum CtlError {
         "no admin token (give --token, set WASMDM_TOKEN, or point --data-dir at the server's data directory): {0}"
     )]
     NoToken(String),
+    /// The device answered a DM operation with an error code (4.xx/5.xx);
+    /// the reply was printed, the exit status says it failed.
+    #[error("device answered {code} {meaning}")]
+    Device {
+        /// `c.dd` code (`4.04`).
+        code: String,
+        /// Its name (`Not Found`), or `Unknown` for codes no RFC names.
+        meaning: &'static str,
+    },
+    /// A campaign waited for ended with devices that failed or timed out;
+    /// the report was printed.
+    #[error("campaign {id}: {failed} device(s) failed, {timed_out} timed out or unreachable")]
+    Campaign {
+        /// Campaign id.
+        id: String,
+        /// Jobs `failed`.
+        failed: u64,
+        /// Jobs `timed_out`.
+        timed_out: u64,
+    },
     /// Writing output failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// The name of a CoAP response code in `c.dd` form (RFC 7252 §12.1.2,
+/// RFC 7959 §2.9, RFC 8516), so a failed DM operation says why, not just a number.
+pub fn code_meaning(code: &str) -> &'static str {
+    match code {
+        "2.01" => "Created",
+        "2.02" => "Deleted",
+        "2.03" => "Valid",
+        "2.04" => "Changed",
+        "2.05" => "Content",
+        "2.31" => "Continue",
+        "4.00" => "Bad Request",
+        "4.01" => "Unauthorized",
+        "4.02" => "Bad Option",
+        "4.03" => "Forbidden",
+        "4.04" => "Not Found",
+        "4.05" => "Method Not Allowed",
+        "4.06" => "Not Acceptable",
+        "4.08" => "Request Entity Incomplete",
+        "4.12" => "Precondition Failed",
+        "4.13" => "Request Entity Too Large",
+        "4.15" => "Unsupported Content-Format",
+        "4.29" => "Too Many Requests",
+        "5.00" => "Internal Server Error",
+        "5.01" => "Not Implemented",
+        "5.02" => "Bad Gateway",
+        "5.03" => "Service Unavailable",
+        "5.04" => "Gateway Timeout",
+        "5.05" => "Proxying Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// The error a printed reply stands for: a DM reply with `success: false`
+/// ([`CtlError::Device`]), or a waited-for campaign report with failed or
+/// timed-out devices ([`CtlError::Campaign`]); `None` when all went well.
+fn outcome(dm: bool, waited: bool, v: &Json) -> Option<CtlError> {
+    if dm && v.get("success").and_then(Json::as_bool) == Some(false) {
+        let code = v
+            .get("code")
+            .and_then(Json::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let meaning = code_meaning(&code);
+        return Some(CtlError::Device { code, meaning });
+    }
+    if waited {
+        let s = v.get("summary");
+        let count = |k: &str| s.and_then(|s| s.get(k)).and_then(Json::as_u64).unwrap_or(0);
+        let (failed, timed_out) = (count("failed"), count("timed_out"));
+        if failed + timed_out > 0 {
+            let id = v
+                .get("id")
+                .and_then(Json::as_str)
+                .unwrap_or("?")
+                .to_string();
+            return Some(CtlError::Campaign {
+                id,
+                failed,
+                timed_out,
+            });
+        }
+    }
+    None
 }
 
 /// A client of one server's API, carrying its admin token.
@@ -243,7 +328,9 @@ pub const USAGE: &str =
       | --x509 | --nosec)
 The admin token: --token, else $WASMDM_TOKEN, else the file admin-token in the server's data
 directory (--data-dir, else $WASMDM_SERVER_DATA_DIR, else the server's default).
---ca: PEM file of the CA that issued an https server's certificate (or $WASMDM_CA).";
+--ca: PEM file of the CA that issued an https server's certificate (or $WASMDM_CA).
+Exit status 1 when the server refuses, the device answers 4.xx/5.xx (\"device answered
+4.04 Not Found\") or a waited-for campaign ends with failed or timed-out devices.";
 
 /// Env var holding the admin token.
 pub const TOKEN_ENV: &str = "WASMDM_TOKEN";
@@ -321,6 +408,19 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
     };
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let usage = || CtlError::Usage(USAGE.into());
+    // DM operations and waited-for campaigns can fail after a 200: checked below.
+    let dm = matches!(
+        a.first(),
+        Some(&("read" | "discover" | "observe" | "write" | "exec" | "delete" | "attrs"))
+    );
+    let waited = match a.as_slice() {
+        ["campaign", "wait", _] => true,
+        [
+            "install" | "upgrade" | "uninstall" | "activate" | "deactivate",
+            rest @ ..,
+        ] => !rest.contains(&"--no-wait"),
+        _ => false,
+    };
     let v = match a.as_slice() {
         ["devices"] => c.get("/api/devices")?,
         ["device", ep] => c.get(&format!("/api/devices/{ep}"))?,
@@ -369,7 +469,10 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         "{}",
         serde_json::to_string_pretty(&v).unwrap_or_default()
     )?;
-    Ok(())
+    match outcome(dm, waited, &v) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn flag_values<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {
@@ -622,6 +725,28 @@ mod tests {
                 &["--package", "a", "--device", "d", "--quota", "x"]
             ),
             Err(CtlError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn failed_replies_and_campaigns_are_errors() {
+        let ok = json!({"code": "2.05", "success": true});
+        assert!(outcome(true, false, &ok).is_none());
+        let e = outcome(true, false, &json!({"code": "4.05", "success": false})).unwrap();
+        assert_eq!(e.to_string(), "device answered 4.05 Method Not Allowed");
+        assert_eq!(code_meaning("6.66"), "Unknown");
+        let report = |failed: u64, timed_out: u64| json!({"id": "c1", "summary": {"done": 1, "failed": failed, "timed_out": timed_out}});
+        assert!(outcome(false, true, &report(0, 0)).is_none());
+        // Not waited for (--no-wait, campaign show): the report alone is no failure.
+        assert!(outcome(false, false, &report(1, 0)).is_none());
+        let e = outcome(false, true, &report(1, 2)).unwrap();
+        assert!(matches!(
+            e,
+            CtlError::Campaign {
+                failed: 1,
+                timed_out: 2,
+                ..
+            }
         ));
     }
 

@@ -15,9 +15,9 @@ use wasmdm_proto::coap::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Pa
 use wasmdm_proto::model::Path;
 
 use crate::campaign::{Action, CAMPAIGN_OBSERVED, Campaign, CampaignStatus, Input, Request};
-use crate::core::access::AccessPolicy;
+use crate::core::access::{AccessPolicy, PeerAuth};
 use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
-use crate::core::dm::{self, DmOp, DmReply};
+use crate::core::dm::{self, DmFailure, DmOp, DmReply};
 use crate::core::observe::Observations;
 use crate::core::registry::{Registry, RegistryEvent, RegistryLimits};
 use crate::store::{Batch, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
@@ -36,7 +36,7 @@ pub type Notified =
     Arc<std::sync::Mutex<HashMap<String, std::collections::BTreeMap<String, serde_json::Value>>>>;
 
 /// Result of a DM request for the API.
-pub type DmResult = Result<DmReply, String>;
+pub type DmResult = Result<DmReply, DmFailure>;
 
 /// Requests from the HTTP API to the driver task.
 #[derive(Debug)]
@@ -265,7 +265,21 @@ impl Driver {
                     .map(|r| r.peer),
             );
         }
+        // Peers of the registrations about to expire, for their log lines.
+        let peers: HashMap<String, std::net::SocketAddr> = self
+            .registry
+            .iter()
+            .filter(|r| r.expires_at() <= now)
+            .map(|r| (r.endpoint.clone(), r.peer))
+            .collect();
         for ev in self.registry.expire(now) {
+            let peer = match &ev {
+                RegistryEvent::Expired { endpoint } => peers.get(endpoint).copied(),
+                _ => None,
+            };
+            if let Some(peer) = peer {
+                self.log_registration(&ev, peer);
+            }
             self.registry_event(ev);
         }
         let ids: Vec<String> = self.campaigns.keys().cloned().collect();
@@ -346,7 +360,7 @@ impl Driver {
             EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
                 self.observations.remove(id);
                 if let Some(p) = self.pending.remove(&id) {
-                    self.complete(p, Err("no response (timeout or reset)".to_string()));
+                    self.complete(p, Err(DmFailure::NoResponse));
                 }
             }
             EndpointEvent::Acked { .. } => {}
@@ -380,6 +394,7 @@ impl Driver {
                     .handle_authorized(unix_ms(), req.peer, &req.packet, &may_act_as);
             self.endpoint.respond(now, &req, resp);
             if let Some(ev) = ev {
+                self.log_registration(&ev, req.peer);
                 if matches!(ev, RegistryEvent::Deregistered { .. }) {
                     // The session ends with its registration, once the
                     // 2.02 went out through it.
@@ -454,6 +469,48 @@ impl Driver {
         resp
     }
 
+    /// One `info` line per registration change, so an operator sees devices
+    /// come and go: endpoint, peer address, DTLS identity (if any) and, for
+    /// Register / Update, lifetime and location. Device-chosen text (endpoint,
+    /// identity) is Debug-quoted: it cannot forge log lines.
+    fn log_registration(&self, ev: &RegistryEvent, peer: std::net::SocketAddr) {
+        let identity = match self.transport.auth(peer) {
+            PeerAuth::Dtls(id) => format!(" identity {:?}", id.display_name()),
+            PeerAuth::NoSec => String::new(),
+        };
+        let lease = |ep: &str| {
+            self.registry
+                .get(ep)
+                .map(|r| format!(" lifetime {} s location /rd/{}", r.lifetime, r.location))
+                .unwrap_or_default()
+        };
+        match ev {
+            RegistryEvent::Registered { endpoint, replaced } => {
+                let again = if *replaced {
+                    " (replacing its registration)"
+                } else {
+                    ""
+                };
+                tracing::info!(
+                    "registered {endpoint:?} from {peer}{identity}{}{again}",
+                    lease(endpoint)
+                );
+            }
+            RegistryEvent::Updated { endpoint, .. } => {
+                tracing::info!(
+                    "registration update {endpoint:?} from {peer}{identity}{}",
+                    lease(endpoint)
+                );
+            }
+            RegistryEvent::Deregistered { endpoint } => {
+                tracing::info!("de-registered {endpoint:?} from {peer}{identity}");
+            }
+            RegistryEvent::Expired { endpoint } => {
+                tracing::info!("registration expired {endpoint:?} (last from {peer}{identity})");
+            }
+        }
+    }
+
     fn registry_event(&mut self, ev: RegistryEvent) {
         let now = unix_ms();
         let (ep, online) = match &ev {
@@ -497,11 +554,11 @@ impl Driver {
     /// Sends a DM op to a registered endpoint; failures to send complete `purpose` with an error.
     fn send_dm(&mut self, endpoint: &str, op: DmOp, purpose: Purpose) {
         let built = match self.registry.get(endpoint) {
-            None => Err(format!("device {endpoint} is not registered")),
+            None => Err(DmFailure::NotRegistered(endpoint.to_string())),
             Some(reg) => op
                 .to_packet(&reg.objects.root)
                 .map(|p| (reg.peer, p))
-                .map_err(|e| e.to_string()),
+                .map_err(DmFailure::from),
         };
         let (peer, packet) = match built {
             Ok(b) => b,
@@ -538,7 +595,7 @@ impl Driver {
     /// Starts a Block1 push of a stored file to /9/x/2.
     fn send_push(&mut self, endpoint: &str, instance: u16, sha: &str, purpose: Purpose) {
         let Some(reg) = self.registry.get(endpoint) else {
-            self.complete_purpose(purpose, Err(format!("device {endpoint} is not registered")));
+            self.complete_purpose(purpose, Err(DmFailure::NotRegistered(endpoint.to_string())));
             return;
         };
         let (peer, root) = (reg.peer, reg.objects.root.clone());
@@ -553,7 +610,10 @@ impl Driver {
                     b
                 }
                 _ => {
-                    self.complete_purpose(purpose, Err(format!("software file {sha} not found")));
+                    self.complete_purpose(
+                        purpose,
+                        Err(DmFailure::Other(format!("software file {sha} not found"))),
+                    );
                     return;
                 }
             },
@@ -568,7 +628,7 @@ impl Driver {
         let template = match op.to_packet(&root) {
             Ok(p) => p,
             Err(e) => {
-                self.complete_purpose(purpose, Err(e.to_string()));
+                self.complete_purpose(purpose, Err(e.into()));
                 return;
             }
         };
@@ -613,7 +673,8 @@ impl Driver {
                         let nid = self.endpoint.send_request(Instant::now(), peer, next);
                         self.pending.insert(nid, p);
                     } else {
-                        self.complete(p, Err("device went away during push".into()));
+                        let gone = DmFailure::NotRegistered(p.endpoint.clone());
+                        self.complete(p, Err(gone));
                     }
                     return;
                 }
@@ -669,12 +730,11 @@ impl Driver {
             full.payload = body;
             full.clear_option(CoapOption::Block2);
             let result =
-                dm::parse_reply_as(p.path, &full, p.default_format).map_err(|e| e.to_string());
+                dm::parse_reply_as(p.path, &full, p.default_format).map_err(DmFailure::from);
             self.complete(p, result);
             return;
         }
-        let result =
-            dm::parse_reply_as(p.path, &packet, p.default_format).map_err(|e| e.to_string());
+        let result = dm::parse_reply_as(p.path, &packet, p.default_format).map_err(DmFailure::from);
         if self.observations.get(id).is_some() {
             // First answer to an observe: later notifications route via `observations`.
             let seq = msg::get_uint(&packet, CoapOption::Observe, 3)

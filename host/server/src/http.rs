@@ -288,7 +288,7 @@ async fn device_dm(
         .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "server stopping".into()))?;
     match rx.await {
         Ok(Ok(r)) => ok(reply_json(&r)),
-        Ok(Err(e)) => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, e)),
+        Ok(Err(e)) => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, e.to_string())),
         Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "server stopping".into(),

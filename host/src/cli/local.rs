@@ -264,15 +264,18 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             }
         );
         for c in p.components {
+            // The last exit and crash loop come from the component's exit
+            // record when the device (another process) ran it.
             println!(
-                "  {:<20} {:<8} {:<10} restarts={}{}",
+                "  {:<20} {:<8} {:<10} restarts={}{}{}",
                 escape(&c.id),
                 escape(&c.version),
                 if c.active { "active" } else { "inactive" },
                 c.restart_count,
                 c.last_exit
                     .map(|e| format!(" last exit: {}", describe_exit(&e)))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if c.crash_loop { " (crash loop)" } else { "" }
             );
         }
     }

@@ -95,8 +95,34 @@ pub fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = ansi_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// Colour codes only for a person at a terminal: a log file, pipe or
+/// journal would keep them as noise. `NO_COLOR` set to anything non-empty
+/// turns them off everywhere (no-color.org).
+fn ansi_wanted(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ansi_wanted;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(ansi_wanted(true, None));
+        assert!(ansi_wanted(true, Some("".into())));
+        assert!(!ansi_wanted(true, Some("1".into())));
+        assert!(!ansi_wanted(false, None));
+        assert!(!ansi_wanted(false, Some("1".into())));
+    }
 }

@@ -28,7 +28,7 @@ pub use logbuf::{
     HOST_LOG_BYTES_PER_SEC, LINE_OVERHEAD_BYTES, LogLine, LogSource, MAX_LINE_BYTES, read_log_file,
 };
 pub use spec::{ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World};
-pub use supervisor::{ComponentState, ComponentStatus, RuntimeEvent};
+pub use supervisor::{ComponentState, ComponentStatus, ExitRecord, RuntimeEvent};
 
 use crate::state::{DataDir, DirLock, StateError, atomic_write, fsync_dir, valid_name};
 use delivery::{DeliveredRecord, remove_dir_if_exists, remove_if_exists};
@@ -360,7 +360,7 @@ impl Runtime {
                 )
                 .with_file(self.inner.dirs.log_file(&record.spec.name, &spec.id))
             });
-        let status = ComponentStatus {
+        let mut status = ComponentStatus {
             id: spec.id.clone(),
             version: spec.version.clone(),
             active: record.active.contains(&spec.id),
@@ -372,6 +372,15 @@ impl Runtime {
                 .map(|e| ExitStatus::StartFailed(e.clone())),
             crash_loop: false,
         };
+        // How this version last ended, as recorded by whichever process ran it.
+        if pre.is_ok()
+            && let Some(rec) =
+                ExitRecord::read(&self.inner.dirs.exit_file(&record.spec.name, &spec.id))
+            && rec.version == spec.version
+        {
+            status.last_exit = rec.last_exit;
+            status.crash_loop = rec.crash_loop;
+        }
         Comp {
             spec: spec.clone(),
             pre,
@@ -436,6 +445,7 @@ impl Runtime {
             config,
             log: comp.log.clone(),
         };
+        let exit_file = self.inner.dirs.exit_file(&name, &comp.spec.id);
         comp.sup = Some(Supervisor::start(SupervisorArgs {
             package: name,
             engine: self.inner.engine.clone(),
@@ -443,6 +453,7 @@ impl Runtime {
             setup,
             status: comp.status.clone(),
             events: self.inner.events.clone(),
+            exit_file: Some(exit_file),
             keepalive: self.inner.lock.clone(),
         }));
         Ok(())

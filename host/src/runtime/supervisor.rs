@@ -15,7 +15,7 @@ use super::host::{HostState, StopSignal};
 use super::instance::{ExitStatus, InstanceSetup, run_instance};
 use super::logbuf::LogSource;
 use super::spec::RestartPolicy;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
@@ -57,6 +57,44 @@ pub struct ComponentStatus {
     /// The restart policy gave up: `max-retries` restarts in a row, none
     /// after a healthy run, ended badly. The state is then `Failed`.
     pub crash_loop: bool,
+}
+
+/// A component's last exit and crash loop as kept on disk. The live
+/// [`ComponentStatus`] exists only in the process running the component;
+/// this record lets `wasmdm list` (another process, or after a restart) show
+/// how the component last ended. Written whenever an instance ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Component version that ended (a record of another version is ignored).
+    pub version: String,
+    /// How it ended.
+    pub last_exit: Option<ExitStatus>,
+    /// The restart policy had given up.
+    pub crash_loop: bool,
+}
+
+impl ExitRecord {
+    /// The record at `path`; `None` when absent or unreadable (a torn write
+    /// loses only this hint, never the component).
+    pub fn read(path: &std::path::Path) -> Option<ExitRecord> {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Best effort: a failure is logged, the component runs on.
+    fn write(&self, path: &std::path::Path) {
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(path, bytes)
+            });
+        if let Err(e) = written {
+            tracing::warn!("cannot record the last exit in {}: {e}", path.display());
+        }
+    }
 }
 
 /// Shortest delay before a restart, whatever `backoff-ms` says.
@@ -107,6 +145,8 @@ pub struct SupervisorArgs {
     pub status: SharedStatus,
     /// Event channel.
     pub events: broadcast::Sender<RuntimeEvent>,
+    /// Where each exit is recorded ([`ExitRecord`]), if anywhere.
+    pub exit_file: Option<std::path::PathBuf>,
     /// Held until the supervisor ends: the data directory lock, so a dropped
     /// `Runtime` keeps the directory locked until its instances are really gone.
     pub keepalive: Arc<dyn std::any::Any + Send + Sync>,
@@ -156,6 +196,14 @@ fn set_state(args: &SupervisorArgs, state: ComponentState, exit: Option<ExitStat
         st.state = state;
         if exit.is_some() {
             st.last_exit = exit.clone();
+            if let Some(path) = &args.exit_file {
+                ExitRecord {
+                    version: st.version.clone(),
+                    last_exit: st.last_exit.clone(),
+                    crash_loop: st.crash_loop,
+                }
+                .write(path);
+            }
         }
         st.id.clone()
     };

@@ -107,6 +107,14 @@ impl DataDir {
             .join(format!("{component}.log"))
     }
 
+    /// `<data>/logs/<package>/<component>.exit.json`: the last exit and crash
+    /// loop of a component, for `wasmdm list` from another process.
+    pub fn exit_file(&self, package: &str, component: &str) -> PathBuf {
+        self.logs_root()
+            .join(package)
+            .join(format!("{component}.exit.json"))
+    }
+
     /// Removes temp files left by an interrupted [`super::atomic_write`] anywhere in
     /// our own directories (not inside app data, which belongs to the apps).
     pub fn remove_temp_files(&self) -> Result<usize, StateError> {

@@ -23,6 +23,9 @@ struct FakeDevice {
     silent: bool,
     /// A pull stays in DOWNLOAD STARTED until the test completes it.
     slow_pull: bool,
+    /// After this many requests the device stops answering: the driver
+    /// then reports each further request as `DmFailure::NoResponse`.
+    answers_left: Option<usize>,
     /// Version the next delivered package carries.
     next_version: String,
     log: Vec<String>,
@@ -243,6 +246,17 @@ impl Harness {
                         let Some(d) = self.devices.get_mut(&endpoint) else {
                             continue;
                         };
+                        if d.answers_left == Some(0) {
+                            self.queue.push_back(Input::Reply {
+                                endpoint,
+                                tag,
+                                result: Err(DmFailure::NoResponse),
+                            });
+                            continue;
+                        }
+                        if let Some(n) = d.answers_left.as_mut() {
+                            *n -= 1;
+                        }
                         let (reply, notif) = d.answer(&request);
                         if let Some(r) = reply {
                             self.queue.push_back(Input::Reply {
@@ -635,6 +649,73 @@ fn device_error_code_fails_the_job() {
         "{:?}",
         j.details
     );
+}
+
+#[test]
+fn a_device_that_stops_answering_is_unreachable_not_failed() {
+    // It answers the read of /9 and Uninstall, then nothing: the driver's
+    // exchange times out. Another device refuses with 4.05: that one failed.
+    let mut gone = FakeDevice::with_app("1.0", true);
+    gone.answers_left = Some(2);
+    let spec = CampaignSpec {
+        op: OpKind::Activate,
+        file: None,
+        ..upgrade_spec()
+    };
+    let mut refusing = FakeDevice::with_app("1.0", false);
+    refusing.inst.get_mut(&0).unwrap().state = 3;
+    let mut h = Harness::new(upgrade_spec(), vec![("gone", gone)]);
+    h.feed(Input::Tick);
+    h.run_until(10_000, 1_000);
+    let j = h.job("gone");
+    assert_eq!(j.status, JobStatus::TimedOut, "{j:#?}");
+    let details = j.details.as_deref().unwrap_or_default();
+    assert!(details.starts_with("unreachable: no response"), "{details}");
+    assert_eq!(h.c.summary().timed_out, 1);
+    assert_eq!(h.c.summary().failed, 0);
+    // Retried with the failed ones: back online, it completes.
+    if let Some(d) = h.devices.get_mut("gone") {
+        d.answers_left = None;
+    }
+    h.feed(Input::RetryFailed);
+    h.run_until(20_000, 1_000);
+    assert_eq!(h.job("gone").status, JobStatus::Done);
+
+    let mut h = Harness::new(spec, vec![("refusing", refusing)]);
+    h.feed(Input::Tick);
+    assert_eq!(h.job("refusing").status, JobStatus::Failed);
+}
+
+#[test]
+fn unregistered_is_unreachable_and_other_errors_fail() {
+    for (err, status, prefix) in [
+        (
+            DmFailure::NotRegistered("d".into()),
+            JobStatus::TimedOut,
+            "unreachable: device d is not registered during the read of /9",
+        ),
+        (
+            DmFailure::Other("software file x not found".into()),
+            JobStatus::Failed,
+            "request failed: software file x not found",
+        ),
+    ] {
+        let mut d = FakeDevice::with_app("1.0", true);
+        d.silent = true;
+        let mut h = Harness::new(upgrade_spec(), vec![("d", d)]);
+        h.feed(Input::Tick);
+        let Some(Phase::Reply(tag)) = h.c.jobs.first().map(|j| j.phase) else {
+            panic!("the read of /9 is not out: {:#?}", h.c.jobs);
+        };
+        h.feed(Input::Reply {
+            endpoint: "d".into(),
+            tag,
+            result: Err(err),
+        });
+        let j = h.job("d");
+        assert_eq!(j.status, status);
+        assert_eq!(j.details.as_deref(), Some(prefix));
+    }
 }
 
 #[test]

@@ -10,6 +10,32 @@ use wasmdm_proto::model::{ContentFormat, DataType, Path, Value};
 
 use wasmdm_proto::codec::link::{self, Link};
 
+/// Why a DM request got no reply from the device. A campaign tells the
+/// device being unreachable apart from anything else that went wrong.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum DmFailure {
+    /// No answer after the CoAP retransmissions, or a Reset: the device is unreachable.
+    #[error("no response (timeout or reset)")]
+    NoResponse,
+    /// The device is not (or no longer) registered.
+    #[error("device {0} is not registered")]
+    NotRegistered(String),
+    /// The request could not be built, or the answer not understood.
+    #[error(transparent)]
+    Dm(#[from] DmError),
+    /// Anything else that stopped the request (a missing software file).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DmFailure {
+    /// True when the device could not be reached (no answer, or gone):
+    /// not a refusal by the device.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DmFailure::NoResponse | DmFailure::NotRegistered(_))
+    }
+}
+
 /// A DM operation, independent of any transport detail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]

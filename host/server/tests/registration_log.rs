@@ -1,0 +1,136 @@
+//! The server logs one `info` line per Register, Update, De-register and
+//! expiry, naming the endpoint and the peer (and lifetime and location where
+//! there is a registration).
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use coap_lite::{CoapOption, Packet, RequestType};
+use tokio::net::UdpSocket;
+use wasmdm_proto::coap::msg;
+
+use common::TestServer;
+
+/// Every `info` line of this test binary.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_writer(move || SharedWriter(sink.clone()))
+            .with_ansi(false)
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends one CON request and returns the response.
+async fn exchange(sock: &UdpSocket, server: SocketAddr, mut req: Packet, mid: u16) -> Packet {
+    req.header.message_id = mid;
+    req.set_token(vec![mid as u8]);
+    sock.send_to(&msg::encode(&req).unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    Packet::from_bytes(&buf[..n]).unwrap()
+}
+
+fn register(ep: &str, lt: u64) -> Packet {
+    let mut reg = msg::request(RequestType::Post, &["rd"]);
+    let q = [format!("ep={ep}"), format!("lt={lt}"), "lwm2m=1.1".into()];
+    msg::add_strings(&mut reg, CoapOption::UriQuery, &q);
+    msg::set_uint(&mut reg, CoapOption::ContentFormat, 40);
+    reg.payload = b"</3/0>".to_vec();
+    reg
+}
+
+fn location(resp: &Packet) -> Vec<String> {
+    resp.get_option(CoapOption::LocationPath)
+        .map(|v| {
+            v.iter()
+                .map(|s| String::from_utf8_lossy(s).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn logs_contain(logs: &Mutex<Vec<u8>>, line: &str) -> bool {
+    String::from_utf8_lossy(&logs.lock().unwrap())
+        .lines()
+        .any(|l| l.contains(" INFO ") && l.contains(line))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_update_deregister_and_expiry_are_logged_at_info() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let coap = server.bound.coap;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+
+    let resp = exchange(&sock, coap, register("log-a", 60), 1).await;
+    let loc = location(&resp);
+    assert_eq!(loc.len(), 2, "{resp:?}");
+    assert!(logs_contain(
+        &logs,
+        &format!(
+            "registered \"log-a\" from {me} lifetime 60 s location /rd/{}",
+            loc[1]
+        )
+    ));
+
+    let path: Vec<&str> = loc.iter().map(String::as_str).collect();
+    let mut update = msg::request(RequestType::Post, &path);
+    msg::add_strings(&mut update, CoapOption::UriQuery, &["lt=90".to_string()]);
+    exchange(&sock, coap, update, 2).await;
+    assert!(logs_contain(
+        &logs,
+        &format!("registration update \"log-a\" from {me} lifetime 90 s")
+    ));
+
+    exchange(&sock, coap, msg::request(RequestType::Delete, &path), 3).await;
+    assert!(logs_contain(
+        &logs,
+        &format!("de-registered \"log-a\" from {me}")
+    ));
+
+    // A lifetime of 1 s without Update: expired by the server's tick.
+    exchange(&sock, coap, register("log-b", 1), 4).await;
+    let expired = format!("registration expired \"log-b\" (last from {me})");
+    let start = std::time::Instant::now();
+    while !logs_contain(&logs, &expired) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no expiry line in:\n{}",
+            String::from_utf8_lossy(&logs.lock().unwrap())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+}

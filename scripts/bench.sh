@@ -141,16 +141,19 @@ ratio() { # label, reference: "p50 ratio (min ratio)"
     printf '%s (%s)' "$(ratio1 P50 "$1" "$2")" "$(ratio1 MIN "$1" "$2")"
 }
 strip_markers() { grep -v -E '^(INSTALL|CLI|CLI_EPOCH|BARE|SHAPED)_(P50|MIN)_MS ' "$@"; }
-# The LwM2M section belongs to scripts/bench-lwm2m.sh, the fuzzing one to scripts/fuzz.sh:
-# carried over as they are.
+# The LwM2M section belongs to scripts/bench-lwm2m.sh, the fuzzing one to scripts/fuzz.sh,
+# the CPU fairness one to tests/bench/cpu_fairness.py: carried over as they are.
 lwm2m_section="$work/lwm2m-section.md"
 fuzz_section="$work/fuzz-section.md"
+fairness_section="$work/fairness-section.md"
 if [[ -f "$out_md" ]]; then
     sed -n '/^<!-- lwm2m:begin -->$/,/^<!-- lwm2m:end -->$/p' "$out_md" > "$lwm2m_section"
     sed -n '/^<!-- fuzz:begin -->$/,/^<!-- fuzz:end -->$/p' "$out_md" > "$fuzz_section"
+    sed -n '/^<!-- fairness:begin -->$/,/^<!-- fairness:end -->$/p' "$out_md" > "$fairness_section"
 else
     : > "$lwm2m_section"
     : > "$fuzz_section"
+    : > "$fairness_section"
 fi
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
@@ -214,6 +217,10 @@ mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
     if [[ -s "$fuzz_section" ]]; then
         echo
         cat "$fuzz_section"
+    fi
+    if [[ -s "$fairness_section" ]]; then
+        echo
+        cat "$fairness_section"
     fi
 } > "$out_md.tmp"
 mv "$out_md.tmp" "$out_md"

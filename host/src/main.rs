@@ -9,8 +9,18 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     cli::init_tracing(args.verbose);
+    // Guests run as tasks of this runtime and yield at every epoch tick
+    // (10 ms), so a scheduler tick can last a whole slice. Tokio polls timers
+    // and sockets only every `event_interval` ticks (61 by default) and takes
+    // tasks woken from outside (a timer, a socket) from its global queue only
+    // every `global_queue_interval` ticks (31): behind spinning guests a
+    // 200 ms timer service fired every ~600 ms. Checking both at every tick
+    // bounds the wait by about one slice per busy worker (BENCHMARKS.md,
+    // "CPU fairness").
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .event_interval(1)
+        .global_queue_interval(1)
         .build()
     {
         Ok(rt) => rt,

@@ -95,6 +95,8 @@ pub(crate) struct RawSandbox {
     pub log_cap: Option<RawSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +207,11 @@ pub struct Component {
 }
 
 /// Resolved `[component.sandbox]` with defaults applied.
+/// Share of one core a component gets while it computes without pause,
+/// unless its manifest says `cpu = "N%"`: a busy loop cannot starve the
+/// device's other services.
+pub const DEFAULT_CPU_PERCENT: u8 = 50;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     /// Total linear memory plus tables, bytes (default 64 MiB, max 4 GiB).
@@ -227,6 +234,9 @@ pub struct Sandbox {
     pub log_cap_bytes: u64,
     /// Grace between a stop request and interruption (default 2 s, max 60 s).
     pub stop_grace: Duration,
+    /// Most of one core the component may use while it computes without
+    /// pause, in percent (1-100).
+    pub cpu_percent: u8,
 }
 
 /// A package directory exposed read-only to the guest.
@@ -403,6 +413,7 @@ impl Component {
                 }),
                 log_cap: Some(render_size(s.log_cap_bytes)),
                 stop_grace_ms: Some(duration_ms(s.stop_grace)),
+                cpu: Some(format!("{}%", s.cpu_percent)),
             },
         }
     }
@@ -719,6 +730,21 @@ impl RawSandbox {
             ));
         }
 
+        let cpu_percent = match &self.cpu {
+            None => DEFAULT_CPU_PERCENT,
+            Some(text) => text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<u8>().ok())
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    PackageError::invalid(
+                        format!("{key}.cpu"),
+                        format!("{text:?} is not a share of one core from \"1%\" to \"100%\""),
+                    )
+                })?,
+        };
+
         Ok(Sandbox {
             memory_bytes,
             env: self.env.clone(),
@@ -730,6 +756,7 @@ impl RawSandbox {
             restart,
             log_cap_bytes,
             stop_grace: Duration::from_millis(grace_ms),
+            cpu_percent,
         })
     }
 }

@@ -402,3 +402,24 @@ fn network_bind_names_the_local_addresses_and_round_trips() {
     );
     assert!(err(&bad).to_string().contains("network.bind[0]"));
 }
+
+#[test]
+fn cpu_share_defaults_to_half_a_core_and_is_checked() {
+    let with = |kv: &str| format!("{}[component.sandbox]\n{kv}\n", minimal());
+    let m = Manifest::from_toml(&minimal()).unwrap();
+    assert_eq!(
+        m.components[0].sandbox.cpu_percent,
+        crate::DEFAULT_CPU_PERCENT
+    );
+    let m = Manifest::from_toml(&with("cpu = \"100%\"")).unwrap();
+    assert_eq!(m.components[0].sandbox.cpu_percent, 100);
+    for bad in [
+        "cpu = \"0%\"",
+        "cpu = \"150%\"",
+        "cpu = \"half\"",
+        "cpu = \"50\"",
+    ] {
+        let e = err(&with(bad));
+        assert!(e.to_string().contains("sandbox.cpu"), "{bad}: {e}");
+    }
+}

@@ -73,6 +73,7 @@ fn component_spec(c: &m::Component) -> ComponentSpec {
             restart,
             log_cap: sb.log_cap_bytes,
             stop_grace_ms: millis(sb.stop_grace),
+            cpu_percent: sb.cpu_percent,
         },
     }
 }

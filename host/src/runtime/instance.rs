@@ -170,9 +170,27 @@ pub async fn run_instance(
     let mut store = Store::new(&engine.engine, state);
     store.limiter(|s| &mut s.limiter);
     let stop_cb = stop.clone();
+    let pause = cpu_pause(setup.sandbox.cpu_percent);
+    let mut last_deadline: Option<std::time::Instant> = None;
     store.epoch_deadline_callback(move |_| {
         if stop_cb.is_forced() {
-            Ok(UpdateDeadline::Interrupt)
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        // Two deadlines about a tick apart (plus the pause between them):
+        // the guest computed through a whole slice without a host call that
+        // waits. It then sits out `pause`, so it gets at most its share of a
+        // core and a spinning guest cannot delay the device's other services
+        // (a guest that mostly waits never meets two deadlines in a row).
+        let now = std::time::Instant::now();
+        let busy = last_deadline.is_some_and(|t| {
+            now.duration_since(t) < crate::runtime::engine::EPOCH_TICK * 3 / 2 + pause
+        });
+        last_deadline = Some(now);
+        if busy && !pause.is_zero() {
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::time::sleep(pause)),
+            ))
         } else {
             Ok(UpdateDeadline::Yield(1))
         }
@@ -297,5 +315,31 @@ mod tests {
         assert!(net_allowed(&[], &binds, &ok, SocketAddrUse::UdpBind));
         assert!(!net_allowed(&[], &binds, &any_8080, SocketAddrUse::TcpBind));
         assert!(!net_allowed(&[], &binds, &other, SocketAddrUse::TcpListen));
+    }
+}
+
+/// How long a guest that computed through a whole epoch slice sits out, so
+/// that it uses at most `cpu_percent` of one core: a slice of compute, then
+/// `slice × (100 − p) / p` of rest.
+fn cpu_pause(cpu_percent: u8) -> std::time::Duration {
+    let p = u32::from(cpu_percent.clamp(1, 100));
+    crate::runtime::engine::EPOCH_TICK * (100 - p) / p
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::cpu_pause;
+    use std::time::Duration;
+
+    #[test]
+    fn a_busy_guest_rests_so_it_uses_its_share() {
+        assert_eq!(cpu_pause(100), Duration::ZERO);
+        assert_eq!(cpu_pause(50), Duration::from_millis(10));
+        assert_eq!(cpu_pause(25), Duration::from_millis(30));
+        assert_eq!(
+            cpu_pause(0),
+            cpu_pause(1),
+            "clamped, never a division by zero"
+        );
     }
 }

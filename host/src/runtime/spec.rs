@@ -148,6 +148,14 @@ pub struct Sandbox {
     pub log_cap: u64,
     /// Time between a stop request and forced interruption.
     pub stop_grace_ms: u64,
+    /// Share of one core while computing without pause (percent); absent
+    /// from records written before shares existed.
+    #[serde(default = "default_cpu_percent")]
+    pub cpu_percent: u8,
+}
+
+fn default_cpu_percent() -> u8 {
+    wasmdm_package::DEFAULT_CPU_PERCENT
 }
 
 impl Default for Sandbox {
@@ -164,6 +172,7 @@ impl Default for Sandbox {
             restart: RestartPolicy::No,
             log_cap: 64 << 10,
             stop_grace_ms: 2000,
+            cpu_percent: default_cpu_percent(),
         }
     }
 }

@@ -196,7 +196,7 @@ fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result
         .map_err(err)?;
     let sha2 = file["sha256"].as_str().unwrap_or_default().to_string();
     println!(
-        "== uploaded counter 2.0.0 ({sha2:.12}…); upgrading the group (push, Block1 over CoAP)"
+        "== uploaded counter 2.0.0 ({sha2:.12}…); upgrading the group (push, Block1 over CoAP in the DTLS session)"
     );
     let upgrade = api
         .campaign(

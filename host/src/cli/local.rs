@@ -4,6 +4,7 @@
 use super::DataDirArgs;
 use anyhow::Context;
 use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use wasmdm::runtime::{ExitStatus, ForegroundOptions, Runtime, RuntimeConfig, StopHandle};
@@ -306,10 +307,18 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         .filter(|c| args.component.as_ref().is_none_or(|id| id == c))
         .collect();
     components.sort();
+    let mut out = std::io::stdout().lock();
     for component in components {
         for line in wasmdm::runtime::read_log_file(&dir.join(format!("{component}.log"))) {
             // Guest output: escaped, so a guest cannot drive the operator's terminal.
-            println!("[{}] {}", escape(&component), escape(&line));
+            let written = writeln!(out, "[{}] {}", escape(&component), escape(&line));
+            // `wasmdm logs … | head`: the reader is gone, which is no error.
+            if let Err(e) = written {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                return Err(e.into());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

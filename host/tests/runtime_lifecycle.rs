@@ -349,3 +349,41 @@ async fn dropping_the_runtime_stops_instances_before_releasing_the_lock() {
     wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
     rt.deactivate("counter", None).await.unwrap();
 }
+
+/// A command that finished runs exactly once when the host starts and a
+/// replayed Activate arrives (the device re-issues the one it persisted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_command_is_not_run_again_by_a_replayed_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("hello", "1.0.0", "hello", "wasi:cli/command", "", "");
+    {
+        let rt = Runtime::open(config(dir.path())).await.unwrap();
+        deliver_install(&rt, "0", &pkg).await.unwrap();
+        rt.activate("hello", None).await.unwrap();
+        wait_state(&rt, "hello", "hello", ComponentState::Exited, 10).await;
+        rt.shutdown().await;
+    }
+    // The host starts again: the runtime autostarts what is active, then
+    // the device's persisted Activate is replayed.
+    let rt = Runtime::open(config(dir.path())).await.unwrap();
+    wait_state(&rt, "hello", "hello", ComponentState::Exited, 10).await;
+    let runs = |rt: &Runtime| {
+        log_text(rt, "hello", "hello")
+            .iter()
+            .filter(|l| l.as_str() == "hello from wasmdm")
+            .count()
+    };
+    let before = runs(&rt);
+    rt.activate("hello", None).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(runs(&rt), before, "the command ran again");
+    assert_eq!(comp(&rt, "hello", "hello").state, ComponentState::Exited);
+    // Deactivate, then Activate: an explicit new run.
+    rt.deactivate("hello", None).await.unwrap();
+    rt.activate("hello", None).await.unwrap();
+    wait_until(10, "the command runs again after a deactivate", || {
+        runs(&rt) == before + 1
+    })
+    .await;
+    rt.shutdown().await;
+}

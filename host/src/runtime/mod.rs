@@ -853,6 +853,21 @@ impl Runtime {
                     .get(id)
                     .and_then(|c| c.sup.as_ref())
                     .is_some_and(|s| !s.is_finished());
+                // Already active and started since open, and not failed: a
+                // replayed Activate (the device re-issues one after a
+                // restart) must not run a command that finished a second
+                // time. A failed one (crash loop) is started again.
+                let done_here = old_record.active.contains(id)
+                    && pkg.comps.get(id).is_some_and(|c| {
+                        c.sup.is_some()
+                            && c.status
+                                .lock()
+                                .map(|st| st.state == ComponentState::Exited)
+                                .unwrap_or(false)
+                    });
+                if done_here {
+                    continue;
+                }
                 result = self.start_one(pkg, id);
                 if result.is_err() {
                     break;

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
@@ -13,36 +11,6 @@ use wasmdm_server::ctl::{Client, CtlError, ctl_main};
 use wasmdm_server::http::API_ROUTES;
 
 use common::{TestServer, blocking};
-
-/// Every log line of this test binary (to check no key shows in the logs).
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(move || SharedWriter(sink.clone()))
-            .with_ansi(false)
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-struct SharedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(b);
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -264,7 +232,7 @@ async fn http_downloads_need_the_capability() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_api_never_shows_keys() {
-    let logs = captured_logs();
+    let logs = common::captured_logs("debug");
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let base = server.http();

@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use coap_lite::{CoapOption, Packet, RequestType};
@@ -14,36 +13,6 @@ use tokio::net::UdpSocket;
 use wasmdm_proto::coap::msg;
 
 use common::TestServer;
-
-/// Every `info` line of this test binary.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_writer(move || SharedWriter(sink.clone()))
-            .with_ansi(false)
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-struct SharedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(b);
-        }
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Sends one CON request and returns the response.
 async fn exchange(sock: &UdpSocket, server: SocketAddr, mut req: Packet, mid: u16) -> Packet {
@@ -87,7 +56,7 @@ fn logs_contain(logs: &Mutex<Vec<u8>>, line: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_update_deregister_and_expiry_are_logged_at_info() {
-    let logs = captured_logs();
+    let logs = common::captured_logs("info");
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let coap = server.bound.coap;

@@ -315,7 +315,7 @@ pub const USAGE: &str =
     "wasmdm ctl [--server URL] [--token T] [--data-dir DIR] [--ca CA.pem] COMMAND
   devices | device EP | label EP LABEL...
   read EP PATH | discover EP PATH | write EP PATH VALUE | exec EP PATH [ARGS] | delete EP PATH
-  attrs EP PATH pmin=N pmax=N ... | observe EP PATH
+  attrs EP PATH pmin=N pmax=N ... | observe EP PATH | cancel-observe EP PATH
   group list | group show NAME | group set NAME [--ep EP]... [--label L]... | group rm NAME
   file list | file upload PATH [--name N] [--description D] [--retain-secs S] | file rm SHA
   install|upgrade|uninstall|activate|deactivate (--group G | --device EP)... --package NAME
@@ -411,7 +411,16 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
     // DM operations and waited-for campaigns can fail after a 200: checked below.
     let dm = matches!(
         a.first(),
-        Some(&("read" | "discover" | "observe" | "write" | "exec" | "delete" | "attrs"))
+        Some(
+            &("read"
+                | "discover"
+                | "observe"
+                | "cancel-observe"
+                | "write"
+                | "exec"
+                | "delete"
+                | "attrs")
+        )
     );
     let waited = match a.as_slice() {
         ["campaign", "wait", _] => true,
@@ -428,6 +437,10 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         ["read", ep, path] => c.dm(ep, &json!({"op": "read", "path": path, "accept": null}))?,
         ["discover", ep, path] => c.dm(ep, &json!({"op": "discover", "path": path}))?,
         ["observe", ep, path] => c.dm(ep, &json!({"op": "observe", "path": path, "accept": null}))?,
+        ["cancel-observe", ep, path] => c.dm(
+            ep,
+            &json!({"op": "cancel-observe", "path": path, "accept": null, "token": ""}),
+        )?,
         ["write", ep, path, value] => c.dm(
             ep,
             &json!({"op": "write", "path": path, "replace": true, "format": 0, "payload": hex::encode(value.as_bytes())}),

@@ -553,6 +553,36 @@ impl Driver {
 
     /// Sends a DM op to a registered endpoint; failures to send complete `purpose` with an error.
     fn send_dm(&mut self, endpoint: &str, op: DmOp, purpose: Purpose) {
+        // A cancel without a token ends the server's own observation of that
+        // path: RFC 7641 §3.6, a GET with Observe=1 and that observation's
+        // token (an API client never saw the token).
+        let op = match op {
+            DmOp::CancelObserve {
+                path,
+                accept,
+                token,
+            } if token.is_empty() => {
+                let held = dm::parse_path(&path)
+                    .ok()
+                    .and_then(|p| self.observations.find(endpoint, p));
+                let Some(id) = held else {
+                    let why = format!("no observation of {path} on {endpoint}");
+                    return self.complete_purpose(purpose, Err(DmFailure::Other(why)));
+                };
+                let token = self
+                    .observations
+                    .remove(id)
+                    .map(|o| o.token)
+                    .unwrap_or_default();
+                self.endpoint.cancel(Instant::now(), id);
+                DmOp::CancelObserve {
+                    path,
+                    accept,
+                    token,
+                }
+            }
+            op => op,
+        };
         let built = match self.registry.get(endpoint) {
             None => Err(DmFailure::NotRegistered(endpoint.to_string())),
             Some(reg) => op

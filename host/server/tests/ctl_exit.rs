@@ -46,6 +46,10 @@ async fn answer(sock: UdpSocket) {
             (RequestType::Get, "3/0/0") => {
                 msg::set_uint(&mut resp, CoapOption::ContentFormat, 0);
                 resp.payload = b"ok".to_vec();
+                // Observe=0 registers an observation (RFC 7641 §3.1).
+                if msg::get_uint(&req, CoapOption::Observe, 3).ok().flatten() == Some(0) {
+                    msg::set_uint(&mut resp, CoapOption::Observe, 2);
+                }
             }
             (RequestType::Get, _) => Code::NOT_FOUND.set_on(&mut resp),
             _ => Code::METHOD_NOT_ALLOWED.set_on(&mut resp),
@@ -98,6 +102,15 @@ async fn device_error_codes_and_api_errors_fail_ctl() {
         assert_eq!(e.to_string(), "device answered 4.05 Method Not Allowed");
         let e = ctl(&["write", "d1", "/3/0/14", "+02"]).0.unwrap_err();
         assert!(matches!(e, CtlError::Device { .. }), "{e:?}");
+
+        // An observation started from ctl can be cancelled from ctl (the
+        // server finds its token); a second cancel finds nothing to cancel.
+        let (r, out) = ctl(&["observe", "d1", "/3/0/0"]);
+        assert!(r.is_ok() && out.contains("\"2.05\""), "{r:?} {out}");
+        let (r, out) = ctl(&["cancel-observe", "d1", "/3/0/0"]);
+        assert!(r.is_ok() && out.contains("\"2.05\""), "{r:?} {out}");
+        let e = ctl(&["cancel-observe", "d1", "/3/0/0"]).0.unwrap_err();
+        assert!(e.to_string().contains("no observation of /3/0/0"), "{e}");
 
         // The server refusing (device not registered, unknown device) fails too.
         let e = ctl(&["read", "nobody", "/3/0"]).0.unwrap_err();

@@ -387,3 +387,32 @@ async fn a_finished_command_is_not_run_again_by_a_replayed_activate() {
     .await;
     rt.shutdown().await;
 }
+
+/// `wasmdm activate` (a runtime opened without autostart) marks active and
+/// runs nothing; the device host then starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activate_in_a_one_shot_runtime_only_marks_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("hello", "1.0.0", "hello", "wasi:cli/command", "", "");
+    let mut one_shot = config(dir.path());
+    one_shot.autostart = false;
+    {
+        let rt = Runtime::open(one_shot).await.unwrap();
+        deliver_install(&rt, "0", &pkg).await.unwrap();
+        rt.activate("hello", None).await.unwrap();
+        let c = comp(&rt, "hello", "hello");
+        assert!(c.active, "{c:?}");
+        assert_eq!(c.state, ComponentState::Inactive, "nothing runs: {c:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(log_text(&rt, "hello", "hello").is_empty());
+        rt.shutdown().await;
+    }
+    let rt = Runtime::open(config(dir.path())).await.unwrap();
+    wait_state(&rt, "hello", "hello", ComponentState::Exited, 10).await;
+    assert!(
+        log_text(&rt, "hello", "hello")
+            .iter()
+            .any(|l| l == "hello from wasmdm")
+    );
+    rt.shutdown().await;
+}

@@ -217,7 +217,7 @@ pub async fn activate(args: TargetArgs) -> anyhow::Result<ExitCode> {
         .activate(&args.package, args.component.as_deref())
         .await?;
     println!(
-        "{} marked active; it runs whenever the host runs (`wasmdm device`)",
+        "{} marked active: it starts when the device host runs (`wasmdm device`); nothing was run now",
         target_name(&args.package, args.component.as_deref())
     );
     runtime.shutdown().await;

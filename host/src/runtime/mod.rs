@@ -813,7 +813,8 @@ impl Runtime {
     }
 
     /// Activates a package (all components) or one component. Idempotent. The
-    /// activation is persisted before this returns; the instance then starts.
+    /// activation is persisted before this returns; the instance then starts
+    /// (not in a runtime opened without `autostart`, which runs nothing).
     pub async fn activate(&self, name: &str, component: Option<&str>) -> Result<()> {
         let _ops = self.inner.ops.lock().await;
         let ids = self.resolve_ids(name, component)?;
@@ -835,6 +836,21 @@ impl Runtime {
             r.active.extend(ids.iter().cloned());
             r
         };
+        // A runtime opened for a one-shot command (`wasmdm activate`) runs
+        // nothing: the record says active, and the device host starts it.
+        if !self.inner.config.autostart {
+            self.write_record_off_thread(&record).await?;
+            let mut pkgs = self.pkgs();
+            if let Some(pkg) = pkgs.get_mut(name) {
+                pkg.record = record;
+                for id in &ids {
+                    if let Some(c) = pkg.comps.get(id) {
+                        c.status.lock().unwrap_or_else(|p| p.into_inner()).active = true;
+                    }
+                }
+            }
+            return Ok(());
+        }
         // Start first, then make the record durable while the instances come
         // up on other threads: the call returns (and the caller may report
         // "active") only once the record is written. A crash in between

@@ -212,30 +212,22 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The server's DTLS certificate, key and device CA from their files.
+/// The server's DTLS certificate, key and device CA from their files (PEM
+/// or DER, read as the device reads its own).
 fn dtls_config(args: &ServerArgs) -> anyhow::Result<wasmdm_server::DtlsConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = |path: &PathBuf| -> anyhow::Result<Vec<Vec<u8>>> {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("{}: not a PEM certificate file", path.display()))?;
-        anyhow::ensure!(!certs.is_empty(), "{}: no certificate", path.display());
-        Ok(certs.into_iter().map(|c| c.to_vec()).collect())
-    };
+    use wasmdm::device::security::{certificates, private_key};
     let mut dtls = wasmdm_server::DtlsConfig::default();
     match (&args.dtls_cert, &args.dtls_key) {
         (Some(cert), Some(key)) => {
-            let key = match PrivateKeyDer::from_pem_file(key) {
-                Ok(PrivateKeyDer::Pkcs8(k)) => k.secret_pkcs8_der().to_vec(),
-                _ => anyhow::bail!("{}: expected a PKCS#8 PEM private key", key.display()),
-            };
-            dtls.certificate = Some((certs(cert)?, key));
             let ca = args
                 .dtls_ca
                 .as_ref()
                 .context("--dtls-cert needs --dtls-ca: the CA device certificates chain to")?;
-            dtls.client_cas = certs(ca)?;
+            dtls.certificate = Some((
+                certificates("dtls-cert", cert)?,
+                private_key("dtls-key", key)?,
+            ));
+            dtls.client_cas = certificates("dtls-ca", ca)?;
         }
         (None, None) => {}
         _ => anyhow::bail!("--dtls-cert and --dtls-key go together"),

@@ -185,12 +185,7 @@ impl DeviceConfig {
 
     /// The host of the server URI (what its certificate must name).
     pub fn server_host(&self) -> Result<String, ConfigError> {
-        let authority = self.server_addr()?;
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.rsplit_once(':').map_or("", |(h, _)| h),
-        };
-        Ok(host.to_string())
+        Ok(host_of(&self.server_addr()?).to_string())
     }
 
     /// `host:port` of the server, from `coap://host[:port]` (default port
@@ -219,6 +214,14 @@ impl DeviceConfig {
         } else {
             format!("{authority}:{default_port}")
         })
+    }
+}
+
+/// The host of a `host:port` authority (`[v6]:port` without brackets).
+pub fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     }
 }
 
@@ -319,6 +322,14 @@ mod tests {
         assert!(matches!(e, ConfigError::DownloadCa(_)));
         assert!(e.to_string().contains("missing.pem"), "{e}");
         assert!(DeviceConfig::default().download_trust().is_ok());
+    }
+
+    #[test]
+    fn host_of_authorities() {
+        assert_eq!(host_of("example.org:5684"), "example.org");
+        assert_eq!(host_of("10.0.0.1:5684"), "10.0.0.1");
+        assert_eq!(host_of("[::1]:5684"), "::1");
+        assert_eq!(host_of("example.org"), "example.org");
     }
 
     #[test]

@@ -230,10 +230,7 @@ impl Driver {
             // A coaps:// file server is pulled from with the server
             // account's credentials (the server itself: the same session).
             if secure {
-                let host = authority
-                    .rsplit_once(':')
-                    .map_or(authority.as_str(), |(h, _)| h)
-                    .trim_matches(['[', ']']);
+                let host = config::host_of(&authority);
                 if let Err(e) = self.transport.add_dtls_peer(peer, host) {
                     warn!(instance = iid, "cannot pull over coaps: {e}");
                     let report = self

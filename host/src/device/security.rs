@@ -55,8 +55,9 @@ fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
     })
 }
 
-/// Certificates from a PEM file (one or more) or a single DER certificate.
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<Vec<u8>>, SecurityError> {
+/// Certificates from a PEM file (one or more) or a single DER certificate;
+/// `key` names the setting in errors.
+pub fn certificates(key: &'static str, path: &Path) -> Result<Vec<Vec<u8>>, SecurityError> {
     let bytes = read_file(key, path)?;
     let bad = |reason: String| SecurityError::File {
         key,
@@ -79,8 +80,8 @@ fn certificates(key: &'static str, path: &Path) -> Result<Vec<Vec<u8>>, Security
     }
 }
 
-/// A PKCS#8 private key from PEM or DER.
-fn private_key(key: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
+/// A PKCS#8 private key from PEM or DER; `key` names the setting in errors.
+pub fn private_key(key: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
     let bytes = read_file(key, path)?;
     if !bytes.starts_with(b"-----") {
         return Ok(bytes);

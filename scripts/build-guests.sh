@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 guests="$root/guest-examples"
 out="$guests/out"
 target=wasm32-wasip2
-names=(hello counter spinner blocker memhog trapper escaper failer crasher flooder binder)
+names=(hello counter spinner blocker memhog trapper escaper failer crasher flooder binder filler)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     rustup target add "$target"

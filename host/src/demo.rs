@@ -4,13 +4,23 @@
 //! throw-away data directories, the devices registering over DTLS with a
 //! PSK generated for each (plain CoAP registrations refused); the example
 //! `counter` guest is packed as
-//! version 1, installed and activated on the group by a campaign (its output
-//! shows in the log), then upgraded to version 2 by a second campaign with
-//! push delivery, and the per-device report is printed.
+//! version 1, installed and activated on the group by a campaign, then
+//! upgraded to version 2 by a second campaign with push delivery, and the
+//! per-device report is printed.
+//!
+//! What it prints is a narration, one line per event, each headed by who it
+//! is about: the server, a device's registration, each device's progress
+//! through a campaign, and the guests' own output attributed to the device
+//! they run on (read from each device's component log, as `wasmdm logs`
+//! does). The hosts' full logs go to a file (`wasmdm demo -v` shows them
+//! interleaved instead).
 
 use crate::device::config::DeviceConfig;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use wasmdm_server::ctl::Client;
@@ -79,10 +89,13 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
     let coaps = bound
         .coaps
         .ok_or_else(|| DemoError::Server("no DTLS port".into()))?;
-    println!(
-        "== server: LwM2M coaps://{coaps} (DTLS-PSK; plain CoAP {} for file pulls only), API {}",
-        bound.coap,
-        bound.api_base()
+    say(
+        "server",
+        &format!(
+            "LwM2M over DTLS on coaps://{coaps}, HTTP API on {} (plain CoAP {} serves file pulls only)",
+            bound.api_base(),
+            bound.coap
+        ),
     );
 
     // The devices, each with its own data directory and runtime.
@@ -95,7 +108,13 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
         let (api, endpoints) = (api.clone(), endpoints.clone());
         blocking(move || provision_psks(&api, &endpoints)).await?
     };
+    let mut logs = Vec::new();
     for (endpoint, key) in endpoints.iter().zip(keys) {
+        logs.push((
+            endpoint.clone(),
+            crate::state::DataDir::at(&scratch.path().join(endpoint))
+                .log_file("counter", "counter"),
+        ));
         let config = DeviceConfig {
             endpoint: endpoint.clone(),
             server: format!("coaps://{coaps}"),
@@ -113,18 +132,27 @@ pub async fn run(options: DemoOptions) -> Result<Value, DemoError> {
             }
         });
     }
-    println!(
-        "== {} devices started: {}",
-        endpoints.len(),
-        endpoints.join(", ")
+    say(
+        "demo",
+        &format!(
+            "{} devices started, each with its own runtime and data directory",
+            endpoints.len()
+        ),
     );
 
+    let done = Arc::new(AtomicBool::new(false));
+    let tail = {
+        let done = done.clone();
+        std::thread::spawn(move || tail_guest_output(&logs, &done))
+    };
     let result = local
         .run_until(async {
             let endpoints = endpoints.clone();
             blocking(move || story(&api, &endpoints, v1, v2)).await
         })
         .await;
+    done.store(true, Ordering::SeqCst);
+    let _ = tail.join();
 
     let _ = stop_tx.send(true);
     // Let the devices de-register and stop their guests.
@@ -152,31 +180,48 @@ fn provision_psks(api: &Client, endpoints: &[String]) -> Result<Vec<String>, Dem
         .map_err(|e| DemoError::Api(e.to_string()))?;
         keys.push(key);
     }
-    println!("== provisioned a DTLS pre-shared key for each device");
+    say(
+        "server",
+        "a fresh DTLS pre-shared key stored for each device (plain CoAP registrations are refused)",
+    );
     Ok(keys)
 }
 
 fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result<Value, DemoError> {
     let err = |e: wasmdm_server::ctl::CtlError| DemoError::Api(e.to_string());
-    // Wait until every device registered.
+    // Wait until every device registered, saying so as each one does.
+    let mut seen = std::collections::BTreeSet::new();
     for _ in 0..100 {
         let devices = api.get("/api/devices").map_err(err)?;
-        let registered = devices.as_array().map(|d| d.len()).unwrap_or(0);
-        if registered >= endpoints.len() {
+        for d in devices.as_array().into_iter().flatten() {
+            if let Some(ep) = d["endpoint"].as_str()
+                && seen.insert(ep.to_string())
+            {
+                say(ep, "registered with the server over DTLS");
+            }
+        }
+        if seen.len() >= endpoints.len() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     api.put("/api/groups/demo", &json!({ "endpoints": endpoints }))
         .map_err(err)?;
-    println!("== group `demo`: {}", endpoints.join(", "));
+    say(
+        "server",
+        &format!("group `demo` = {}", endpoints.join(", ")),
+    );
 
     let file = api
         .upload(&v1, "counter-1.0.0.wdm", Some("demo counter v1"), None)
         .map_err(err)?;
     let sha1 = file["sha256"].as_str().unwrap_or_default().to_string();
-    println!(
-        "== uploaded counter 1.0.0 ({sha1:.12}…); installing on the group (pull over HTTP), then activating"
+    say(
+        "step 1",
+        &format!(
+            "install counter 1.0.0 ({sha1:.12}…) on group `demo` and activate it: \
+             the devices pull it over HTTP, two at a time"
+        ),
     );
     let install = api
         .campaign(
@@ -188,15 +233,22 @@ fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result
     let report = wait(api, &install)?;
     check_done(&report, endpoints.len())?;
 
-    println!("== the guests run (count lines above); letting them count for a second");
+    say(
+        "demo",
+        "the guests run: their output follows, headed by the device; letting them count for a second",
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     let file = api
         .upload(&v2, "counter-2.0.0.wdm", Some("demo counter v2"), None)
         .map_err(err)?;
     let sha2 = file["sha256"].as_str().unwrap_or_default().to_string();
-    println!(
-        "== uploaded counter 2.0.0 ({sha2:.12}…); upgrading the group (push, Block1 over CoAP in the DTLS session)"
+    say(
+        "step 2",
+        &format!(
+            "upgrade group `demo` to counter 2.0.0 ({sha2:.12}…): the server pushes it \
+             (CoAP Block1 inside each device's DTLS session), two at a time"
+        ),
     );
     let upgrade = api
         .campaign(
@@ -205,16 +257,25 @@ fn story(api: &Client, endpoints: &[String], v1: Vec<u8>, v2: Vec<u8>) -> Result
         )
         .map_err(err)?;
     let report = wait(api, &upgrade)?;
+    // The new version's first lines, before the report.
+    std::thread::sleep(Duration::from_millis(500));
     print_report(&report);
     check_done(&report, endpoints.len())?;
+    say(
+        "server",
+        "reads /9/0 (Software Management) back from each device:",
+    );
     for ep in endpoints {
         let r = api
             .dm(ep, &json!({"op": "read", "path": "/9/0", "accept": null}))
             .map_err(err)?;
         let v = &r["values"];
-        println!(
-            "   {ep}: /9/0 PkgName={} PkgVersion={} UpdateState={} UpdateResult={} ActivationState={}",
-            v["/9/0/0"], v["/9/0/1"], v["/9/0/7"], v["/9/0/9"], v["/9/0/12"]
+        say(
+            ep,
+            &format!(
+                "/9/0 PkgName={} PkgVersion={} UpdateState={} UpdateResult={} ActivationState={}",
+                v["/9/0/0"], v["/9/0/1"], v["/9/0/7"], v["/9/0/9"], v["/9/0/12"]
+            ),
         );
     }
     Ok(report)
@@ -224,18 +285,114 @@ fn wait(api: &Client, created: &Value) -> Result<Value, DemoError> {
     let id = created["id"]
         .as_str()
         .ok_or_else(|| DemoError::Api(format!("no campaign id in {created}")))?;
-    api.wait(id, |c| {
-        let s = &c["summary"];
-        println!(
-            "   campaign {id}: {} — done {} failed {} timed out {} pending {}",
-            c["status"].as_str().unwrap_or("?"),
+    // Each device's progress, one line whenever its step or status changes
+    // (the whole campaign with its jobs: a few devices, so small).
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let report = loop {
+        let c = api
+            .get(&format!("/api/campaigns/{id}"))
+            .map_err(|e| DemoError::Api(e.to_string()))?;
+        for job in c["jobs"].as_array().into_iter().flatten() {
+            let Some(ep) = job["endpoint"].as_str() else {
+                continue;
+            };
+            let now = job_progress(job);
+            if last.get(ep) != Some(&now) {
+                say(ep, &now);
+                last.insert(ep.to_string(), now);
+            }
+        }
+        if c["status"].as_str() != Some("running") {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let s = &report["summary"];
+    say(
+        "server",
+        &format!(
+            "campaign {id} {}: {} done, {} failed, {} timed out",
+            report["status"].as_str().unwrap_or("?"),
             s["done"],
             s["failed"],
-            s["timed_out"],
-            s["pending"]
-        );
-    })
-    .map_err(|e| DemoError::Api(e.to_string()))
+            s["timed_out"]
+        ),
+    );
+    Ok(report)
+}
+
+/// One narration line: who it is about, then what happened.
+fn say(who: &str, what: &str) {
+    println!("{who:>14} │ {what}");
+}
+
+/// What a campaign's job is doing, in words: its status and, while running,
+/// the step of the plan it is at.
+fn job_progress(job: &Value) -> String {
+    match job["status"].as_str().unwrap_or("?") {
+        "running" => {
+            let step = &job["plan"][job["pc"].as_u64().unwrap_or(0) as usize];
+            let doing = match step {
+                Value::String(s) if s == "Inspect" => "reading its installed software (/9)",
+                Value::String(s) if s == "Create" => "creating a /9 instance for the package",
+                Value::String(s) if s == "Deliver" => "receiving the package",
+                Value::String(s) if s == "Finish" => "reading the result back",
+                other => match other["Execute"]["res"].as_u64() {
+                    Some(4) => "installing: verify, check against the host's worlds, compile",
+                    Some(6) => "uninstalling the old version",
+                    Some(10) => "activating: the guest starts",
+                    Some(11) => "deactivating",
+                    _ => "working",
+                },
+            };
+            format!("campaign: {doing}")
+        }
+        "done" => format!(
+            "campaign: done — {}",
+            job["update_result_name"].as_str().unwrap_or("finished")
+        ),
+        "pending" => "campaign: waiting for its turn".to_string(),
+        other => format!(
+            "campaign: {other} — {}",
+            job["details"]
+                .as_str()
+                .or(job["update_result_name"].as_str())
+                .unwrap_or("-")
+        ),
+    }
+}
+
+/// Prints each device's new guest output (its `counter` component log) until
+/// `done`, headed by the device: the guests run in the devices' runtimes,
+/// each writing its own log, so nothing interleaves unattributed.
+fn tail_guest_output(logs: &[(String, PathBuf)], done: &AtomicBool) {
+    let mut printed = vec![0usize; logs.len()];
+    loop {
+        let last_round = done.load(Ordering::SeqCst);
+        for ((endpoint, path), n) in logs.iter().zip(printed.iter_mut()) {
+            let lines = crate::runtime::read_log_file(path);
+            for line in lines.iter().skip(*n) {
+                // "<unix ms> <source> <text>", as the runtime writes it.
+                let mut parts = line.splitn(3, ' ');
+                let (_, source, text) = (parts.next(), parts.next(), parts.next());
+                let text = text.unwrap_or_default();
+                match source {
+                    Some("Host") => say(endpoint, &format!("counter [host: {text}]")),
+                    Some("Stdout") => say(endpoint, &format!("counter │ {text}")),
+                    // The counter logs each count through `log` as well as
+                    // printing it: show the log only above info.
+                    Some("Trace" | "Debug" | "Info") => {}
+                    Some(other) => say(endpoint, &format!("counter │ [{other}] {text}")),
+                    None => {}
+                }
+            }
+            *n = (*n).max(lines.len());
+        }
+        if last_round {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn check_done(report: &Value, expected: usize) -> Result<(), DemoError> {
@@ -251,9 +408,12 @@ fn check_done(report: &Value, expected: usize) -> Result<(), DemoError> {
 }
 
 fn print_report(report: &Value) {
-    println!(
-        "== report of campaign {}",
-        report["id"].as_str().unwrap_or("?")
+    say(
+        "server",
+        &format!(
+            "report of campaign {}:",
+            report["id"].as_str().unwrap_or("?")
+        ),
     );
     for job in report["jobs"].as_array().into_iter().flatten() {
         let versions: Vec<String> = job["targets"]
@@ -270,7 +430,8 @@ fn print_report(report: &Value) {
             })
             .collect();
         println!(
-            "   {:<16} {:<10} {:<24} result {} ({})",
+            "{:>14} │   {:<16} {:<10} {:<24} result {} ({})",
+            "",
             job["endpoint"].as_str().unwrap_or("?"),
             job["status"].as_str().unwrap_or("?"),
             versions.join(", "),
@@ -289,11 +450,19 @@ fn pack_version(src: &Path, version: &str, scratch: &Path) -> Result<Vec<u8>, De
         std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
     }
     let manifest = std::fs::read_to_string(dir.join("manifest.toml"))?;
-    let manifest = manifest.replacen(
-        "version = \"1.0.0\"",
-        &format!("version = \"{version}\""),
-        1,
-    );
+    let manifest = manifest
+        .replacen(
+            "version = \"1.0.0\"",
+            &format!("version = \"{version}\""),
+            1,
+        )
+        // The guest prints its greeting at start: the narration shows which
+        // package version runs where.
+        .replacen(
+            "greeting = \"hello from the counter package\"",
+            &format!("greeting = \"hello from counter package {version}\""),
+            1,
+        );
     std::fs::write(dir.join("manifest.toml"), manifest)?;
     let mut out = Vec::new();
     wasmdm_package::pack(&dir, &mut out, None, &mut |_| {})?;

@@ -7,8 +7,8 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
-    cli::init_tracing(args.verbose);
+    let mut args = cli::Cli::parse();
+    cli::init_tracing(&mut args);
     // Guests run as tasks of this runtime and yield at every epoch tick
     // (10 ms), so a scheduler tick can last a whole slice. Tokio polls timers
     // and sockets only every `event_interval` ticks (61 by default) and takes

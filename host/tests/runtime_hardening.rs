@@ -15,6 +15,11 @@ async fn rt(dir: &std::path::Path) -> Runtime {
     Runtime::open(config(dir)).await.unwrap()
 }
 
+/// [`rt`], for where a local `rt` shadows it.
+async fn reopen(dir: &std::path::Path) -> Runtime {
+    rt(dir).await
+}
+
 /// Installs guest `guest_name` as package `name` (world `app` when it uses
 /// the wasmdm interfaces).
 async fn install_as(rt: &Runtime, name: &str, guest_name: &str, world: &str, sandbox: &str) {
@@ -297,6 +302,61 @@ async fn a_crash_loop_under_always_stops_after_max_retries() {
     assert!(!comp(&rt, "trapper", "trapper").crash_loop);
 }
 
+/// Restart counts survive a host restart (issue 10, item 9): a component
+/// that crashed k times before the host went down does not get a fresh
+/// budget of 5 from the reboot (before: k + 5 restarts, and a device that
+/// reboots often restarted a crashing app forever), and one whose policy gave
+/// up stays Failed, not started, until it is activated again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_counts_and_crash_loops_survive_a_host_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = "restart = { policy = \"always\", backoff-ms = 0 }";
+    let before = {
+        let rt = rt(dir.path()).await;
+        install_as(&rt, "trapper", "trapper", "wasi:cli/command", sandbox).await;
+        rt.activate("trapper", None).await.unwrap();
+        wait_until(20, "two restarts", || {
+            comp(&rt, "trapper", "trapper").restart_count >= 2
+        })
+        .await;
+        rt.shutdown().await;
+        comp(&rt, "trapper", "trapper").restart_count
+    };
+    assert!((2..5).contains(&before), "{before}");
+
+    let rt = reopen(dir.path()).await;
+    // (It is started at once and may have restarted again already.)
+    assert!(comp(&rt, "trapper", "trapper").restart_count >= before);
+    wait_state(&rt, "trapper", "trapper", ComponentState::Failed, 30).await;
+    let c = comp(&rt, "trapper", "trapper");
+    assert!(c.crash_loop);
+    assert_eq!(c.restart_count, 5, "the budget went on from {before}");
+    rt.shutdown().await;
+    drop(rt);
+
+    // Reopened after the crash loop: Failed, counts kept, nothing started.
+    let rt = reopen(dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = comp(&rt, "trapper", "trapper");
+    assert_eq!(c.state, ComponentState::Failed);
+    assert!(c.crash_loop && c.active);
+    assert_eq!(c.restart_count, 5);
+    let log = log_text(&rt, "trapper", "trapper");
+    assert!(
+        !log.iter().any(|l| l == "started"),
+        "not started again: {log:?}"
+    );
+    // An operator's activation is a fresh budget.
+    rt.activate("trapper", None).await.unwrap();
+    assert!(!comp(&rt, "trapper", "trapper").crash_loop);
+    wait_until(10, "a first restart of a fresh budget", || {
+        log_text(&rt, "trapper", "trapper")
+            .iter()
+            .any(|l| l == "restarting in 100 ms (restart 1 of 5)")
+    })
+    .await;
+}
+
 // ---- item 7: network binds --------------------------------------------------
 
 /// A free loopback port (bound and released: the guest binds it next).
@@ -449,4 +509,37 @@ async fn last_exit_and_crash_loop_are_shown_by_a_fresh_runtime_and_list() {
     let c = &v[0]["components"][0];
     assert_eq!(c["crash_loop"], true, "{v}");
     assert!(c["last_exit"]["Trapped"].is_string(), "{v}");
+}
+
+/// `max-instances` bounds the instances running at once over both engines
+/// (baseline and optimised code each have a pool of that many slots): one
+/// past it is refused at activation, with the reason, and a slot given back
+/// by a stop is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_instances_counts_running_instances_over_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.engine.max_instances = 1;
+    let rt = Runtime::open(cfg).await.unwrap();
+    for name in ["one", "two"] {
+        let pkg = package(
+            name,
+            "1.0.0",
+            "counter",
+            "wasmdm:device/app",
+            "memory = \"16MiB\"",
+            "",
+        );
+        deliver_install(&rt, name, &pkg).await.unwrap();
+    }
+    rt.activate("one", None).await.unwrap();
+    let e = rt.activate("two", None).await.unwrap_err().to_string();
+    assert!(e.contains("not enough instance slots"), "{e}");
+    assert!(
+        !comp(&rt, "two", "counter").active,
+        "refused, not half-active"
+    );
+    rt.deactivate("one", None).await.unwrap();
+    rt.activate("two", None).await.unwrap();
+    wait_state(&rt, "two", "counter", ComponentState::Running, 20).await;
 }

@@ -3,11 +3,14 @@
 
 Usage: lwm2m_bench.py [--wasmdm BIN] [--reps N] [--quick] {transfer,transfer-dtls,activate,reads,all}
 
-Peers are independent of wasmdm: a minimal LwM2M server (registration only)
-and the control requests run on aiocoap; Block1 pushes and the baseline use
-libcoap's `coap-client-notls` / `coap-server-notls`; HTTP pulls are served by
-Python's http.server. The /9 read load uses raw UDP (CoAP written here, with
-Block2 follow-ups) so the generator, not aiocoap, sets the pace.
+Peers are independent of wasmdm. The device obeys only its server (in NoSec
+mode, only datagrams from the address and port it registered with), so every
+request to it leaves from the socket of a minimal LwM2M server in this process
+(tests/bench/lwm2m_peer.py: registration, requests, Observe and Block1 pushes,
+CoAP written and parsed there, no library in the timed path). The baseline
+uses libcoap's `coap-client-notls` / `coap-server-notls`; HTTP pulls are served
+by Python's http.server; DTLS transfers go through a `wasmdm server`. The /9
+read load is open-loop with Block2 follow-ups from the same server socket.
 
 Prints a human summary and writes JSON results to --out (default
 bench-lwm2m.json). Figures are wall-clock on this machine; nothing here
@@ -32,9 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiocoap
-import aiocoap.resource as resource
-from aiocoap import CHANGED, CREATED, DELETED, GET, POST, PUT, Context, Message
+sys.dont_write_bytecode = True  # no __pycache__ in tests/bench
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lwm2m_peer import BLOCK2, GET, POST, ServerPeer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -80,28 +83,8 @@ def free_port():
 # ---------------------------------------------------------------- LwM2M server
 
 
-class Registration(resource.Resource):
-    """/rd and /rd/x: accepts Register, Update and De-register (LwM2M 1.1 §6.2)."""
-
-    def __init__(self, bench):
-        super().__init__()
-        self.bench = bench
-
-    async def render_post(self, request):
-        self.bench.registrations += 1
-        if self.bench.dev_port is None:
-            # The device's port is the source of its Register.
-            self.bench.dev_port = int(request.remote.hostinfo.rsplit(":", 1)[1])
-        self.bench.registered.set()
-        return Message(code=CREATED if not request.opt.uri_path[1:] else CHANGED,
-                       location_path=("rd", "x"))
-
-    async def render_delete(self, request):
-        return Message(code=DELETED)
-
-
 class Bench:
-    """One device under test, registered with an aiocoap server in this process."""
+    """One device under test, registered with the ServerPeer in this process."""
 
     def __init__(self, wasmdm, workdir, max_packages=16, log_pipe=True):
         self.wasmdm = wasmdm
@@ -111,23 +94,14 @@ class Bench:
         # Without the pipe the device logs straight to a file, so reading its
         # per-block log lines costs this process no CPU during transfers.
         self.log_pipe = log_pipe
-        self.registrations = 0
-        self.registered = asyncio.Event()
-        self.ctx = None
+        self.peer = None
         self.proc = None
-        self.dev_port = None
         self.log = []  # (monotonic time, line)
         self.log_waiters = []
-        self.notes = {}  # path -> asyncio.Queue of (time, value)
-        self.tasks = []
+        self.notes = {}  # path -> asyncio.Queue of (time, Msg)
 
     async def start(self):
-        self.server_port = free_port()
-        site = resource.Site()
-        reg = Registration(self)
-        site.add_resource(["rd"], reg)
-        site.add_resource(["rd", "x"], reg)
-        self.ctx = await Context.create_server_context(site, bind=("127.0.0.1", self.server_port))
+        self.peer = await ServerPeer.start()
         cfg = self.workdir / "device.toml"
         # Extra device.toml lines (e.g. a small memory-reservation to run
         # the device under valgrind) come from the environment.
@@ -136,14 +110,14 @@ class Bench:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.proc = await asyncio.create_subprocess_exec(
             self.wasmdm, "device", "--config", str(cfg), "--endpoint", "bench-dev",
-            "--server", f"coap://127.0.0.1:{self.server_port}",
+            "--server", f"coap://127.0.0.1:{self.peer.port}",
             "--data-dir", str(self.data_dir), "--bind", "127.0.0.1:0",
             stdout=asyncio.subprocess.PIPE if self.log_pipe else open(self.workdir / "device.log", "w"),
             stderr=asyncio.subprocess.STDOUT, env=env,
         )
         if self.log_pipe:
             self.reader = asyncio.create_task(self._read_log())
-        await asyncio.wait_for(self.registered.wait(), 30)
+        await self.peer.wait_registered(30)
 
     async def _read_log(self):
         logf = open(self.workdir / "device.log", "w")
@@ -156,9 +130,6 @@ class Bench:
             logf.write(f"{now:.6f} {line}\n")
             logf.flush()
             self.log.append((now, line))
-            m = re.search(r"local=127\.0\.0\.1:(\d+)", line)
-            if m and self.dev_port is None:
-                self.dev_port = int(m.group(1))
             for pattern, fut in list(self.log_waiters):
                 if not fut.done() and re.search(pattern, line):
                     fut.set_result((now, line))
@@ -174,44 +145,21 @@ class Bench:
             self.log_waiters.remove(entry)
 
     def uri(self, path):
-        return f"coap://127.0.0.1:{self.dev_port}{path}"
-
-    async def request(self, code, path, payload=b"", **opts):
-        msg = Message(code=code, uri=self.uri(path), payload=payload, **opts)
-        resp = await asyncio.wait_for(self.ctx.request(msg).response, 30)
-        return resp
+        return self.peer.uri(path)
 
     async def read_text(self, path):
-        resp = await self.request(GET, path, accept=0)
-        return resp.payload.decode()
+        return await self.peer.read_text(path)
 
     async def execute(self, path, arg=b""):
-        resp = await self.request(POST, path, arg)
-        if not resp.code.is_successful():
-            raise RuntimeError(f"execute {path}: {resp.code}")
-        return resp
+        return await self.peer.execute(path, arg)
 
     async def write_text(self, path, text):
-        resp = await self.request(PUT, path, text.encode(), content_format=0)
-        if not resp.code.is_successful():
-            raise RuntimeError(f"write {path}: {resp.code}")
+        await self.peer.write_text(path, text)
 
     async def observe(self, path):
         """Starts observing a text resource; notifications go to self.notes[path]."""
-        q = asyncio.Queue()
+        first, q = await self.peer.observe(path)
         self.notes[path] = q
-        req = self.ctx.request(Message(code=GET, uri=self.uri(path), observe=0, accept=0))
-        first = await asyncio.wait_for(req.response, 10)
-
-        async def pump():
-            try:
-                async for n in req.observation:
-                    q.put_nowait((time.monotonic(), n.payload.decode()))
-            except Exception as e:  # observation ended; the benchmark notices by timeout
-                print(f"observation of {path} ended: {e}", file=sys.stderr)
-
-        # asyncio keeps only weak references to tasks: hold this one.
-        self.tasks.append(asyncio.create_task(pump()))
         return first.payload.decode()
 
     async def wait_value(self, path, want, timeout=60, fail=None):
@@ -219,7 +167,8 @@ class Bench:
         q = self.notes[path]
         deadline = time.monotonic() + timeout
         while True:
-            t, v = await asyncio.wait_for(q.get(), max(0.01, deadline - time.monotonic()))
+            t, m = await asyncio.wait_for(q.get(), max(0.01, deadline - time.monotonic()))
+            v = m.payload.decode()
             if v == want:
                 return t
             if fail is not None and v in fail:
@@ -238,8 +187,8 @@ class Bench:
             except asyncio.TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        if self.ctx:
-            await self.ctx.shutdown()
+        if self.peer:
+            self.peer.close()
 
 
 # ---------------------------------------------------------------- packages
@@ -273,16 +222,6 @@ def make_package(wasmdm, src, dst_dir, name=None, asset_bytes=0):
 def timed(cmd, env=None):
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return time.monotonic() - t0
-
-
-async def timed_async(cmd):
-    t0 = time.monotonic()
-    p = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
-                                             stderr=asyncio.subprocess.PIPE)
-    _, err = await p.communicate()
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {err.decode()[-300:]}")
     return time.monotonic() - t0
 
 
@@ -358,9 +297,12 @@ async def transfer_rounds(args, bench, pkg, uri, xfer, delivered):
         bench.drain("/9/0/7")
         t0 = time.monotonic()
         if uri is None:
-            xfer.append(await timed_async(
-                ["coap-client-notls", "-m", "put", "-b", "1024", "-t", "42", "-f",
-                 str(pkg), bench.uri("/9/0/2")]))
+            # From the server's socket (the device obeys nobody else): Block1, 1024-byte
+            # blocks, one in flight, as coap-client sends them.
+            data = pkg.read_bytes()
+            t1 = time.monotonic()
+            await bench.peer.push_block1("/9/0/2", data, content_format=42, szx=6, timeout=120)
+            xfer.append(time.monotonic() - t1)
         else:
             await bench.write_text("/9/0/3", uri)
         t3 = await bench.wait_value("/9/0/7", "3", timeout=120, fail={"0"})
@@ -728,36 +670,11 @@ def log_time(line):
     return datetime.datetime.fromisoformat(m.group(1) + "+00:00").timestamp()
 
 
-class RawRequests(asyncio.DatagramProtocol):
-    """CON requests written and read here (no CoAP library in the timed path)."""
-
-    def __init__(self, target):
-        self.target = target
-        self.mid = random.randrange(65536)
-        self.waiting = {}  # token -> future of (time, code)
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def request(self, code, path):
-        """Sends one request; the future resolves to (arrival monotonic time, response code)."""
-        self.mid = (self.mid + 1) & 0xFFFF
-        token = os.urandom(4)
-        fut = asyncio.get_running_loop().create_future()
-        self.waiting[token] = fut
-        self.transport.sendto(coap_request(code, self.mid, token, path), self.target)
-        return fut
-
-    def datagram_received(self, data, addr):
-        now = time.monotonic()
-        try:
-            _, code, _, token, _, _ = coap_parse(data)
-        except Exception:
-            return
-        fut = self.waiting.pop(token, None)
-        if fut is not None and not fut.done():
-            fut.set_result((now, code))
+async def raw_request(peer, code, segs):
+    """One CON request from the server's socket, no retransmission task: (arrival time, code)."""
+    _, fut = peer.send_to_device(code, "/" + "/".join(segs), retransmit=False)
+    t, m = await fut
+    return t, m.code
 
 
 async def bench_activate(args, work):
@@ -784,20 +701,13 @@ async def bench_activate(args, work):
             raise RuntimeError("counter not reported in /9")
         path = f"/9/{iid}/12"
         await bench.observe(path)
-        # The Execute goes out as a raw datagram: aiocoap's own time per
-        # request (measured below for a plain GET) is not the device's.
-        loop = asyncio.get_running_loop()
-        raw_transport, raw = await loop.create_datagram_endpoint(
-            lambda: RawRequests(("127.0.0.1", bench.dev_port)), local_addr=("127.0.0.1", 0))
-        aiocoap_rtt = []
-        for _ in range(20):
-            t = time.monotonic()
-            await bench.read_text(path)
-            aiocoap_rtt.append((time.monotonic() - t) * 1000)
+        # The Execute goes out as one datagram from the server's socket (the
+        # device obeys nobody else), timed from its send to the arrival of the
+        # answer; a plain GET the same way is the reference round trip.
         raw_rtt = []
         for _ in range(20):
             t = time.monotonic()
-            await asyncio.wait_for(raw.request(0x01, ["9", str(iid), "12"]), 5)
+            await asyncio.wait_for(raw_request(bench.peer, GET, ["9", str(iid), "12"]), 5)
             raw_rtt.append((time.monotonic() - t) * 1000)
         resp_t, notif_t, log_t, pipe_t = [], [], [], []
         for rep in range(args.reps * 4):
@@ -811,7 +721,7 @@ async def bench_activate(args, work):
             await asyncio.sleep(0)
             t0_wall = time.time()
             t0 = time.monotonic()
-            t1, code = await asyncio.wait_for(raw.request(0x02, ["9", str(iid), "10"]), 10)
+            t1, code = await asyncio.wait_for(raw_request(bench.peer, POST, ["9", str(iid), "10"]), 10)
             if code != 0x44:  # 2.04
                 raise RuntimeError(f"Execute Activate answered {code >> 5}.{code & 31:02d}")
             t2 = await bench.wait_value(path, "1", 10)
@@ -822,13 +732,11 @@ async def bench_activate(args, work):
             guest = log_time(line)
             if guest is not None:
                 log_t.append((guest - t0_wall) * 1000)
-        raw_transport.close()
         out = {
             "execute_response_ms": summary(resp_t),
             "activation_state_notify_ms": summary(notif_t),
             "first_guest_line_ms": summary(log_t),
             "first_guest_line_read_ms": summary(pipe_t),
-            "aiocoap_get_rtt_ms": summary(aiocoap_rtt),
             "raw_get_rtt_ms": summary(raw_rtt),
         }
         print(json.dumps(out), flush=True)
@@ -862,88 +770,57 @@ def coap_request(code, mid, token, path, block_num=None):
     return bytes(b)
 
 
-def coap_parse(data):
-    """(type, code, mid, token, block2 tuple or None, payload) of a datagram."""
-    tkl = data[0] & 0x0F
-    mtype = (data[0] >> 4) & 0x03
-    code = data[1]
-    mid = struct.unpack(">H", data[2:4])[0]
-    token = data[4:4 + tkl]
-    i = 4 + tkl
-    opt = 0
-    block2 = None
-    while i < len(data):
-        if data[i] == 0xFF:
-            i += 1
-            break
-        delta, length = data[i] >> 4, data[i] & 0x0F
-        i += 1
-        if delta == 13:
-            delta = data[i] + 13
-            i += 1
-        elif delta == 14:
-            delta = struct.unpack(">H", data[i:i + 2])[0] + 269
-            i += 2
-        if length == 13:
-            length = data[i] + 13
-            i += 1
-        elif length == 14:
-            length = struct.unpack(">H", data[i:i + 2])[0] + 269
-            i += 2
-        opt += delta
-        if opt == 23:
-            v = int.from_bytes(data[i:i + length], "big")
-            block2 = (v >> 4, bool(v & 0x08), v & 0x07)
-        i += length
-    return mtype, code, mid, token, block2, data[i:]
+class ReadLoad:
+    """Open-loop GET /9 generator: one read = the first request and its Block2 follow-ups.
 
+    Sent from the server's socket (the device answers nobody else); the peer
+    hands each answer to `on_response` by token, and the follow-up goes out
+    from there, so no CoAP library sits in the timed path."""
 
-class ReadLoad(asyncio.DatagramProtocol):
-    """Open-loop GET /9 generator: one read = the first request and its Block2 follow-ups."""
-
-    def __init__(self, target):
-        self.target = target
+    def __init__(self, peer):
+        self.peer = peer
         self.mid = random.randrange(65536)
         self.pending = {}  # token -> [start, block_count, bytes, future]
-        self.transport = None
         self.errors = 0
         self.probe = None  # when a bytearray, payloads are collected into it
 
-    def connection_made(self, transport):
-        self.transport = transport
-
     def send(self, token, block):
         self.mid = (self.mid + 1) & 0xFFFF
-        self.transport.sendto(coap_get(self.mid, token, ["9"], block), self.target)
+        self.peer.send(coap_get(self.mid, token, ["9"], block), self.peer.device)
 
     def start(self, token, fut):
         self.pending[token] = [time.monotonic(), 0, 0, fut]
+        self.peer.handlers[token] = self.on_response
         self.send(token, None)
 
-    def datagram_received(self, data, addr):
-        now = time.monotonic()
-        try:
-            mtype, code, mid, token, block2, payload = coap_parse(data)
-        except Exception:
-            self.errors += 1
-            return
-        entry = self.pending.get(token)
+    def finish(self, token, result):
+        entry = self.pending.pop(token)
+        self.peer.handlers.pop(token, None)
+        if not entry[3].done():
+            entry[3].set_result(result)
+
+    def on_response(self, now, m):
+        entry = self.pending.get(m.token)
         if entry is None:
             return
-        if code >> 5 != 2:
+        if m.code >> 5 != 2:
             self.errors += 1
-            del self.pending[token]
-            entry[3].set_result(None)
+            self.finish(m.token, None)
             return
         entry[1] += 1
-        entry[2] += len(payload)
+        entry[2] += len(m.payload)
         if self.probe is not None:
-            self.probe += payload
+            self.probe += m.payload
+        block2 = m.block(BLOCK2)
         if block2 is not None and block2[1]:
-            self.send(token, block2[0] + 1)
+            self.send(m.token, block2[0] + 1)
             return
-        del self.pending[token]
-        entry[3].set_result((now - entry[0], entry[1], entry[2]))
+        self.finish(m.token, (now - entry[0], entry[1], entry[2]))
+
+    def clear(self):
+        for token in self.pending:
+            self.peer.handlers.pop(token, None)
+        self.pending.clear()
 
 
 async def bench_reads(args, work):
@@ -963,8 +840,7 @@ async def bench_reads(args, work):
     try:
         await bench.start()
         loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_datagram_endpoint(
-            lambda: ReadLoad(("127.0.0.1", bench.dev_port)), local_addr=("127.0.0.1", 0))
+        proto = ReadLoad(bench.peer)
         # Check what one read returns: all instances reported.
         proto.probe = bytearray()
         fut = loop.create_future()
@@ -1014,9 +890,8 @@ async def bench_reads(args, work):
             }
             out[f"{rate}/s"] = r
             print(json.dumps(r), flush=True)
-            proto.pending.clear()
+            proto.clear()
             await asyncio.sleep(1)
-        transport.close()
         out["packages_named_in_read"] = names
     finally:
         await bench.stop()
@@ -1041,7 +916,7 @@ async def main():
     work = Path(tempfile.mkdtemp(prefix="wasmdm-bench-lwm2m-"))
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpus": os.cpu_count(),
                "binary": args.wasmdm,
-               "aiocoap": getattr(aiocoap, "__version__", None),
+               "peer": "tests/bench/lwm2m_peer.py",
                "reps": args.reps, "invocation": os.environ.get("BENCH_INVOCATION"),
                # The machine may be shared: its load around the run.
                "loadavg_start": os.getloadavg()[0]}

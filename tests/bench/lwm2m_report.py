@@ -48,7 +48,7 @@ def transfer(t):
             ("libcoap client PUT -> libcoap server", r.get("libcoap_put_s"), None),
             ("libcoap client GET <- libcoap server", r.get("libcoap_get_s"), None),
             ("curl GET <- python http.server", r.get("curl_get_s"), None),
-            ("device: Block1 push, coap-client exit", r.get("push_block1_transfer_s"), base_put),
+            ("device: Block1 push from the server socket, last 2.04", r.get("push_block1_transfer_s"), base_put),
             ("device: Block1 push, until Update State 3", r.get("push_block1_delivered_s"), base_put),
             ("device: CoAP pull (libcoap server), URI write -> Update State 3",
              r.get("pull_coap_delivered_s"), base_get),
@@ -241,10 +241,11 @@ def main():
            f"Made by `{cmd}` (drivers in `tests/bench/`), "
            f"{kind} `{', '.join(bins)}`, "
            f"loopback, on {machine()}; run {', '.join(d for d in dates if d)}. Other work shared "
-           "the 2 cores during the run, so read the figures as upper bounds. Peers: aiocoap "
-           "(registration server, Observe, Execute), libcoap 4.3.1 `coap-client-notls` / "
-           "`coap-server-notls`, curl and Python's http.server; the /9 read load is raw UDP "
-           "written in the driver.", ""] + ([f"**{note}**", ""] if note else [])
+           "the 2 cores during the run, so read the figures as upper bounds. Peers: the driver's "
+           "LwM2M server (tests/bench/lwm2m_peer.py: registration, Observe, Execute, Block1 "
+           "pushes and the /9 read load, raw CoAP from the socket the device registered with, "
+           "since the device obeys only its server), libcoap 4.3.1 `coap-client-notls` / "
+           "`coap-server-notls` (baseline, CoAP pulls), curl and Python's http.server.", ""] + ([f"**{note}**", ""] if note else [])
     if "transfer" in res:
         t = {k: v for k, v in res["transfer"].get("transfer", {}).items()}
         out += ["### 1. Package delivery, 1024-byte blocks (target: within 1.5x of libcoap)", "",
@@ -258,16 +259,14 @@ def main():
         out += ["### 2. Execute /9/x/10 -> guest running (target: p50 < 3 ms)", "",
                 "Counter package installed, inactive; each round: Execute Activate, then "
                 "Deactivate and 0.3 s pause. Times from sending the Execute, which goes out "
-                "as a raw CoAP datagram (aiocoap's own time per request, the last rows, is "
-                "not the device's). The guest's first stdout line is timed by the device "
-                "log's own timestamp (same clock as the send time); the notification as "
-                "aiocoap receives it.", "", run_line(res["activate"]), "",
+                "as one raw CoAP datagram from the server's socket. The guest's first stdout "
+                "line is timed by the device log's own timestamp (same clock as the send "
+                "time); the notification as the driver receives it.", "", run_line(res["activate"]), "",
                 "| what | p50 (ms) | p99 (ms) | n |", "|---|---|---|---|"]
         for key, name in (("execute_response_ms", "2.04 response to Execute (device's durable write done)"),
                           ("first_guest_line_ms", "guest's first stdout line (device log timestamp)"),
-                          ("activation_state_notify_ms", "Activation State = 1 notification (aiocoap)"),
+                          ("activation_state_notify_ms", "Activation State = 1 notification"),
                           ("first_guest_line_read_ms", "guest's first stdout line as read from the log pipe"),
-                          ("aiocoap_get_rtt_ms", "reference: GET /9/x/12 round trip through aiocoap"),
                           ("raw_get_rtt_ms", "reference: GET /9/x/12 round trip, raw datagram")):
             s = a.get(key)
             if s:

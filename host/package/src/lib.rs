@@ -26,9 +26,9 @@ pub use archive::{
 pub use digest::Digest;
 pub use error::{ErrorKind, PackageError, Result};
 pub use manifest::{
-    Component, DATA_GUEST_PATH, DEFAULT_CPU_PERCENT, FileEntry, MANIFEST_VERSION,
-    MAX_MANIFEST_BYTES, Manifest, PackageInfo, ReadonlyMount, Restart, RestartPolicy, Sandbox,
-    World,
+    Component, DATA_GUEST_PATH, DEFAULT_CPU_PERCENT, DEFAULT_MAX_DESCRIPTORS, FileEntry,
+    MANIFEST_VERSION, MAX_MANIFEST_BYTES, Manifest, PackageInfo, ReadonlyMount, Restart,
+    RestartPolicy, Sandbox, World,
 };
 pub use network::{NetRule, NetworkGrant, PortRange};
 pub use pack::{PackProgress, pack};

@@ -97,6 +97,8 @@ pub(crate) struct RawSandbox {
     pub stop_grace_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_descriptors: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +214,13 @@ pub struct Component {
 /// device's other services.
 pub const DEFAULT_CPU_PERCENT: u8 = 50;
 
+/// Descriptors (open files, directories, listings) a component may hold at
+/// once unless its manifest grants another number.
+pub const DEFAULT_MAX_DESCRIPTORS: u32 = 256;
+
+/// The most `max-descriptors` may grant.
+pub const MAX_DESCRIPTORS: u32 = 16384;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     /// Total linear memory plus tables, bytes (default 64 MiB, max 4 GiB).
@@ -237,6 +246,8 @@ pub struct Sandbox {
     /// Most of one core the component may use while it computes without
     /// pause, in percent (1-100).
     pub cpu_percent: u8,
+    /// Descriptors open at once (default 256, max 16384).
+    pub max_descriptors: u32,
 }
 
 /// A package directory exposed read-only to the guest.
@@ -414,6 +425,9 @@ impl Component {
                 log_cap: Some(render_size(s.log_cap_bytes)),
                 stop_grace_ms: Some(duration_ms(s.stop_grace)),
                 cpu: Some(format!("{}%", s.cpu_percent)),
+                // Only when granted: manifests that older hosts read stay as they were.
+                max_descriptors: (s.max_descriptors != DEFAULT_MAX_DESCRIPTORS)
+                    .then_some(s.max_descriptors),
             },
         }
     }
@@ -730,6 +744,16 @@ impl RawSandbox {
             ));
         }
 
+        let max_descriptors = match self.max_descriptors {
+            None => DEFAULT_MAX_DESCRIPTORS,
+            Some(n @ 1..=MAX_DESCRIPTORS) => n,
+            Some(n) => {
+                return Err(PackageError::invalid(
+                    format!("{key}.max-descriptors"),
+                    format!("{n} is not from 1 to {MAX_DESCRIPTORS}"),
+                ));
+            }
+        };
         let cpu_percent = match &self.cpu {
             None => DEFAULT_CPU_PERCENT,
             Some(text) => text
@@ -757,6 +781,7 @@ impl RawSandbox {
             log_cap_bytes,
             stop_grace: Duration::from_millis(grace_ms),
             cpu_percent,
+            max_descriptors,
         })
     }
 }

@@ -171,82 +171,20 @@ pub const TARGETS: &[Target] = &[
 ];
 
 #[cfg(test)]
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+
+#[cfg(test)]
 mod tests {
-    use super::TARGETS;
-    use std::path::PathBuf;
-
-    /// xorshift64: deterministic, so a failing input is reproducible from the seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    /// One mutation of `seed` like a fuzzer's: flip, set, insert, delete, truncate, splice.
-    fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
-        let mut b = seed.to_vec();
-        for _ in 0..=rng.below(4) {
-            let at = rng.below(b.len() + 1);
-            match rng.below(6) {
-                0 if at < b.len() => b[at] ^= 1 << rng.below(8),
-                1 if at < b.len() => b[at] = [0, 0xff, 0x7f, 0x80, b'\'', b'"', b'<'][rng.below(7)],
-                2 => b.insert(at, rng.next() as u8),
-                3 if at < b.len() => {
-                    b.remove(at);
-                }
-                4 => b.truncate(at),
-                _ => {
-                    let from = rng.below(other.len());
-                    let len = rng.below(other.len() - from + 1).min(64);
-                    b.splice(at..at, other[from..from + len].iter().copied());
-                }
-            }
-        }
-        b
-    }
-
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        let seeds: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
-        assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
-        seeds
-    }
-
     /// Every body over its seed corpus, 3000 mutations of it and 500 random inputs.
     #[test]
     fn fuzz_bodies_survive_corpus_and_mutations() {
-        for (name, body) in TARGETS {
-            let seeds = corpus(name);
-            let mut rng = Rng(0x5eed_0000 + name.len() as u64);
-            for seed in &seeds {
-                body(seed);
-            }
-            for _ in 0..3000 {
-                let seed = &seeds[rng.below(seeds.len())];
-                let other = &seeds[rng.below(seeds.len())];
-                let input = mutate(&mut rng, seed, other);
-                body(&input);
-            }
-            for _ in 0..500 {
-                let len = rng.below(64);
-                let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                body(&input);
-            }
-        }
+        super::replay::replay(
+            env!("CARGO_MANIFEST_DIR"),
+            super::TARGETS,
+            &[0, 0xff, 0x7f, 0x80, b'\'', b'"', b'<'],
+            3000,
+            500,
+        );
     }
 }

@@ -99,12 +99,24 @@ pub struct Component {
     /// absent. Not persisted: the runtime's store holds the bytes.
     #[serde(skip)]
     pub pack: Option<Vec<u8>>,
-    /// Activation State (5): the component runs.
+    /// Activation State (5): the component runs, as the runtime last confirmed.
     pub active: bool,
     /// Activate/Deactivate handed to the driver and not yet reported.
     pub activation_target: Option<bool>,
     /// The owner is INSTALLED (kept in step by [`SoftwareComponents::sync_owners`]).
     pub owner_installed: bool,
+}
+
+impl Component {
+    /// Activation State (5) as read and notified: after an accepted
+    /// Activate/Deactivate, its target, so a Read right after the 2.04 sees
+    /// it (as /9's Activation State, SwMgmt §5.2: the state "is set
+    /// accordingly" when the Execute is triggered, and §6.1.1's resource 5
+    /// follows Activate/Deactivate the same way); set back and notified if
+    /// the runtime then fails.
+    pub fn reported_activation(&self) -> bool {
+        self.activation_target.unwrap_or(self.active)
+    }
 }
 
 /// Object 14 with all its instances; serialisable for persistence.
@@ -175,17 +187,19 @@ impl SoftwareComponents {
     }
 
     /// The driver reports whether a component runs now; returns whether
-    /// Activation State (5) changed.
+    /// Activation State (5) as read changed (it already showed the target
+    /// since the Execute; it changes back only if the runtime failed).
     pub fn activation_finished(&mut self, id: u16, active: bool) -> Result<bool, SwCompError> {
         let c = self
             .instances
             .get_mut(&id)
             .ok_or(SwCompError::NoInstance(id))?;
+        let shown = c.reported_activation();
         c.activation_target = None;
-        if c.active == active {
+        c.active = active;
+        if shown == active {
             return Ok(false);
         }
-        c.active = active;
         self.changed
             .push(Path::resource(OBJECT_ID, id, res::ACTIVATION_STATE));
         Ok(true)
@@ -210,7 +224,7 @@ impl SoftwareComponents {
                 }
                 Some(p) => {
                     c.owner_installed = p.update_state == UpdateState::Installed;
-                    if !c.owner_installed && c.active {
+                    if !c.owner_installed && c.reported_activation() {
                         c.active = false;
                         c.activation_target = None;
                         changed.push(Path::resource(OBJECT_ID, *id, res::ACTIVATION_STATE));
@@ -258,7 +272,7 @@ impl Object for SoftwareComponents {
                 .as_ref()
                 .map(|p| ResourceValue::Single(Value::Opaque(p.clone())))),
             res::VERSION => single(Value::String(c.version.clone())),
-            res::ACTIVATION_STATE => single(Value::Boolean(c.active)),
+            res::ACTIVATION_STATE => single(Value::Boolean(c.reported_activation())),
             res::ACTIVATE | res::DEACTIVATE => {
                 Err(OpError::MethodNotAllowed("executable resource"))
             }
@@ -307,10 +321,12 @@ impl Object for SoftwareComponents {
                 "the component's package is not INSTALLED",
             ));
         }
-        if c.activation_target.unwrap_or(c.active) == active {
+        if c.reported_activation() == active {
             return Ok(Vec::new());
         }
         c.activation_target = Some(active);
+        self.changed
+            .push(Path::resource(OBJECT_ID, instance, res::ACTIVATION_STATE));
         let action = if active {
             ComponentAction::Activate
         } else {
@@ -426,13 +442,21 @@ mod tests {
                 }
             ]
         );
-        // Repeated while pending: nothing more.
-        assert_eq!(sc.execute(a, res::ACTIVATE, b"").unwrap(), vec![]);
-        assert!(sc.activation_finished(a, true).unwrap());
+        // Visible (and notified) as soon as the Execute is accepted, before
+        // the runtime reports: a Read right after the 2.04 sees it.
+        assert_eq!(
+            sc.read(a, res::ACTIVATION_STATE).unwrap(),
+            Some(ResourceValue::Single(Value::Boolean(true)))
+        );
         assert_eq!(
             sc.take_changed(),
             vec![Path::resource(14, a, res::ACTIVATION_STATE)]
         );
+        // Repeated while pending: nothing more.
+        assert_eq!(sc.execute(a, res::ACTIVATE, b"").unwrap(), vec![]);
+        // Confirmed: no second notification.
+        assert!(!sc.activation_finished(a, true).unwrap());
+        assert_eq!(sc.take_changed(), vec![]);
         assert_eq!(sc.execute(a, res::ACTIVATE, b"").unwrap(), vec![]);
         assert_eq!(
             sc.execute(a, res::DEACTIVATE, b"").unwrap(),
@@ -444,7 +468,25 @@ mod tests {
                 }
             ]
         );
+        assert!(!sc.activation_finished(a, false).unwrap());
+        sc.take_changed();
+        // A failed activation: read true after the Execute, then back to
+        // false with a notification.
+        sc.execute(a, res::ACTIVATE, b"").unwrap();
+        assert_eq!(
+            sc.read(a, res::ACTIVATION_STATE).unwrap(),
+            Some(ResourceValue::Single(Value::Boolean(true)))
+        );
+        sc.take_changed();
         assert!(sc.activation_finished(a, false).unwrap());
+        assert_eq!(
+            sc.read(a, res::ACTIVATION_STATE).unwrap(),
+            Some(ResourceValue::Single(Value::Boolean(false)))
+        );
+        assert_eq!(
+            sc.take_changed(),
+            vec![Path::resource(14, a, res::ACTIVATION_STATE)]
+        );
         assert!(sc.activation_finished(a, true).unwrap());
         // Bad args, read-only resource, unknown resource.
         assert!(matches!(

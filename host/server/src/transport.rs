@@ -52,7 +52,51 @@ pub struct ServerTransport {
     /// Peers that reached us over DTLS: nothing is ever sent to them in
     /// plaintext, even after their session ended (a DM request then waits
     /// for the device's next handshake instead of leaking).
-    dtls_peers: std::collections::HashSet<SocketAddr>,
+    dtls_peers: DtlsPeers,
+}
+
+/// Addresses that authenticated over DTLS, oldest forgotten first past
+/// [`DtlsPeers::MAX`]: only authenticated peers are added, but a fleet behind
+/// NATs that rebind their ports adds a new address now and then forever.
+#[derive(Debug, Default)]
+struct DtlsPeers {
+    set: std::collections::HashSet<SocketAddr>,
+    /// Insertion order; may hold addresses removed since (skipped, and
+    /// compacted when it grows past twice the cap).
+    order: std::collections::VecDeque<SocketAddr>,
+}
+
+impl DtlsPeers {
+    /// Twice the DTLS server's session cap: every live session, and as many
+    /// ended ones.
+    const MAX: usize = 40_000;
+
+    fn contains(&self, peer: &SocketAddr) -> bool {
+        self.set.contains(peer)
+    }
+
+    fn insert(&mut self, peer: SocketAddr) {
+        if !self.set.insert(peer) {
+            return;
+        }
+        self.order.push_back(peer);
+        while self.set.len() > Self::MAX {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.set.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.order.len() > 2 * Self::MAX {
+            let set = &self.set;
+            self.order.retain(|p| set.contains(p));
+        }
+    }
+
+    fn remove(&mut self, peer: &SocketAddr) {
+        self.set.remove(peer);
+    }
 }
 
 impl ServerTransport {
@@ -68,7 +112,7 @@ impl ServerTransport {
                 logged: (ServerStats::default(), None),
             }),
             spoofed: 0,
-            dtls_peers: std::collections::HashSet::new(),
+            dtls_peers: DtlsPeers::default(),
         }
     }
 
@@ -240,5 +284,33 @@ impl ServerTransport {
             );
             secure.logged = (stats, Some(now));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtls_peers_are_capped_oldest_first() {
+        let mut peers = DtlsPeers::default();
+        let addr =
+            |i: usize| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 5684));
+        for i in 0..DtlsPeers::MAX + 10 {
+            peers.insert(addr(i));
+        }
+        assert_eq!(peers.set.len(), DtlsPeers::MAX);
+        assert!(!peers.contains(&addr(9)), "the oldest are forgotten");
+        assert!(peers.contains(&addr(10)));
+        assert!(peers.contains(&addr(DtlsPeers::MAX + 9)));
+        // Churn (sessions that come and go) does not grow the order queue
+        // without bound.
+        for i in 0..5 * DtlsPeers::MAX {
+            let a = addr(100_000 + (i % 70_000));
+            peers.insert(a);
+            peers.remove(&a);
+        }
+        assert!(peers.order.len() <= 2 * DtlsPeers::MAX + 1);
+        assert!(peers.set.len() <= DtlsPeers::MAX);
     }
 }

@@ -86,24 +86,50 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs to stderr; info by default, RUST_LOG or -v for more.
-pub fn init_tracing(verbose: u8) {
+/// Logs to stderr; info by default, RUST_LOG or -v for more. `wasmdm demo`
+/// narrates on stdout instead and sends the hosts' logs to a file, unless
+/// `-v` asks for them (at info; -vv debug).
+pub fn init_tracing(cli: &mut Cli) {
     use tracing_subscriber::EnvFilter;
+    let mut verbose = cli.verbose;
+    let mut file = None;
+    if let Command::Demo(demo) = &mut cli.command {
+        if verbose == 0 {
+            let path = std::env::temp_dir().join(format!("wasmdm-demo-{}.log", std::process::id()));
+            match std::fs::File::create(&path) {
+                Ok(f) => {
+                    file = Some(f);
+                    demo.log_file = Some(path);
+                }
+                Err(e) => eprintln!(
+                    "note: cannot write {}: {e}; logs go to stderr",
+                    path.display()
+                ),
+            }
+        } else {
+            verbose -= 1;
+        }
+    }
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let ansi = ansi_wanted(
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        std::env::var_os("NO_COLOR"),
-    );
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match file {
+        Some(f) => builder
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+            .try_init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi_wanted(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .try_init(),
+    };
 }
 
 /// Colour codes only for a person at a terminal: a log file, pipe or

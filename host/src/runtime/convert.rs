@@ -74,6 +74,7 @@ fn component_spec(c: &m::Component) -> ComponentSpec {
             log_cap: sb.log_cap_bytes,
             stop_grace_ms: millis(sb.stop_grace),
             cpu_percent: sb.cpu_percent,
+            max_descriptors: sb.max_descriptors,
         },
     }
 }

@@ -175,6 +175,19 @@ pub async fn run_foreground(
         )
     };
     let pre = engine.load(&id, &wasm, &sha, world, &cache_dir).await?;
+    // The same descriptor share a device sets aside, so a guest granted more
+    // than the process can give is refused here too, not left to run the
+    // host out of descriptors.
+    let _descriptors = super::fdbudget::DescriptorBudget::for_this_process()
+        .take(
+            u64::from(sandbox.max_descriptors)
+                .saturating_mul(super::datafs::RESOURCES_PER_DESCRIPTOR as u64),
+        )
+        .map_err(|reason| RuntimeError::NotRunnable {
+            package: id.clone(),
+            component: id.clone(),
+            reason,
+        })?;
     let log = LogBuffer::new(&id, sandbox.log_cap, true);
     let grace = Duration::from_millis(sandbox.stop_grace_ms);
     let setup = InstanceSetup {

@@ -1,12 +1,14 @@
 //! Per-instance store data: WASI context, the wasmdm interfaces, the memory limiter
 //! and the stop signal.
 
+use super::datafs::{DataFs, DataFsView, FsLimits};
 use super::logbuf::{LogBuffer, LogSource};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Host bindings for the `wasmdm:device` world.
@@ -145,6 +147,20 @@ pub struct HostState {
     pub config: Arc<BTreeMap<String, String>>,
     /// Where `wasmdm:device/log` writes.
     pub log: LogBuffer,
+    /// The data quota and descriptor cap, enforced by the file system.
+    pub fs_limits: FsLimits,
+}
+
+impl DataFsView for HostState {
+    fn data_fs(&mut self) -> DataFs<'_> {
+        DataFs {
+            fs: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            limits: &mut self.fs_limits,
+        }
+    }
 }
 
 impl WasiView for HostState {

@@ -1,5 +1,6 @@
 //! Running one component instance to completion inside its sandbox.
 
+use super::datafs::{DataQuota, FsLimits, RESOURCES_PER_DESCRIPTOR};
 use super::engine::EngineShared;
 use super::host::{HostState, StopSignal, TotalMemoryLimiter};
 use super::logbuf::{LogBuffer, LogSink, LogSource};
@@ -27,7 +28,8 @@ pub enum ExitStatus {
         /// The cap.
         limit: u64,
     },
-    /// `/data` grew beyond the sandbox's quota.
+    /// `/data` grew beyond the sandbox's quota. No longer produced (writes
+    /// beyond the quota now fail in the guest); kept to read older records.
     DiskQuotaExceeded {
         /// The quota.
         quota: u64,
@@ -88,7 +90,11 @@ pub struct InstanceSetup {
     pub log: LogBuffer,
 }
 
-fn build_state(setup: &InstanceSetup, stop: Arc<StopSignal>) -> Result<HostState, String> {
+fn build_state(
+    setup: &InstanceSetup,
+    stop: Arc<StopSignal>,
+    quota: Option<Arc<DataQuota>>,
+) -> Result<HostState, String> {
     let sb = &setup.sandbox;
     let mut b = WasiCtxBuilder::new();
     let mut argv = vec![setup.argv0.clone()];
@@ -98,7 +104,6 @@ fn build_state(setup: &InstanceSetup, stop: Arc<StopSignal>) -> Result<HostState
     b.stdout(LogSink::new(setup.log.clone(), LogSource::Stdout));
     b.stderr(LogSink::new(setup.log.clone(), LogSource::Stderr));
     if let Some(dir) = &setup.data_dir {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         b.preopened_dir(dir, "/data", FsPerms::ReadWrite)
             .map_err(|e| format!("preopen /data: {e:#}"))?;
     }
@@ -117,13 +122,18 @@ fn build_state(setup: &InstanceSetup, stop: Arc<StopSignal>) -> Result<HostState
             Box::pin(async move { ok })
         });
     }
+    let mut table = ResourceTable::new();
+    // Every WASI resource (streams, pollables, sockets) is capped too: past
+    // this the guest traps instead of growing the host's table and fds.
+    table.set_max_capacity((sb.max_descriptors as usize).saturating_mul(RESOURCES_PER_DESCRIPTOR));
     Ok(HostState {
         wasi: b.build(),
-        table: ResourceTable::new(),
+        table,
         limiter: TotalMemoryLimiter::new(sb.memory_bytes),
         stop,
         config: setup.config.clone(),
         log: setup.log.clone(),
+        fs_limits: FsLimits::new(quota, sb.max_descriptors, setup.log.clone()),
     })
 }
 
@@ -162,7 +172,14 @@ pub async fn run_instance(
     setup: InstanceSetup,
     stop: Arc<StopSignal>,
 ) -> ExitStatus {
-    let state = match build_state(&setup, stop.clone()) {
+    let quota = match &setup.data_dir {
+        Some(dir) => match open_data_dir(dir, setup.sandbox.data_quota, &setup.log).await {
+            Ok(q) => Some(q),
+            Err(e) => return ExitStatus::StartFailed(e),
+        },
+        None => None,
+    };
+    let state = match build_state(&setup, stop.clone(), quota) {
         Ok(s) => s,
         Err(e) => return ExitStatus::StartFailed(e),
     };
@@ -226,6 +243,39 @@ pub async fn run_instance(
             }
         }
     }
+}
+
+/// Creates `/data`'s host directory and measures what it holds against the
+/// quota (off the executor: it walks the tree). Usage that cannot be measured
+/// fails closed: the guest starts, but nothing it writes may grow `/data`.
+async fn open_data_dir(
+    dir: &std::path::Path,
+    limit: u64,
+    log: &LogBuffer,
+) -> Result<Arc<DataQuota>, String> {
+    let d = dir.to_path_buf();
+    let measured = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        Ok::<_, String>(DataQuota::measure(&d, limit))
+    })
+    .await
+    .map_err(|e| format!("measure /data: {e}"))??;
+    let (quota, err) = measured;
+    if let Some(e) = err {
+        log.push(
+            LogSource::Host,
+            &format!("/data usage cannot be measured ({e}); writes that grow it will fail"),
+        );
+    } else if quota.used() > limit {
+        log.push(
+            LogSource::Host,
+            &format!(
+                "/data holds {} bytes, over its quota of {limit}; writes that grow it will fail",
+                quota.used()
+            ),
+        );
+    }
+    Ok(quota)
 }
 
 /// Longest failure description kept: it goes into the status the LwM2M side

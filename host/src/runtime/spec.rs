@@ -152,10 +152,18 @@ pub struct Sandbox {
     /// from records written before shares existed.
     #[serde(default = "default_cpu_percent")]
     pub cpu_percent: u8,
+    /// Descriptors the guest may hold open at once; absent from records
+    /// written before descriptors were capped.
+    #[serde(default = "default_max_descriptors")]
+    pub max_descriptors: u32,
 }
 
 fn default_cpu_percent() -> u8 {
     wasmdm_package::DEFAULT_CPU_PERCENT
+}
+
+fn default_max_descriptors() -> u32 {
+    wasmdm_package::DEFAULT_MAX_DESCRIPTORS
 }
 
 impl Default for Sandbox {
@@ -173,6 +181,7 @@ impl Default for Sandbox {
             log_cap: 64 << 10,
             stop_grace_ms: 2000,
             cpu_percent: default_cpu_percent(),
+            max_descriptors: default_max_descriptors(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One supervisor task per active component: runs the instance, stops it on
-//! request (soft, then forced after the grace period, then dropped), enforces the
-//! disk quota and applies the restart policy.
+//! request (soft, then forced after the grace period, then dropped) and
+//! applies the restart policy. (The data quota is enforced where bytes are
+//! written: `datafs`.)
 //!
 //! Restarts are damped whatever the manifest says: `max-retries` bounds every
 //! policy, each delay is at least [`MIN_RESTART_BACKOFF`] and doubles with each
@@ -50,8 +51,13 @@ pub struct ComponentStatus {
     pub active: bool,
     /// Actual state.
     pub state: ComponentState,
-    /// Restarts performed by the restart policy since activation.
+    /// Restarts performed by the restart policy since activation (kept
+    /// across host restarts).
     pub restart_count: u32,
+    /// Restarts in a row since the last healthy run: what `max-retries`
+    /// bounds (kept across host restarts, so a crashing component gets no
+    /// fresh budget from a device reboot).
+    pub retries: u32,
     /// How the last instance ended.
     pub last_exit: Option<ExitStatus>,
     /// The restart policy gave up: `max-retries` restarts in a row, none
@@ -71,6 +77,12 @@ pub struct ExitRecord {
     pub last_exit: Option<ExitStatus>,
     /// The restart policy had given up.
     pub crash_loop: bool,
+    /// Restarts since activation; absent from records of older hosts.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Restarts in a row since the last healthy run.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl ExitRecord {
@@ -150,6 +162,9 @@ pub struct SupervisorArgs {
     /// Held until the supervisor ends: the data directory lock, so a dropped
     /// `Runtime` keeps the directory locked until its instances are really gone.
     pub keepalive: Arc<dyn std::any::Any + Send + Sync>,
+    /// This instance's slot and file descriptors, given back when the
+    /// supervisor ends.
+    pub shares: Vec<super::fdbudget::Share>,
 }
 
 /// Handle to a running supervisor.
@@ -201,6 +216,8 @@ fn set_state(args: &SupervisorArgs, state: ComponentState, exit: Option<ExitStat
                     version: st.version.clone(),
                     last_exit: st.last_exit.clone(),
                     crash_loop: st.crash_loop,
+                    restart_count: st.restart_count,
+                    retries: st.retries,
                 }
                 .write(path);
             }
@@ -237,12 +254,19 @@ pub(crate) async fn stop_instance(
 }
 
 async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
-    // Dropped (with `args`) only when this task ends.
+    // Dropped (with `args`) only when this task ends: the data dir lock and
+    // this instance's file descriptor share.
     let _keepalive = Arc::clone(&args.keepalive);
+    let _shares = &args.shares;
     let sb = args.setup.sandbox.clone();
     let grace = Duration::from_millis(sb.stop_grace_ms);
-    // Restarts since the last healthy run.
-    let mut retries: u32 = 0;
+    // Restarts since the last healthy run: carried over from before a host
+    // restart (the status was loaded from the exit record), zero on activation.
+    let mut retries: u32 = args
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retries;
     loop {
         set_state(&args, ComponentState::Starting, None);
         let signal = StopSignal::new();
@@ -255,33 +279,17 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
         ));
         set_state(&args, ComponentState::Running, None);
         args.setup.log.push(LogSource::Host, "started");
-        // The first quota check a second in, not while the instance starts.
-        let mut quota_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
-        quota_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
-        let exit = loop {
-            tokio::select! {
-                r = &mut handle => {
-                    break r.unwrap_or_else(|e| ExitStatus::Trapped(format!("instance task: {e}")));
-                }
-                _ = stop_requested(&mut stop_rx) => {
-                    stopping = true;
-                    set_state(&args, ComponentState::Stopping, None);
-                    let st = stop_instance(&mut handle, &signal, grace).await;
-                    break match st {
-                        ExitStatus::Exited(_) | ExitStatus::Trapped(_) => ExitStatus::Stopped { forced: false },
-                        other => other,
-                    };
-                }
-                _ = quota_tick.tick(), if sb.data_dir => {
-                    if over_quota(&args.setup, sb.data_quota).await {
-                        set_state(&args, ComponentState::Stopping, None);
-                        let _ = stop_instance(&mut handle, &signal, grace).await;
-                        break ExitStatus::DiskQuotaExceeded { quota: sb.data_quota };
-                    }
+        let exit = tokio::select! {
+            r = &mut handle => {
+                r.unwrap_or_else(|e| ExitStatus::Trapped(format!("instance task: {e}")))
+            }
+            _ = stop_requested(&mut stop_rx) => {
+                stopping = true;
+                set_state(&args, ComponentState::Stopping, None);
+                match stop_instance(&mut handle, &signal, grace).await {
+                    ExitStatus::Exited(_) | ExitStatus::Trapped(_) => ExitStatus::Stopped { forced: false },
+                    other => other,
                 }
             }
         };
@@ -292,6 +300,10 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
         }
         if run_started.elapsed() >= HEALTHY_RUN {
             retries = 0;
+            args.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retries = 0;
         }
         let policy = match (&exit, sb.restart) {
             (ExitStatus::DiskQuotaExceeded { .. }, _) => None,
@@ -347,6 +359,7 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
         {
             let mut st = args.status.lock().unwrap_or_else(|p| p.into_inner());
             st.restart_count = st.restart_count.saturating_add(1);
+            st.retries = retries;
         }
         set_state(&args, ComponentState::Starting, Some(exit));
         tokio::select! {
@@ -356,16 +369,6 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
                 return;
             }
         }
-    }
-}
-
-async fn over_quota(setup: &InstanceSetup, quota: u64) -> bool {
-    let Some(dir) = setup.data_dir.clone() else {
-        return false;
-    };
-    match tokio::task::spawn_blocking(move || crate::state::dir_size(&dir)).await {
-        Ok(Ok(size)) => size > quota,
-        _ => false,
     }
 }
 

@@ -156,29 +156,6 @@ fn remove_temps_in(dir: &Path) -> Result<usize, StateError> {
     Ok(n)
 }
 
-/// Total bytes of regular files under `dir` (symlinks not followed). Used for disk quotas.
-pub fn dir_size(dir: &Path) -> std::io::Result<u64> {
-    let mut total = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = match std::fs::read_dir(&d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in rd {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                total = total.saturating_add(meta.len());
-            }
-        }
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,14 +182,5 @@ mod tests {
         std::fs::write(d.cache().join(".tmp-2-a.cwasm"), b"x").unwrap();
         assert_eq!(d.remove_temp_files().unwrap(), 2);
         assert!(d.package("p").join("keep").exists());
-    }
-
-    #[test]
-    fn dir_size_counts_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("a")).unwrap();
-        std::fs::write(dir.path().join("a/x"), [0u8; 100]).unwrap();
-        std::fs::write(dir.path().join("y"), [0u8; 23]).unwrap();
-        assert_eq!(dir_size(dir.path()).unwrap(), 123);
     }
 }

@@ -11,8 +11,8 @@ mod atomic;
 mod layout;
 mod lock;
 
-pub use atomic::{TEMP_PREFIX, atomic_write, fsync_dir, is_temp_name};
-pub use layout::{DataDir, dir_size, valid_name};
+pub use atomic::{TEMP_PREFIX, atomic_write, atomic_write_private, fsync_dir, is_temp_name};
+pub use layout::{DataDir, valid_name};
 pub use lock::DirLock;
 
 use std::path::PathBuf;

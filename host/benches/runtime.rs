@@ -194,7 +194,11 @@ async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()
     let mut cli_epoch = Vec::new();
     for _ in 0..iterations {
         let dir = scratch()?;
-        let rt = Runtime::open(config(dir.path(), 4, 64 << 20)).await?;
+        // Cranelift, like `wasmtime compile` (Winch installs: the
+        // fast_install bench, issue 13).
+        let mut c = config(dir.path(), 4, 64 << 20);
+        c.engine.compiler = wasmdm::runtime::CompilerChoice::Cranelift;
+        let rt = Runtime::open(c).await?;
         let t = Instant::now();
         deliver(&rt, "s", &pkg).await?;
         deliver_t.push(t.elapsed());

@@ -65,6 +65,7 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
             manifest.package.name, manifest.package.version
         ))
     });
+    warn_unrunnable(&args.dir, &manifest);
     tmp.as_file().sync_all()?;
     tmp.persist(&output)
         .with_context(|| format!("cannot write {}", output.display()))?;
@@ -77,6 +78,31 @@ pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {
         output.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns (the package is still written: it may target another host) about
+/// each component this host could not run: a core module, imports its world
+/// lacks (all of them), no `wasi:cli/run` export. No compile, so it is quick.
+fn warn_unrunnable(dir: &std::path::Path, manifest: &wasmdm_package::Manifest) {
+    for c in &manifest.components {
+        let path = dir.join(&c.file);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let world = wasmdm::runtime::World::from(c.world);
+        if let Err(e) = wasmdm::runtime::check_component(&c.id, &bytes, world) {
+            let reason = match e {
+                wasmdm::runtime::RuntimeError::InstallFailed { reason, .. }
+                | wasmdm::runtime::RuntimeError::NotAComponent { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            eprintln!(
+                "warning: component {} cannot run on this host: {}",
+                escape(&c.id),
+                escape(&reason)
+            );
+        }
+    }
 }
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! One wasmtime `Engine` per process, its epoch ticker, the two linkers and the
 //! precompiled-code cache.
 
+use super::compile::{CompilerChoice, Tier};
 use super::error::RuntimeError;
 use super::host::{HostState, bindings};
 use super::spec::World;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, PoolingAllocationConfig, Strategy};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// Epoch tick: the granularity of yields and forced stops.
@@ -31,6 +32,17 @@ pub struct EngineConfig {
     /// small address space (a 39-bit arm64 kernel: 512 GiB) set it to
     /// `max_memory_per_instance`, at the price of those bounds checks.
     pub memory_reservation: u64,
+    /// Which compiler install uses (device config `compiler`); see
+    /// [`super::compile`].
+    pub compiler: CompilerChoice,
+    /// Restart a running component once its optimised code is ready (device
+    /// config `restart-when-optimised`); otherwise it picks the code up at its
+    /// next start.
+    pub restart_when_optimised: bool,
+    /// Keys trusted to sign native code compiled elsewhere (device config
+    /// `native-code-keys`; separate from package keys). Empty: precompiled
+    /// artifacts are never used.
+    pub native_code_keys: Vec<wasmdm_package::VerifyingKey>,
 }
 
 /// wasmtime's default reservation on 64-bit hosts (see `memory_reservation`).
@@ -47,6 +59,9 @@ impl Default for EngineConfig {
             } else {
                 max_memory_per_instance
             },
+            compiler: CompilerChoice::Auto,
+            restart_when_optimised: false,
+            native_code_keys: Vec::new(),
         }
     }
 }
@@ -57,6 +72,9 @@ pub struct EngineShared {
     pub engine: Engine,
     /// hex of `precompile_compatibility_hash`: part of every .cwasm name.
     pub compat: String,
+    /// Which compiler this engine runs (Winch and Cranelift code need
+    /// engines of their own: their calling conventions differ).
+    pub tier: Tier,
     command_linker: Linker<HostState>,
     app_linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
@@ -83,10 +101,56 @@ fn engine_err(e: wasmtime::Error) -> RuntimeError {
     RuntimeError::Engine(format!("{e:#}"))
 }
 
+/// hex of the first 8 bytes of sha256(`precompile_compatibility_hash`).
+pub(super) fn compat_of(engine: &Engine) -> String {
+    let mut hasher = ShaHasher(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    hex::encode(hasher.0.finalize().get(..8).unwrap_or_default())
+}
+
+/// The guard region after each linear memory: a full 4 GiB reservation plus
+/// wasmtime's 32 MiB guard lets Cranelift elide bounds checks; a small
+/// reservation needs only a small guard.
+pub(super) fn guard_for(reservation: u64) -> u64 {
+    if reservation >= FULL_RESERVATION {
+        32 << 20
+    } else {
+        64 << 10
+    }
+}
+
+/// Everything that decides the code an engine makes (and so its
+/// compatibility hash): compiler, epoch interruption, memory layout. The
+/// allocation strategy and parallel compilation do not enter the hash, so a
+/// compile-only engine built from this makes code the runtime engine loads.
+pub(super) fn code_config(cfg: &EngineConfig, tier: Tier) -> Config {
+    let reservation = cfg.memory_reservation.max(cfg.max_memory_per_instance);
+    let guard = guard_for(reservation);
+    let mut config = Config::new();
+    config
+        .strategy(match tier {
+            Tier::Baseline => Strategy::Winch,
+            Tier::Optimised => Strategy::Cranelift,
+        })
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .memory_reservation(reservation)
+        .memory_guard_size(guard)
+        .memory_reservation_for_growth(0);
+    // Issue 15: Pulley where Cranelift has no backend (runtime/target.rs).
+    super::target::apply(&mut config, tier);
+    config
+}
+
 impl EngineShared {
-    /// Builds the engine (pooling allocator, epoch interruption, CoW memory init),
-    /// both linkers and starts the 10 ms epoch ticker thread.
+    /// Builds the Cranelift engine (pooling allocator, epoch interruption, CoW
+    /// memory init), both linkers and starts the 10 ms epoch ticker thread.
     pub fn new(cfg: &EngineConfig) -> Result<Arc<EngineShared>, RuntimeError> {
+        Self::with_tier(cfg, Tier::Optimised)
+    }
+
+    /// As [`EngineShared::new`], compiling with `tier`'s compiler.
+    pub fn with_tier(cfg: &EngineConfig, tier: Tier) -> Result<Arc<EngineShared>, RuntimeError> {
         let slots = cfg.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         // A Rust wasip2 component has a handful of core instances, one main memory
@@ -100,32 +164,19 @@ impl EngineShared {
             .max_tables_per_component(4)
             .total_stacks(slots)
             .max_memory_size(usize::try_from(cfg.max_memory_per_instance).unwrap_or(usize::MAX));
-        let reservation = cfg.memory_reservation.max(cfg.max_memory_per_instance);
-        // A full 4 GiB reservation plus wasmtime's 32 MiB guard lets Cranelift
-        // elide bounds checks; a small reservation needs only a small guard.
-        let guard = if reservation >= FULL_RESERVATION {
-            32 << 20
-        } else {
-            64 << 10
-        };
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            .memory_reservation(reservation)
-            .memory_guard_size(guard)
-            .memory_reservation_for_growth(0)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut config = code_config(cfg, tier);
+        // Issue 15: the pool on 64-bit hosts, on-demand on 32-bit (runtime/target.rs).
+        config.allocation_strategy(super::target::allocation_strategy(pool));
         let engine = Engine::new(&config).map_err(engine_err)?;
 
-        let mut hasher = ShaHasher(Sha256::new());
-        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
-        let compat = hex::encode(hasher.0.finalize().get(..8).unwrap_or_default());
+        let compat = compat_of(&engine);
 
         let mut command_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut command_linker).map_err(engine_err)?;
+        super::datafs::add_to_linker(&mut command_linker).map_err(engine_err)?;
         let mut app_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut app_linker).map_err(engine_err)?;
+        super::datafs::add_to_linker(&mut app_linker).map_err(engine_err)?;
         bindings::AppImports::add_to_linker::<HostState, HasSelf<HostState>>(
             &mut app_linker,
             |s| s,
@@ -151,6 +202,7 @@ impl EngineShared {
         Ok(Arc::new(EngineShared {
             engine,
             compat,
+            tier,
             command_linker,
             app_linker,
             ticker_stop,
@@ -178,9 +230,10 @@ impl EngineShared {
         let this = self.clone();
         let wasm = wasm.to_path_buf();
         let id = component_id.to_string();
-        let component = tokio::task::spawn_blocking(move || this.load_blocking(&id, &wasm, &cwasm))
-            .await
-            .map_err(|e| RuntimeError::Engine(format!("compile task: {e}")))??;
+        let component =
+            tokio::task::spawn_blocking(move || this.load_blocking(&id, &wasm, &cwasm, world))
+                .await
+                .map_err(|e| RuntimeError::Engine(format!("compile task: {e}")))??;
         self.prepare(component_id, &component, world)
     }
 
@@ -189,65 +242,69 @@ impl EngineShared {
         id: &str,
         wasm: &Path,
         cwasm: &Path,
+        world: World,
     ) -> Result<Component, RuntimeError> {
-        if cwasm.exists() {
-            // SAFETY: the cache only holds files this process family wrote with
-            // atomic_write (never modified in place) and their name pins the engine hash.
-            match unsafe { Component::deserialize_file(&self.engine, cwasm) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!("discarding cached {}: {e:#}", cwasm.display());
-                    let _ = std::fs::remove_file(cwasm);
-                }
-            }
+        if let Some(c) = self.cached(cwasm) {
+            return Ok(c);
         }
         let bytes = std::fs::read(wasm).map_err(|e| StateError::io("read", wasm, e))?;
-        check_component_magic(id, &bytes)?;
-        let code =
-            self.engine
-                .precompile_component(&bytes)
-                .map_err(|e| RuntimeError::InstallFailed {
-                    component: id.to_string(),
-                    reason: format!("invalid component: {e:#}"),
-                })?;
-        atomic_write(cwasm, &code)?;
-        // SAFETY: as above; we just wrote this file atomically.
-        unsafe { Component::deserialize_file(&self.engine, cwasm) }.map_err(engine_err)
+        super::compile::precheck(id, &bytes, world)?;
+        self.compile_and_store(id, &bytes, cwasm)
     }
 
-    /// Compiles `bytes` in memory (no cache) and reports its interface and
-    /// whether it can run under `world` here. Outer error: not a component / does
-    /// not compile; inner: the world check.
-    pub fn describe(
+    /// The cached code at `cwasm`, if it exists and this engine loads it; a
+    /// file it refuses is removed (it is rebuilt from the .wasm).
+    pub(super) fn cached(&self, cwasm: &Path) -> Option<Component> {
+        if !cwasm.exists() {
+            return None;
+        }
+        // SAFETY: the cache only holds files this process family wrote with
+        // atomic_write (never modified in place) and their name pins the engine hash.
+        match unsafe { Component::deserialize_file(&self.engine, cwasm) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("discarding cached {}: {e:#}", cwasm.display());
+                let _ = std::fs::remove_file(cwasm);
+                None
+            }
+        }
+    }
+
+    /// Compiles `bytes`, stores the code atomically and durably at `cwasm`
+    /// and loads it from there (mapped, not copied).
+    pub(super) fn compile_and_store(
         &self,
         id: &str,
         bytes: &[u8],
-        world: World,
-    ) -> Result<(ComponentInterface, Result<(), RuntimeError>), RuntimeError> {
-        check_component_magic(id, bytes)?;
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::InstallFailed {
+        cwasm: &Path,
+    ) -> Result<Component, RuntimeError> {
+        let code = self.compile(id, bytes)?;
+        atomic_write(cwasm, &code)?;
+        // SAFETY: as in `cached`; we just wrote this file atomically.
+        unsafe { Component::deserialize_file(&self.engine, cwasm) }.map_err(engine_err)
+    }
+
+    /// Compiles `bytes` to this engine's serialized code.
+    pub(super) fn compile(&self, id: &str, bytes: &[u8]) -> Result<Vec<u8>, RuntimeError> {
+        self.engine
+            .precompile_component(bytes)
+            .map_err(|e| RuntimeError::InstallFailed {
                 component: id.to_string(),
                 reason: format!("invalid component: {e:#}"),
-            })?;
-        let ty = component.component_type();
-        let interface = ComponentInterface {
-            imports: ty
-                .imports(&self.engine)
-                .map(|(n, _)| n.to_string())
-                .collect(),
-            exports: ty
-                .exports(&self.engine)
-                .map(|(n, _)| n.to_string())
-                .collect(),
-        };
-        let check = self.prepare(id, &component, world).map(|_| ());
-        Ok((interface, check))
+            })
+    }
+
+    /// Compiles `bytes` in memory (no cache).
+    fn component(&self, id: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        Component::new(&self.engine, bytes).map_err(|e| RuntimeError::InstallFailed {
+            component: id.to_string(),
+            reason: format!("invalid component: {e:#}"),
+        })
     }
 
     /// Checks the component's imports against its declared world and that it
     /// exports `wasi:cli/run`.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         id: &str,
         component: &Component,
@@ -280,32 +337,67 @@ pub struct ComponentInterface {
 }
 
 /// Reports a component's interface and whether it can run under `world` on this
-/// host, without installing it (a small throwaway engine compiles it).
+/// host, without installing it. Imports and exports are read from the binary
+/// and checked against the host's worlds first (every missing interface, no
+/// compile); only a component that passes is compiled (Winch, fast; Cranelift
+/// where Winch refuses) to confirm with wasmtime's own linker.
 pub async fn describe_component(
     id: &str,
     bytes: &[u8],
     world: World,
 ) -> Result<(ComponentInterface, Result<(), RuntimeError>), RuntimeError> {
-    let engine = EngineShared::new(&EngineConfig {
+    check_component_magic(id, bytes)?;
+    let names = match super::worlds::read_names(bytes) {
+        Ok(super::worlds::Binary::Component(n)) => n,
+        Ok(super::worlds::Binary::CoreModule) => {
+            return Err(RuntimeError::NotAComponent {
+                component: id.to_string(),
+                reason: super::worlds::CORE_MODULE_HINT.into(),
+            });
+        }
+        Err(reason) => {
+            return Err(RuntimeError::NotAComponent {
+                component: id.to_string(),
+                reason,
+            });
+        }
+    };
+    let interface = ComponentInterface {
+        imports: names.imports.clone(),
+        exports: names.exports.clone(),
+    };
+    if let Err(e) = super::compile::precheck(id, bytes, world) {
+        return Ok((interface, Err(e)));
+    }
+    let cfg = EngineConfig {
         max_instances: 1,
         ..EngineConfig::default()
-    })?;
+    };
     let id = id.to_string();
     let bytes = bytes.to_vec();
-    tokio::task::spawn_blocking(move || engine.describe(&id, &bytes, world))
-        .await
-        .map_err(|e| RuntimeError::Engine(format!("compile task: {e}")))?
+    let check = tokio::task::spawn_blocking(move || {
+        let component = EngineShared::with_tier(&cfg, Tier::Baseline)
+            .and_then(|e| e.component(&id, &bytes).map(|c| (e, c)))
+            .or_else(|_| {
+                EngineShared::with_tier(&cfg, Tier::Optimised)
+                    .and_then(|e| e.component(&id, &bytes).map(|c| (e, c)))
+            });
+        component.and_then(|(e, c)| e.prepare(&id, &c, world).map(|_| ()))
+    })
+    .await
+    .map_err(|e| RuntimeError::Engine(format!("compile task: {e}")))?;
+    Ok((interface, check))
 }
 
 /// Core modules and garbage are "unsupported", not "install failure".
-fn check_component_magic(id: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
+pub(super) fn check_component_magic(id: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
     const COMPONENT: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
     const CORE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     match bytes.get(..8) {
         Some(h) if h == COMPONENT => Ok(()),
         Some(h) if h == CORE => Err(RuntimeError::NotAComponent {
             component: id.to_string(),
-            reason: "a core wasm module, not a component".into(),
+            reason: super::worlds::CORE_MODULE_HINT.into(),
         }),
         _ => Err(RuntimeError::NotAComponent {
             component: id.to_string(),

@@ -4,18 +4,26 @@
 //! Durable changes go through [`crate::state`]; each operation persists its outcome
 //! (package record, activation set) before it returns.
 
+mod compile;
 mod convert;
+mod datafs;
 mod delivery;
 mod engine;
 mod error;
+mod fdbudget;
 mod foreground;
 mod host;
 mod instance;
 mod logbuf;
+mod optimise;
+mod precompiled;
 mod spec;
 mod supervisor;
+mod target;
 mod trust;
+mod worlds;
 
+pub use compile::{CompilerChoice, Tier, precheck as check_component};
 pub use delivery::{DeliveredInfo, Delivery};
 pub use engine::{
     ComponentInterface, EPOCH_TICK, EngineConfig, FULL_RESERVATION, describe_component,
@@ -27,13 +35,16 @@ pub use logbuf::{
     COMPONENT_LOG_BYTES_PER_SEC, COMPONENT_LOG_MIN_BURST_BYTES, HOST_LOG_BURST_BYTES,
     HOST_LOG_BYTES_PER_SEC, LINE_OVERHEAD_BYTES, LogLine, LogSource, MAX_LINE_BYTES, read_log_file,
 };
+pub use precompiled::{RUNTIME_VERSION, Refused as PrecompiledRefused, precompile, sign_artifact};
 pub use spec::{ComponentSpec, NetRule, PackageSpec, ReadonlyMount, RestartPolicy, Sandbox, World};
 pub use supervisor::{ComponentState, ComponentStatus, ExitRecord, RuntimeEvent};
+pub use target::CodeTarget;
+pub use worlds::{
+    Binary, ComponentNames, MissingImports, check_imports, read_names, worlds_summary,
+};
 
 use crate::state::{DataDir, DirLock, StateError, atomic_write, fsync_dir, valid_name};
 use delivery::{DeliveredRecord, remove_dir_if_exists, remove_if_exists};
-use engine::EngineShared;
-use host::HostState;
 use instance::InstanceSetup;
 use logbuf::LogBuffer;
 use serde::{Deserialize, Serialize};
@@ -42,7 +53,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use supervisor::{SharedStatus, Supervisor, SupervisorArgs};
 use tokio::sync::broadcast;
-use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// Result alias for runtime operations.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -133,7 +143,7 @@ struct PackageRecord {
 
 struct Comp {
     spec: ComponentSpec,
-    pre: std::result::Result<CommandPre<HostState>, String>,
+    pre: std::result::Result<compile::Loaded, String>,
     status: SharedStatus,
     log: LogBuffer,
     sup: Option<Supervisor>,
@@ -147,7 +157,8 @@ struct Pkg {
 
 struct Inner {
     dirs: DataDir,
-    engine: Arc<EngineShared>,
+    /// Winch and Cranelift engines and the background optimiser (issue 13).
+    compile: compile::Compilers,
     config: RuntimeConfig,
     /// Serialises mutating operations (install, activate, ...).
     ops: tokio::sync::Mutex<()>,
@@ -155,6 +166,19 @@ struct Inner {
     events: broadcast::Sender<RuntimeEvent>,
     /// Shared with supervisors (see `SupervisorArgs::keepalive`).
     lock: Arc<DirLock>,
+    /// File descriptors guests may hold, shared out per instance.
+    descriptors: Arc<fdbudget::DescriptorBudget>,
+    /// Instances running at once (`max-instances`), over both engines' pools.
+    instance_slots: Arc<fdbudget::Budget>,
+}
+
+/// Whether a start resets the restart counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestartBudget {
+    /// Activation: counts from zero.
+    Fresh,
+    /// Autostart after the host restarted: the recorded counts go on.
+    CarriedOver,
 }
 
 /// The runtime facade: cheap to clone, Send + Sync.
@@ -209,18 +233,24 @@ impl Runtime {
         if removed > 0 {
             tracing::info!("removed {removed} temp files left by a crash");
         }
-        let engine = EngineShared::new(&config.engine)?;
+        let (compile, optimised) = compile::Compilers::new(&config.engine)?;
+        let max_instances = config.engine.max_instances;
         cleanup_deliveries(&dirs, &config.package_limits, &config.trusted_keys)?;
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             dirs,
-            engine,
+            compile,
             config,
             ops: tokio::sync::Mutex::new(()),
             packages: Mutex::new(BTreeMap::new()),
             events,
             lock: Arc::new(lock),
+            descriptors: fdbudget::DescriptorBudget::for_this_process(),
+            instance_slots: fdbudget::Budget::instance_slots(max_instances),
         });
+        if let Some(done) = optimised {
+            optimise::listen(Arc::downgrade(&inner), done);
+        }
         let rt = Runtime { inner };
         rt.restore().await?;
         Ok(rt)
@@ -324,7 +354,7 @@ impl Runtime {
         for spec in &record.spec.components {
             let pre = self
                 .inner
-                .engine
+                .compile
                 .load(
                     &spec.id,
                     &root.join(&spec.file),
@@ -347,7 +377,7 @@ impl Runtime {
         &self,
         record: &PackageRecord,
         spec: &ComponentSpec,
-        pre: std::result::Result<CommandPre<HostState>, String>,
+        pre: std::result::Result<compile::Loaded, String>,
         logs: Option<&BTreeMap<String, LogBuffer>>,
     ) -> Comp {
         let log = logs
@@ -366,6 +396,7 @@ impl Runtime {
             active: record.active.contains(&spec.id),
             state: ComponentState::Inactive,
             restart_count: 0,
+            retries: 0,
             last_exit: pre
                 .as_ref()
                 .err()
@@ -380,6 +411,8 @@ impl Runtime {
         {
             status.last_exit = rec.last_exit;
             status.crash_loop = rec.crash_loop;
+            status.restart_count = rec.restart_count;
+            status.retries = rec.retries;
         }
         Comp {
             spec: spec.clone(),
@@ -398,13 +431,37 @@ impl Runtime {
         };
         let ids: Vec<String> = pkg.record.active.iter().cloned().collect();
         for id in ids {
-            if let Err(e) = self.start_one(pkg, &id) {
+            // A host restart is no operator's decision to try again: the
+            // restart budget carries over, and a component whose policy gave
+            // up stays Failed until it is activated again.
+            if pkg.comps.get(&id).is_some_and(|c| {
+                c.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .crash_loop
+            }) {
+                tracing::warn!(
+                    "{name}/{id}: not started: its restart policy gave up before the host \
+                     restarted (crash loop); activate it to try again"
+                );
+                if let Some(c) = pkg.comps.get(&id) {
+                    c.status.lock().unwrap_or_else(|p| p.into_inner()).state =
+                        ComponentState::Failed;
+                }
+                continue;
+            }
+            if let Err(e) = self.start_with(pkg, &id, RestartBudget::CarriedOver) {
                 tracing::error!("{name}/{id}: {e}");
             }
         }
     }
 
+    /// Starts `id` with a fresh restart budget (an operator's activation).
     fn start_one(&self, pkg: &mut Pkg, id: &str) -> Result<()> {
+        self.start_with(pkg, id, RestartBudget::Fresh)
+    }
+
+    fn start_with(&self, pkg: &mut Pkg, id: &str, budget: RestartBudget) -> Result<()> {
         let name = pkg.record.spec.name.clone();
         let config = Arc::new(pkg.record.spec.config.clone());
         let root = pkg.root.clone();
@@ -426,10 +483,34 @@ impl Runtime {
                 component: id.to_string(),
                 reason,
             })?;
+        let slot =
+            self.inner
+                .instance_slots
+                .take(1)
+                .map_err(|reason| RuntimeError::NotRunnable {
+                    package: name.clone(),
+                    component: id.to_string(),
+                    reason,
+                })?;
+        let share = self
+            .inner
+            .descriptors
+            .take(
+                u64::from(comp.spec.sandbox.max_descriptors)
+                    .saturating_mul(datafs::RESOURCES_PER_DESCRIPTOR as u64),
+            )
+            .map_err(|reason| RuntimeError::NotRunnable {
+                package: name.clone(),
+                component: id.to_string(),
+                reason,
+            })?;
         {
             let mut st = comp.status.lock().unwrap_or_else(|p| p.into_inner());
             st.active = true;
-            st.restart_count = 0;
+            if budget == RestartBudget::Fresh {
+                st.restart_count = 0;
+                st.retries = 0;
+            }
             st.crash_loop = false;
             // Visible at once: activate() returns with the component Starting.
             st.state = ComponentState::Starting;
@@ -448,13 +529,14 @@ impl Runtime {
         let exit_file = self.inner.dirs.exit_file(&name, &comp.spec.id);
         comp.sup = Some(Supervisor::start(SupervisorArgs {
             package: name,
-            engine: self.inner.engine.clone(),
-            pre,
+            engine: pre.engine,
+            pre: pre.pre,
             setup,
             status: comp.status.clone(),
             events: self.inner.events.clone(),
             exit_file: Some(exit_file),
             keepalive: self.inner.lock.clone(),
+            shares: vec![slot, share],
         }));
         Ok(())
     }
@@ -478,17 +560,19 @@ impl Runtime {
             .pkgs()
             .values()
             .flat_map(|p| p.record.spec.components.iter())
-            .map(|c| {
-                self.inner
-                    .engine
-                    .cwasm_path(&self.inner.dirs.cache(), &c.sha256)
-            })
+            .flat_map(|c| self.inner.compile.keep(&self.inner.dirs.cache(), &c.sha256))
             .collect();
         let Ok(rd) = std::fs::read_dir(self.inner.dirs.cache()) else {
             return;
         };
         for e in rd.flatten() {
-            if !keep.contains(&e.path()) {
+            // A temp file is the optimiser's artifact being written (crash
+            // leftovers go at open).
+            let temp = e
+                .file_name()
+                .to_str()
+                .is_some_and(crate::state::is_temp_name);
+            if !keep.contains(&e.path()) && !temp {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -567,6 +651,7 @@ impl Runtime {
     pub async fn install(&self, slot: &str) -> Result<InstalledInfo> {
         check_name(slot)?;
         let _ops = self.inner.ops.lock().await;
+        let _installing = self.inner.compile.install_started();
         let slot_dir = self.inner.dirs.delivery(slot);
         let DeliveredRecord { spec, info } = delivery::read_delivered(&slot_dir)
             .ok_or_else(|| RuntimeError::NotDelivered(slot.to_string()))?;
@@ -661,9 +746,10 @@ impl Runtime {
         let mut pres = BTreeMap::new();
         let mut failed = None;
         for c in &record.spec.components {
+            self.adopt_precompiled(&slot_dir, &c.id, &c.sha256);
             let loaded = self
                 .inner
-                .engine
+                .compile
                 .load(
                     &c.id,
                     &gen_dir.join(&c.file),

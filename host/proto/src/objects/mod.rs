@@ -2,6 +2,7 @@
 //! (Core 1.1 Appendix E; resource tables in the reference §8).
 
 pub mod device;
+pub mod engine;
 pub mod security;
 pub mod server;
 

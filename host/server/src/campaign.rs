@@ -1191,6 +1191,24 @@ fn observe_target(j: &mut DeviceJob, out: &mut Vec<Action>) {
     if is_upgrade && !t.was_active {
         j.plan.retain(|s| !upgrade_reactivate(s));
     }
+    // Already prepared for the update (INITIAL with the package's name: an
+    // earlier attempt ran Uninstall(1), then its delivery failed, e.g. with
+    // 53): Uninstall is not allowed in INITIAL (SwMgmt §5.1.3.2), so a retry
+    // goes straight to the delivery.
+    let prepared =
+        j.instances.get(&t.instance).and_then(|s| s.update_state) == Some(state::INITIAL);
+    if is_upgrade && prepared {
+        j.plan.retain(|s| {
+            !matches!(
+                s,
+                Step::Execute {
+                    res: 6,
+                    args: Some(_),
+                    ..
+                }
+            )
+        });
+    }
     for r in CAMPAIGN_OBSERVED {
         out.push(Action::Observe {
             endpoint: j.endpoint.clone(),

@@ -136,7 +136,10 @@ impl FakeDevice {
                                 i.result = 2;
                                 i.version = self.next_version.clone();
                             }
-                            6 => {
+                            // Uninstall: from DELIVERED or INSTALLED only
+                            // (SwMgmt §5.1.3.2); a wasmdm device answers 4.05
+                            // in INITIAL.
+                            6 if i.state == 3 || i.state == 4 => {
                                 i.state = 0;
                                 i.result = 0;
                                 i.active = false;
@@ -438,11 +441,22 @@ fn integrity_failure_is_reported_with_its_result_name() {
         }
     );
     assert_eq!(h.c.status, CampaignStatus::Finished);
-    // Retry after fixing the device.
+    // Retry after fixing the device: the instance is still prepared for the
+    // update (INITIAL, Uninstall(1) done), so the retry skips the Uninstall
+    // the device would refuse with 4.05 and delivers again.
+    assert_eq!(h.devices["bad"].inst[&0].state, 0);
     h.devices.get_mut("bad").unwrap().corrupt = false;
+    h.devices.get_mut("bad").unwrap().log.clear();
     h.feed(Input::RetryFailed);
-    assert_eq!(h.job("bad").status, JobStatus::Done);
+    assert_eq!(h.job("bad").status, JobStatus::Done, "{:#?}", h.job("bad"));
     assert_eq!(h.c.summary().done, 2);
+    let retried: Vec<&str> = h.devices["bad"]
+        .log
+        .iter()
+        .filter_map(|l| l.split(' ').nth(1))
+        .collect();
+    assert!(!retried.contains(&"/9/0/6"), "{retried:?}");
+    assert_eq!(h.job("bad").targets[0].new_version.as_deref(), Some("2.0"));
 }
 
 #[test]

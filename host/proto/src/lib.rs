@@ -2,6 +2,7 @@
 //! timers out. No sockets, no clock, no files: the tokio drivers in the
 //! `wasmdm` crate own those.
 
+pub mod bootstrap;
 pub mod client;
 pub mod coap;
 pub mod codec;

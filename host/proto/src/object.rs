@@ -77,6 +77,8 @@ pub enum Effect {
     Reboot,
     /// Deregister and stay away for `timeout_s` seconds (/1/x/4 Disable, Core 1.1 §E.2).
     Disable { timeout_s: u64 },
+    /// Start a client-initiated bootstrap (/1/x/9 Bootstrap-Request Trigger, Core 1.1 §E.2).
+    BootstrapRequest,
     /// Software Management work for package instance `instance`.
     SwMgmt { instance: u16, action: SwMgmtAction },
     /// Software Component work for component instance `instance` of Object 14.

@@ -251,6 +251,20 @@ impl Client {
         )
     }
 
+    /// POST a raw body (`text/csv` for a bootstrap import).
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Json, CtlError> {
+        Self::finish(
+            self.authed(self.agent.post(format!("{}{path}", self.base)))
+                .header("content-type", content_type)
+                .send(body),
+        )
+    }
+
     /// DELETE.
     pub fn delete(&self, path: &str) -> Result<Json, CtlError> {
         Self::finish(
@@ -326,6 +340,12 @@ pub const USAGE: &str =
   security list | security show EP | security remove EP
   security add EP (--psk-identity ID (--psk-key HEX | --psk-key-file F) | --rpk PUBKEY.pem
       | --x509 | --nosec)
+  bootstrap list | bootstrap show EP | bootstrap remove EP | bootstrap sessions [EP]
+  bootstrap set EP [--psk-identity ID] [--psk-key HEX | --psk-key-file F | --x509 | --nosec]
+      [--label L]... [--config FILE.json]
+  bootstrap rotate EP (--psk-key HEX | --psk-key-file F) [--psk-identity ID]
+  bootstrap import FILE.csv   (rows: endpoint,bootstrap_identity,bootstrap_key_hex,labels;...)
+  bootstrap label list | bootstrap label show L | bootstrap label set L FILE.json | bootstrap label rm L
 The admin token: --token, else $WASMDM_TOKEN, else the file admin-token in the server's data
 directory (--data-dir, else $WASMDM_SERVER_DATA_DIR, else the server's default).
 --ca: PEM file of the CA that issued an https server's certificate (or $WASMDM_CA).
@@ -468,6 +488,7 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         ["security", "show", ep] => c.get(&format!("/api/security/{ep}"))?,
         ["security", "remove", ep] => c.delete(&format!("/api/security/{ep}"))?,
         ["security", "add", ep, rest @ ..] => c.put(&format!("/api/security/{ep}"), &security_body(rest)?)?,
+        ["bootstrap", rest @ ..] => crate::bootstrap::ctl::run(&c, rest)?,
         [op @ ("install" | "upgrade" | "uninstall" | "activate" | "deactivate"), rest @ ..] => {
             let body = campaign_body(&c, op, rest)?;
             let created = c.campaign(&body)?;

@@ -240,6 +240,7 @@ impl Store {
             db_err!(tx.open_table(t))?;
         }
         db_err!(tx.open_table(crate::security::PSK_IDENTITIES))?;
+        crate::bootstrap::create_tables(&tx)?;
         db_err!(tx.commit())?;
         let store = Store {
             db,

@@ -10,7 +10,7 @@ pub struct DeviceArgs {
     /// TOML config file (every key optional; see README "Device configuration").
     #[arg(short, long)]
     pub config: Option<PathBuf>,
-    /// LwM2M server URI (default coap://127.0.0.1:5683).
+    /// LwM2M server URI (default coap://127.0.0.1:5683, or none with --bootstrap-server).
     #[arg(long)]
     pub server: Option<String>,
     /// Endpoint client name (default: the host name).
@@ -57,7 +57,69 @@ pub struct DeviceArgs {
     #[arg(long)]
     pub server_ca: Option<PathBuf>,
     #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+    #[command(flatten)]
     pub data_dir: super::DataDirArgs,
+}
+
+/// The factory bootstrap account (README "Provisioning / Bootstrap").
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// Bootstrap server URI, e.g. coaps://bs.example:5784.
+    #[arg(long)]
+    pub bootstrap_server: Option<String>,
+    /// Security mode with the bootstrap server: psk, certificate or nosec.
+    #[arg(long)]
+    pub bootstrap_security: Option<wasmdm_proto::objects::SecurityMode>,
+    /// Bootstrap PSK identity.
+    #[arg(long)]
+    pub bootstrap_psk_identity: Option<String>,
+    /// Bootstrap PSK as hex (prefer --bootstrap-psk-key-file).
+    #[arg(long, env = "WASMDM_BOOTSTRAP_PSK_KEY", hide_env_values = true)]
+    pub bootstrap_psk_key: Option<String>,
+    /// File holding the bootstrap PSK (hex text or raw bytes).
+    #[arg(long)]
+    pub bootstrap_psk_key_file: Option<PathBuf>,
+    /// Allow plain CoAP (nosec) with the bootstrap server and in what it provisions.
+    #[arg(long)]
+    pub bootstrap_allow_nosec: bool,
+    /// Seconds a bootstrap session may take before it is abandoned (default 247).
+    #[arg(long)]
+    pub bootstrap_timeout: Option<u64>,
+    /// Seconds before the first retry of a failed bootstrap (default 10, doubling).
+    #[arg(long)]
+    pub bootstrap_retry: Option<u64>,
+}
+
+impl BootstrapArgs {
+    fn apply(self, config: &mut DeviceConfig) {
+        if self.bootstrap_server.is_some() {
+            config.bootstrap_server = self.bootstrap_server;
+        }
+        if self.bootstrap_security.is_some() {
+            config.bootstrap_security = self.bootstrap_security;
+        }
+        if self.bootstrap_psk_identity.is_some() {
+            config.bootstrap_psk_identity = self.bootstrap_psk_identity;
+        }
+        if let Some(v) = self.bootstrap_psk_key {
+            config.bootstrap_psk_key = Some(wasmdm::device::config::Secret::new(v));
+            config.bootstrap_psk_key_file = None;
+        }
+        if self.bootstrap_psk_key_file.is_some() {
+            config.bootstrap_psk_key_file = self.bootstrap_psk_key_file;
+            config.bootstrap_psk_key = None;
+        }
+        if self.bootstrap_allow_nosec {
+            config.bootstrap_allow_nosec = true;
+        }
+        if let Some(v) = self.bootstrap_timeout {
+            config.bootstrap_timeout = v;
+        }
+        if let Some(v) = self.bootstrap_retry {
+            config.bootstrap_retry = v;
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +130,10 @@ pub struct DemoArgs {
     /// Number of devices.
     #[arg(long, default_value_t = 3)]
     pub devices: usize,
+    /// Where the hosts' full logs went (set by `main`; `None` with `-v`,
+    /// when they are shown on stderr).
+    #[arg(skip)]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +197,32 @@ pub struct ServerArgs {
     /// HTTP file downloads served at once (more get 503 with Retry-After).
     #[arg(long, default_value_t = wasmdm_server::files::MAX_DOWNLOADS)]
     pub max_downloads: usize,
+    /// UDP address for LwM2M bootstrap over DTLS (off with --no-coaps).
+    #[arg(long, default_value = "0.0.0.0:5784")]
+    pub bootstrap_coaps: std::net::SocketAddr,
+    /// UDP address for LwM2M bootstrap over plain CoAP (answered only for
+    /// NoSec bootstrap accounts, or with --allow-nosec).
+    #[arg(long, default_value = "0.0.0.0:5783")]
+    pub bootstrap_coap: std::net::SocketAddr,
+    /// Serve no bootstrap.
+    #[arg(long)]
+    pub no_bootstrap: bool,
+    /// LwM2M server URI bootstrap writes where no configuration names one
+    /// (default: coaps://<--coaps address>, unless that is 0.0.0.0).
+    #[arg(long)]
+    pub bootstrap_server_uri: Option<String>,
+    /// Longest bootstrap session, s (then it is recorded as timed out).
+    #[arg(long, default_value_t = 180)]
+    pub bootstrap_session_timeout: u64,
+    /// Bootstrap sessions in progress at once (beyond: 5.03).
+    #[arg(long, default_value_t = 1_024)]
+    pub max_bootstrap_sessions: usize,
+    /// Bootstrap sessions in progress from one IP address (beyond: 5.03).
+    #[arg(long, default_value_t = 256)]
+    pub max_bootstrap_sessions_per_ip: usize,
+    /// Bootstrap-Requests accepted per endpoint in 10 minutes (beyond: 4.29).
+    #[arg(long, default_value_t = 5)]
+    pub max_bootstrap_requests: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +285,7 @@ pub async fn device(args: DeviceArgs) -> anyhow::Result<ExitCode> {
             *key = flag;
         }
     }
+    args.bootstrap.apply(&mut config);
     let stopped = wasmdm::device::run(config, shutdown_signal())
         .await
         .context("device stopped")?;
@@ -207,8 +300,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         guests: args.guests,
         devices: args.devices.clamp(1, 50),
     };
-    wasmdm::demo::run(options).await.context("demo failed")?;
-    println!("== demo complete");
+    let where_logs = match &args.log_file {
+        Some(p) => format!("full logs in {} (-v shows them here)", p.display()),
+        None => "full logs interleaved below".to_string(),
+    };
+    println!(
+        "wasmdm demo: a server and {} devices on loopback; {where_logs}",
+        options.devices
+    );
+    let result = wasmdm::demo::run(options).await;
+    if let (Err(_), Some(p)) = (&result, &args.log_file) {
+        eprintln!("the hosts' full logs: {}", p.display());
+    }
+    result.context("demo failed")?;
+    println!("demo complete");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -268,6 +373,21 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         max_registrations: args.max_registrations,
         max_per_ip: args.max_registrations_per_ip,
     };
+    if !(args.no_bootstrap || args.no_coaps) {
+        let mut listen = wasmdm_server::bootstrap::BootstrapListen::new(
+            args.bootstrap_coap,
+            args.bootstrap_coaps,
+        );
+        listen.server_uri = args.bootstrap_server_uri.clone();
+        listen.limits = wasmdm_server::bootstrap::BootstrapLimits {
+            max_sessions: args.max_bootstrap_sessions.max(1),
+            max_sessions_per_ip: args.max_bootstrap_sessions_per_ip.max(1),
+            session_timeout: std::time::Duration::from_secs(args.bootstrap_session_timeout.max(1)),
+            max_requests_per_endpoint: args.max_bootstrap_requests.max(1),
+            ..Default::default()
+        };
+        config.bootstrap = Some(listen);
+    }
     wasmdm_server::serve(config, shutdown_signal())
         .await
         .context("server stopped")?;

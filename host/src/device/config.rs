@@ -10,7 +10,8 @@ pub struct DeviceConfig {
     /// LwM2M Endpoint Client Name (default: the host name).
     pub endpoint: String,
     /// The LwM2M server, `coap://host:port` (NoSec) or `coaps://host:port`
-    /// (DTLS; default port 5684).
+    /// (DTLS; default port 5684). Empty: none (with a `bootstrap-server`
+    /// the device bootstraps first; without one `coap://127.0.0.1:5683`).
     pub server: String,
     /// How the device authenticates to the server (/0/x/2): `psk`,
     /// `certificate` or `nosec` (`rpk` is not supported by this build).
@@ -31,6 +32,35 @@ pub struct DeviceConfig {
     /// CA(s) the server's certificate must chain to, PEM; the certificate
     /// must also name the server URI's host.
     pub server_ca: Option<PathBuf>,
+    /// The bootstrap server, `coaps://host:port` (default port 5684; the
+    /// usual bootstrap port is 5784), or `coap://` with `bootstrap-allow-nosec`.
+    pub bootstrap_server: Option<String>,
+    /// Security mode with the bootstrap server (`psk`, `certificate`,
+    /// `nosec`); default from the URI scheme as for `security`.
+    pub bootstrap_security: Option<wasmdm_proto::objects::SecurityMode>,
+    /// Bootstrap PSK identity.
+    pub bootstrap_psk_identity: Option<String>,
+    /// Bootstrap PSK as hex. Prefer `bootstrap-psk-key-file`.
+    pub bootstrap_psk_key: Option<Secret>,
+    /// File holding the bootstrap PSK (hex text, or the raw key bytes).
+    pub bootstrap_psk_key_file: Option<PathBuf>,
+    /// Own certificate for certificate mode with the bootstrap server.
+    pub bootstrap_certificate: Option<PathBuf>,
+    /// Own private key (PKCS#8) for certificate mode with the bootstrap server.
+    pub bootstrap_private_key: Option<PathBuf>,
+    /// The bootstrap server's certificate, pinned.
+    pub bootstrap_server_certificate: Option<PathBuf>,
+    /// CA(s) the bootstrap server's certificate must chain to.
+    pub bootstrap_server_ca: Option<PathBuf>,
+    /// Accept NoSec (plain CoAP) with the bootstrap server and in the
+    /// accounts it provisions. Off by default: bootstrap carries credentials.
+    pub bootstrap_allow_nosec: bool,
+    /// Seconds a bootstrap session may last after the server accepted the
+    /// Bootstrap-Request before it is abandoned (nothing it wrote is kept).
+    pub bootstrap_timeout: u64,
+    /// Seconds before the first retry of a failed bootstrap (doubling per
+    /// attempt, at most one hour).
+    pub bootstrap_retry: u64,
     /// Registration lifetime in seconds.
     pub lifetime: u32,
     /// Local UDP address to bind.
@@ -65,6 +95,16 @@ pub struct DeviceConfig {
     /// on 64-bit hosts) lets compiled guests skip bounds checks; set it to
     /// `max-instance-memory` where address space is scarce.
     pub memory_reservation: u64,
+    /// Compiler for installs: `auto` (Winch at install, Cranelift in the
+    /// background at idle priority), `winch` or `cranelift` (README, runtime).
+    pub compiler: crate::runtime::CompilerChoice,
+    /// Restart running components once their optimised code is ready
+    /// (default off: they use it from their next start).
+    pub restart_when_optimised: bool,
+    /// Public key files trusted to sign native code compiled by a server
+    /// (precompiled artifacts); separate from `trusted-keys`. Empty: the
+    /// device always compiles itself.
+    pub native_code_keys: Vec<PathBuf>,
     /// What the Register payload's root link announces of the content
     /// formats (reference §1): `single` (default, `ct=110`: what Wakaama-based
     /// servers accept), `all` (`ct="110 112 11542"`) or `none` (no root link).
@@ -80,7 +120,7 @@ impl Default for DeviceConfig {
         let engine = crate::runtime::EngineConfig::default();
         DeviceConfig {
             endpoint: default_endpoint(),
-            server: "coap://127.0.0.1:5683".into(),
+            server: String::new(),
             security: None,
             psk_identity: None,
             psk_key: None,
@@ -89,6 +129,18 @@ impl Default for DeviceConfig {
             private_key: None,
             server_certificate: None,
             server_ca: None,
+            bootstrap_server: None,
+            bootstrap_security: None,
+            bootstrap_psk_identity: None,
+            bootstrap_psk_key: None,
+            bootstrap_psk_key_file: None,
+            bootstrap_certificate: None,
+            bootstrap_private_key: None,
+            bootstrap_server_certificate: None,
+            bootstrap_server_ca: None,
+            bootstrap_allow_nosec: false,
+            bootstrap_timeout: 247,
+            bootstrap_retry: 10,
             lifetime: 300,
             bind: "0.0.0.0:0".into(),
             data_dir: default_data_dir(),
@@ -101,6 +153,9 @@ impl Default for DeviceConfig {
             max_instances: engine.max_instances,
             max_instance_memory: engine.max_memory_per_instance,
             memory_reservation: engine.memory_reservation,
+            compiler: engine.compiler,
+            restart_when_optimised: engine.restart_when_optimised,
+            native_code_keys: Vec::new(),
             register_content_formats: Default::default(),
             manufacturer: "wasmdm".into(),
             model: "wasmdm-host".into(),
@@ -172,15 +227,19 @@ impl DeviceConfig {
         )?)
     }
 
+    /// The server URI: as configured; when left empty, none if a bootstrap
+    /// server is configured, else `coap://127.0.0.1:5683`.
+    pub fn server_uri(&self) -> Option<&str> {
+        match (self.server.is_empty(), &self.bootstrap_server) {
+            (false, _) => Some(&self.server),
+            (true, Some(_)) => None,
+            (true, None) => Some(DEFAULT_SERVER),
+        }
+    }
+
     /// The security mode: as configured, else from the server URI's scheme.
     pub fn security_mode(&self) -> wasmdm_proto::objects::SecurityMode {
-        use wasmdm_proto::objects::SecurityMode;
-        self.security
-            .unwrap_or(if self.server.starts_with("coaps://") {
-                SecurityMode::Psk
-            } else {
-                SecurityMode::NoSec
-            })
+        mode_for(self.security, self.server_uri().unwrap_or_default())
     }
 
     /// The host of the server URI (what its certificate must name).
@@ -191,30 +250,52 @@ impl DeviceConfig {
     /// `host:port` of the server, from `coap://host[:port]` (default port
     /// 5683) or `coaps://host[:port]` (default 5684).
     pub fn server_addr(&self) -> Result<String, ConfigError> {
-        let (rest, default_port) = if let Some(rest) = self.server.strip_prefix("coaps://") {
-            (rest, 5684)
-        } else if let Some(rest) = self.server.strip_prefix("coap://") {
-            (rest, 5683)
-        } else {
-            return Err(ConfigError::ServerUri(self.server.clone()));
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.is_empty() {
-            return Err(ConfigError::ServerUri(self.server.clone()));
-        }
-        let has_port = match authority.strip_prefix('[') {
-            // IPv6 literal: a port can only follow the closing bracket.
-            Some(v6) => v6
-                .split_once(']')
-                .is_some_and(|(_, tail)| tail.starts_with(':')),
-            None => authority.contains(':'),
-        };
-        Ok(if has_port {
-            authority.to_string()
-        } else {
-            format!("{authority}:{default_port}")
-        })
+        uri_authority(self.server_uri().unwrap_or_default())
     }
+}
+
+/// The server used when neither `server` nor `bootstrap-server` is set.
+pub const DEFAULT_SERVER: &str = "coap://127.0.0.1:5683";
+
+/// `mode` if given, else PSK for a `coaps://` URI and NoSec for `coap://`.
+pub fn mode_for(
+    mode: Option<wasmdm_proto::objects::SecurityMode>,
+    uri: &str,
+) -> wasmdm_proto::objects::SecurityMode {
+    use wasmdm_proto::objects::SecurityMode;
+    mode.unwrap_or(if uri.starts_with("coaps://") {
+        SecurityMode::Psk
+    } else {
+        SecurityMode::NoSec
+    })
+}
+
+/// `host:port` of a `coap://host[:port]` (default port 5683) or
+/// `coaps://host[:port]` (default 5684) URI.
+pub fn uri_authority(uri: &str) -> Result<String, ConfigError> {
+    let (rest, default_port) = if let Some(rest) = uri.strip_prefix("coaps://") {
+        (rest, 5684)
+    } else if let Some(rest) = uri.strip_prefix("coap://") {
+        (rest, 5683)
+    } else {
+        return Err(ConfigError::ServerUri(uri.to_string()));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(ConfigError::ServerUri(uri.to_string()));
+    }
+    let has_port = match authority.strip_prefix('[') {
+        // IPv6 literal: a port can only follow the closing bracket.
+        Some(v6) => v6
+            .split_once(']')
+            .is_some_and(|(_, tail)| tail.starts_with(':')),
+        None => authority.contains(':'),
+    };
+    Ok(if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    })
 }
 
 /// The host of a `host:port` authority (`[v6]:port` without brackets).
@@ -322,6 +403,31 @@ mod tests {
         assert!(matches!(e, ConfigError::DownloadCa(_)));
         assert!(e.to_string().contains("missing.pem"), "{e}");
         assert!(DeviceConfig::default().download_trust().is_ok());
+    }
+
+    #[test]
+    fn bootstrap_keys_and_the_server_default() {
+        let c: DeviceConfig = toml::from_str(
+            "bootstrap-server = \"coaps://bs.example:5784\"\n\
+             bootstrap-psk-identity = \"bs-1\"\n\
+             bootstrap-psk-key-file = \"/etc/wasmdm/bs.key\"\n\
+             bootstrap-timeout = 30\nbootstrap-retry = 2\n",
+        )
+        .unwrap();
+        // A bootstrap account and no server: no server account at all.
+        assert_eq!(c.server_uri(), None);
+        assert_eq!((c.bootstrap_timeout, c.bootstrap_retry), (30, 2));
+        assert!(!c.bootstrap_allow_nosec);
+        // No bootstrap account and no server: the old default.
+        assert_eq!(DeviceConfig::default().server_uri(), Some(DEFAULT_SERVER));
+        let both = DeviceConfig {
+            server: "coaps://lwm2m.example".into(),
+            ..c
+        };
+        assert_eq!(both.server_uri(), Some("coaps://lwm2m.example"));
+        assert_eq!(both.server_addr().unwrap(), "lwm2m.example:5684");
+        let secret: DeviceConfig = toml::from_str("bootstrap-psk-key = \"00112233\"").unwrap();
+        assert!(!format!("{secret:?}").contains("00112233"));
     }
 
     #[test]

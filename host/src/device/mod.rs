@@ -6,6 +6,7 @@
 //! runs on spawned tasks that report back through a channel as [`Work`], so
 //! the protocol keeps answering while a package compiles.
 
+mod bootstrap;
 pub mod config;
 pub mod download;
 mod packages;
@@ -33,7 +34,7 @@ use transport::Transport;
 use wasmdm_package::display::escape;
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
 use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
-use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Server};
+use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo};
 use wasmdm_proto::swcomp::SoftwareComponents;
 use wasmdm_proto::swmgmt::{Installed, Report, SoftwareManagement, SwMgmtConfig, UpdateResult};
 
@@ -56,6 +57,8 @@ pub enum DeviceError {
     State(#[from] state::StateFileError),
     #[error("the device thread stopped unexpectedly")]
     DriverGone,
+    #[error("no usable server account and no usable bootstrap account")]
+    NoAccount,
 }
 
 /// The outcome of slow work, fed back into the objects.
@@ -101,10 +104,9 @@ pub async fn run(
     config: DeviceConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stopped, DeviceError> {
-    let server = resolve(&config.server_addr()?).await?;
     // Credentials are read and checked before anything starts: a key that
     // cannot be used is a configuration error, not a handshake to retry.
-    let account = security::account(&config, 1)?;
+    let provisioning = bootstrap::Provisioning::load(&config)?;
     // Checked before anything starts: a CA file that cannot be used is a
     // configuration error, not a reason to trust something else.
     let http_trust = config.download_trust()?;
@@ -113,6 +115,13 @@ pub async fn run(
     rt_config.engine.max_instances = config.max_instances;
     rt_config.engine.max_memory_per_instance = config.max_instance_memory;
     rt_config.engine.memory_reservation = config.memory_reservation;
+    rt_config.engine.compiler = config.compiler;
+    rt_config.engine.restart_when_optimised = config.restart_when_optimised;
+    for key in &config.native_code_keys {
+        let key = wasmdm_package::signing::load_public_key(key)
+            .map_err(|e| DeviceError::Runtime(RuntimeError::Package(e)))?;
+        rt_config.engine.native_code_keys.push(key);
+    }
     rt_config.allow_downgrade = config.allow_downgrade;
     for key in &config.trusted_keys {
         let key = wasmdm_package::signing::load_public_key(key)
@@ -126,7 +135,7 @@ pub async fn run(
         .map_err(|_| DeviceError::Resolve(format!("bind address {}", config.bind)))?;
     let socket = std::net::UdpSocket::bind(bind)?;
     socket.set_nonblocking(true)?;
-    info!(endpoint = %config.endpoint, server = %server, local = %socket.local_addr()?, "wasmdm device starting");
+    info!(endpoint = %config.endpoint, local = %socket.local_addr()?, "wasmdm device starting");
     // The protocol loop gets a thread of its own with a current-thread tokio
     // runtime: that thread waits on the socket itself, so a datagram wakes
     // the loop directly (in the multi-thread runtime the caller's `block_on`
@@ -142,9 +151,8 @@ pub async fn run(
         .spawn(move || {
             let result = drive(
                 config,
-                account,
+                provisioning,
                 http_trust,
-                server,
                 driver_runtime,
                 socket,
                 tasks,
@@ -177,9 +185,8 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 fn drive(
     config: DeviceConfig,
-    account: security::Account,
+    mut provisioning: bootstrap::Provisioning,
     http_trust: download::TlsTrust,
-    server: SocketAddr,
     runtime: Runtime,
     socket: std::net::UdpSocket,
     tasks: tokio::runtime::Handle,
@@ -191,11 +198,18 @@ fn drive(
         .build()?;
     local.block_on(async move {
         let socket = DeviceSocket::new(socket)?;
-        let transport =
-            Transport::new(socket, server, &config.server_host()?, account.credentials)?;
+        tokio::pin!(stop);
+        // With no usable server account the device bootstraps first.
+        let Some((transport, active, server)) =
+            bootstrap::connect(socket, &config, &mut provisioning, stop.as_mut()).await?
+        else {
+            return Ok(false);
+        };
+        info!(server = %provisioning.describe(Some(&active)), "server account");
         let mut device = Driver::new(
             config,
-            account.security,
+            active,
+            provisioning,
             http_trust,
             server,
             runtime,
@@ -260,6 +274,8 @@ struct Driver {
     http_trust: download::TlsTrust,
     /// Set by Execute /3/0/4.
     reboot_requested: bool,
+    /// Accounts and when to bootstrap (`bootstrap.rs`).
+    provisioning: bootstrap::Provisioning,
 }
 
 fn slot(iid: u16) -> String {
@@ -279,9 +295,11 @@ fn seed() -> u64 {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         config: DeviceConfig,
-        security: wasmdm_proto::objects::Security,
+        active: bootstrap::Active,
+        provisioning: bootstrap::Provisioning,
         http_trust: download::TlsTrust,
         server: SocketAddr,
         runtime: Runtime,
@@ -339,12 +357,19 @@ impl Driver {
         engine_config.lifetime = config.lifetime;
         engine_config.register_formats = config.register_content_formats;
         engine_config.push_limit = Some(config.max_package_bytes);
+        // Core 1.1 §6.2.1.1: /1/x/18 Communication Retry Timer (default 60 s).
+        engine_config.retry_base =
+            Duration::from_secs(active.server.retry_policy().retry_timer.max(1));
         let objects: Vec<Box<dyn Object>> = vec![
-            Box::new(security),
-            Box::new(Server::new(1, u64::from(config.lifetime))),
+            Box::new(active.security),
+            Box::new(active.server),
             Box::new(device),
             Box::new(swmgmt.clone()),
             Box::new(swcomp.clone()),
+            // /26500: what this engine accepts, for servers that precompile.
+            Box::new(wasmdm_proto::objects::engine::Engine::new(
+                runtime.engine_info(),
+            )),
         ];
         let client = Client::new(engine_config, objects);
         let (work_tx, work_rx) = mpsc::unbounded_channel();
@@ -366,6 +391,7 @@ impl Driver {
             http_cancel: BTreeMap::new(),
             http_trust,
             reboot_requested: false,
+            provisioning,
         };
         if adopted {
             driver.persist()?;
@@ -457,6 +483,12 @@ impl Driver {
                 () = &mut shutdown => break,
             }
             self.flush().await?;
+            if self.provisioning.due() {
+                if !self.rebootstrap(shutdown.as_mut()).await? {
+                    break;
+                }
+                self.flush().await?;
+            }
             if self.reboot_requested {
                 info!("rebooting: stopping the apps and de-registering first");
                 break;
@@ -551,6 +583,7 @@ impl Driver {
             handled += 1;
             match event {
                 Event::Registered { location } => {
+                    self.provisioning.registered();
                     info!(location = %location.join("/"), "registered")
                 }
                 Event::RegistrationFailed {
@@ -563,6 +596,7 @@ impl Driver {
                     let code = code.map_or_else(|| "no answer".to_string(), |c| c.to_string());
                     warn!(attempt, %code, retry_in = ?retry_in, "registration failed");
                     self.transport.server_silent(now);
+                    self.provisioning.register_failed();
                 }
                 Event::Updated => debug!("registration updated"),
                 Event::ServerSilent => self.transport.server_silent(now),
@@ -648,6 +682,7 @@ impl Driver {
                 Effect::Disable { timeout_s } => {
                     warn!(timeout_s, "disable requested; not supported, ignored")
                 }
+                Effect::BootstrapRequest => self.bootstrap_requested(),
                 Effect::SwMgmt { instance, action } => self.swmgmt_action(now, instance, action)?,
                 Effect::Component { instance, action } => self.component_action(instance, action),
             }

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use wasmdm_proto::dtls::{ClientCredentials, ServerTrust};
 use wasmdm_proto::objects::{Security, SecurityMode};
 
-use super::config::DeviceConfig;
+use super::config::{DeviceConfig, Secret};
 
 /// A credential setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,11 @@ pub enum SecurityError {
     Scheme { mode: &'static str, uri: String },
     #[error("a coaps:// server needs a security mode other than nosec")]
     NoSecOverDtls,
+    #[error(
+        "bootstrap over plain CoAP (nosec) carries credentials in clear: \
+         set bootstrap-allow-nosec to allow it"
+    )]
+    BootstrapNoSec,
     #[error(transparent)]
     Dtls(#[from] wasmdm_proto::dtls::DtlsError),
 }
@@ -103,25 +108,66 @@ pub fn private_key(key: &'static str, path: &Path) -> Result<Vec<u8>, SecurityEr
     }
 }
 
+/// The settings of one account (server or bootstrap), with the key names
+/// errors quote.
+struct Settings<'a> {
+    uri: &'a str,
+    mode: SecurityMode,
+    psk_identity: Option<&'a String>,
+    psk_key: Option<&'a Secret>,
+    psk_key_file: Option<&'a Path>,
+    certificate: Option<&'a Path>,
+    private_key: Option<&'a Path>,
+    server_certificate: Option<&'a Path>,
+    server_ca: Option<&'a Path>,
+    /// Key names: psk-identity, psk-key, psk-key-file, certificate,
+    /// private-key, server-certificate, server-ca.
+    names: [&'static str; 7],
+}
+
+const SERVER_KEYS: [&str; 7] = [
+    "psk-identity",
+    "psk-key",
+    "psk-key-file",
+    "certificate",
+    "private-key",
+    "server-certificate",
+    "server-ca",
+];
+const BOOTSTRAP_KEYS: [&str; 7] = [
+    "bootstrap-psk-identity",
+    "bootstrap-psk-key",
+    "bootstrap-psk-key-file",
+    "bootstrap-certificate",
+    "bootstrap-private-key",
+    "bootstrap-server-certificate",
+    "bootstrap-server-ca",
+];
+
 /// The PSK from `psk-key` (hex) or `psk-key-file` (hex text, else raw bytes).
-fn psk_key(config: &DeviceConfig) -> Result<Vec<u8>, SecurityError> {
-    let key = match (&config.psk_key, &config.psk_key_file) {
+fn psk_key(s: &Settings) -> Result<Vec<u8>, SecurityError> {
+    let key = match (s.psk_key, s.psk_key_file) {
         (Some(hex_key), None) => hex::decode(hex_key.expose().trim())
             .map_err(|_| SecurityError::PskKey("not hex".into()))?,
         (None, Some(path)) => {
-            let bytes = read_file("psk-key-file", path)?;
+            let bytes = read_file(s.names[2], path)?;
             let text = String::from_utf8_lossy(&bytes);
             hex::decode(text.trim()).unwrap_or(bytes)
         }
         (Some(_), Some(_)) => {
-            return Err(SecurityError::PskKey(
-                "give psk-key or psk-key-file, not both".into(),
-            ));
+            return Err(SecurityError::PskKey(format!(
+                "give {} or {}, not both",
+                s.names[1], s.names[2]
+            )));
         }
         (None, None) => {
             return Err(SecurityError::Missing {
                 mode: "psk",
-                what: "psk-key or psk-key-file",
+                what: if s.names[1] == "psk-key" {
+                    "psk-key or psk-key-file"
+                } else {
+                    "bootstrap-psk-key or bootstrap-psk-key-file"
+                },
             });
         }
     };
@@ -137,8 +183,57 @@ fn psk_key(config: &DeviceConfig) -> Result<Vec<u8>, SecurityError> {
 /// Reads the account's credentials (files once, here) and checks they fit
 /// the server URI: a configuration that cannot work stops the device.
 pub fn account(config: &DeviceConfig, short_server_id: u16) -> Result<Account, SecurityError> {
-    let coaps = config.server.starts_with("coaps://");
-    let mode = config.security_mode();
+    let uri = config.server_uri().unwrap_or_default();
+    build(
+        &Settings {
+            uri,
+            mode: config.security_mode(),
+            psk_identity: config.psk_identity.as_ref(),
+            psk_key: config.psk_key.as_ref(),
+            psk_key_file: config.psk_key_file.as_deref(),
+            certificate: config.certificate.as_deref(),
+            private_key: config.private_key.as_deref(),
+            server_certificate: config.server_certificate.as_deref(),
+            server_ca: config.server_ca.as_deref(),
+            names: SERVER_KEYS,
+        },
+        short_server_id,
+    )
+}
+
+/// The factory bootstrap account (`bootstrap-server` and its keys), if
+/// any; the /0 instance has Bootstrap-Server = true. NoSec only with
+/// `bootstrap-allow-nosec`.
+pub fn bootstrap_account(config: &DeviceConfig) -> Result<Option<Account>, SecurityError> {
+    let Some(uri) = config.bootstrap_server.as_deref() else {
+        return Ok(None);
+    };
+    let mode = super::config::mode_for(config.bootstrap_security, uri);
+    if mode == SecurityMode::NoSec && !config.bootstrap_allow_nosec {
+        return Err(SecurityError::BootstrapNoSec);
+    }
+    let mut account = build(
+        &Settings {
+            uri,
+            mode,
+            psk_identity: config.bootstrap_psk_identity.as_ref(),
+            psk_key: config.bootstrap_psk_key.as_ref(),
+            psk_key_file: config.bootstrap_psk_key_file.as_deref(),
+            certificate: config.bootstrap_certificate.as_deref(),
+            private_key: config.bootstrap_private_key.as_deref(),
+            server_certificate: config.bootstrap_server_certificate.as_deref(),
+            server_ca: config.bootstrap_server_ca.as_deref(),
+            names: BOOTSTRAP_KEYS,
+        },
+        0,
+    )?;
+    account.security.bootstrap = true;
+    Ok(Some(account))
+}
+
+fn build(s: &Settings, short_server_id: u16) -> Result<Account, SecurityError> {
+    let coaps = s.uri.starts_with("coaps://");
+    let mode = s.mode;
     let name = mode.name();
     if coaps == (mode == SecurityMode::NoSec) {
         return Err(if coaps {
@@ -146,20 +241,20 @@ pub fn account(config: &DeviceConfig, short_server_id: u16) -> Result<Account, S
         } else {
             SecurityError::Scheme {
                 mode: name,
-                uri: config.server.clone(),
+                uri: s.uri.to_string(),
             }
         });
     }
-    let mut security = Security::nosec(config.server.clone(), short_server_id);
+    let mut security = Security::nosec(s.uri.to_string(), short_server_id);
     security.security_mode = mode as i64;
     let credentials = match mode {
         SecurityMode::NoSec => None,
         SecurityMode::Psk => {
-            let identity = config.psk_identity.clone().ok_or(SecurityError::Missing {
+            let identity = s.psk_identity.cloned().ok_or(SecurityError::Missing {
                 mode: name,
-                what: "psk-identity",
+                what: s.names[0],
             })?;
-            let key = psk_key(config)?;
+            let key = psk_key(s)?;
             security.public_key_or_identity = identity.clone().into_bytes();
             security.secret_key = key.clone();
             Some(ClientCredentials::Psk {
@@ -169,26 +264,14 @@ pub fn account(config: &DeviceConfig, short_server_id: u16) -> Result<Account, S
         }
         SecurityMode::Certificate => {
             let missing = |what| SecurityError::Missing { mode: name, what };
-            let chain = certificates(
-                "certificate",
-                config
-                    .certificate
-                    .as_deref()
-                    .ok_or(missing("certificate"))?,
-            )?;
-            let key = private_key(
-                "private-key",
-                config
-                    .private_key
-                    .as_deref()
-                    .ok_or(missing("private-key"))?,
-            )?;
-            let trust = match (&config.server_certificate, &config.server_ca) {
+            let chain = certificates(s.names[3], s.certificate.ok_or(missing(s.names[3]))?)?;
+            let key = private_key(s.names[4], s.private_key.ok_or(missing(s.names[4]))?)?;
+            let trust = match (s.server_certificate, s.server_ca) {
                 (Some(pinned), None) => {
-                    let mut certs = certificates("server-certificate", pinned)?;
+                    let mut certs = certificates(s.names[5], pinned)?;
                     ServerTrust::Pinned(certs.swap_remove(0))
                 }
-                (None, Some(ca)) => ServerTrust::Ca(certificates("server-ca", ca)?),
+                (None, Some(ca)) => ServerTrust::Ca(certificates(s.names[6], ca)?),
                 _ => return Err(missing("exactly one of server-certificate and server-ca")),
             };
             security.public_key_or_identity = chain.first().cloned().unwrap_or_default();

@@ -12,13 +12,61 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
+use wasmdm_proto::bootstrap::BootstrapClient;
 use wasmdm_proto::client::Client;
+use wasmdm_proto::coap::endpoint::Transmit;
 use wasmdm_proto::dtls::{ClientCredentials, ClientEvent, DtlsClient, DtlsError};
 
 use super::socket::DeviceSocket;
 
 /// At most one "dropped requests from other sources" line per this period.
 const DROP_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// The sans-IO engine above the transport: the LwM2M client, or the
+/// bootstrap client while the device bootstraps.
+pub(crate) trait Engine {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]);
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn foreign_requests_dropped(&self) -> u64;
+    /// The DTLS handshake with the engine's server failed.
+    fn handshake_failed(&mut self, _now: Instant, _reason: &str) {}
+}
+
+impl Engine for Client {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        Client::handle_datagram(self, now, from, bytes)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Client::poll_transmit(self)
+    }
+    fn foreign_requests_dropped(&self) -> u64 {
+        Client::foreign_requests_dropped(self)
+    }
+}
+
+impl Engine for BootstrapClient {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        BootstrapClient::handle_datagram(self, now, from, bytes)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        BootstrapClient::poll_transmit(self)
+    }
+    fn foreign_requests_dropped(&self) -> u64 {
+        BootstrapClient::foreign_requests_dropped(self)
+    }
+    /// A bootstrap attempt whose handshake failed (e.g. a wrong bootstrap
+    /// key) fails now, not when CoAP gives up on its request.
+    fn handshake_failed(&mut self, now: Instant, reason: &str) {
+        self.transport_failed(now, format!("DTLS handshake failed: {reason}"))
+    }
+}
+
+/// Which server the transport talks to, and its DTLS sessions
+/// ([`Transport::retarget`] hands the previous one back).
+pub(crate) struct Target {
+    dtls: Option<DtlsClient>,
+    server: SocketAddr,
+}
 
 /// Socket plus DTLS sessions.
 pub(crate) struct Transport {
@@ -40,6 +88,21 @@ impl Transport {
         host: &str,
         credentials: Option<ClientCredentials>,
     ) -> Result<Self, DtlsError> {
+        let target = Self::target(server, host, credentials)?;
+        Ok(Transport {
+            socket,
+            dtls: target.dtls,
+            server,
+            dropped_logged: (0, None),
+            failed_file_servers: Vec::new(),
+        })
+    }
+
+    fn target(
+        server: SocketAddr,
+        host: &str,
+        credentials: Option<ClientCredentials>,
+    ) -> Result<Target, DtlsError> {
         let dtls = match credentials {
             Some(c) => {
                 let mut client = DtlsClient::new(c)?;
@@ -48,13 +111,42 @@ impl Transport {
             }
             None => None,
         };
-        Ok(Transport {
-            socket,
-            dtls,
-            server,
-            dropped_logged: (0, None),
-            failed_file_servers: Vec::new(),
-        })
+        Ok(Target { dtls, server })
+    }
+
+    /// Points the transport at another server (bootstrap server, or the
+    /// server bootstrap provisioned): new DTLS sessions, same socket.
+    /// Returns the previous target for [`Transport::restore`].
+    pub(crate) fn retarget(
+        &mut self,
+        server: SocketAddr,
+        host: &str,
+        credentials: Option<ClientCredentials>,
+    ) -> Result<Target, DtlsError> {
+        let next = Self::target(server, host, credentials)?;
+        Ok(self.restore(next))
+    }
+
+    /// Ends a target no longer used: close_notify to its server (so the
+    /// server drops the association at once and accepts a new handshake
+    /// from this address), sent now.
+    pub(crate) async fn close(&mut self, now: Instant, target: Target) {
+        let Some(mut dtls) = target.dtls else { return };
+        dtls.remove_peer(now, target.server);
+        while let Some(d) = dtls.poll_transmit() {
+            self.send_raw(&d.bytes, d.to).await;
+        }
+    }
+
+    /// Goes back to a previous target; returns the one replaced.
+    pub(crate) fn restore(&mut self, target: Target) -> Target {
+        let old = Target {
+            dtls: self.dtls.take(),
+            server: self.server,
+        };
+        self.dtls = target.dtls;
+        self.server = target.server;
+        old
     }
 
     /// True when the server account uses DTLS (so `coaps://` pulls can too).
@@ -71,12 +163,12 @@ impl Transport {
     }
 
     /// Feeds a received datagram to DTLS or straight to the engine.
-    pub(crate) fn inbound(
+    pub(crate) fn inbound<E: Engine>(
         &mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &[u8],
-        client: &mut Client,
+        client: &mut E,
     ) {
         let consumed = self
             .dtls
@@ -101,7 +193,7 @@ impl Transport {
     }
 
     /// Sends what the engine queued (through DTLS where due) and what DTLS queued.
-    pub(crate) async fn flush(&mut self, now: Instant, client: &mut Client) {
+    pub(crate) async fn flush<E: Engine>(&mut self, now: Instant, client: &mut E) {
         while let Some(t) = client.poll_transmit() {
             match &mut self.dtls {
                 Some(d) if d.is_peer(t.to) => {
@@ -138,14 +230,14 @@ impl Transport {
     }
 
     /// Runs DTLS retransmissions and back-off ends.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, client: &mut Client) {
+    pub(crate) fn handle_timeout<E: Engine>(&mut self, now: Instant, client: &mut E) {
         if let Some(d) = &mut self.dtls {
             d.handle_timeout(now);
         }
         self.drain_dtls_events(now, client);
     }
 
-    fn drain_dtls_events(&mut self, now: Instant, client: &mut Client) {
+    fn drain_dtls_events<E: Engine>(&mut self, now: Instant, client: &mut E) {
         let Some(d) = &mut self.dtls else { return };
         while let Some(event) = d.poll_event() {
             match event {
@@ -162,6 +254,8 @@ impl Transport {
                     warn!(%peer, retry_in = ?retry_in, "DTLS handshake failed: {reason}");
                     if peer != self.server {
                         self.failed_file_servers.push(peer);
+                    } else {
+                        client.handshake_failed(now, &reason);
                     }
                 }
                 ClientEvent::Closed { peer } => info!(%peer, "DTLS session closed by the peer"),
@@ -170,7 +264,7 @@ impl Transport {
     }
 
     /// Logs requests from other sources, at most once per [`DROP_LOG_PERIOD`].
-    fn log_foreign_drops(&mut self, now: Instant, from: SocketAddr, client: &Client) {
+    fn log_foreign_drops<E: Engine>(&mut self, now: Instant, from: SocketAddr, client: &E) {
         let dropped = client.foreign_requests_dropped();
         let (logged, at) = self.dropped_logged;
         if dropped == logged || at.is_some_and(|t| now.duration_since(t) < DROP_LOG_PERIOD) {

@@ -20,6 +20,16 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// content, never a mix: temp file in the same directory, write, fsync, rename,
 /// fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_replacing(path, bytes, None)
+}
+
+/// [`atomic_write`] for secrets: the file (and its temp file, from its
+/// creation on) is readable by the owner only (mode 0600 on Unix).
+pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_replacing(path, bytes, Some(0o600))
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), StateError> {
     let dir = path
         .parent()
         .ok_or_else(|| StateError::io("write", path, std::io::ErrorKind::InvalidInput.into()))?;
@@ -30,9 +40,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id()));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = options
             .open(&tmp)
             .map_err(|e| StateError::io("create", &tmp, e))?;
         f.write_all(bytes)

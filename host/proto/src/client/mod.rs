@@ -252,7 +252,7 @@ pub struct Client {
 
 /// True for a CoAP request (code 0.01-0.31) or an empty CON (a ping, which
 /// a message layer answers with RST): what only the server may send us.
-fn is_request_or_ping(bytes: &[u8]) -> bool {
+pub(crate) fn is_request_or_ping(bytes: &[u8]) -> bool {
     match bytes {
         [first, code, ..] => {
             let confirmable = (first >> 4) & 0x3 == 0;
@@ -387,6 +387,40 @@ impl Client {
             self.send_register(now, 1);
             self.pump(now);
         }
+    }
+
+    /// Points the engine at another LwM2M server with new /0 and /1
+    /// objects, after a bootstrap provisioned them (Core 1.1 §5.2.5): the
+    /// registration, observations and held answers of the old server end,
+    /// without a De-register (the old server may be what failed). Call
+    /// [`Client::start`] to register with the new one.
+    pub fn retarget(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        security: Box<dyn Object>,
+        server_object: Box<dyn Object>,
+        retry_base: Duration,
+    ) {
+        match &self.reg {
+            RegState::AwaitRegister { ex, .. }
+            | RegState::AwaitUpdate { ex, .. }
+            | RegState::AwaitDeregister { ex } => self.ep.cancel(now, *ex),
+            _ => {}
+        }
+        self.objects.retain(|o| o.id() != 0 && o.id() != 1);
+        self.objects.insert(0, server_object);
+        self.objects.insert(0, security);
+        self.cfg.server = server;
+        self.cfg.retry_base = retry_base;
+        self.reg = RegState::Idle;
+        self.update_wanted = false;
+        self.observers = Registry::new();
+        self.last_notified.clear();
+        self.notify_keys.clear();
+        self.attrs = AttributeStore::default();
+        self.held.clear();
+        self.bodies.clear();
     }
 
     /// Sends the response held for `pending` (after the driver carried out its effects).

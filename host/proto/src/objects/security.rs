@@ -11,7 +11,7 @@ use crate::objects::def;
 /// The object id.
 pub const OBJECT_ID: u16 = 0;
 
-static RESOURCES: [ResourceDef; 8] = [
+static RESOURCES: [ResourceDef; 9] = [
     def(
         0,
         "LwM2M Server URI",
@@ -71,6 +71,14 @@ static RESOURCES: [ResourceDef; 8] = [
     def(
         11,
         "Client Hold Off Time",
+        Operations::None,
+        false,
+        false,
+        DataType::Integer,
+    ),
+    def(
+        12,
+        "Bootstrap-Server Account Timeout",
         Operations::None,
         false,
         false,
@@ -143,6 +151,13 @@ pub struct Security {
     /// /0/x/5: PSK key or own private key (secret).
     #[serde(skip)]
     pub secret_key: Vec<u8>,
+    /// /0/x/11 Client Hold Off Time (s): how long a client waits before
+    /// its first client-initiated Bootstrap-Request (Core 1.1 §E.1).
+    #[serde(default)]
+    pub client_hold_off: u64,
+    /// /0/x/12 Bootstrap-Server Account Timeout (s, 0 = never).
+    #[serde(default)]
+    pub account_timeout: u64,
 }
 
 impl std::fmt::Debug for Security {
@@ -158,6 +173,8 @@ impl std::fmt::Debug for Security {
                 "secret_key",
                 &format_args!("<{} bytes>", self.secret_key.len()),
             )
+            .field("client_hold_off", &self.client_hold_off)
+            .field("account_timeout", &self.account_timeout)
             .finish()
     }
 }
@@ -173,6 +190,8 @@ impl Security {
             public_key_or_identity: Vec::new(),
             server_public_key: Vec::new(),
             secret_key: Vec::new(),
+            client_hold_off: 0,
+            account_timeout: 0,
         }
     }
 }

@@ -21,9 +21,15 @@ pub mod res {
     pub const NOTIFICATION_STORING: u16 = 6;
     pub const BINDING: u16 = 7;
     pub const REGISTRATION_UPDATE_TRIGGER: u16 = 8;
+    pub const BOOTSTRAP_REQUEST_TRIGGER: u16 = 9;
+    pub const BOOTSTRAP_ON_REGISTRATION_FAILURE: u16 = 16;
+    pub const COMMUNICATION_RETRY_COUNT: u16 = 17;
+    pub const COMMUNICATION_RETRY_TIMER: u16 = 18;
+    pub const COMMUNICATION_SEQUENCE_DELAY_TIMER: u16 = 19;
+    pub const COMMUNICATION_SEQUENCE_RETRY_COUNT: u16 = 20;
 }
 
-static RESOURCES: [ResourceDef; 9] = [
+static RESOURCES: [ResourceDef; 10] = [
     def(
         res::SHORT_SERVER_ID,
         "Short Server ID",
@@ -96,14 +102,26 @@ static RESOURCES: [ResourceDef; 9] = [
         true,
         DataType::None,
     ),
+    def(
+        res::BOOTSTRAP_REQUEST_TRIGGER,
+        "Bootstrap-Request Trigger",
+        Operations::Execute,
+        false,
+        false,
+        DataType::None,
+    ),
 ];
 
 /// The one binding we speak: UDP.
 pub const BINDING_UDP: &str = "U";
 
-/// One Server instance (id 0) for the one LwM2M server.
+/// One Server instance for the one LwM2M server (instance id 0 unless
+/// bootstrap provisioned another).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
+    /// The instance id (/1/x); bootstrap may choose any.
+    #[serde(default)]
+    pub instance: u16,
     pub short_server_id: u16,
     /// Seconds.
     pub lifetime: u64,
@@ -115,6 +133,49 @@ pub struct Server {
     pub disable_timeout: u64,
     pub notification_storing: bool,
     pub binding: String,
+    /// /1/x/16 Bootstrap on Registration Failure (default true, Core 1.1 §E.2).
+    #[serde(default = "yes")]
+    pub bootstrap_on_failure: bool,
+    /// /1/x/17-20 Communication Retry Count, Retry Timer (s), Sequence
+    /// Delay Timer (s), Sequence Retry Count (Core 1.1 §6.2.1.1); `None`:
+    /// the defaults of [`Server::retry_policy`]. Written by bootstrap only.
+    #[serde(default)]
+    pub retry_count: Option<u64>,
+    #[serde(default)]
+    pub retry_timer: Option<u64>,
+    #[serde(default)]
+    pub sequence_delay: Option<u64>,
+    #[serde(default)]
+    pub sequence_retry_count: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The Register retry policy of Core 1.1 §6.2.1.1, from /1/x/17-20 or
+/// their defaults (Wakaama's, reference §1: 5 tries, 60 s doubling, a
+/// sequence delay of 86400 s, 1 sequence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Register attempts per sequence.
+    pub retry_count: u32,
+    /// First back-off (s), doubled per attempt.
+    pub retry_timer: u64,
+    /// Pause between sequences (s).
+    pub sequence_delay: u64,
+    /// Sequences before the registration counts as failed.
+    pub sequence_retry_count: u32,
+}
+
+impl RetryPolicy {
+    /// Failed Register attempts after which the registration has failed
+    /// (and a client with a bootstrap account bootstraps again when /1/x/16 says so).
+    pub fn attempts_until_failure(&self) -> u32 {
+        self.retry_count
+            .max(1)
+            .saturating_mul(self.sequence_retry_count.max(1))
+    }
 }
 
 impl Server {
@@ -122,6 +183,7 @@ impl Server {
     /// notification storing on, binding U.
     pub fn new(short_server_id: u16, lifetime: u64) -> Self {
         Server {
+            instance: 0,
             short_server_id,
             lifetime,
             default_pmin: 0,
@@ -129,6 +191,22 @@ impl Server {
             disable_timeout: 86_400,
             notification_storing: true,
             binding: BINDING_UDP.to_owned(),
+            bootstrap_on_failure: true,
+            retry_count: None,
+            retry_timer: None,
+            sequence_delay: None,
+            sequence_retry_count: None,
+        }
+    }
+
+    /// /1/x/17-20 with their defaults filled in.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let small = |v: Option<u64>, d: u32| v.map_or(d, |v| u32::try_from(v).unwrap_or(u32::MAX));
+        RetryPolicy {
+            retry_count: small(self.retry_count, 5),
+            retry_timer: self.retry_timer.unwrap_or(60),
+            sequence_delay: self.sequence_delay.unwrap_or(86_400),
+            sequence_retry_count: small(self.sequence_retry_count, 1),
         }
     }
 }
@@ -141,11 +219,11 @@ impl Object for Server {
         &RESOURCES
     }
     fn instances(&self) -> Vec<u16> {
-        vec![0]
+        vec![self.instance]
     }
 
     fn read(&self, instance: u16, resource: u16) -> Result<Option<ResourceValue>, OpError> {
-        if instance != 0 {
+        if instance != self.instance {
             return Err(OpError::NotFound);
         }
         let int = |v: u64| {
@@ -181,7 +259,7 @@ impl Object for Server {
         value: ResourceValue,
         _replace: bool,
     ) -> Result<Vec<Effect>, OpError> {
-        if instance != 0 {
+        if instance != self.instance {
             return Err(OpError::NotFound);
         }
         match resource {
@@ -240,7 +318,7 @@ impl Object for Server {
         resource: u16,
         args: &[u8],
     ) -> Result<Vec<Effect>, OpError> {
-        if instance != 0 {
+        if instance != self.instance {
             return Err(OpError::NotFound);
         }
         crate::execargs::parse(args).map_err(|e| OpError::BadRequest(e.to_string()))?;
@@ -249,6 +327,8 @@ impl Object for Server {
                 timeout_s: self.disable_timeout,
             }]),
             res::REGISTRATION_UPDATE_TRIGGER => Ok(vec![Effect::RegistrationUpdate]),
+            // Core 1.1 §E.2: the client initiates a Bootstrap-Request.
+            res::BOOTSTRAP_REQUEST_TRIGGER => Ok(vec![Effect::BootstrapRequest]),
             r => Err(not_allowed(&RESOURCES, r, "resource is not executable")),
         }
     }
@@ -379,5 +459,30 @@ mod tests {
             Err(OpError::BadRequest(_))
         ));
         assert_eq!(s.execute(0, 42, b""), Err(OpError::NotFound));
+        assert_eq!(
+            s.execute(0, res::BOOTSTRAP_REQUEST_TRIGGER, b"").unwrap(),
+            vec![Effect::BootstrapRequest]
+        );
+    }
+
+    #[test]
+    fn a_provisioned_instance_id_and_the_retry_policy() {
+        let mut s = Server::new(101, 300);
+        s.instance = 3;
+        assert_eq!(s.instances(), vec![3]);
+        assert_eq!(s.read(0, res::LIFETIME), Err(OpError::NotFound));
+        assert_eq!(s.read(3, res::LIFETIME).unwrap(), Some(int(300)));
+        let p = s.retry_policy();
+        assert_eq!((p.retry_count, p.retry_timer), (5, 60));
+        assert_eq!((p.sequence_delay, p.sequence_retry_count), (86_400, 1));
+        assert_eq!(p.attempts_until_failure(), 5);
+        s.retry_count = Some(2);
+        s.sequence_retry_count = Some(3);
+        assert_eq!(s.retry_policy().attempts_until_failure(), 6);
+        // Older snapshots without the new fields still load, with defaults.
+        let old = r#"{"short_server_id":1,"lifetime":60,"default_pmin":0,"default_pmax":null,"disable_timeout":86400,"notification_storing":true,"binding":"U"}"#;
+        let s: Server = serde_json::from_str(old).unwrap();
+        assert!(s.bootstrap_on_failure);
+        assert_eq!(s.instance, 0);
     }
 }

@@ -1,0 +1,108 @@
+//! The provisioning story end to end, over DTLS on loopback: a wasmdm
+//! device that leaves the factory with only a bootstrap account (PSK)
+//! bootstraps from `wasmdm server`'s bootstrap service, gets a fresh
+//! operational PSK, registers with the server and takes an install and an
+//! upgrade by campaign.
+
+mod device_support;
+
+use device_support::{Net, pack_example, wait_for};
+use serde_json::json;
+use wasmdm::device::config::{DeviceConfig, Secret};
+
+const BOOTSTRAP_KEY: &str = "b0075742a9b0075742a9b0075742a9b0";
+
+#[test]
+fn a_bootstrap_only_device_bootstraps_registers_and_is_upgraded_over_dtls() {
+    let mut net = Net::start(|c| {
+        let any = "127.0.0.1:0".parse().unwrap();
+        c.bootstrap = Some(wasmdm_server::bootstrap::BootstrapListen::new(any, any));
+    });
+    let (_, bs_coaps) = net.bound.bootstrap.expect("bootstrap listens");
+    let ep = "e2e-bs-1";
+    // The operator's side: the device's bootstrap credential, and which
+    // server its endpoints get (by the default label).
+    net.api
+        .put(
+            &format!("/api/bootstrap/endpoints/{ep}"),
+            &json!({"identity": format!("bs-{ep}"), "key": BOOTSTRAP_KEY, "labels": []}),
+        )
+        .unwrap();
+    net.api
+        .put(
+            "/api/bootstrap/labels/default",
+            &json!({"servers": [{
+                "uri": net.coaps_uri(), "short_id": 1, "security": "psk", "lifetime": 60,
+            }]}),
+        )
+        .unwrap();
+
+    // The factory configuration: the bootstrap account only.
+    let config = DeviceConfig {
+        server: String::new(),
+        bootstrap_server: Some(format!("coaps://{bs_coaps}")),
+        bootstrap_psk_identity: Some(format!("bs-{ep}")),
+        bootstrap_psk_key: Some(Secret::new(BOOTSTRAP_KEY)),
+        bootstrap_retry: 1,
+        ..net.config(ep, String::new())
+    };
+    let data_dir = net.data_dir(ep);
+    net.device(config);
+    net.wait_online(&[ep]);
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("bootstrap/accounts.json")).unwrap())
+            .unwrap();
+    let server_account = stored["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["bootstrap"] == false)
+        .expect("a provisioned server account");
+    assert_eq!(server_account["uri"], net.coaps_uri());
+    assert_eq!(server_account["mode"], 0);
+    // The bootstrap key is not what the device registers with.
+    assert_ne!(server_account["secret"], BOOTSTRAP_KEY);
+
+    // The server recorded the session.
+    wait_for("the bootstrap session is recorded", || {
+        let sessions = net.api.get("/api/bootstrap/sessions").ok()?;
+        sessions.to_string().contains(ep).then_some(())
+    });
+
+    // First campaign: install, pulled over coaps:// with the provisioned
+    // credentials; then an upgrade pushed by Block1.
+    let v1 = net
+        .api
+        .upload(
+            &pack_example("counter", "1.0.0"),
+            "counter-1.wdm",
+            None,
+            None,
+        )
+        .unwrap();
+    let report = net.campaign(json!({
+        "devices": [ep], "op": "install", "package": "counter", "file": v1["sha256"],
+        "delivery": "pull", "protocol": "coap", "activate": true, "timeout_secs": 60,
+    }));
+    assert_eq!(report["status"], "finished", "{report:#}");
+    assert_eq!(report["jobs"][0]["status"], "done", "{report:#}");
+    let v2 = net
+        .api
+        .upload(
+            &pack_example("counter", "2.0.0"),
+            "counter-2.wdm",
+            None,
+            None,
+        )
+        .unwrap();
+    let report = net.campaign(json!({
+        "devices": [ep], "op": "upgrade", "package": "counter", "file": v2["sha256"],
+        "delivery": "push", "timeout_secs": 60,
+    }));
+    assert_eq!(report["status"], "finished", "{report:#}");
+    assert_eq!(report["jobs"][0]["status"], "done", "{report:#}");
+    assert_eq!(
+        report["jobs"][0]["targets"][0]["new_version"], "2.0.0",
+        "{report:#}"
+    );
+}

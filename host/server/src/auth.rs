@@ -204,6 +204,37 @@ pub async fn require_token(
         .into_response()
 }
 
+/// A 401 answer with `WWW-Authenticate: Bearer` (RFC 6750 §3) and `{"error": reason}`.
+pub fn unauthorized(reason: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+        axum::Json(json!({ "error": reason })),
+    )
+        .into_response()
+}
+
+/// Middleware of `/api`: the admin token as with [`require_token`], or,
+/// without an Authorization header, a console session (cookie) whose
+/// changes carry its CSRF token ([`crate::console::session`]).
+pub async fn require_auth(
+    State(state): State<crate::http::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.headers().contains_key(header::AUTHORIZATION) {
+        return require_token(State(state.token.clone()), request, next).await;
+    }
+    match state
+        .console
+        .sessions
+        .check(request.method(), request.headers())
+    {
+        Ok(()) => next.run(request).await,
+        Err(r) => unauthorized(r.message()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

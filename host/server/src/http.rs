@@ -54,6 +54,8 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Mutex<()>>,
     /// Download slots (`file_limits.max_downloads`).
     pub downloads: Arc<tokio::sync::Semaphore>,
+    /// The web console's sessions and caches ([`crate::console`]).
+    pub console: Arc<crate::console::ConsoleState>,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
             token: Arc::new(token),
             file_limits,
             uploads: Arc::default(),
+            console: Arc::default(),
             downloads,
         }
     }
@@ -163,15 +166,37 @@ api_routes! {
     get "/api/security/{ep}" => get_security;
     put "/api/security/{ep}" => put_security;
     delete "/api/security/{ep}" => delete_security;
+    get "/api/bootstrap/endpoints" => crate::bootstrap::api::list_endpoints;
+    get "/api/bootstrap/endpoints/{ep}" => crate::bootstrap::api::get_endpoint;
+    put "/api/bootstrap/endpoints/{ep}" => crate::bootstrap::api::put_endpoint;
+    delete "/api/bootstrap/endpoints/{ep}" => crate::bootstrap::api::delete_endpoint;
+    post "/api/bootstrap/import" => crate::bootstrap::api::import;
+    get "/api/bootstrap/labels" => crate::bootstrap::api::list_labels;
+    get "/api/bootstrap/labels/{label}" => crate::bootstrap::api::get_label;
+    put "/api/bootstrap/labels/{label}" => crate::bootstrap::api::put_label;
+    delete "/api/bootstrap/labels/{label}" => crate::bootstrap::api::delete_label;
+    get "/api/bootstrap/sessions" => crate::bootstrap::api::list_sessions;
+    get "/api/bootstrap/sessions/{ep}" => crate::bootstrap::api::endpoint_sessions;
 }
 
 /// The router: `/api/...` behind the admin token, `/fw/<sha256>/<capability>`
 /// open to devices (the capability is their credential).
 pub fn router(state: AppState) -> Router {
-    let token = state.token.clone();
-    let api = api_router().layer(middleware::from_fn_with_state(token, auth::require_token));
+    // The console's API routes and pages; `/api` takes the admin token or a
+    // console session (crate::console::session).
+    let api = api_router()
+        .merge(crate::console::api_router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::history::record,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_auth,
+        ));
     Router::new()
         .merge(api)
+        .merge(crate::console::page_router())
         .route("/fw/{sha}/{capability}", get(files::download))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

@@ -6,7 +6,9 @@
 //! for `wasmdm server`, and [`ctl::ctl_main`] for `wasmdm ctl`.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod campaign;
+pub mod console;
 pub mod core;
 pub mod ctl;
 pub mod driver;
@@ -56,6 +58,8 @@ pub struct ServerConfig {
     pub allow_nosec: bool,
     /// Caps on registrations (lifetime, total, per source IP).
     pub registry_limits: core::registry::RegistryLimits,
+    /// Serve LwM2M bootstrap too (`None`: no bootstrap ports).
+    pub bootstrap: Option<bootstrap::BootstrapListen>,
 }
 
 /// DTLS settings beyond the per-endpoint PSKs of the store.
@@ -98,6 +102,7 @@ impl ServerConfig {
             dtls: DtlsConfig::default(),
             allow_nosec: false,
             registry_limits: core::registry::RegistryLimits::default(),
+            bootstrap: None,
         }
     }
 }
@@ -146,6 +151,8 @@ pub struct Bound {
     pub token_path: PathBuf,
     /// True when the API is served over TLS (`https://`).
     pub tls: bool,
+    /// Bootstrap plain CoAP and DTLS addresses, when bootstrap is on.
+    pub bootstrap: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Bound {
@@ -169,6 +176,7 @@ impl std::fmt::Debug for Bound {
             .field("http", &self.http)
             .field("token_path", &self.token_path)
             .field("tls", &self.tls)
+            .field("bootstrap", &self.bootstrap)
             .finish_non_exhaustive()
     }
 }
@@ -265,6 +273,27 @@ pub async fn serve_with(
         }
         None => None,
     };
+    let coaps_bound = match &secure {
+        Some((socket, _)) => socket.local_addr().ok(),
+        None => None,
+    };
+    let bootstrap = match &config.bootstrap {
+        Some(listen) => {
+            let settings = bootstrap::driver::DriverSettings {
+                limits: listen.limits.clone(),
+                allow_nosec: config.allow_nosec,
+                default_server_uri: listen.server_uri.clone().or_else(|| {
+                    coaps_bound
+                        .and_then(reachable)
+                        .map(|a| format!("coaps://{a}"))
+                }),
+                params: config.coap_params.clone(),
+            };
+            let seed = driver::unix_ms().rotate_left(17) ^ u64::from(listen.coaps.port());
+            Some(bootstrap::bind(listen, &config.dtls, &store, settings, seed).await?)
+        }
+        None => None,
+    };
     let bound = Bound {
         coap: udp.local_addr().map_err(|source| ServerError::Bind {
             addr: config.coap_addr,
@@ -284,6 +313,9 @@ pub async fn serve_with(
         token_path,
         token: token.clone(),
         tls: tls_config.is_some(),
+        bootstrap: bootstrap
+            .as_ref()
+            .map(|(_, plain, secure)| (*plain, *secure)),
     };
     // Set up before any task starts, so a failure here leaves nothing running.
     let listener = match tls_config {
@@ -329,6 +361,7 @@ pub async fn serve_with(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_http = stop_rx.clone();
+    let bootstrap_task = bootstrap.map(|(driver, _, _)| tokio::spawn(driver.run(stop_rx.clone())));
     let mut stop_drv = stop_rx;
     let driver_task = tokio::spawn(driver.run(rx, async move {
         let _ = stop_drv.wait_for(|s| *s).await;
@@ -350,6 +383,9 @@ pub async fn serve_with(
             bound.api_base()
         ),
     }
+    if let Some((plain, secure)) = bound.bootstrap {
+        tracing::info!("LwM2M bootstrap server on coaps://{secure} and coap://{plain}");
+    }
     on_bound(bound);
     let app = http::router(state);
     let stopped = async move {
@@ -370,6 +406,9 @@ pub async fn serve_with(
     shutdown.await;
     let _ = stop_tx.send(true);
     let _ = driver_task.await;
+    if let Some(t) = bootstrap_task {
+        let _ = t.await;
+    }
     match http_task.await {
         Ok(r) => r.map_err(ServerError::Http),
         Err(_) => Ok(()),

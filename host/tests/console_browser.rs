@@ -20,13 +20,12 @@
 mod browser_support;
 mod device_support;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use browser_support::Browser;
-use device_support::{DeviceProcess, pack_example, repo};
+use device_support::{DeviceProcess, corrupt, pack_example, repo};
 use serde_json::json;
 use tokio::sync::oneshot;
 use wasmdm_server::{Bound, ServerConfig};
@@ -78,29 +77,6 @@ impl Drop for Server {
         }
         let _ = &self.rt;
     }
-}
-
-/// `pkg` with one byte of its component flipped: a well-formed archive whose
-/// component no longer matches the manifest's sha256.
-fn corrupt(pkg: &[u8]) -> Vec<u8> {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(pkg)
-        .read_to_end(&mut tar)
-        .unwrap();
-    let (offset, size) = {
-        let mut archive = tar::Archive::new(&tar[..]);
-        let entry = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap())
-            .find(|e| e.path().unwrap().extension().is_some_and(|x| x == "wasm"))
-            .expect("a .wasm entry");
-        (entry.raw_file_position() as usize, entry.size() as usize)
-    };
-    tar[offset + size / 2] ^= 0xFF;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
 }
 
 fn screenshots_dir() -> PathBuf {

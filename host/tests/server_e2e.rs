@@ -24,7 +24,6 @@
 mod device_support;
 
 use std::future::Future;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -34,7 +33,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageClass, Packet, RequestType};
-use device_support::{counter_value, pack_example};
+use device_support::{corrupt, counter_value, pack_example};
 use serde_json::{Value as Json, json};
 use tokio::sync::oneshot;
 use wasmdm::device::config::DeviceConfig;
@@ -663,29 +662,6 @@ fn install_v1(b: &Bench, group: &str, protocol: &str) -> Json {
         "delivery": "pull", "protocol": protocol, "activate": true, "timeout_secs": 60,
     }));
     assert_all_installed(b, &id, &b.endpoints(), None, "1.0.0")
-}
-
-/// `pkg` with one byte of its first component flipped: still a well-formed
-/// archive with a valid manifest, but the component's sha256 no longer matches.
-fn corrupt(pkg: &[u8]) -> Vec<u8> {
-    let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(pkg)
-        .read_to_end(&mut tar)
-        .unwrap();
-    let (offset, size) = {
-        let mut archive = tar::Archive::new(&tar[..]);
-        let entry = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap())
-            .find(|e| e.path().unwrap().extension().is_some_and(|x| x == "wasm"))
-            .expect("a .wasm entry");
-        (entry.raw_file_position() as usize, entry.size() as usize)
-    };
-    tar[offset + size / 2] ^= 0xFF;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
 }
 
 // ------------------------------------------------------------------ tests

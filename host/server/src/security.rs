@@ -9,7 +9,7 @@
 //! never logged (`Debug` leaves them out) nor returned by the HTTP API.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::store::{Store, StoreError};
@@ -304,9 +304,9 @@ impl Store {
     }
 }
 
-/// Bytes as a hex string in JSON.
-mod hex_bytes {
-    use super::*;
+/// Bytes as a hex string in JSON (also the bootstrap keys').
+pub(crate) mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))

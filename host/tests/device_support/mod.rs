@@ -732,3 +732,26 @@ impl Drop for Net {
         }
     }
 }
+
+/// `pkg` with one byte of its first component flipped: still a well-formed
+/// archive with a valid manifest, but the component's sha256 no longer matches.
+pub fn corrupt(pkg: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(pkg)
+        .read_to_end(&mut tar)
+        .unwrap();
+    let (offset, size) = {
+        let mut archive = tar::Archive::new(&tar[..]);
+        let entry = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().extension().is_some_and(|x| x == "wasm"))
+            .expect("a .wasm entry");
+        (entry.raw_file_position() as usize, entry.size() as usize)
+    };
+    tar[offset + size / 2] ^= 0xFF;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}

@@ -45,7 +45,7 @@ pub enum BootstrapCredential {
         /// PSK identity the device sends.
         identity: String,
         /// The key (hex in JSON).
-        #[serde(with = "hex_bytes")]
+        #[serde(with = "crate::security::hex_bytes")]
         key: Vec<u8>,
     },
     /// DTLS with a certificate from the server's device CA naming the endpoint.
@@ -572,21 +572,6 @@ pub fn parse_csv(text: &str, now_ms: u64) -> Result<Vec<BootstrapEndpoint>, Vec<
         Ok(rows.into_iter().map(|(_, e)| e).collect())
     } else {
         Err(errors)
-    }
-}
-
-/// Bytes as a hex string in JSON.
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        // The message names no part of the value: it may be a key.
-        hex::decode(text).map_err(|_| serde::de::Error::custom("expected hex bytes"))
     }
 }
 

@@ -295,30 +295,8 @@ async fn device_dm(
     let op: DmOp = body(&bytes)?;
     // Validate before anything is sent.
     op.to_packet("").map_err(|e| ApiError::bad(e.to_string()))?;
-    if s.store
-        .get::<DeviceRecord>(DEVICES, &ep)?
-        .and_then(|d| d.registration)
-        .is_none()
-    {
-        return Err(ApiError::conflict(format!("device {ep} is not registered")));
-    }
-    let (tx, rx) = oneshot::channel();
-    s.commands
-        .send(Command::Dm {
-            endpoint: ep,
-            op,
-            reply: tx,
-        })
-        .await
-        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "server stopping".into()))?;
-    match rx.await {
-        Ok(Ok(r)) => ok(reply_json(&r)),
-        Ok(Err(e)) => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, e.to_string())),
-        Err(_) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server stopping".into(),
-        )),
-    }
+    let r = crate::console::api::run_dm(&s, &ep, op).await?;
+    ok(reply_json(&r))
 }
 
 fn members(store: &Store, g: &Group) -> Result<Vec<String>, StoreError> {

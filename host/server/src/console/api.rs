@@ -172,7 +172,8 @@ pub(crate) async fn list_devices(State(s): State<AppState>) -> ApiResult {
     ok(devices_view(&s)?)
 }
 
-/// Runs one DM operation through the driver (as `POST /api/devices/{ep}/dm`).
+/// Runs one DM operation on a registered device through the driver: for
+/// `POST /api/devices/{ep}/dm` and the console's actions.
 pub(crate) async fn run_dm(s: &AppState, ep: &str, op: DmOp) -> Result<DmReply, ApiError> {
     if s.store
         .get::<DeviceRecord>(DEVICES, ep)?

@@ -218,7 +218,12 @@ impl Runtime {
         let reservation = cfg.memory_reservation.max(cfg.max_memory_per_instance);
         wasmdm_proto::objects::engine::EngineInfo {
             runtime_version: RUNTIME_VERSION.into(),
-            target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            // What the code is built for: the CPU, or Pulley bytecode
+            // where wasmtime interprets (32-bit ARM).
+            target: match super::target::CodeTarget::host().triple() {
+                Some(pulley) => pulley.to_string(),
+                None => format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            },
             cpu_features: cpu_features(),
             compatibility_hash: self.inner.compile.optimised.compat.clone(),
             worlds: vec![

@@ -18,7 +18,8 @@ pub const OBJECT_ID: u16 = 26500;
 pub mod res {
     /// "wasmtime 48.0.8".
     pub const RUNTIME_VERSION: u16 = 0;
-    /// The target the code must be built for, e.g. `x86_64-linux`.
+    /// The target the code must be built for, e.g. `x86_64-linux`, or
+    /// `pulley32` where the device interprets Pulley bytecode.
     pub const TARGET: u16 = 1;
     /// CPU features the engine uses (one per resource instance).
     pub const CPU_FEATURES: u16 = 2;

@@ -20,6 +20,9 @@ pub struct PackageReport {
     pub components: Vec<ComponentReport>,
     /// Every digest matches and every component can run on this host.
     pub runnable: bool,
+    /// What this host compiles components to (native code, or Pulley
+    /// bytecode on 32-bit ARM).
+    pub code_target: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,6 +165,7 @@ pub async fn inspect_package(
         files,
         components,
         runnable,
+        code_target: crate::runtime::CodeTarget::host().describe(),
     })
 }
 
@@ -216,6 +220,7 @@ impl fmt::Display for PackageReport {
                 Some(p) => writeln!(f, "  runs on this host: NO: {}", escape(p))?,
             }
         }
+        writeln!(f, "host code {}", self.code_target)?;
         writeln!(
             f,
             "verdict   {}",

@@ -480,6 +480,14 @@ async fn inspect_names_every_missing_import() {
     assert_lists_every_missing_import(c.problem.as_deref().unwrap());
     let text = report.to_string();
     assert!(text.contains("runs on this host: NO"), "{text}");
+    // It says what this host compiles to (issue 15: Pulley on 32-bit ARM).
+    let arch = std::env::consts::ARCH;
+    let expected = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        format!("host code native {arch} code")
+    } else {
+        "host code pulley".to_string()
+    };
+    assert!(text.contains(&expected), "{text}");
 }
 
 #[test]

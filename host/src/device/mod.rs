@@ -494,7 +494,9 @@ impl Driver {
                 break;
             }
         }
-        info!("de-registering");
+        if self.client.is_registered() {
+            info!("de-registering");
+        }
         self.client.deregister(Instant::now());
         let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {

@@ -16,10 +16,8 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use wasmdm::runtime::{CompilerChoice, ComponentState, Runtime, RuntimeConfig, Tier};
 
 fn scratch() -> Result<tempfile::TempDir> {
@@ -119,67 +117,19 @@ fn reset_peak() -> bool {
 
 // ---- first stdout line, through tracing (the runtime mirrors guest lines) ------------
 
-struct Seen {
-    at: Instant,
-    component: String,
-    source: String,
-}
+#[path = "support/log_lines.rs"]
+mod log_lines;
+use log_lines::capture;
 
-#[derive(Default)]
-struct Fields {
-    component: String,
-    source: String,
-}
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "component" => self.component = format!("{value:?}"),
-            "source" => self.source = format!("{value:?}"),
-            _ => {}
-        }
-    }
-}
-
-struct Capture(Mutex<Option<mpsc::UnboundedSender<Seen>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-        let at = Instant::now();
-        let mut f = Fields::default();
-        event.record(&mut f);
-        if f.component.is_empty() {
-            return;
-        }
-        if let Ok(g) = self.0.lock()
-            && let Some(tx) = g.as_ref()
-        {
-            let _ = tx.send(Seen {
-                at,
-                component: f.component,
-                source: f.source,
-            });
-        }
-    }
-}
-
-fn capture() -> Result<mpsc::UnboundedReceiver<Seen>> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let subscriber = tracing_subscriber::registry().with(Capture(Mutex::new(Some(tx))));
-    tracing::subscriber::set_global_default(subscriber)?;
-    Ok(rx)
-}
-
-async fn first_stdout(rx: &mut mpsc::UnboundedReceiver<Seen>, component: &str) -> Result<Instant> {
-    loop {
-        let s = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .context("no stdout line within 60 s")?
-            .context("log channel closed")?;
-        if s.component == component && s.source == "Stdout" {
-            return Ok(s.at);
-        }
-    }
+async fn first_stdout(
+    rx: &mut mpsc::UnboundedReceiver<log_lines::Seen>,
+    component: &str,
+) -> Result<Instant> {
+    let line = log_lines::next_line(rx, component, Duration::from_secs(60), |s| {
+        s.source == "Stdout"
+    })
+    .await?;
+    Ok(line.at)
 }
 
 async fn wait_state(rt: &Runtime, pkg: &str, state: ComponentState) -> Result<()> {

@@ -11,10 +11,8 @@
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use wasmdm::runtime::{ComponentState, Runtime, RuntimeConfig};
 
 fn guests_dir() -> PathBuf {
@@ -273,72 +271,16 @@ async fn bench_install(label: &str, wasm: &Path, iterations: usize) -> Result<()
 
 // ---- activation ---------------------------------------------------------------
 
-/// A log line seen through tracing, stamped on arrival.
-#[derive(Debug)]
-struct Seen {
-    at: Instant,
-    component: String,
-    source: String,
-    text: String,
-}
+#[path = "support/log_lines.rs"]
+mod log_lines;
 
-#[derive(Default)]
-struct Fields {
-    component: String,
-    source: String,
-    text: String,
-}
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let v = format!("{value:?}");
-        match field.name() {
-            "component" => self.component = v,
-            "source" => self.source = v,
-            "message" => self.text = v,
-            _ => {}
-        }
-    }
-}
-
-/// Timestamps every component log line (the runtime mirrors them to tracing).
-struct Capture(Mutex<Option<mpsc::UnboundedSender<Seen>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-        let at = Instant::now();
-        let mut f = Fields::default();
-        event.record(&mut f);
-        if f.component.is_empty() {
-            return;
-        }
-        if let Ok(g) = self.0.lock()
-            && let Some(tx) = g.as_ref()
-        {
-            let _ = tx.send(Seen {
-                at,
-                component: f.component,
-                source: f.source,
-                text: f.text,
-            });
-        }
-    }
-}
-
+/// The next line of `component` that `pred` accepts (10 s at most).
 async fn next_line(
-    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    rx: &mut mpsc::UnboundedReceiver<log_lines::Seen>,
     component: &str,
-    pred: impl Fn(&Seen) -> bool,
-) -> Result<Seen> {
-    loop {
-        let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .context("no log line within 10 s")?
-            .context("log channel closed")?;
-        if s.component == component && pred(&s) {
-            return Ok(s);
-        }
-    }
+    pred: impl Fn(&log_lines::Seen) -> bool,
+) -> Result<log_lines::Seen> {
+    log_lines::next_line(rx, component, Duration::from_secs(10), pred).await
 }
 
 async fn wait_state(rt: &Runtime, pkg: &str, state: ComponentState) -> Result<()> {
@@ -358,9 +300,7 @@ async fn wait_state(rt: &Runtime, pkg: &str, state: ComponentState) -> Result<()
 /// Activate -> first stdout line, split into the call (durable write included)
 /// and the in-memory start; then deactivation of the cooperative counter.
 async fn bench_activation(iterations: usize) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let subscriber = tracing_subscriber::registry().with(Capture(Mutex::new(Some(tx))));
-    tracing::subscriber::set_global_default(subscriber)?;
+    let mut rx = log_lines::capture()?;
 
     let dir = scratch()?;
     let rt = Runtime::open(config(dir.path(), 16, 64 << 20)).await?;

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_support::{Net, free_udp_port, pack_example, wait_for};
+use device_support::{Net, free_udp_port, wait_for};
 use serde_json::{Value as Json, json};
 use wasmdm::device::config::DeviceConfig;
 
@@ -195,15 +195,7 @@ fn bootstraps_from_an_aiocoap_peer_registers_and_keeps_software_across_a_reboots
     assert_eq!(r["success"], false, "{r}");
 
     // Software installed over the provisioned account...
-    let v1 = net
-        .api
-        .upload(
-            &pack_example("counter", "1.0.0"),
-            "counter-1.wdm",
-            None,
-            None,
-        )
-        .unwrap();
+    let v1 = net.upload_example("counter", "1.0.0");
     let report = net.campaign(json!({
         "devices": [ep], "op": "install", "package": "counter", "file": v1["sha256"],
         "delivery": "push", "activate": true, "timeout_secs": 60,

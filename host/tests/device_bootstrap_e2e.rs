@@ -6,7 +6,7 @@
 
 mod device_support;
 
-use device_support::{Net, pack_example, wait_for};
+use device_support::{Net, wait_for};
 use serde_json::json;
 use wasmdm::device::config::{DeviceConfig, Secret};
 
@@ -71,30 +71,14 @@ fn a_bootstrap_only_device_bootstraps_registers_and_is_upgraded_over_dtls() {
 
     // First campaign: install, pulled over coaps:// with the provisioned
     // credentials; then an upgrade pushed by Block1.
-    let v1 = net
-        .api
-        .upload(
-            &pack_example("counter", "1.0.0"),
-            "counter-1.wdm",
-            None,
-            None,
-        )
-        .unwrap();
+    let v1 = net.upload_example("counter", "1.0.0");
     let report = net.campaign(json!({
         "devices": [ep], "op": "install", "package": "counter", "file": v1["sha256"],
         "delivery": "pull", "protocol": "coap", "activate": true, "timeout_secs": 60,
     }));
     assert_eq!(report["status"], "finished", "{report:#}");
     assert_eq!(report["jobs"][0]["status"], "done", "{report:#}");
-    let v2 = net
-        .api
-        .upload(
-            &pack_example("counter", "2.0.0"),
-            "counter-2.wdm",
-            None,
-            None,
-        )
-        .unwrap();
+    let v2 = net.upload_example("counter", "2.0.0");
     let report = net.campaign(json!({
         "devices": [ep], "op": "upgrade", "package": "counter", "file": v2["sha256"],
         "delivery": "push", "timeout_secs": 60,

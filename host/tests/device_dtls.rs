@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use device_support::{Net, free_udp_port, pack_example};
+use device_support::{Net, free_udp_port};
 use serde_json::{Value as Json, json};
 use wasmdm::device::config::{DeviceConfig, Secret};
 use wasmdm_proto::objects::SecurityMode;
@@ -52,29 +52,13 @@ fn psk_devices_take_a_group_install_and_upgrade_over_dtls() {
 
     // Install, pulled over coaps:// from the server (the device reuses its
     // DTLS session with it), then upgrade by Block1 push.
-    let v1 = net
-        .api
-        .upload(
-            &pack_example("counter", "1.0.0"),
-            "counter-1.wdm",
-            None,
-            None,
-        )
-        .unwrap();
+    let v1 = net.upload_example("counter", "1.0.0");
     let report = net.campaign(json!({
         "group": "psk", "op": "install", "package": "counter", "file": v1["sha256"],
         "delivery": "pull", "protocol": "coap", "activate": true, "timeout_secs": 60,
     }));
     assert_done(&report, &eps, "1.0.0");
-    let v2 = net
-        .api
-        .upload(
-            &pack_example("counter", "2.0.0"),
-            "counter-2.wdm",
-            None,
-            None,
-        )
-        .unwrap();
+    let v2 = net.upload_example("counter", "2.0.0");
     let report = net.campaign(json!({
         "group": "psk", "op": "upgrade", "package": "counter", "file": v2["sha256"],
         "delivery": "push", "timeout_secs": 60,

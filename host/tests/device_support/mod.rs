@@ -587,6 +587,19 @@ pub struct Net {
 }
 
 impl Net {
+    /// Uploads example package `name` packed at `version`; the file's record
+    /// (`sha256`, ...).
+    pub fn upload_example(&self, name: &str, version: &str) -> Json {
+        self.api
+            .upload(
+                &pack_example(name, version),
+                &format!("{name}-{version}.wdm"),
+                None,
+                None,
+            )
+            .unwrap()
+    }
+
     /// A server with DTLS on a known port (pull URIs name it), plain CoAP,
     /// and whatever `tweak` sets.
     pub fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Net {

@@ -129,6 +129,14 @@ wait_for() {
 
 # Runs a command as the unprivileged user the units name when we are root
 # (with no new privileges, like NoNewPrivileges=), else as ourselves.
+# Whether the service user's `wasmdm list` shows the counter app. The listing
+# is read whole before it is searched: `grep -q` in a pipe may close it early.
+counter_listed() {
+  local listing
+  listing="$(as_service_user wasmdm /usr/bin/wasmdm list --data-dir /var/lib/wasmdm)" || return 1
+  grep -q counter <<<"$listing"
+}
+
 as_service_user() {
   local user="$1"
   shift
@@ -338,7 +346,7 @@ cmd_install_test() {
   chmod 0644 "$wdm"
   as_service_user wasmdm /usr/bin/wasmdm install --data-dir /var/lib/wasmdm "$wdm" >/dev/null
   as_service_user wasmdm /usr/bin/wasmdm activate --data-dir /var/lib/wasmdm counter >/dev/null
-  as_service_user wasmdm /usr/bin/wasmdm list --data-dir /var/lib/wasmdm | grep -q counter ||
+  counter_listed ||
     die "the app is not listed after install"
 
   # The device and server units' ExecStart lines, installed paths, as wasmdm.
@@ -357,7 +365,7 @@ cmd_install_test() {
 
   # Upgrade: the app, its activation and the edited config stay.
   DEBIAN_FRONTEND=noninteractive dpkg --force-confold -i "$deb2" >/dev/null
-  as_service_user wasmdm /usr/bin/wasmdm list --data-dir /var/lib/wasmdm | grep -q counter ||
+  counter_listed ||
     die "the upgrade lost the app"
   [ "$(grep '^server = ' /etc/wasmdm/device.toml)" = "$edited" ] || die "the upgrade lost the config edit"
 
@@ -370,7 +378,7 @@ cmd_install_test() {
   # Reinstall after remove: the app is still there.
   DEBIAN_FRONTEND=noninteractive dpkg --force-confold -i "$deb" >/dev/null 2>&1 ||
     DEBIAN_FRONTEND=noninteractive dpkg --force-confold --force-downgrade -i "$deb" >/dev/null
-  as_service_user wasmdm /usr/bin/wasmdm list --data-dir /var/lib/wasmdm | grep -q counter ||
+  counter_listed ||
     die "reinstall after remove lost the app"
 
   # Purge: apps, data, server store and config gone.

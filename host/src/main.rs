@@ -8,6 +8,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let mut args = cli::Cli::parse();
+    if args.command.prints_a_report() {
+        quit_quietly_on_closed_stdout();
+    }
     cli::init_tracing(&mut args);
     // Guests run as tasks of this runtime and yield at every epoch tick
     // (10 ms), so a scheduler tick can last a whole slice. Tokio polls timers
@@ -38,5 +41,18 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {}", wasmdm_package::display::escape_lines(&text));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `wasmdm list | grep -q counter` or `wasmdm logs app | head` closes stdout
+/// early. Rust ignores SIGPIPE, so the next `println!` would panic with
+/// "Broken pipe"; a command that only prints a report instead ends quietly
+/// on it, as Unix tools do. Long-running commands (device, server, demo,
+/// run) keep ignoring SIGPIPE: a closed pipe must never kill a device.
+fn quit_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any thread exists, and
+    // SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -67,6 +67,17 @@ pub enum Command {
     Logs(local::LogsArgs),
 }
 
+impl Command {
+    /// A command that prints a report and ends (as opposed to one that runs
+    /// a device, a server or a guest until stopped).
+    pub fn prints_a_report(&self) -> bool {
+        !matches!(
+            self,
+            Command::Demo(_) | Command::Device(_) | Command::Server(_) | Command::Run(_)
+        )
+    }
+}
+
 pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(a) => remote::demo(a).await,

@@ -325,8 +325,8 @@ cmd_install_test() {
   [ -d "$bin_dir" ] || die "no $bin_dir: run scripts/build-guests.sh first"
   work="$(mktemp -d)"
   chmod 0755 "$work"
-  # shellcheck disable=SC2064
   # On success (RETURN) and on `die` (EXIT): never leave this test's install behind.
+  # shellcheck disable=SC2064
   trap "dpkg --purge wasmdm >/dev/null 2>&1 || true; rm -rf '$work'" RETURN EXIT
   # A second version of the same package: the upgrade.
   local tree

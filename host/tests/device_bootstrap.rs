@@ -156,7 +156,7 @@ fn bootstraps_from_an_aiocoap_peer_registers_and_keeps_software_across_a_reboots
     assert_eq!(
         discover["payload"],
         format!(
-            "lwm2m=\"1.1\",</0/0>;uri=\"{}\",</1>,</3/0>,</9>,</14>",
+            "lwm2m=\"1.1\",</0/0>;uri=\"{}\",</1>,</3/0>,</9>,</14>,</26500/0>",
             peer.uri()
         )
     );

@@ -24,7 +24,6 @@
 //!   default). That re-bootstrap is one attempt: if it fails the device
 //!   goes back to its previous account and counts again.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -520,18 +519,7 @@ pub(crate) async fn connect<F: Future<Output = ()>>(
         )?;
         return Ok(Some((transport, active, addr)));
     }
-    let others = vec![ObjectLinks {
-        id: 3,
-        version: None,
-        instances: vec![0],
-    }]
-    .into_iter()
-    .chain([9, 14].map(|id| ObjectLinks {
-        id,
-        version: None,
-        instances: Vec::new(),
-    }))
-    .collect();
+    let others = discoverable(Vec::new(), Vec::new());
     let Some((mut engine, addr, host, creds)) = provisioning.engine(others).await? else {
         return Err(DeviceError::NoAccount);
     };
@@ -624,22 +612,31 @@ impl Driver {
         Ok(true)
     }
 
-    /// /3, /9 and /14 with their instances, for Bootstrap-Discover.
+    /// The objects besides /0 and /1, for Bootstrap-Discover.
     fn object_links(&self) -> Vec<ObjectLinks> {
         use wasmdm_proto::object::Object;
-        let mut by_id: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
-        by_id.insert(3, vec![0]);
-        by_id.insert(9, self.swmgmt.lock().instances());
-        by_id.insert(14, self.swcomp.lock().instances());
-        by_id
-            .into_iter()
-            .map(|(id, instances)| ObjectLinks {
-                id,
-                version: None,
-                instances,
-            })
-            .collect()
+        discoverable(
+            self.swmgmt.lock().instances(),
+            self.swcomp.lock().instances(),
+        )
     }
+}
+
+/// /3, /9 and /14 with their instances and the wasmdm Engine object
+/// (/26500): the objects the device registers with besides /0 and /1, so a
+/// bootstrap server's Discover sees what it will manage.
+fn discoverable(packages: Vec<u16>, components: Vec<u16>) -> Vec<ObjectLinks> {
+    let links = |id: u16, instances: Vec<u16>| ObjectLinks {
+        id,
+        version: None,
+        instances,
+    };
+    vec![
+        links(3, vec![0]),
+        links(9, packages),
+        links(14, components),
+        links(wasmdm_proto::objects::engine::OBJECT_ID, vec![0]),
+    ]
 }
 
 #[cfg(test)]

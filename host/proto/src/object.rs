@@ -6,7 +6,7 @@
 //! [`Effect`]s for the driver to carry out, which later feeds the outcome
 //! back in as an event on the object itself.
 
-use crate::model::{DataType, ObjLink, ResourceValue, Value};
+use crate::model::{DataType, ObjLink, Path, ResourceValue, Value};
 
 /// What an operation on a resource is allowed to do (the "Operations" column
 /// of an object definition).
@@ -64,6 +64,11 @@ pub enum OpError {
     /// 5.00: the device failed to carry out a valid request.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 5.03: the value or the party that serves it is not available now
+    /// (an app resource with no value published yet, an app that did not
+    /// answer in time or stopped).
+    #[error("service unavailable: {0}")]
+    ServiceUnavailable(String),
 }
 
 /// A request from an object to its driver, carried out outside the sans-IO core.
@@ -86,6 +91,23 @@ pub enum Effect {
         instance: u16,
         action: ComponentAction,
     },
+    /// A Write or Execute for the app serving `path.object` (an
+    /// [`crate::objects::app::AppObject`]): the response waits until the
+    /// driver has the app's answer ([`crate::client::Client::complete`] or
+    /// [`crate::client::Client::fail`]). `path` is a resource or resource
+    /// instance path; a Write of several values is several effects.
+    App { path: Path, request: AppRequest },
+}
+
+/// What an app is asked to do with one of its resources (already checked
+/// against the declared definition).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppRequest {
+    /// Store this value (a single value: a multiple resource's instances
+    /// come one effect each, with the resource instance in the path).
+    Write(Value),
+    /// Run the resource with these Execute arguments (Core 1.1 §5.4.5; valid UTF-8).
+    Execute(String),
 }
 
 /// Work the Software Management object asks the driver to do.
@@ -132,11 +154,12 @@ pub trait Object {
     /// The object id (e.g. 9).
     fn id(&self) -> u16;
     /// The object version announced at registration when not the default.
-    fn version(&self) -> Option<&'static str> {
+    fn version(&self) -> Option<&str> {
         None
     }
-    /// Resource definitions, ascending by id.
-    fn resources(&self) -> &'static [ResourceDef];
+    /// Resource definitions, ascending by id (borrowed: an app's object
+    /// declares its own at run time).
+    fn resources(&self) -> &[ResourceDef];
     /// Existing instance ids, ascending.
     fn instances(&self) -> Vec<u16>;
     /// Reads one resource of one instance. Only called for readable resources

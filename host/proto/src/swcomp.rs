@@ -254,7 +254,7 @@ impl Object for SoftwareComponents {
         std::mem::take(&mut self.changed)
     }
 
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         &RESOURCES
     }
 

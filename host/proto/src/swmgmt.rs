@@ -1546,7 +1546,7 @@ impl Object for SoftwareManagement {
         std::mem::take(&mut self.changed)
     }
 
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         &RESOURCES
     }
 

@@ -366,9 +366,10 @@ fn write_server(s: &mut Server, r: u16, v: ResourceValue) -> Result<(), Bootstra
         srv::DISABLE | srv::REGISTRATION_UPDATE_TRIGGER | srv::BOOTSTRAP_REQUEST_TRIGGER => {
             return Err(BootstrapError::bad("an executable resource takes no value"));
         }
+        srv::MUTE_SEND => s.mute_send = boolean(v)?,
         // APN link, alert code, last bootstrapped, priorities, trigger,
-        // preferred transport, mute send: accepted, not used.
-        10..=15 | 21..=23 => {}
+        // preferred transport: accepted, not used.
+        10..=15 | 21..=22 => {}
         _ => return Err(BootstrapError::NotFound),
     }
     Ok(())

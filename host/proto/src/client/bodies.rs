@@ -176,6 +176,12 @@ impl ReadCache {
         });
     }
 
+    /// Forgets every Read (an object was added or removed: a new object
+    /// under an old id starts its generations afresh).
+    pub fn clear(&mut self) {
+        self.kept.clear();
+    }
+
     /// How many Reads are kept (tests).
     pub fn len(&self) -> usize {
         self.kept.len()

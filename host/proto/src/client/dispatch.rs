@@ -82,6 +82,7 @@ impl From<OpError> for Failure {
                 size1: limit,
             },
             OpError::Internal(_) => Code::INTERNAL_SERVER_ERROR.into(),
+            OpError::ServiceUnavailable(_) => Code::SERVICE_UNAVAILABLE.into(),
         }
     }
 }
@@ -185,7 +186,7 @@ pub fn classify(
 }
 
 /// The definition of resource `id` in `obj`.
-pub fn resource_def(obj: &dyn Object, id: u16) -> Option<&'static ResourceDef> {
+pub fn resource_def(obj: &dyn Object, id: u16) -> Option<&ResourceDef> {
     obj.resources().iter().find(|d| d.id == id)
 }
 
@@ -196,15 +197,25 @@ fn require_instance(obj: &dyn Object, path: Path) -> Result<(), Failure> {
     }
 }
 
-/// Reads all readable, present resources of one instance.
+/// Reads all readable, present resources of one instance. A resource whose
+/// value is not available yet (5.03: an app that has not published it) is
+/// left out, like an absent optional one.
 fn read_instance(obj: &dyn Object, instance: u16) -> Result<Vec<(u16, ResourceValue)>, Failure> {
     let mut out = Vec::new();
     for d in obj.resources().iter().filter(|d| d.operations.readable()) {
-        if let Some(v) = obj.read(instance, d.id)? {
+        if let Some(v) = present(obj.read(instance, d.id))? {
             out.push((d.id, v));
         }
     }
     Ok(out)
+}
+
+/// A read where "no value yet" counts as absent.
+fn present(read: Result<Option<ResourceValue>, OpError>) -> Result<Option<ResourceValue>, OpError> {
+    match read {
+        Err(OpError::ServiceUnavailable(_)) => Ok(None),
+        other => other,
+    }
 }
 
 /// Reads the node at `path` (Read, Observe, notifications).
@@ -342,7 +353,7 @@ pub fn discover(
             {
                 let rp = Path::resource(o, i, d.id);
                 let value = if d.operations.readable() {
-                    obj.read(i, d.id)?
+                    present(obj.read(i, d.id))?
                 } else {
                     None
                 };

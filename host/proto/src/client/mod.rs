@@ -5,7 +5,8 @@
 //! - A. getters: [`Client::registration`], [`Client::object`], [`Client::is_registered`];
 //! - B. inputs: [`Client::handle_datagram`], [`Client::handle_timeout`];
 //! - C. commands: [`Client::start`], [`Client::complete`], [`Client::resources_changed`],
-//!   [`Client::trigger_update`], [`Client::deregister`], [`Client::start_download`], [`Client::object_mut`];
+//!   [`Client::trigger_update`], [`Client::deregister`], [`Client::start_download`], [`Client::object_mut`],
+//!   [`Client::add_object`], [`Client::remove_object`], [`Client::send`];
 //! - D. outputs, drained after every input or command in this order:
 //!   [`Client::poll_transmit`], [`Client::poll_event`], [`Client::poll_timeout`].
 //!
@@ -15,8 +16,11 @@
 //! sends the response. So a device never reports a change it has not stored.
 
 pub mod bodies;
+pub mod composite;
 pub mod dispatch;
+mod dynamic;
 pub mod registration;
+pub mod send;
 
 #[cfg(test)]
 mod tests;
@@ -604,6 +608,11 @@ impl Client {
                         location: location.clone(),
                         update_at: now + registration::update_delay(self.reg_lifetime),
                     };
+                    // Objects added or removed while the Register was in
+                    // flight (an app declared one): the server learns at once.
+                    if self.link_payload() != self.reg_payload {
+                        self.update_wanted = true;
+                    }
                     self.events.push_back(Event::Registered { location });
                 }
                 _ => {
@@ -837,6 +846,16 @@ impl Client {
             self.send_response(now, &req, response, true);
             return;
         }
+        if code == composite::FETCH {
+            match self.read_composite(&req.packet) {
+                Ok(outcome) => self.finish_outcome(now, req, outcome),
+                Err(f) => {
+                    let resp = dispatch::failure_response(&req.packet, f);
+                    self.send_response(now, &req, resp, false);
+                }
+            }
+            return;
+        }
         let result = match BlockOpt::read(&req.packet, CoapOption::Block1) {
             Err(_) => Err(Failure::from(Code::BAD_OPTION)),
             Ok(Some(b1)) if matches!(code, Code::PUT | Code::POST) => {
@@ -863,7 +882,8 @@ impl Client {
         if outcome.instances_changed && self.is_registered() {
             self.update_wanted = true;
         }
-        let block2 = Code::of(&req.packet) == Code::GET;
+        // Reads and Read-Composite (FETCH) answers go block-wise when large.
+        let block2 = matches!(Code::of(&req.packet), Code::GET | composite::FETCH);
         if outcome.effects.is_empty() {
             self.send_response(now, &req, outcome.response, block2);
         } else {

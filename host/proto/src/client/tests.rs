@@ -13,6 +13,8 @@ use crate::coap::block::BlockOpt;
 use crate::model::DataType;
 use crate::object::{Operations, ResourceDef};
 
+mod app;
+
 const RES: &[ResourceDef] = &[
     ResourceDef {
         id: 0,
@@ -94,7 +96,7 @@ impl Object for Thing {
     fn id(&self) -> u16 {
         42
     }
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         RES
     }
     fn instances(&self) -> Vec<u16> {

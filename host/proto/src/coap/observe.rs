@@ -417,6 +417,21 @@ impl Registry {
         self.obs.retain(|(p, _), _| *p != peer);
     }
 
+    /// Cancels every observation of a path in `object` (the object is gone);
+    /// returns their keys, for the observers to be told.
+    pub fn remove_object(&mut self, object: u16) -> Vec<ObsKey> {
+        let gone: Vec<ObsKey> = self
+            .obs
+            .iter()
+            .filter(|(_, o)| o.path.object == object)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.obs.remove(k);
+        }
+        gone
+    }
+
     /// Number of observations.
     pub fn len(&self) -> usize {
         self.obs.len()

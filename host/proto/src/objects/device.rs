@@ -191,7 +191,7 @@ impl Object for Device {
     fn id(&self) -> u16 {
         OBJECT_ID
     }
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         &RESOURCES
     }
     fn instances(&self) -> Vec<u16> {

@@ -155,7 +155,7 @@ impl Object for Engine {
     fn id(&self) -> u16 {
         OBJECT_ID
     }
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         &RESOURCES
     }
     fn instances(&self) -> Vec<u16> {

@@ -1,11 +1,13 @@
 //! The core LwM2M objects every client has: /0 Security, /1 Server, /3 Device
 //! (Core 1.1 Appendix E; resource tables in the reference §8).
 
+pub mod app;
 pub mod device;
 pub mod engine;
 pub mod security;
 pub mod server;
 
+pub use app::AppObject;
 pub use device::{Device, DeviceInfo};
 pub use security::{Security, SecurityMode};
 pub use server::Server;

@@ -200,7 +200,7 @@ impl Object for Security {
     fn id(&self) -> u16 {
         OBJECT_ID
     }
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         &RESOURCES
     }
     fn instances(&self) -> Vec<u16> {

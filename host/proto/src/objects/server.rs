@@ -27,9 +27,10 @@ pub mod res {
     pub const COMMUNICATION_RETRY_TIMER: u16 = 18;
     pub const COMMUNICATION_SEQUENCE_DELAY_TIMER: u16 = 19;
     pub const COMMUNICATION_SEQUENCE_RETRY_COUNT: u16 = 20;
+    pub const MUTE_SEND: u16 = 23;
 }
 
-static RESOURCES: [ResourceDef; 10] = [
+static RESOURCES: [ResourceDef; 11] = [
     def(
         res::SHORT_SERVER_ID,
         "Short Server ID",
@@ -110,6 +111,14 @@ static RESOURCES: [ResourceDef; 10] = [
         false,
         DataType::None,
     ),
+    def(
+        res::MUTE_SEND,
+        "Mute Send",
+        Operations::ReadWrite,
+        false,
+        false,
+        DataType::Boolean,
+    ),
 ];
 
 /// The one binding we speak: UDP.
@@ -147,6 +156,11 @@ pub struct Server {
     pub sequence_delay: Option<u64>,
     #[serde(default)]
     pub sequence_retry_count: Option<u64>,
+    /// /1/x/23 Mute Send: when true the client sends no LwM2M 1.1 Send
+    /// (Core 1.1 §6.4 Send, §E.2). Ours starts false: apps may Send until the
+    /// server mutes them.
+    #[serde(default)]
+    pub mute_send: bool,
 }
 
 fn yes() -> bool {
@@ -196,6 +210,7 @@ impl Server {
             retry_timer: None,
             sequence_delay: None,
             sequence_retry_count: None,
+            mute_send: false,
         }
     }
 
@@ -215,7 +230,7 @@ impl Object for Server {
     fn id(&self) -> u16 {
         OBJECT_ID
     }
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         &RESOURCES
     }
     fn instances(&self) -> Vec<u16> {
@@ -246,6 +261,7 @@ impl Object for Server {
             res::BINDING => Ok(Some(ResourceValue::Single(Value::String(
                 self.binding.clone(),
             )))),
+            res::MUTE_SEND => Ok(Some(ResourceValue::Single(Value::Boolean(self.mute_send)))),
             r => Err(not_allowed(&RESOURCES, r, "resource is not readable")),
         }
     }
@@ -307,6 +323,13 @@ impl Object for Server {
                 }
                 Value::String(_) => Err(OpError::BadRequest("only binding U is supported".into())),
                 _ => Err(OpError::BadRequest("expected a string".into())),
+            },
+            res::MUTE_SEND => match single(value)? {
+                Value::Boolean(b) => {
+                    self.mute_send = b;
+                    Ok(vec![Effect::Persist])
+                }
+                _ => Err(OpError::BadRequest("expected a boolean".into())),
             },
             r => Err(not_allowed(&RESOURCES, r, "resource is not writable")),
         }

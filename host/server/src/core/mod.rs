@@ -8,3 +8,4 @@ pub mod dm;
 pub mod link;
 pub mod observe;
 pub mod registry;
+pub mod send;

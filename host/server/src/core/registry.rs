@@ -112,6 +112,10 @@ pub struct Registry {
     limits: RegistryLimits,
     /// Registrations per source IP (kept with every insert, move and removal).
     per_ip: HashMap<IpAddr, usize>,
+    /// The endpoint registered from each address, for requests a device
+    /// sends on its own (LwM2M 1.1 Send): found without a scan of every
+    /// registration.
+    by_peer: HashMap<SocketAddr, String>,
 }
 
 impl Registry {
@@ -124,6 +128,7 @@ impl Registry {
             locations: Locations::Random(wasmdm_proto::coap::rng::Rng::new(seed)),
             limits,
             per_ip: HashMap::new(),
+            by_peer: HashMap::new(),
         }
     }
 
@@ -137,19 +142,32 @@ impl Registry {
         }
         self.by_location
             .insert(reg.location.clone(), reg.endpoint.clone());
-        self.count(reg.peer, 1);
-        if let Some(old) = self.by_endpoint.insert(reg.endpoint.clone(), reg) {
-            self.count(old.peer, -1);
+        if let Some(old) = self.by_endpoint.remove(&reg.endpoint) {
+            self.count(old.peer, &old.endpoint, -1);
         }
+        self.count(reg.peer, &reg.endpoint, 1);
+        self.by_endpoint.insert(reg.endpoint.clone(), reg);
     }
 
-    /// Moves the per-IP count of `peer` by `delta`.
-    fn count(&mut self, peer: SocketAddr, delta: isize) {
+    /// Moves the per-IP count of `peer` by `delta`, and adds (`delta` > 0)
+    /// or forgets `endpoint` as the one registered from `peer`.
+    fn count(&mut self, peer: SocketAddr, endpoint: &str, delta: isize) {
         let n = self.per_ip.entry(peer.ip()).or_default();
         *n = n.saturating_add_signed(delta);
         if *n == 0 {
             self.per_ip.remove(&peer.ip());
         }
+        if delta > 0 {
+            self.by_peer.insert(peer, endpoint.to_string());
+        } else if self.by_peer.get(&peer).is_some_and(|e| e == endpoint) {
+            self.by_peer.remove(&peer);
+        }
+    }
+
+    /// The endpoint registered from `peer` (the latest, should two share an
+    /// address).
+    pub fn endpoint_at(&self, peer: SocketAddr) -> Option<&str> {
+        self.by_peer.get(&peer).map(String::as_str)
     }
 
     fn new_location(&mut self) -> String {
@@ -300,7 +318,7 @@ impl Registry {
         }
         let replaced = if let Some(old) = self.by_endpoint.remove(&endpoint) {
             self.by_location.remove(&old.location);
-            self.count(old.peer, -1);
+            self.count(old.peer, &old.endpoint, -1);
             true
         } else {
             false
@@ -320,7 +338,7 @@ impl Registry {
             updated_at: now_ms,
         };
         self.by_location.insert(location.clone(), endpoint.clone());
-        self.count(peer, 1);
+        self.count(peer, &endpoint, 1);
         self.by_endpoint.insert(endpoint.clone(), reg);
         let mut response = msg::response_to(request, Code::CREATED);
         // Reference §1: one Location-Path option per segment (zephyr#7503).
@@ -355,8 +373,8 @@ impl Registry {
         }
         let old_peer = self.by_endpoint.get(&endpoint).ok_or(Code::NOT_FOUND)?.peer;
         if old_peer != peer {
-            self.count(old_peer, -1);
-            self.count(peer, 1);
+            self.count(old_peer, &endpoint, -1);
+            self.count(peer, &endpoint, 1);
         }
         let reg = self.by_endpoint.get_mut(&endpoint).ok_or(Code::NOT_FOUND)?;
         if let Some(lt) = q.lt {
@@ -395,7 +413,7 @@ impl Registry {
     ) -> Result<(Packet, Option<RegistryEvent>), Code> {
         let endpoint = self.by_location.remove(loc).ok_or(Code::NOT_FOUND)?;
         if let Some(old) = self.by_endpoint.remove(&endpoint) {
-            self.count(old.peer, -1);
+            self.count(old.peer, &old.endpoint, -1);
         }
         Ok((
             msg::response_to(request, Code::DELETED),
@@ -415,7 +433,7 @@ impl Registry {
             .filter_map(|ep| {
                 let reg = self.by_endpoint.remove(&ep)?;
                 self.by_location.remove(&reg.location);
-                self.count(reg.peer, -1);
+                self.count(reg.peer, &reg.endpoint, -1);
                 Some(RegistryEvent::Expired { endpoint: ep })
             })
             .collect()
@@ -563,6 +581,7 @@ mod tests {
         );
         assert_eq!(r.objects.content_formats, vec![110]);
         assert_eq!(r.expires_at(), 301_000);
+        assert_eq!(reg.endpoint_at(peer()), Some("node1"));
 
         let upd = Packet::from_bytes(&hex(
             "44 02 12 35 A1 B2 C3 D5 B2 72 64 04 35 61 33 66 46 6C 74 3D 36 30 30",
@@ -583,6 +602,9 @@ mod tests {
             (r.lifetime, r.peer, r.expires_at()),
             (600, new_peer, 602_000)
         );
+        // The device moved: it is found at its new address only.
+        assert_eq!(reg.endpoint_at(new_peer), Some("node1"));
+        assert_eq!(reg.endpoint_at(peer()), None);
 
         let dereg =
             Packet::from_bytes(&hex("44 04 12 36 A1 B2 C3 D6 B2 72 64 04 35 61 33 66")).unwrap();
@@ -595,6 +617,7 @@ mod tests {
             })
         );
         assert!(reg.is_empty());
+        assert_eq!(reg.endpoint_at(new_peer), None);
 
         // Reference §1: Update to an unknown location -> 4.04.
         let (resp, ev) = reg.handle(4_000, peer(), &upd);

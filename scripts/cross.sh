@@ -7,6 +7,9 @@
 #   scripts/cross.sh test [ARCH...]     # the emulated test subset (README "ARM builds"), under qemu-user
 #   scripts/cross.sh all                # setup, test arm64 armhf, deb amd64 arm64 armhf
 #
+# Binary sizes and the ratios under emulation for BENCHMARKS.md:
+# scripts/bench-arm.sh (it builds through `cross.sh build`).
+#
 # ARCH: amd64 | arm64 | armhf (default arm64 armhf; `deb` also takes amd64).
 # Cross builds use their own target dir (default ./target-cross; CARGO_TARGET_DIR
 # overrides) so they never hold the native target dir's lock. They are run at

@@ -7,10 +7,20 @@
 //! same either way: epoch interruption is compiled into the code, the memory
 //! cap is the store's limiter, and Pulley checks every memory access
 //! explicitly instead of relying on guard pages.
+//!
+//! `WASMDM_CODE_TARGET=pulley` in the environment forces Pulley on a host
+//! that has a native compiler too: the one code path of armv7, reachable by
+//! native tests (`host/tests/runtime_pulley.rs`) and comparable with
+//! Cranelift on the same machine (`scripts/bench-arm.sh`). `native` or unset
+//! means the build's own target. Read once per process.
 
 use super::compile::Tier;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The environment variable that chooses the code target (`pulley` or
+/// `native`); see the module docs.
+pub const CODE_TARGET_ENV: &str = "WASMDM_CODE_TARGET";
 
 /// What the engine compiles to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +32,39 @@ pub enum CodeTarget {
 }
 
 impl CodeTarget {
+    /// What this process's engines compile to: [`CodeTarget::build_default`],
+    /// or Pulley when `WASMDM_CODE_TARGET=pulley` (read on the first call; an
+    /// unknown value is logged and ignored). Engine info and `wasmdm inspect`
+    /// report this, so what a device says matches the code it accepts.
+    pub fn host() -> CodeTarget {
+        static CHOSEN: OnceLock<CodeTarget> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let value = std::env::var(CODE_TARGET_ENV).unwrap_or_default();
+            CodeTarget::from_setting(&value).unwrap_or_else(|| {
+                tracing::warn!(
+                    "{CODE_TARGET_ENV}={value:?} is neither `pulley` nor `native`: ignored"
+                );
+                CodeTarget::build_default()
+            })
+        })
+    }
+
+    /// The target a `WASMDM_CODE_TARGET` value asks for: `pulley`, or
+    /// `native`/empty for the build's own (which is Pulley where there is no
+    /// native compiler), case-insensitive; `None` for anything else.
+    pub fn from_setting(value: &str) -> Option<CodeTarget> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "pulley" => Some(CodeTarget::Pulley),
+            "" | "native" => Some(CodeTarget::build_default()),
+            _ => None,
+        }
+    }
+
     /// This build's target: Pulley where wasmtime has no native compiler.
     /// (wasmtime's build script enables its `pulley` feature on exactly those
-    /// architectures, so the interpreter is there when this says Pulley.)
-    pub const fn host() -> CodeTarget {
+    /// architectures; the workspace enables it everywhere, so Pulley can also
+    /// be forced where this says Native.)
+    pub const fn build_default() -> CodeTarget {
         if cfg!(any(
             target_arch = "x86_64",
             target_arch = "aarch64",
@@ -54,6 +93,9 @@ impl CodeTarget {
                 "native {} code (Cranelift; Winch where it has a backend)",
                 std::env::consts::ARCH
             ),
+            Some(t) if CodeTarget::build_default() == CodeTarget::Native => {
+                format!("{t}: wasmtime's Pulley interpreter (forced by {CODE_TARGET_ENV}=pulley)")
+            }
             Some(t) => format!(
                 "{t}: wasmtime's Pulley interpreter (Cranelift has no {} backend)",
                 std::env::consts::ARCH
@@ -117,7 +159,7 @@ mod tests {
 
     #[test]
     fn native_on_cranelift_hosts_pulley_elsewhere() {
-        let t = CodeTarget::host();
+        let t = CodeTarget::build_default();
         if cfg!(target_arch = "arm") {
             assert_eq!(t, CodeTarget::Pulley);
             assert_eq!(t.triple(), Some("pulley32"));
@@ -126,6 +168,25 @@ mod tests {
             assert_eq!(t, CodeTarget::Native);
             assert_eq!(t.triple(), None);
             assert!(t.describe().contains(std::env::consts::ARCH));
+        }
+    }
+
+    #[test]
+    fn the_setting_forces_pulley_or_keeps_the_build_default() {
+        assert_eq!(CodeTarget::from_setting("pulley"), Some(CodeTarget::Pulley));
+        assert_eq!(
+            CodeTarget::from_setting(" pulley\n"),
+            Some(CodeTarget::Pulley)
+        );
+        let own = Some(CodeTarget::build_default());
+        assert_eq!(CodeTarget::from_setting(""), own);
+        assert_eq!(CodeTarget::from_setting("native"), own);
+        assert_eq!(CodeTarget::from_setting("cranelift"), None);
+        assert_eq!(CodeTarget::from_setting("Pulley"), Some(CodeTarget::Pulley));
+        let forced = CodeTarget::Pulley.describe();
+        if CodeTarget::build_default() == CodeTarget::Native {
+            assert!(forced.contains(CODE_TARGET_ENV), "{forced}");
+            assert_eq!(CodeTarget::Pulley.triple(), Some("pulley64"));
         }
     }
 

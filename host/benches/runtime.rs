@@ -8,12 +8,14 @@
 //! that scripts/bench.sh puts into BENCHMARKS.md. Scratch data directories go
 //! under `$WASMDM_BENCH_DIR` (default `target/bench-tmp`, the same disk as the
 //! repository) so fsync costs are those of a real data directory.
+//! `WASMDM_BENCH_CODE_LOADING=resident|on-demand` picks the runtime's
+//! `code-loading` (issue 15; default: the runtime's default).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use wasmdm::runtime::{ComponentState, Runtime, RuntimeConfig};
+use wasmdm::runtime::{CodeLoading, ComponentState, Runtime, RuntimeConfig};
 
 fn guests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out")
@@ -108,6 +110,11 @@ fn config(dir: &Path, instances: u32, mem: u64) -> RuntimeConfig {
         .and_then(|v| v.parse().ok())
     {
         c.engine.memory_reservation = r;
+    }
+    match std::env::var("WASMDM_BENCH_CODE_LOADING").as_deref() {
+        Ok("resident") => c.engine.code_loading = CodeLoading::Resident,
+        Ok("on-demand") => c.engine.code_loading = CodeLoading::OnDemand,
+        _ => {}
     }
     c
 }
@@ -305,30 +312,37 @@ async fn bench_activation(iterations: usize) -> Result<()> {
     let dir = scratch()?;
     let rt = Runtime::open(config(dir.path(), 16, 64 << 20)).await?;
     let g = guests_dir();
-    let counter = package(
-        "counter",
-        &g.join("counter.wasm"),
-        "wasmdm:device/app",
-        "memory = \"16MiB\"\nstop-grace-ms = 2000",
-        "[config]\ninterval-ms = \"3600000\"\n",
-    )?;
-    let hello = package(
-        "hello",
-        &g.join("hello.wasm"),
-        "wasi:cli/command",
-        "env = { GREETING = \"hi\" }",
-        "",
-    )?;
-    for (slot, bytes) in [("counter", &counter), ("hello", &hello)] {
-        deliver(&rt, slot, bytes).await?;
-        rt.install(slot).await?;
+    let warmup = 10;
+    // Copies of each package, taken in turn: each component's host log
+    // budget (16 KiB burst, 1 KiB/s) holds ~30 quick activations' lines.
+    let copies = (iterations + warmup).div_ceil(20);
+    for k in 0..copies {
+        let counter = package(
+            &format!("counter-{k}"),
+            &g.join("counter.wasm"),
+            "wasmdm:device/app",
+            "memory = \"16MiB\"\nstop-grace-ms = 2000",
+            "[config]\ninterval-ms = \"3600000\"\n",
+        )?;
+        let hello = package(
+            &format!("hello-{k}"),
+            &g.join("hello.wasm"),
+            "wasi:cli/command",
+            "env = { GREETING = \"hi\" }",
+            "",
+        )?;
+        for (slot, bytes) in [("counter", &counter), ("hello", &hello)] {
+            deliver(&rt, slot, bytes).await?;
+            rt.install(slot).await?;
+        }
     }
 
-    let warmup = 10;
-    for (pkg, cooperative) in [("counter", true), ("hello", false)] {
-        let comp = format!("{pkg}/c");
+    for (base, cooperative) in [("counter", true), ("hello", false)] {
         let (mut call, mut first, mut inmem, mut deact) = (vec![], vec![], vec![], vec![]);
         for i in 0..iterations + warmup {
+            let pkg = format!("{base}-{}", i % copies);
+            let pkg = pkg.as_str();
+            let comp = format!("{pkg}/c");
             while rx.try_recv().is_ok() {}
             let t0 = Instant::now();
             rt.activate(pkg, None).await?;
@@ -450,7 +464,9 @@ async fn bench_memory(n: usize) -> Result<()> {
             &name,
             &wasm,
             "wasmdm:device/app",
-            "memory = \"2MiB\"\nstop-grace-ms = 2000\nlog-cap = \"4KiB\"",
+            // 8 descriptors each (x2 resources): 1000 fit a process
+            // limit of 20000.
+            "memory = \"2MiB\"\nstop-grace-ms = 2000\nlog-cap = \"4KiB\"\nmax-descriptors = 8",
             "[config]\ninterval-ms = \"3600000\"\n",
         )?;
         deliver(&rt, &name, &pkg).await?;
@@ -459,6 +475,16 @@ async fn bench_memory(n: usize) -> Result<()> {
     }
     let install_all = t.elapsed();
     let installed = rss()?;
+    let loaded_inactive = rt.loaded_components();
+    // The same directory opened by a fresh process (what a device restarted
+    // with n inactive packages holds), against an empty one: without what
+    // installing left in this process's allocator.
+    rt.shutdown().await;
+    drop(rt);
+    let empty = scratch()?;
+    let fresh_empty = open_rss_child(empty.path(), slots)?;
+    let fresh_installed = open_rss_child(dir.path(), slots)?;
+    let rt = Runtime::open(config(dir.path(), slots, 2 << 20)).await?;
     let first = (n / 10).max(1).min(n);
     let t = Instant::now();
     for name in names.iter().take(first) {
@@ -481,13 +507,25 @@ async fn bench_memory(n: usize) -> Result<()> {
     println!(
         "\n#### memory, {n} `counter` packages (memory 2 MiB, interval 1 h), pool of {slots} slots\n"
     );
+    println!(
+        "code-loading = {}\n",
+        config(dir.path(), 1, 1).engine.code_loading
+    );
     println!("| point | VmRSS KiB | RssAnon KiB | RssFile KiB |");
     println!("|---|---|---|---|");
     rss_row("process start (bench binary, tokio)", before_open);
     rss_row("Runtime::open, nothing installed", opened);
     rss_row(
-        &format!("{n} packages installed, nothing active"),
+        &format!("{n} packages installed, nothing active ({loaded_inactive} components loaded)"),
         installed,
+    );
+    rss_row(
+        "fresh process: Runtime::open of an empty data dir",
+        fresh_empty,
+    );
+    rss_row(
+        &format!("fresh process: Runtime::open with the {n} packages installed"),
+        fresh_installed,
     );
     rss_row(&format!("{first} counters active and idle"), some);
     rss_row(
@@ -500,6 +538,10 @@ async fn bench_memory(n: usize) -> Result<()> {
             (b.1 as f64 - a.1 as f64) / k as f64,
         )
     };
+    let (f1, fa1) = per(fresh_empty, fresh_installed, n);
+    println!(
+        "\nRSS per installed, inactive package (fresh process): **{f1:.1} KiB** VmRSS ({fa1:.1} KiB anonymous)"
+    );
     let (v1, a1) = per(installed, all, n);
     let (v2, a2) = per(some, all, n - first);
     println!(
@@ -517,6 +559,42 @@ async fn bench_memory(n: usize) -> Result<()> {
         "\nstopping all {n} (shutdown) took {:.2} s",
         t.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Runs this bench binary as `open-rss DIR SLOTS`: (VmRSS, RssAnon, RssFile)
+/// of a fresh process once it has opened `dir`.
+fn open_rss_child(dir: &Path, slots: u32) -> Result<(u64, u64, u64)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("open-rss")
+        .arg(dir)
+        .arg(slots.to_string())
+        .output()?;
+    if !out.status.success() {
+        bail!("open-rss: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("open-rss printed {text:?}"))?;
+    match v.as_slice() {
+        [a, b, c] => Ok((*a, *b, *c)),
+        _ => bail!("open-rss printed {text:?}"),
+    }
+}
+
+/// The child side of [`open_rss_child`]: opens without starting anything
+/// (nothing is active), lets the open settle, prints its RSS.
+async fn open_rss(dir: &Path, slots: u32) -> Result<()> {
+    let mut c = config(dir, slots, 2 << 20);
+    c.autostart = false;
+    let rt = Runtime::open(c).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = rss()?;
+    println!("{} {} {}", r.0, r.1, r.2);
+    drop(rt);
     Ok(())
 }
 
@@ -563,6 +641,10 @@ async fn main() -> Result<()> {
         Some("activation") => bench_activation(num(1, 200)).await,
         Some("memory") => bench_memory(num(1, 1000)).await,
         Some("atomic") => bench_atomic(num(1, 2000)),
+        Some("open-rss") => {
+            let dir = arg(1).context("open-rss DIR SLOTS")?;
+            open_rss(Path::new(dir), u32::try_from(num(2, 100))?).await
+        }
         _ => bail!("usage: runtime <install LABEL WASM N | activation N | memory N | atomic N>"),
     }
 }

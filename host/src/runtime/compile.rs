@@ -19,6 +19,7 @@
 use super::engine::{EngineConfig, EngineShared, check_component_magic};
 use super::error::RuntimeError;
 use super::host::HostState;
+use super::loading::{LoadCounter, LoadToken, Loader, SharedLoads};
 use super::optimise::{InstallGuard, Job, Optimised, Optimiser};
 use super::spec::World;
 use super::worlds::{self, Binary};
@@ -79,9 +80,24 @@ pub struct Loaded {
     pub pre: CommandPre<HostState>,
     /// Its engine.
     pub engine: Arc<EngineShared>,
+    /// Counts this component as loaded while any clone lives.
+    _token: Arc<LoadToken>,
 }
 
 impl Loaded {
+    /// A loaded component, counted in `counter` until dropped.
+    pub(super) fn new(
+        pre: CommandPre<HostState>,
+        engine: Arc<EngineShared>,
+        counter: &Arc<LoadCounter>,
+    ) -> Loaded {
+        Loaded {
+            pre,
+            engine,
+            _token: LoadToken::new(counter),
+        }
+    }
+
     /// Which compiler made the code.
     pub fn tier(&self) -> Tier {
         self.engine.tier
@@ -98,6 +114,11 @@ pub(super) struct Compilers {
     /// Winch, unless pinned to Cranelift or unavailable on this host.
     pub baseline: Option<Arc<EngineShared>>,
     optimiser: Option<Optimiser>,
+    /// Components loaded now (issue 15: none for an inactive package under
+    /// `code-loading = "on-demand"`).
+    pub loaded: Arc<LoadCounter>,
+    /// On-demand code in use, shared between its instances.
+    shared: Arc<SharedLoads>,
 }
 
 impl Compilers {
@@ -134,6 +155,8 @@ impl Compilers {
                 optimised,
                 baseline,
                 optimiser,
+                loaded: Arc::default(),
+                shared: Arc::default(),
             },
             done,
         ))
@@ -208,12 +231,72 @@ impl Compilers {
                 baseline: engine.cwasm_path(cache_dir, sha256),
             });
         }
-        Ok(Loaded { pre, engine })
+        Ok(Loaded::new(pre, engine, &self.loaded))
+    }
+
+    /// Where a component's code is, to load it at its start.
+    pub fn loader(
+        &self,
+        id: &str,
+        wasm: &Path,
+        sha256: &str,
+        world: World,
+        cache_dir: &Path,
+    ) -> Loader {
+        Loader {
+            id: id.to_string(),
+            wasm: wasm.to_path_buf(),
+            sha256: sha256.to_string(),
+            world,
+            cache_dir: cache_dir.to_path_buf(),
+            optimised: self.optimised.clone(),
+            baseline: self.baseline.clone(),
+            counter: self.loaded.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Makes sure a component has code in the cache without keeping it
+    /// loaded (opening a data dir under `on-demand`): an artifact that
+    /// exists is trusted as [`Compilers::load`] would (its name pins the
+    /// engine; a damaged one is compiled again when it is loaded), and a
+    /// Winch one is queued for optimising; with none (an engine upgrade)
+    /// the component is compiled and checked now.
+    pub async fn ensure(
+        &self,
+        id: &str,
+        wasm: &Path,
+        sha256: &str,
+        world: World,
+        cache_dir: &Path,
+    ) -> Result<(), RuntimeError> {
+        let opt = self.optimised.cwasm_path(cache_dir, sha256);
+        if opt.exists() {
+            return Ok(());
+        }
+        if let Some(b) = &self.baseline {
+            let path = b.cwasm_path(cache_dir, sha256);
+            if path.exists() {
+                if let Some(o) = &self.optimiser {
+                    o.enqueue(Job {
+                        id: id.to_string(),
+                        wasm: wasm.to_path_buf(),
+                        sha256: sha256.to_string(),
+                        target: opt,
+                        baseline: path,
+                    });
+                }
+                return Ok(());
+            }
+        }
+        self.load(id, wasm, sha256, world, cache_dir)
+            .await
+            .map(drop)
     }
 }
 
 /// See [`Compilers::load`]; runs on a blocking thread.
-fn load_blocking(
+pub(super) fn load_blocking(
     optimised: &Arc<EngineShared>,
     baseline: Option<&Arc<EngineShared>>,
     id: &str,

@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// `native-code-keys`; separate from package keys). Empty: precompiled
     /// artifacts are never used.
     pub native_code_keys: Vec<wasmdm_package::VerifyingKey>,
+    /// When a component's code is in memory (device config `code-loading`);
+    /// see [`super::loading`].
+    pub code_loading: super::loading::CodeLoading,
 }
 
 /// wasmtime's default reservation on 64-bit hosts (see `memory_reservation`).
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
             compiler: CompilerChoice::Auto,
             restart_when_optimised: false,
             native_code_keys: Vec::new(),
+            code_loading: super::loading::CodeLoading::default(),
         }
     }
 }

@@ -175,16 +175,17 @@ struct LogFile {
 }
 
 impl LogFile {
+    /// The file is opened at the first line, not here: an installed
+    /// component that never logs holds no descriptor (issue 15: one per
+    /// installed component was 1000 descriptors for 1000 packages).
     fn open(path: PathBuf, cap: u64) -> LogFile {
         let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let mut f = LogFile {
+        LogFile {
             path,
             file: None,
             written,
             half_cap: (cap / 2).max(1024),
-        };
-        f.reopen();
-        f
+        }
     }
 
     fn reopen(&mut self) {
@@ -203,6 +204,9 @@ impl LogFile {
         if self.written + line.len() as u64 > self.half_cap {
             let _ = std::fs::rename(&self.path, rotated(&self.path));
             self.written = 0;
+            self.reopen();
+        }
+        if self.file.is_none() {
             self.reopen();
         }
         if let Some(f) = self.file.as_mut()

@@ -14,6 +14,7 @@
 use super::compile::{Loaded, Tier};
 use super::engine::{EngineConfig, code_config, compat_of};
 use super::error::RuntimeError;
+use super::loading::Code;
 use super::{Inner, Runtime};
 use crate::state::atomic_write;
 use std::collections::VecDeque;
@@ -267,7 +268,9 @@ pub(super) fn listen(inner: Weak<Inner>, mut done: mpsc::UnboundedReceiver<Optim
 impl Runtime {
     /// Swaps every component with this digest to its optimised code (its
     /// next start uses it; running instances keep theirs unless the device
-    /// says `restart-when-optimised`), then drops the Winch artifact.
+    /// says `restart-when-optimised`), then drops the Winch artifact. A
+    /// component loaded on demand has nothing in memory to swap: its next
+    /// load finds the optimised artifact (checked here first).
     async fn adopt_optimised(&self, job: Optimised) {
         let engine = self.inner.compile.optimised.clone();
         let path = engine.cwasm_path(&self.inner.dirs.cache(), &job.sha256);
@@ -291,13 +294,21 @@ impl Runtime {
                     if comp.spec.sha256 != job.sha256 {
                         continue;
                     }
+                    let running_now = comp.sup.as_ref().is_some_and(|s| !s.is_finished());
+                    if !matches!(comp.code, Ok(Code::Resident(_))) {
+                        if running_now {
+                            running.push((name.clone(), id.clone()));
+                        }
+                        continue;
+                    }
                     match engine.prepare(id, &component, comp.spec.world) {
                         Ok(pre) => {
-                            comp.pre = Ok(Loaded {
+                            comp.code = Ok(Code::Resident(Loaded::new(
                                 pre,
-                                engine: engine.clone(),
-                            });
-                            if comp.sup.as_ref().is_some_and(|s| !s.is_finished()) {
+                                engine.clone(),
+                                &self.inner.compile.loaded,
+                            )));
+                            if running_now {
                                 running.push((name.clone(), id.clone()));
                             }
                         }
@@ -306,6 +317,8 @@ impl Runtime {
                 }
             }
         }
+        // Only checked, not kept: dropped before the Winch artifact goes.
+        drop(component);
         let _ = std::fs::remove_file(&job.baseline);
         if self.inner.config.engine.restart_when_optimised {
             for (name, id) in running {
@@ -348,9 +361,9 @@ impl Runtime {
                 package: name.to_string(),
                 component: component.to_string(),
             })?;
-        comp.pre
+        comp.code
             .as_ref()
-            .map(Loaded::tier)
+            .map(Code::tier)
             .map_err(|reason| RuntimeError::NotRunnable {
                 package: name.to_string(),
                 component: component.to_string(),
@@ -369,15 +382,21 @@ impl Runtime {
         loop {
             let pending = {
                 let pkgs = self.pkgs();
-                pkgs.values().flat_map(|p| p.comps.values()).any(|c| {
-                    c.pre.as_ref().is_ok_and(|l| l.tier() == Tier::Baseline)
-                        && self
-                            .inner
-                            .compile
-                            .optimised
-                            .cwasm_path(&self.inner.dirs.cache(), &c.spec.sha256)
-                            .exists()
-                })
+                pkgs.values()
+                    .flat_map(|p| p.comps.values())
+                    .any(|c| match &c.code {
+                        Ok(Code::Resident(l)) => {
+                            l.tier() == Tier::Baseline
+                                && self
+                                    .inner
+                                    .compile
+                                    .optimised
+                                    .cwasm_path(&self.inner.dirs.cache(), &c.spec.sha256)
+                                    .exists()
+                        }
+                        Ok(Code::OnDemand(loader)) => loader.swap_pending(),
+                        Err(_) => false,
+                    })
             };
             if !pending {
                 return true;

@@ -11,9 +11,10 @@
 //! second forever; now it is marked failed, as a crash loop, after
 //! `max-retries` restarts and a few seconds.
 
-use super::engine::{EPOCH_TICK, EngineShared};
-use super::host::{HostState, StopSignal};
+use super::engine::EPOCH_TICK;
+use super::host::StopSignal;
 use super::instance::{ExitStatus, InstanceSetup, run_instance};
+use super::loading::Code;
 use super::logbuf::LogSource;
 use super::spec::RestartPolicy;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// What a component is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,10 +147,6 @@ pub type SharedStatus = Arc<Mutex<ComponentStatus>>;
 pub struct SupervisorArgs {
     /// Package name (for events).
     pub package: String,
-    /// The engine.
-    pub engine: Arc<EngineShared>,
-    /// Compiled component.
-    pub pre: CommandPre<HostState>,
     /// Sandbox and wiring.
     pub setup: InstanceSetup,
     /// Status to update.
@@ -174,10 +170,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts supervising (spawns on the current tokio runtime).
-    pub fn start(args: SupervisorArgs) -> Supervisor {
+    /// Starts supervising (spawns on the current tokio runtime). The
+    /// supervisor loads `code` if it is not loaded, keeps it for restarts
+    /// and drops it when it ends (issue 15: no code in memory for a
+    /// component that does not run).
+    pub(super) fn start(args: SupervisorArgs, code: Code) -> Supervisor {
         let (stop, rx) = watch::channel(false);
-        let join = tokio::spawn(supervise(args, rx));
+        let join = tokio::spawn(supervise(args, code, rx));
         Supervisor { stop, join }
     }
 
@@ -253,7 +252,7 @@ pub(crate) async fn stop_instance(
     ExitStatus::Stopped { forced: true }
 }
 
-async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
+async fn supervise(args: SupervisorArgs, code: Code, mut stop_rx: watch::Receiver<bool>) {
     // Dropped (with `args`) only when this task ends: the data dir lock and
     // this instance's file descriptor share.
     let _keepalive = Arc::clone(&args.keepalive);
@@ -267,13 +266,37 @@ async fn supervise(args: SupervisorArgs, mut stop_rx: watch::Receiver<bool>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retries;
+    // Dropped when this task ends: the code is in memory only while the
+    // component runs or waits to restart.
+    let code = tokio::select! {
+        loaded = code.load() => match loaded {
+            Ok(l) => {
+                tracing::debug!(package = %args.package, component = %args.setup.argv0, "code loaded ({})", l.tier());
+                l
+            }
+            Err(e) => {
+                let msg = format!("cannot load its code: {e}");
+                tracing::error!(package = %args.package, component = %args.setup.argv0, "{msg}");
+                args.setup.log.push(LogSource::Host, &msg);
+                set_state(&args, ComponentState::Failed, Some(ExitStatus::StartFailed(msg)));
+                return;
+            }
+        },
+        _ = stop_requested(&mut stop_rx) => {
+            // Stopped before it ran: logged like any stop.
+            let exit = ExitStatus::Stopped { forced: false };
+            args.setup.log.push(LogSource::Host, &exit.to_string());
+            set_state(&args, ComponentState::Inactive, Some(exit));
+            return;
+        }
+    };
     loop {
         set_state(&args, ComponentState::Starting, None);
         let signal = StopSignal::new();
         let run_started = Instant::now();
         let mut handle = tokio::spawn(run_instance(
-            args.engine.clone(),
-            args.pre.clone(),
+            code.engine.clone(),
+            code.pre.clone(),
             args.setup.clone(),
             signal.clone(),
         ));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example guests (guest-examples/) as wasm32-wasip2 components into
-# guest-examples/out/<name>.wasm, and writes packable directories for `counter`
-# and `hello` into guest-examples/out/pkg/<name>/ (`wasmdm pack <dir>` adds the
+# guest-examples/out/<name>.wasm, and writes packable directories for `counter`,
+# `hello` and `temperature` into guest-examples/out/pkg/<name>/ (`wasmdm pack <dir>` adds the
 # sha256). Idempotent; runs from any cwd.
 set -euo pipefail
 
@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 guests="$root/guest-examples"
 out="$guests/out"
 target=wasm32-wasip2
-names=(hello counter spinner blocker memhog trapper escaper failer crasher flooder binder filler)
+names=(hello counter spinner blocker memhog trapper escaper failer crasher flooder binder filler temperature)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     rustup target add "$target"
@@ -78,4 +78,25 @@ world = "wasi:cli/command"
 
 [component.sandbox]
 env = { GREETING = "hi" }
+'
+
+write_pkg temperature 'manifest-version = 1
+
+[package]
+name = "temperature"
+version = "1.0.0"
+description = "A simulated temperature sensor serving IPSO Temperature (3303) over LwM2M"
+
+[config]
+interval-ms = "1000"
+
+[[component]]
+id = "temperature"
+file = "temperature.wasm"
+world = "wasmdm:device/app"
+
+[component.sandbox]
+memory = "16MiB"
+objects = [3303]
+restart = { policy = "on-failure", max-retries = 3, backoff-ms = 500 }
 '

@@ -23,12 +23,16 @@ pub use archive::{
     DEFAULT_HOST_FEATURES, EntryReport, EntryStatus, Inspection, Limits,
     MAX_EXTENSION_HEADER_BYTES, SignatureStatus, Verified, read_manifest, unpack,
 };
+// Issue 13: precompiled-code entries a server adds to a package.
+pub use archive::{
+    MAX_PRECOMPILED_ENGINE_BYTES, PRECOMPILED_CODE_FACTOR, PRECOMPILED_DIR, unpack_with_precompiled,
+};
 pub use digest::Digest;
 pub use error::{ErrorKind, PackageError, Result};
 pub use manifest::{
     Component, DATA_GUEST_PATH, DEFAULT_CPU_PERCENT, DEFAULT_MAX_DESCRIPTORS, FileEntry,
-    MANIFEST_VERSION, MAX_MANIFEST_BYTES, Manifest, PackageInfo, ReadonlyMount, Restart,
-    RestartPolicy, Sandbox, World,
+    MANIFEST_VERSION, MAX_MANIFEST_BYTES, MAX_OBJECT_GRANTS, Manifest, PackageInfo, ReadonlyMount,
+    Restart, RestartPolicy, Sandbox, WASMDM_ENGINE_OBJECT, World, reserved_object,
 };
 pub use network::{NetRule, NetworkGrant, PortRange};
 pub use pack::{PackProgress, pack};

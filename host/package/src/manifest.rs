@@ -99,6 +99,10 @@ pub(crate) struct RawSandbox {
     pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_descriptors: Option<u32>,
+    /// LwM2M object ids the component may serve (`wasmdm:device/objects`);
+    /// i64 so an out-of-range id gets a clear message, not a syntax error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +225,25 @@ pub const DEFAULT_MAX_DESCRIPTORS: u32 = 256;
 /// The most `max-descriptors` may grant.
 pub const MAX_DESCRIPTORS: u32 = 16384;
 
+/// The most LwM2M object ids one component may be granted (`objects`).
+pub const MAX_OBJECT_GRANTS: usize = 8;
+
+/// The wasmdm Engine object (`host/proto/ddf/26500.xml`), served by the host.
+pub const WASMDM_ENGINE_OBJECT: u16 = 26500;
+
+/// Why an app may never serve object `id`, if so: the objects the host
+/// serves itself (the OMA core objects 0-14, LwM2M 1.1 Core §D / the OMA
+/// registry, and the wasmdm Engine object) and 65535, which the registry
+/// reserves (LwM2M 1.1 Core §7.1: ids are 0..=65534).
+pub fn reserved_object(id: i64) -> Option<&'static str> {
+    match id {
+        0..=14 => Some("is an OMA core object (0-14) the device serves itself"),
+        26500 => Some("is the wasmdm Engine object the device serves itself"),
+        15..=65534 => None,
+        _ => Some("is outside the LwM2M object id range 0..=65534"),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     /// Total linear memory plus tables, bytes (default 64 MiB, max 4 GiB).
@@ -248,6 +271,8 @@ pub struct Sandbox {
     pub cpu_percent: u8,
     /// Descriptors open at once (default 256, max 16384).
     pub max_descriptors: u32,
+    /// LwM2M object ids the component may serve (at most 8, no core ids).
+    pub objects: Vec<u16>,
 }
 
 /// A package directory exposed read-only to the guest.
@@ -428,6 +453,7 @@ impl Component {
                 // Only when granted: manifests that older hosts read stay as they were.
                 max_descriptors: (s.max_descriptors != DEFAULT_MAX_DESCRIPTORS)
                     .then_some(s.max_descriptors),
+                objects: s.objects.iter().map(|&id| i64::from(id)).collect(),
             },
         }
     }
@@ -564,6 +590,19 @@ impl RawManifest {
                 ));
             }
             components.push(c);
+        }
+        // One package serves an object from one component: the host routes
+        // requests by object id.
+        let mut granted: BTreeMap<u16, &str> = BTreeMap::new();
+        for c in &components {
+            for &id in &c.sandbox.objects {
+                if let Some(other) = granted.insert(id, c.id.as_str()) {
+                    return Err(PackageError::invalid(
+                        format!("component[{}].sandbox.objects", c.id),
+                        format!("object {id} is also granted to component {other:?}"),
+                    ));
+                }
+            }
         }
 
         Ok(Manifest {
@@ -769,6 +808,8 @@ impl RawSandbox {
                 })?,
         };
 
+        let objects = resolve_objects(&format!("{key}.objects"), &self.objects)?;
+
         Ok(Sandbox {
             memory_bytes,
             env: self.env.clone(),
@@ -782,8 +823,39 @@ impl RawSandbox {
             stop_grace: Duration::from_millis(grace_ms),
             cpu_percent,
             max_descriptors,
+            objects,
         })
     }
+}
+
+/// Checks an `objects` grant: at most [`MAX_OBJECT_GRANTS`] ids, each once,
+/// none the host serves itself ([`reserved_object`]).
+fn resolve_objects(key: &str, raw: &[i64]) -> Result<Vec<u16>> {
+    if raw.len() > MAX_OBJECT_GRANTS {
+        return Err(PackageError::invalid(
+            key,
+            format!(
+                "{} object ids; a component may serve at most {MAX_OBJECT_GRANTS}",
+                raw.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for &id in raw {
+        if let Some(why) = reserved_object(id) {
+            return Err(PackageError::invalid(key, format!("object {id} {why}")));
+        }
+        let id = u16::try_from(id)
+            .map_err(|_| PackageError::invalid(key, format!("object {id} is out of range")))?;
+        if out.contains(&id) {
+            return Err(PackageError::invalid(
+                key,
+                format!("object {id} listed twice"),
+            ));
+        }
+        out.push(id);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

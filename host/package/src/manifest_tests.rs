@@ -423,3 +423,46 @@ fn cpu_share_defaults_to_half_a_core_and_is_checked() {
         assert!(e.to_string().contains("sandbox.cpu"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn object_grants_are_checked() {
+    let with = |kv: &str| format!("{}[component.sandbox]\n{kv}\n", minimal());
+    assert!(
+        Manifest::from_toml(&minimal()).unwrap().components[0]
+            .sandbox
+            .objects
+            .is_empty()
+    );
+    let m = Manifest::from_toml(&with("objects = [3303, 15, 65534]")).unwrap();
+    assert_eq!(m.components[0].sandbox.objects, vec![3303, 15, 65534]);
+    // The grant survives the canonical form.
+    assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+    for (bad, says) in [
+        ("objects = [3]", "object 3 is an OMA core object"),
+        ("objects = [0]", "core object"),
+        ("objects = [14]", "core object"),
+        ("objects = [26500]", "wasmdm Engine object"),
+        ("objects = [65535]", "outside the LwM2M object id range"),
+        ("objects = [-1]", "outside"),
+        ("objects = [3303, 3303]", "object 3303 listed twice"),
+        (
+            "objects = [3300, 3301, 3302, 3303, 3304, 3305, 3306, 3308, 3310]",
+            "at most 8",
+        ),
+    ] {
+        let e = err(&with(bad)).to_string();
+        assert!(e.contains("sandbox.objects"), "{bad}: {e}");
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // One object, one component.
+    let two = format!(
+        "{}[component.sandbox]\nobjects = [3303]\n[[component]]\nid = \"b\"\nfile = \"b.wasm\"\n\
+         sha256 = \"{D2}\"\nworld = \"wasmdm:device/app\"\n[component.sandbox]\nobjects = [3303]\n",
+        minimal()
+    );
+    let e = err(&two).to_string();
+    assert!(
+        e.contains("object 3303 is also granted to component \"app\""),
+        "{e}"
+    );
+}

@@ -71,6 +71,8 @@ enum Purpose {
     },
     /// An observation.
     Observe,
+    /// The Read of a device's engine (/26500/0) after it registered.
+    Engine(String),
 }
 
 #[derive(Debug)]
@@ -407,23 +409,55 @@ impl Driver {
         let path = msg::uri_path(&req.packet).unwrap_or_default();
         let resp = match (req.packet.header.code, path.as_slice()) {
             (MessageClass::Request(RequestType::Get), [fw, sha, cap]) if fw == "fw" => {
-                self.serve_file(&req.packet, sha, cap)
+                self.serve_file(&req.packet, sha, cap, None)
             }
+            // The variant with code precompiled for engine `engine` (issue 13).
+            (MessageClass::Request(RequestType::Get), [fw, sha, cap, engine]) if fw == "fw" => {
+                self.serve_file(&req.packet, sha, cap, Some(engine))
+            }
+            (MessageClass::Request(RequestType::Post), [dp]) if dp == "dp" => self.sent(&req),
             _ => msg::response_to(&req.packet, Code::NOT_FOUND),
         };
         self.endpoint.respond(now, &req, resp);
     }
 
+    /// LwM2M 1.1 Send (`POST /dp`, core/send.rs): from a registered
+    /// device's own session only; the values join its observed ones.
+    fn sent(&mut self, req: &InboundRequest) -> Packet {
+        let endpoint = crate::core::send::sender(&self.registry, req.peer);
+        let allowed = endpoint.as_deref().is_some_and(|ep| {
+            let stored = self.store.security(ep).ok().flatten().map(|e| e.credential);
+            let auth = self.transport.auth(req.peer);
+            self.policy.check(&auth, ep, stored.as_ref()).is_ok()
+        });
+        let (resp, values) = crate::core::send::handle(&req.packet, endpoint.as_deref(), allowed);
+        if let (Some(ep), Some(values), Ok(mut n)) = (endpoint, values, self.notified.lock()) {
+            crate::core::send::keep(n.entry(ep).or_default(), &values);
+        }
+        resp
+    }
+
     /// Serves a software file with Block2 (RFC 7959 §2.4) and an ETag, to
     /// whoever names its download capability (`/fw/<sha256>/<capability>`);
     /// anything else is 4.04, as if there were no such file.
-    fn serve_file(&mut self, request: &Packet, sha: &str, capability: &str) -> Packet {
+    fn serve_file(
+        &mut self,
+        request: &Packet,
+        sha: &str,
+        capability: &str,
+        engine: Option<&str>,
+    ) -> Packet {
         if !matches!(self.store.download_allowed(sha, capability), Ok(true)) {
             return msg::response_to(request, Code::NOT_FOUND);
         }
-        let Some(path) = self.store.blob_path(sha) else {
+        let found = match engine {
+            None => self.store.blob_path(sha).map(|p| (p, sha.to_string())),
+            Some(engine) => self.store.variant(sha, engine),
+        };
+        let Some((path, etag_sha)) = found else {
             return msg::response_to(request, Code::NOT_FOUND);
         };
+        let sha = etag_sha.as_str();
         let requested = match BlockOpt::read(request, CoapOption::Block2) {
             Ok(r) => r,
             Err(_) => return msg::response_to(request, Code::BAD_OPTION),
@@ -536,6 +570,7 @@ impl Driver {
                 registration: None,
                 labels: Vec::new(),
                 last_seen: now,
+                engine: None,
             });
         rec.registration = self.registry.get(&ep).cloned();
         rec.last_seen = now;
@@ -543,11 +578,70 @@ impl Driver {
         if let Err(e) = self.batch.put(DEVICES, &ep, &rec) {
             tracing::warn!("store device {ep}: {e}");
         }
+        let announced = |list: &crate::core::link::ObjectList| {
+            list.objects
+                .contains_key(&crate::precompile::engine::ENGINE_OBJECT)
+        };
+        let read_engine = match &ev {
+            RegistryEvent::Registered { .. } => true,
+            // Also when the record has none yet (a device registered
+            // before this server read engines, or whose last read failed).
+            RegistryEvent::Updated {
+                objects_changed, ..
+            } => *objects_changed || rec.engine.is_none(),
+            _ => false,
+        } && rec
+            .registration
+            .as_ref()
+            .is_some_and(|r| announced(&r.objects));
         if online {
             let ids: Vec<String> = self.campaigns.keys().cloned().collect();
             for id in ids {
                 self.campaign_input(&id, Input::Registered(ep.clone()));
             }
+        }
+        if read_engine {
+            // What its engine accepts, for campaigns that precompile (issue 13).
+            let op = DmOp::Read {
+                path: format!("/{}/0", crate::precompile::engine::ENGINE_OBJECT),
+                accept: Some(110),
+            };
+            self.send_dm(&ep, op, Purpose::Engine(ep.clone()));
+        }
+    }
+
+    /// Keeps a device's engine report (/26500/0) in its record.
+    fn engine_read(&mut self, endpoint: &str, result: DmResult) {
+        let engine = match result {
+            Ok(reply) if reply.code == Code::CONTENT.0 => {
+                crate::precompile::DeviceEngine::from_values(&reply.values)
+            }
+            _ => None,
+        };
+        let Some(engine) = engine else {
+            tracing::debug!("{endpoint:?}: no usable engine report (/26500/0)");
+            return;
+        };
+        tracing::info!(
+            "engine of {endpoint:?}: {} on {}, hash {}{}",
+            engine.runtime_version,
+            engine.target,
+            engine.compatibility_hash,
+            if engine.accepts_precompiled {
+                ", accepts precompiled code"
+            } else {
+                ""
+            }
+        );
+        match self.store.get::<DeviceRecord>(DEVICES, endpoint) {
+            Ok(Some(mut rec)) => {
+                rec.engine = Some(engine);
+                if let Err(e) = self.batch.put(DEVICES, endpoint, &rec) {
+                    tracing::warn!("store device {endpoint}: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("device {endpoint}: {e}"),
         }
     }
 
@@ -623,16 +717,40 @@ impl Driver {
     }
 
     /// Starts a Block1 push of a stored file to /9/x/2.
-    fn send_push(&mut self, endpoint: &str, instance: u16, sha: &str, purpose: Purpose) {
+    fn send_push(
+        &mut self,
+        endpoint: &str,
+        instance: u16,
+        sha: &str,
+        precompiled: Option<&str>,
+        purpose: Purpose,
+    ) {
         let Some(reg) = self.registry.get(endpoint) else {
             self.complete_purpose(purpose, Err(DmFailure::NotRegistered(endpoint.to_string())));
             return;
         };
         let (peer, root) = (reg.peer, reg.objects.root.clone());
-        let shared = self.files.get(sha).and_then(std::sync::Weak::upgrade);
+        // A variant is shared under its own digest, like a plain file.
+        let variant = precompiled.and_then(|e| self.store.variant(sha, e));
+        let key = variant
+            .as_ref()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| sha.to_string());
+        let shared = self.files.get(&key).and_then(std::sync::Weak::upgrade);
+        if let (Some(engine), None) = (precompiled, &variant) {
+            tracing::warn!(
+                "precompiled variant of {sha} for {engine} is gone: pushing the plain file"
+            );
+        }
+        let store = &self.store;
+        let read = || match &variant {
+            Some((path, _)) => std::fs::read(path).map(Some).map_err(|e| e.to_string()),
+            None => store.read_blob(sha).map_err(|e| e.to_string()),
+        };
+        let sha = key.as_str();
         let body = match shared {
             Some(b) => b,
-            None => match self.store.read_blob(sha) {
+            None => match read() {
                 Ok(Some(b)) => {
                     let b = Arc::new(b);
                     self.files.retain(|_, w| w.strong_count() > 0);
@@ -832,6 +950,7 @@ impl Driver {
                 },
             ),
             Purpose::Observe => {}
+            Purpose::Engine(endpoint) => self.engine_read(&endpoint, result),
         }
     }
 
@@ -890,9 +1009,17 @@ impl Driver {
                     };
                     match request {
                         Request::Dm(op) => self.send_dm(&endpoint, op, purpose),
-                        Request::Push { instance, sha256 } => {
-                            self.send_push(&endpoint, instance, &sha256, purpose)
-                        }
+                        Request::Push {
+                            instance,
+                            sha256,
+                            precompiled,
+                        } => self.send_push(
+                            &endpoint,
+                            instance,
+                            &sha256,
+                            precompiled.as_deref(),
+                            purpose,
+                        ),
                     }
                 }
             }

@@ -101,6 +101,11 @@ pub struct DeviceConfig {
     /// Restart running components once their optimised code is ready
     /// (default off: they use it from their next start).
     pub restart_when_optimised: bool,
+    /// When component code is in memory: `on-demand` (default: loaded when a
+    /// component starts, dropped when its last instance ends, so an inactive
+    /// package costs no code in memory) or `resident` (every installed
+    /// component kept loaded: faster activation, ~390 KiB each).
+    pub code_loading: crate::runtime::CodeLoading,
     /// Public key files trusted to sign native code compiled by a server
     /// (precompiled artifacts); separate from `trusted-keys`. Empty: the
     /// device always compiles itself.
@@ -109,6 +114,9 @@ pub struct DeviceConfig {
     /// formats (reference §1): `single` (default, `ct=110`: what Wakaama-based
     /// servers accept), `all` (`ct="110 112 11542"`) or `none` (no root link).
     pub register_content_formats: wasmdm_proto::client::RootLinkFormats,
+    /// How long an app has to answer a Write or Execute on its objects
+    /// (issue 14), in ms; no answer: 5.03 Service Unavailable.
+    pub app_request_timeout_ms: u64,
     /// Values reported in the Device object (/3).
     pub manufacturer: String,
     pub model: String,
@@ -155,8 +163,10 @@ impl Default for DeviceConfig {
             memory_reservation: engine.memory_reservation,
             compiler: engine.compiler,
             restart_when_optimised: engine.restart_when_optimised,
+            code_loading: engine.code_loading,
             native_code_keys: Vec::new(),
             register_content_formats: Default::default(),
+            app_request_timeout_ms: 2000,
             manufacturer: "wasmdm".into(),
             model: "wasmdm-host".into(),
             serial: default_endpoint(),
@@ -371,6 +381,20 @@ mod tests {
         assert_eq!(c.max_instance_memory, 256 << 20);
         assert!(c.download_ca.is_some());
         assert!(c.download_public_roots);
+    }
+
+    #[test]
+    fn code_loading_key() {
+        use crate::runtime::CodeLoading;
+        assert_eq!(DeviceConfig::default().code_loading, CodeLoading::OnDemand);
+        for (text, want) in [
+            ("on-demand", CodeLoading::OnDemand),
+            ("resident", CodeLoading::Resident),
+        ] {
+            let c: DeviceConfig = toml::from_str(&format!("code-loading = \"{text}\"")).unwrap();
+            assert_eq!(c.code_loading, want);
+        }
+        assert!(toml::from_str::<DeviceConfig>("code-loading = \"lazy\"").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! runs on spawned tasks that report back through a channel as [`Work`], so
 //! the protocol keeps answering while a package compiles.
 
+mod apps;
 mod bootstrap;
 pub mod config;
 pub mod download;
@@ -117,6 +118,7 @@ pub async fn run(
     rt_config.engine.memory_reservation = config.memory_reservation;
     rt_config.engine.compiler = config.compiler;
     rt_config.engine.restart_when_optimised = config.restart_when_optimised;
+    rt_config.engine.code_loading = config.code_loading;
     for key in &config.native_code_keys {
         let key = wasmdm_package::signing::load_public_key(key)
             .map_err(|e| DeviceError::Runtime(RuntimeError::Package(e)))?;
@@ -276,6 +278,8 @@ struct Driver {
     reboot_requested: bool,
     /// Accounts and when to bootstrap (`bootstrap.rs`).
     provisioning: bootstrap::Provisioning,
+    /// The objects apps serve (`apps.rs`).
+    apps: apps::Apps,
 }
 
 fn slot(iid: u16) -> String {
@@ -373,7 +377,9 @@ impl Driver {
         ];
         let client = Client::new(engine_config, objects);
         let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let apps = apps::Apps::new(Duration::from_millis(config.app_request_timeout_ms));
         let mut driver = Driver {
+            apps,
             config,
             runtime,
             tasks,
@@ -450,6 +456,7 @@ impl Driver {
         self.flush().await?;
         tokio::pin!(shutdown);
         let mut events = self.runtime.subscribe();
+        let mut app_events = self.runtime.app_object_events();
         // One timer, moved only when the engine's deadline changes (not a new
         // timer entry per datagram).
         let idle = tokio::time::Instant::now() + Duration::from_secs(365 * 86400);
@@ -475,6 +482,8 @@ impl Driver {
                     self.handle_timeout(Instant::now());
                 }
                 Some(work) = self.work_rx.recv() => self.on_work(Instant::now(), work)?,
+                Some(event) = app_events.recv() => self.apps.on_event(&mut self.client, Instant::now(), event),
+                Some(answer) = self.apps.answers_rx.recv() => self.apps.answered(&mut self.client, Instant::now(), answer),
                 event = events.recv() => {
                     if let Ok(event) = event {
                         debug!(package = %event.package, component = %event.component, state = ?event.state, "component state");
@@ -610,6 +619,9 @@ impl Driver {
                     info!("stopped (never registered: nothing to de-register)");
                     deregistered = true;
                 }
+                Event::Effects { pending, effects } if apps::is_app_request(&effects) => self
+                    .apps
+                    .request(&self.runtime, &self.tasks, pending, effects),
                 Event::Effects { pending, effects } => match self.carry_out(now, effects) {
                     Ok(()) => self.client.complete(now, pending),
                     Err(e) => {
@@ -687,6 +699,10 @@ impl Driver {
                 Effect::BootstrapRequest => self.bootstrap_requested(),
                 Effect::SwMgmt { instance, action } => self.swmgmt_action(now, instance, action)?,
                 Effect::Component { instance, action } => self.component_action(instance, action),
+                // Routed to the app before carry_out (apps.rs); never reaches here.
+                Effect::App { path, .. } => {
+                    warn!(%path, "app request without an app");
+                }
             }
         }
         Ok(())

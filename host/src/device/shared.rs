@@ -16,6 +16,10 @@ pub struct Shared<T>(Arc<Inner<T>>);
 
 struct Inner<T> {
     value: Mutex<T>,
+    /// The object's resource table and version, copied once (they never
+    /// change for the objects shared here): the engine borrows them.
+    resources: Vec<ResourceDef>,
+    version: Option<String>,
     /// Counts the mutable accesses ([`Shared::lock`] and the engine's
     /// mutating operations): the object's [`Object::generation`].
     generation: AtomicU64,
@@ -27,9 +31,11 @@ impl<T> Clone for Shared<T> {
     }
 }
 
-impl<T> Shared<T> {
+impl<T: Object> Shared<T> {
     pub fn new(value: T) -> Self {
         Shared(Arc::new(Inner {
+            resources: value.resources().to_vec(),
+            version: value.version().map(str::to_owned),
             value: Mutex::new(value),
             generation: AtomicU64::new(0),
         }))
@@ -53,11 +59,11 @@ impl<T: Object> Object for Shared<T> {
     fn id(&self) -> u16 {
         self.peek().id()
     }
-    fn version(&self) -> Option<&'static str> {
-        self.peek().version()
+    fn version(&self) -> Option<&str> {
+        self.0.version.as_deref()
     }
-    fn resources(&self) -> &'static [ResourceDef] {
-        self.peek().resources()
+    fn resources(&self) -> &[ResourceDef] {
+        &self.0.resources
     }
     fn instances(&self) -> Vec<u16> {
         self.peek().instances()
@@ -154,10 +160,10 @@ impl Object for LiveDevice {
     fn id(&self) -> u16 {
         self.device.id()
     }
-    fn version(&self) -> Option<&'static str> {
+    fn version(&self) -> Option<&str> {
         self.device.version()
     }
-    fn resources(&self) -> &'static [ResourceDef] {
+    fn resources(&self) -> &[ResourceDef] {
         self.device.resources()
     }
     fn instances(&self) -> Vec<u16> {

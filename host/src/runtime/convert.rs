@@ -75,6 +75,7 @@ fn component_spec(c: &m::Component) -> ComponentSpec {
             stop_grace_ms: millis(sb.stop_grace),
             cpu_percent: sb.cpu_percent,
             max_descriptors: sb.max_descriptors,
+            objects: sb.objects.clone(),
         },
     }
 }

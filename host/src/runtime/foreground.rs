@@ -190,6 +190,13 @@ pub async fn run_foreground(
         })?;
     let log = LogBuffer::new(&id, sandbox.log_cap, true);
     let grace = Duration::from_millis(sandbox.stop_grace_ms);
+    // `wasmdm run`: the app may declare what its grant names; nobody
+    // serves the objects (there is no LwM2M client).
+    let grant = super::appobjects::AppGrant {
+        package: id.clone(),
+        component: id.clone(),
+        objects: sandbox.objects.clone(),
+    };
     let setup = InstanceSetup {
         argv0: id,
         data_dir: if sandbox.data_dir {
@@ -201,6 +208,8 @@ pub async fn run_foreground(
         package_root: root,
         config: Arc::new(config),
         log: log.clone(),
+        objects: super::appobjects::AppObjects::new(),
+        grant,
     };
     let signal = StopSignal::new();
     let mut handle = tokio::spawn(run_instance(engine, pre, setup, signal.clone()));

@@ -1,6 +1,10 @@
 //! Per-instance store data: WASI context, the wasmdm interfaces, the memory limiter
 //! and the stop signal.
 
+use super::appobjects::{
+    AppFailure, AppObjectDef, AppObjectsCtx, AppOperations, AppPath, AppRequest, AppRequestKind,
+    AppResourceDef, AppValue, AppValueType,
+};
 use super::datafs::{DataFs, DataFsView, FsLimits};
 use super::logbuf::{LogBuffer, LogSource};
 use std::collections::BTreeMap;
@@ -19,11 +23,13 @@ pub mod bindings {
         imports: {
             // Sleeps until a stop is requested: must not block the executor.
             "wasmdm:device/lifecycle.wait-for-stop": async,
+            // Waits for a Write/Execute (or a stop): must not block either.
+            "wasmdm:device/objects.next-request": async,
         },
     });
 }
 
-use bindings::wasmdm::device::{config, lifecycle, log};
+use bindings::wasmdm::device::{config, lifecycle, log, objects};
 
 /// Stop request for one instance: a soft request the guest can observe, then a
 /// hard flag the epoch callback turns into an interrupt.
@@ -149,6 +155,14 @@ pub struct HostState {
     pub log: LogBuffer,
     /// The data quota and descriptor cap, enforced by the file system.
     pub fs_limits: FsLimits,
+    /// The LwM2M objects this instance serves (`wasmdm:device/objects`);
+    /// dropped with the store, which withdraws them.
+    pub objects: AppObjectsCtx,
+    /// Set by a host call that waited (`wait-for-stop`, `next-request`):
+    /// the guest was idle, not computing, since the last epoch deadline, so
+    /// the CPU-share check does not take an app that wakes often for a
+    /// spinning one (instance.rs).
+    pub waited: bool,
 }
 
 impl DataFsView for HostState {
@@ -181,6 +195,7 @@ impl lifecycle::Host for HostState {
     }
 
     async fn wait_for_stop(&mut self, timeout_ms: u64) -> bool {
+        self.waited |= timeout_ms > 0;
         let mut rx = self.stop.requested.subscribe();
         let wait = Duration::from_millis(timeout_ms).min(MAX_WAIT);
         // wait_for returns at once if a stop was already requested.
@@ -213,6 +228,121 @@ impl log::Host for HostState {
             log::Level::Error => LogSource::Error,
         };
         self.log.push(source, &message);
+    }
+}
+
+impl objects::Host for HostState {
+    fn declare(&mut self, def: objects::ObjectDef) -> Result<(), String> {
+        self.objects.watch_stop(self.stop.requested.subscribe());
+        self.objects.declare(AppObjectDef {
+            id: def.id,
+            version: def.version,
+            instances: def.instances,
+            resources: def.resources.into_iter().map(resource_def).collect(),
+        })
+    }
+
+    fn set(&mut self, path: objects::Path, value: objects::Value) -> Result<(), String> {
+        self.objects.set(app_path(path), app_value(value))
+    }
+
+    async fn next_request(&mut self, timeout_ms: u64) -> Option<objects::Request> {
+        self.waited |= timeout_ms > 0;
+        let mut rx = self.stop.requested.subscribe();
+        let wait = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+        let next = self.objects.next_request(wait);
+        tokio::select! {
+            biased;
+            _ = rx.wait_for(|v| *v) => {
+                self.objects.stopping();
+                None
+            }
+            r = next => r.map(wit_request),
+        }
+    }
+
+    fn respond(&mut self, id: u64, outcome: Result<(), objects::Failure>) {
+        let outcome = outcome.map_err(|f| match f {
+            objects::Failure::BadRequest => AppFailure::BadRequest,
+            objects::Failure::NotAllowed => AppFailure::NotAllowed,
+            objects::Failure::Internal => AppFailure::Internal,
+        });
+        self.objects.respond(id, outcome);
+    }
+
+    fn send(&mut self, paths: Vec<objects::Path>) -> Result<(), String> {
+        self.objects.send(paths.into_iter().map(app_path).collect())
+    }
+}
+
+fn resource_def(r: objects::ResourceDef) -> AppResourceDef {
+    use objects::{Operations as O, ValueType as T};
+    AppResourceDef {
+        id: r.id,
+        value_type: match r.value_type {
+            T::String => AppValueType::String,
+            T::Integer => AppValueType::Integer,
+            T::UnsignedInteger => AppValueType::Unsigned,
+            T::Float => AppValueType::Float,
+            T::Boolean => AppValueType::Boolean,
+            T::Opaque => AppValueType::Opaque,
+            T::Time => AppValueType::Time,
+        },
+        operations: match r.operations {
+            O::Read => AppOperations::Read,
+            O::Write => AppOperations::Write,
+            O::ReadWrite => AppOperations::ReadWrite,
+            O::Execute => AppOperations::Execute,
+        },
+        multiple: r.multiple,
+        mandatory: r.mandatory,
+    }
+}
+
+fn app_path(p: objects::Path) -> AppPath {
+    AppPath {
+        object: p.object,
+        instance: p.instance,
+        resource: p.resource,
+        resource_instance: p.resource_instance,
+    }
+}
+
+fn app_value(v: objects::Value) -> AppValue {
+    use objects::Value as V;
+    match v {
+        V::String(s) => AppValue::String(s),
+        V::Integer(i) => AppValue::Integer(i),
+        V::UnsignedInteger(u) => AppValue::Unsigned(u),
+        V::Float(f) => AppValue::Float(f),
+        V::Boolean(b) => AppValue::Boolean(b),
+        V::Opaque(b) => AppValue::Opaque(b),
+        V::Time(t) => AppValue::Time(t),
+    }
+}
+
+fn wit_request(r: AppRequest) -> objects::Request {
+    use objects::Value as V;
+    objects::Request {
+        id: r.id,
+        path: objects::Path {
+            object: r.path.object,
+            instance: r.path.instance,
+            resource: r.path.resource,
+            resource_instance: r.path.resource_instance,
+        },
+        kind: match r.kind {
+            AppRequestKind::Write(v) => objects::RequestKind::Write(match v {
+                AppValue::String(s) => V::String(s),
+                AppValue::Integer(i) => V::Integer(i),
+                AppValue::Unsigned(u) => V::UnsignedInteger(u),
+                AppValue::Float(f) => V::Float(f),
+                AppValue::Boolean(b) => V::Boolean(b),
+                AppValue::Opaque(b) => V::Opaque(b),
+                AppValue::Time(t) => V::Time(t),
+            }),
+            AppRequestKind::Execute(args) => objects::RequestKind::Execute(args),
+        },
     }
 }
 

@@ -88,6 +88,10 @@ pub struct InstanceSetup {
     pub config: Arc<BTreeMap<String, String>>,
     /// The component's log.
     pub log: LogBuffer,
+    /// The device's app objects (issue 14).
+    pub objects: Arc<super::appobjects::AppObjects>,
+    /// What this component may serve there.
+    pub grant: super::appobjects::AppGrant,
 }
 
 fn build_state(
@@ -134,6 +138,8 @@ fn build_state(
         config: setup.config.clone(),
         log: setup.log.clone(),
         fs_limits: FsLimits::new(quota, sb.max_descriptors, setup.log.clone()),
+        objects: setup.objects.instance(setup.grant.clone()),
+        waited: false,
     })
 }
 
@@ -189,19 +195,24 @@ pub async fn run_instance(
     let stop_cb = stop.clone();
     let pause = cpu_pause(setup.sandbox.cpu_percent);
     let mut last_deadline: Option<std::time::Instant> = None;
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |mut cx| {
         if stop_cb.is_forced() {
             return Ok(UpdateDeadline::Interrupt);
         }
-        // Two deadlines about a tick apart (plus the pause between them):
-        // the guest computed through a whole slice without a host call that
-        // waits. It then sits out `pause`, so it gets at most its share of a
-        // core and a spinning guest cannot delay the device's other services
-        // (a guest that mostly waits never meets two deadlines in a row).
+        // Two deadlines about a tick apart (plus the pause between them),
+        // with no wasmdm wait (`wait-for-stop`, `next-request`) in between:
+        // the guest computed through a whole slice. It then sits out
+        // `pause`, so it gets at most its share of a core and a spinning
+        // guest cannot delay the device's other services. A guest that
+        // mostly waits meets a deadline only now and then; one that waits
+        // often but briefly (an app answering every millisecond) is not
+        // busy either, though it runs in every tick.
+        let waited = std::mem::take(&mut cx.data_mut().waited);
         let now = std::time::Instant::now();
-        let busy = last_deadline.is_some_and(|t| {
-            now.duration_since(t) < crate::runtime::engine::EPOCH_TICK * 3 / 2 + pause
-        });
+        let busy = !waited
+            && last_deadline.is_some_and(|t| {
+                now.duration_since(t) < crate::runtime::engine::EPOCH_TICK * 3 / 2 + pause
+            });
         last_deadline = Some(now);
         if busy && !pause.is_zero() {
             Ok(UpdateDeadline::YieldCustom(

@@ -156,6 +156,10 @@ pub struct Sandbox {
     /// written before descriptors were capped.
     #[serde(default = "default_max_descriptors")]
     pub max_descriptors: u32,
+    /// LwM2M object ids the component may serve (`wasmdm:device/objects`);
+    /// absent from records written before apps served objects.
+    #[serde(default)]
+    pub objects: Vec<u16>,
 }
 
 fn default_cpu_percent() -> u8 {
@@ -182,6 +186,7 @@ impl Default for Sandbox {
             stop_grace_ms: 2000,
             cpu_percent: default_cpu_percent(),
             max_descriptors: default_max_descriptors(),
+            objects: Vec::new(),
         }
     }
 }

@@ -50,6 +50,7 @@ const WASMDM: &[&str] = &[
     "wasmdm:device/lifecycle@0.1.0",
     "wasmdm:device/config@0.1.0",
     "wasmdm:device/log@0.1.0",
+    "wasmdm:device/objects@0.1.0",
 ];
 
 /// Every interface `world` gives a component on this host.
@@ -65,7 +66,7 @@ pub fn offered(world: World) -> Vec<&'static str> {
 pub fn worlds_summary() -> String {
     "wasi:cli/command (WASI 0.2: wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, \
      wasi:random, wasi:sockets, any 0.2.x) and wasmdm:device/app (the same plus \
-     wasmdm:device/lifecycle, config and log @0.1.x)"
+     wasmdm:device/lifecycle, config, log and objects @0.1.x)"
         .to_string()
 }
 

@@ -23,7 +23,29 @@ pub struct PackageReport {
     /// What this host compiles components to (native code, or Pulley
     /// bytecode on 32-bit ARM).
     pub code_target: String,
+    /// Code a server compiled for one device engine (a package variant,
+    /// issue 13): outside the signed manifest, checked by the device.
+    pub precompiled: Vec<PrecompiledReport>,
 }
+
+/// One component's precompiled code in a package variant.
+#[derive(Debug, Serialize)]
+pub struct PrecompiledReport {
+    /// Component id (from the manifest).
+    pub component: String,
+    /// Engine compatibility hash the code was built for (`.engine`).
+    pub engine: Option<String>,
+    /// Size of the code (`.cwasm`), bytes.
+    pub size: u64,
+    /// Fingerprint of the key the `.sig` names (the device checks it
+    /// against its `native-code-keys`), or why it cannot be read.
+    pub signed_by: String,
+}
+
+/// Status of a `precompiled/` entry in the file list: not a problem.
+const PRECOMPILED_STATUS: &str = "precompiled code (see below)";
+/// Status of a `precompiled/` entry a device skips (bad name, over its cap).
+const PRECOMPILED_SKIPPED: &str = "precompiled entry a device ignores";
 
 #[derive(Debug, Serialize)]
 pub struct FileReport {
@@ -42,6 +64,8 @@ pub struct ComponentReport {
     pub world: String,
     pub memory_bytes: u64,
     pub network: String,
+    /// LwM2M object ids the component may serve (issue 14).
+    pub objects: Vec<u16>,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     /// `None` when it can run here, else why not.
@@ -86,6 +110,18 @@ pub async fn inspect_package(
             }
         }
     };
+    // Unpack to a scratch dir to read the components (digests re-checked)
+    // and the precompiled code of a variant.
+    let scratch = tempfile::tempdir()?;
+    let code_dir = tempfile::tempdir()?;
+    let verified = wasmdm_package::unpack_with_precompiled(
+        std::fs::File::open(path)?,
+        scratch.path(),
+        Some(code_dir.path()),
+        &limits,
+        &[],
+    );
+    let kept: &[String] = verified.as_ref().map_or(&[], |v| v.precompiled.as_slice());
     let mut files: Vec<FileReport> = inspection
         .entries
         .iter()
@@ -95,7 +131,11 @@ pub async fn inspect_package(
             status: match &e.status {
                 EntryStatus::Ok => "ok".into(),
                 EntryStatus::DigestMismatch { .. } => "digest mismatch".into(),
-                EntryStatus::Unlisted => "not listed in the manifest".into(),
+                EntryStatus::Unlisted => match precompiled_name(&e.path) {
+                    Some(name) if kept.iter().any(|k| k == name) => PRECOMPILED_STATUS.into(),
+                    Some(_) => PRECOMPILED_SKIPPED.into(),
+                    None => "not listed in the manifest".into(),
+                },
                 other => format!("{other:?}"),
             },
         })
@@ -106,9 +146,11 @@ pub async fn inspect_package(
         status: "missing".into(),
     }));
 
-    // Unpack to a scratch dir to read the components (digests re-checked).
-    let scratch = tempfile::tempdir()?;
-    let verified = wasmdm_package::unpack(std::fs::File::open(path)?, scratch.path(), &limits, &[]);
+    let precompiled = manifest
+        .components
+        .iter()
+        .filter_map(|c| precompiled_report(code_dir.path(), kept, &c.id, &c.sha256.to_hex()))
+        .collect();
     let mut components = Vec::new();
     for c in &manifest.components {
         let world = World::from(c.world);
@@ -148,13 +190,16 @@ pub async fn inspect_package(
                     .collect::<Vec<_>>()
                     .join(", ")
             },
+            objects: c.sandbox.objects.clone(),
             imports: interface.imports,
             exports: interface.exports,
             problem,
         });
     }
     let runnable = verified.is_ok()
-        && files.iter().all(|f| f.status == "ok")
+        && files
+            .iter()
+            .all(|f| ["ok", PRECOMPILED_STATUS, PRECOMPILED_SKIPPED].contains(&f.status.as_str()))
         && components.iter().all(|c| c.problem.is_none())
         && !signature.contains("INVALID");
     Ok(PackageReport {
@@ -166,6 +211,44 @@ pub async fn inspect_package(
         components,
         runnable,
         code_target: crate::runtime::CodeTarget::host().describe(),
+        precompiled,
+    })
+}
+
+/// The name after `precompiled/` of an archive path in that directory.
+fn precompiled_name(path: &str) -> Option<&str> {
+    path.trim_start_matches("./")
+        .strip_prefix(wasmdm_package::PRECOMPILED_DIR)?
+        .strip_prefix('/')
+}
+
+/// What the variant holds for component `id` (digest `sha`), if any code.
+fn precompiled_report(
+    dir: &Path,
+    kept: &[String],
+    id: &str,
+    sha: &str,
+) -> Option<PrecompiledReport> {
+    let code = format!("{sha}.cwasm");
+    if !kept.contains(&code) {
+        return None;
+    }
+    let size = std::fs::metadata(dir.join(&code)).map_or(0, |m| m.len());
+    let engine = std::fs::read_to_string(dir.join(format!("{sha}.engine")))
+        .ok()
+        .map(|t| t.trim().to_string());
+    let signed_by = match std::fs::read(dir.join(format!("{sha}.sig"))) {
+        Err(_) => "no signature (a device refuses the code)".into(),
+        Ok(bytes) => match wasmdm_package::signing::SignatureFile::parse(&bytes) {
+            Ok(sig) => wasmdm_package::signing::fingerprint(&sig.key),
+            Err(e) => format!("malformed signature (a device refuses the code): {e}"),
+        },
+    };
+    Some(PrecompiledReport {
+        component: id.to_string(),
+        engine,
+        size,
+        signed_by,
     })
 }
 
@@ -209,6 +292,14 @@ impl fmt::Display for PackageReport {
                 c.memory_bytes,
                 escape(&c.network)
             )?;
+            if !c.objects.is_empty() {
+                let ids: Vec<String> = c.objects.iter().map(u16::to_string).collect();
+                writeln!(
+                    f,
+                    "  objects {} (LwM2M objects it may serve)",
+                    ids.join(", ")
+                )?;
+            }
             for i in &c.imports {
                 writeln!(f, "  import  {}", escape(i))?;
             }
@@ -219,6 +310,16 @@ impl fmt::Display for PackageReport {
                 None => writeln!(f, "  runs on this host: yes")?,
                 Some(p) => writeln!(f, "  runs on this host: NO: {}", escape(p))?,
             }
+        }
+        for p in &self.precompiled {
+            writeln!(
+                f,
+                "precompiled {}: engine {}, {} bytes, signed by {} (the device checks the key and its engine hash)",
+                escape(&p.component),
+                escape(p.engine.as_deref().unwrap_or("(no .engine entry)")),
+                p.size,
+                escape(&p.signed_by)
+            )?;
         }
         writeln!(f, "host code {}", self.code_target)?;
         writeln!(

@@ -2,7 +2,9 @@
 //!
 //! The reader streams: every limit is checked before or while bytes are decompressed, so a gzip
 //! bomb stops at the cap. Only regular files listed in the manifest are written, with
-//! `create_new`, below the staging dir; nothing else touches the filesystem.
+//! `create_new`, below the staging dir; nothing else touches the filesystem, except the
+//! precompiled-code entries a server may add (see [`PRECOMPILED_DIR`]), which go to a directory
+//! of the caller's choosing or nowhere.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +23,12 @@ use crate::relpath::{self, MANIFEST_NAME, SIGNATURE_NAME};
 use crate::signing::{self, MAX_SIGNATURE_BYTES, SignatureFile, VerifyingKey};
 
 /// Host features accepted by [`Limits::default`]; a real host passes its own list.
-pub const DEFAULT_HOST_FEATURES: &[&str] = &["wasmdm:device/app@0.1", "wasi:cli/command@0.2"];
+/// `wasmdm:device/objects@0.1`: the host serves the LwM2M objects apps declare.
+pub const DEFAULT_HOST_FEATURES: &[&str] = &[
+    "wasmdm:device/app@0.1",
+    "wasmdm:device/objects@0.1",
+    "wasi:cli/command@0.2",
+];
 
 /// Per-entry allowance for tar headers, GNU long names and PAX records when capping the
 /// decompressed stream.
@@ -35,6 +42,23 @@ const ENTRY_OVERHEAD: u64 = 4096;
 /// path of at most 255 bytes and a few PAX records; 64 KiB leaves ample room. The reader checks
 /// the size field of the raw header against this before reading a byte of the data.
 pub const MAX_EXTENSION_HEADER_BYTES: u64 = 64 * 1024;
+
+/// Archive directory of the extra entries a server adds to a package for one device engine
+/// (issue 13): `precompiled/<component-sha256>.cwasm` (native code), `.sig` (its signature by a
+/// native-code key) and `.engine` (the engine hash it was built for). They are outside the
+/// signed manifest, carry their own signature, and are checked by the runtime before use; the
+/// archive reader only checks their names and sizes. An entry under this directory that is not
+/// strictly so named (lowercase hex of a component's digest in the manifest, one of the three
+/// suffixes) or is over its cap is skipped with a note in [`Verified::precompiled_notes`]: the
+/// package still installs (the device compiles that component itself).
+pub const PRECOMPILED_DIR: &str = "precompiled";
+
+/// Largest `.engine` entry, bytes (an engine hash is 16 hex digits).
+pub const MAX_PRECOMPILED_ENGINE_BYTES: u64 = 64;
+
+/// Largest `.cwasm` entry, as a multiple of [`Limits::max_file_bytes`]: native code is larger
+/// than the `.wasm` it comes from (Cranelift code for the example guests: 1.5-3x).
+pub const PRECOMPILED_CODE_FACTOR: u64 = 4;
 
 /// What a package may cost the device, and what the host provides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +88,25 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Cap on decompressed bytes fed to the tar parser: payload plus metadata and header overhead.
+    /// Cap on decompressed bytes fed to the tar parser: payload plus metadata and header
+    /// overhead, plus as much again for precompiled-code entries.
     fn stream_cap(&self) -> u64 {
         let entries = (self.max_files as u64).saturating_add(4);
         self.max_total_bytes
+            .saturating_add(self.precompiled_total_cap())
             .saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES)
             .saturating_add(entries.saturating_mul(ENTRY_OVERHEAD))
             .saturating_add(64 * 1024)
+    }
+
+    /// Largest sum of precompiled-code entries kept: [`Limits::max_total_bytes`].
+    pub fn precompiled_total_cap(&self) -> u64 {
+        self.max_total_bytes
+    }
+
+    /// Largest `.cwasm` entry kept.
+    pub fn precompiled_code_cap(&self) -> u64 {
+        self.max_file_bytes.saturating_mul(PRECOMPILED_CODE_FACTOR)
     }
 }
 
@@ -83,8 +119,13 @@ pub struct Verified {
     pub manifest_bytes: Vec<u8>,
     /// Fingerprint of the trusted key that signed the manifest; `None` when no keys were given.
     pub signed_by: Option<String>,
-    /// Sum of entry sizes, manifest and signature included.
+    /// Sum of entry sizes, manifest and signature included (precompiled-code entries not).
     pub total_bytes: u64,
+    /// Precompiled-code entries written to the caller's directory (file names, e.g.
+    /// `<sha256>.cwasm`); empty when none was given or the package has none.
+    pub precompiled: Vec<String>,
+    /// Why precompiled-code entries were skipped (malformed name, over a cap).
+    pub precompiled_notes: Vec<String>,
 }
 
 /// Why the archive reader failed, so an io error can be blamed on the right party.
@@ -451,6 +492,19 @@ pub fn unpack<R: Read>(
     limits: &Limits,
     trusted_keys: &[VerifyingKey],
 ) -> Result<Verified> {
+    unpack_with_precompiled(reader, staging_dir, None, limits, trusted_keys)
+}
+
+/// As [`unpack`], writing well-formed precompiled-code entries (see [`PRECOMPILED_DIR`]) to
+/// `precompiled_dir` (a fresh, empty directory the caller created) as `<sha256>.<suffix>`;
+/// without one they are skipped unread. The caller verifies them before any use.
+pub fn unpack_with_precompiled<R: Read>(
+    reader: R,
+    staging_dir: &Path,
+    precompiled_dir: Option<&Path>,
+    limits: &Limits,
+    trusted_keys: &[VerifyingKey],
+) -> Result<Verified> {
     let mut stream = Stream::open(reader, limits)?;
     let Stream {
         archive,
@@ -463,10 +517,14 @@ pub fn unpack<R: Read>(
         limits,
         trusted_keys,
         staging_dir,
+        precompiled_dir,
         manifest: None,
         seen: BTreeSet::new(),
         signed_by: None,
         total: 0,
+        precompiled: Vec::new(),
+        precompiled_notes: Vec::new(),
+        precompiled_total: 0,
     };
     let mut members = Members::new(archive, limits)
         .map_err(|e| Stream::classify(flags, *cap, *started, last, e))?;
@@ -500,10 +558,14 @@ struct UnpackState<'a> {
     limits: &'a Limits,
     trusted_keys: &'a [VerifyingKey],
     staging_dir: &'a Path,
+    precompiled_dir: Option<&'a Path>,
     manifest: Option<(Manifest, Vec<u8>, BTreeMap<String, Digest>)>,
     seen: BTreeSet<String>,
     signed_by: Option<String>,
     total: u64,
+    precompiled: Vec<String>,
+    precompiled_notes: Vec<String>,
+    precompiled_total: u64,
 }
 
 impl UnpackState<'_> {
@@ -560,6 +622,12 @@ impl UnpackState<'_> {
             return Ok(Err(PackageError::Unsigned));
         }
         let Some(want) = expected.get(path).copied() else {
+            if let Some(name) = path
+                .strip_prefix(PRECOMPILED_DIR)
+                .and_then(|p| p.strip_prefix('/'))
+            {
+                return self.precompiled_entry(path, name, entry);
+            }
             return Ok(Err(PackageError::UnlistedEntry(path.to_string())));
         };
         let limit = self.limits.max_file_bytes;
@@ -596,6 +664,61 @@ impl UnpackState<'_> {
         Ok(Ok(()))
     }
 
+    /// A `precompiled/...` entry (`name` is what follows the directory): its cap is checked
+    /// from the header before a byte is read, and it is written only when strictly named and a
+    /// directory was given; anything else is skipped with a note.
+    fn precompiled_entry<R: Read>(
+        &mut self,
+        path: &str,
+        name: &str,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> io::Result<Result<()>> {
+        let size = entry.size();
+        let components: BTreeSet<String> = self
+            .manifest
+            .as_ref()
+            .map(|(m, _, _)| m.components.iter().map(|c| c.sha256.to_hex()).collect())
+            .unwrap_or_default();
+        let parsed = name.rsplit_once('.').filter(|(sha, suffix)| {
+            components.contains(*sha) && matches!(*suffix, "cwasm" | "sig" | "engine")
+        });
+        let cap = match parsed {
+            None => {
+                self.precompiled_notes.push(format!(
+                    "{path}: not precompiled/<component sha256>.cwasm|sig|engine of a component \
+                     in the manifest"
+                ));
+                return Ok(Ok(()));
+            }
+            Some((_, "cwasm")) => self.limits.precompiled_code_cap(),
+            Some((_, "sig")) => MAX_SIGNATURE_BYTES,
+            Some(_) => MAX_PRECOMPILED_ENGINE_BYTES,
+        };
+        let total_cap = self.limits.precompiled_total_cap();
+        if size > cap || self.precompiled_total.saturating_add(size) > total_cap {
+            self.precompiled_notes.push(format!(
+                "{path}: {size} bytes is over its cap ({cap} per entry, {total_cap} in all)"
+            ));
+            return Ok(Ok(()));
+        }
+        let Some(dir) = self.precompiled_dir else {
+            return Ok(Ok(()));
+        };
+        let (written, _) = match write_payload(dir, name, entry)? {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(e)),
+        };
+        if written != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{path} truncated"),
+            ));
+        }
+        self.precompiled_total += size;
+        self.precompiled.push(name.to_string());
+        Ok(Ok(()))
+    }
+
     fn finish(self) -> Result<Verified> {
         let Some((manifest, manifest_bytes, expected)) = self.manifest else {
             return Err(PackageError::NoManifest);
@@ -611,6 +734,8 @@ impl UnpackState<'_> {
             manifest_bytes,
             signed_by: self.signed_by,
             total_bytes: self.total,
+            precompiled: self.precompiled,
+            precompiled_notes: self.precompiled_notes,
         })
     }
 }

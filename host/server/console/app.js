@@ -972,7 +972,7 @@ function campaignPage(id) {
       cards.replaceChildren(...COUNT_KEYS.map(([k, l]) => h("div", { class: "card count-" + k, "data-count": k }, h("span", { class: "n" }, view.counts[k]), h("span", {}, l))));
       retryBtn.disabled = !(view.counts.failed + view.counts.timed_out);
     }
-    cancelBtn.disabled = c.status !== "running";
+    cancelBtn.disabled = c.status !== "running" && c.status !== "preparing";
   }
 
   let loading = false;

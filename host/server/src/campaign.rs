@@ -16,6 +16,9 @@ use wasmdm_proto::model::{Path, Value};
 
 use crate::core::dm::{self, DmFailure, DmOp, DmReply};
 
+mod plan;
+use plan::*;
+
 /// Update State values (SwMgmt §6 resource 7).
 pub mod state {
     /// INITIAL.
@@ -313,6 +316,10 @@ pub struct DeviceJob {
     pub last_activity: u64,
     /// Eligible under `Schedule::NextRegistration` (registered since creation).
     pub armed: bool,
+    /// Engine hash of the package variant with code the server precompiled
+    /// for this device (issue 13), delivered instead of the plain file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precompiled: Option<String>,
 }
 
 impl DeviceJob {
@@ -334,6 +341,7 @@ impl DeviceJob {
             finished_at: None,
             last_activity: 0,
             armed: false,
+            precompiled: None,
         }
     }
 
@@ -346,6 +354,10 @@ impl DeviceJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignStatus {
+    /// The server compiles the package for the devices' engines (issue 13)
+    /// before any job starts ([`crate::precompile::preparing`]); the driver
+    /// does not run it yet, a cancel ends it.
+    Preparing,
     /// Devices still pending or running.
     Running,
     /// Every device reached a final status.
@@ -382,6 +394,8 @@ pub enum Request {
         instance: u16,
         /// File digest.
         sha256: String,
+        /// Engine hash of the variant to push instead ([`DeviceJob::precompiled`]).
+        precompiled: Option<String>,
     },
 }
 
@@ -454,6 +468,10 @@ pub struct Campaign {
     pub created_at: u64,
     /// Devices.
     pub jobs: Vec<DeviceJob>,
+    /// What the server noted while preparing it (e.g. why a group of
+    /// devices gets no precompiled code).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     next_tag: u64,
     /// Indices of jobs changed since the last [`Campaign::take_dirty`].
     #[serde(skip)]
@@ -489,6 +507,7 @@ impl Campaign {
             status: CampaignStatus::Running,
             created_at: now_ms,
             jobs,
+            notes: Vec::new(),
             next_tag: 1,
             dirty: Dirty::default(),
         }
@@ -509,6 +528,7 @@ impl Campaign {
             status: self.status,
             created_at: self.created_at,
             jobs: Vec::new(),
+            notes: self.notes.clone(),
             next_tag: self.next_tag,
             dirty: Dirty::default(),
         }
@@ -559,7 +579,10 @@ impl Campaign {
         let mut out = Vec::new();
         match input {
             Input::Cancel => {
-                if self.status == CampaignStatus::Running {
+                if matches!(
+                    self.status,
+                    CampaignStatus::Running | CampaignStatus::Preparing
+                ) {
                     for (i, j) in self.jobs.iter_mut().enumerate() {
                         if j.status.is_final() {
                             continue;
@@ -812,6 +835,7 @@ impl Campaign {
                 (Delivery::Push, Some(sha)) => Request::Push {
                     instance: x?,
                     sha256: sha.clone(),
+                    precompiled: j.precompiled.clone(),
                 },
                 (Delivery::Pull, Some(sha)) => {
                     let Some(cap) = &spec.file_capability else {
@@ -824,7 +848,11 @@ impl Campaign {
                         return None;
                     };
                     let base = spec.base_uri.clone().unwrap_or_default();
-                    let uri = format!("{}/fw/{sha}/{cap}", base.trim_end_matches('/'));
+                    let mut uri = format!("{}/fw/{sha}/{cap}", base.trim_end_matches('/'));
+                    // The variant with code precompiled for this device's engine.
+                    if let Some(engine) = &j.precompiled {
+                        uri = format!("{uri}/{engine}");
+                    }
                     Request::Dm(DmOp::Write {
                         path: format!("/9/{}/3", x?),
                         replace: true,
@@ -1029,191 +1057,6 @@ impl Campaign {
             }
         }
         self.advance(i, now_ms, out);
-    }
-}
-
-/// Finalises a job.
-/// What a step does, for a job's details ("unreachable: ... during Install").
-fn step_name(step: &Step) -> String {
-    match step {
-        Step::Inspect => "the read of /9".into(),
-        Step::Create => "Create of a /9 instance".into(),
-        Step::Execute { res, .. } => match res {
-            4 => "Install".into(),
-            6 => "Uninstall".into(),
-            10 => "Activate".into(),
-            11 => "Deactivate".into(),
-            r => format!("Execute of /9/x/{r}"),
-        },
-        Step::Deliver => "delivery".into(),
-        Step::Finish => "the final read".into(),
-    }
-}
-
-fn finish(j: &mut DeviceJob, now_ms: u64, status: JobStatus, details: Option<String>) {
-    j.status = status;
-    j.finished_at = Some(now_ms);
-    if details.is_some() {
-        j.details = details;
-    }
-}
-
-/// Records /9 values in the job's cache.
-fn absorb(j: &mut DeviceJob, values: &[(Path, Value)], now_ms: u64) {
-    for (p, v) in values {
-        let (Some(x), Some(r)) = (p.instance, p.resource) else {
-            continue;
-        };
-        if p.object != 9 {
-            continue;
-        }
-        let current = Some(x) == j.current_instance();
-        let s = j.instances.entry(x).or_default();
-        match r {
-            0 => s.name = dm::as_string(v),
-            1 => s.version = dm::as_string(v),
-            7 => s.update_state = dm::as_int(v),
-            9 => s.update_result = dm::as_int(v),
-            12 => s.active = dm::as_bool(v),
-            _ => continue,
-        }
-        let (st, res) = (s.update_state, s.update_result);
-        j.last_activity = now_ms;
-        if current {
-            j.update_state = st.or(j.update_state);
-            if let Some(r) = res {
-                j.update_result = Some(r);
-                j.update_result_name = Some(update_result_name(r).to_string());
-            }
-        }
-    }
-}
-
-/// Picks target instances after Inspect; the bool asks for a Create.
-fn plan_targets(spec: &CampaignSpec, j: &DeviceJob) -> (Vec<InstanceReport>, bool) {
-    let matches = |s: &InstanceState| {
-        s.name.as_deref() == Some(spec.package.as_str())
-            && spec
-                .version
-                .as_ref()
-                .is_none_or(|v| s.version.as_ref() == Some(v))
-    };
-    let report = |(x, s): (&u16, &InstanceState)| InstanceReport {
-        instance: *x,
-        old_version: s.version.clone(),
-        new_version: None,
-        was_active: s.active == Some(true),
-    };
-    match spec.op {
-        OpKind::Install => {
-            // A free instance: INITIAL with no package name.
-            let free = j.instances.iter().find(|(_, s)| {
-                s.update_state.unwrap_or(0) == state::INITIAL
-                    && s.name.as_deref().unwrap_or("").is_empty()
-            });
-            match free {
-                Some(f) => (vec![report(f)], false),
-                None => (Vec::new(), true),
-            }
-        }
-        _ => (
-            j.instances
-                .iter()
-                .filter(|(_, s)| matches(s))
-                .map(report)
-                .collect(),
-            false,
-        ),
-    }
-}
-
-/// The steps for one target.
-fn plan_for(spec: &CampaignSpec, create: bool) -> Vec<Step> {
-    let exec = |res: u16, args: Option<&str>, wait: Wait| Step::Execute {
-        res,
-        args: args.map(String::from),
-        wait,
-    };
-    let mut plan = Vec::new();
-    match spec.op {
-        OpKind::Install => {
-            if create {
-                plan.push(Step::Create);
-            }
-            plan.push(Step::Deliver);
-            plan.push(exec(4, None, Wait::State(state::INSTALLED)));
-            if spec.activate {
-                plan.push(exec(10, None, Wait::Active(true)));
-            }
-        }
-        OpKind::Upgrade => {
-            // SwMgmt §5.1.3.2: Uninstall with argument 1 prepares for the update.
-            plan.push(exec(6, Some("1"), Wait::State(state::INITIAL)));
-            plan.push(Step::Deliver);
-            plan.push(exec(4, None, Wait::State(state::INSTALLED)));
-            // Re-activation is decided per target at run time (see `was_active`).
-            plan.push(exec(10, None, Wait::Active(true)));
-        }
-        OpKind::Uninstall => plan.push(exec(6, None, Wait::State(state::INITIAL))),
-        OpKind::Activate => plan.push(exec(10, None, Wait::Active(true))),
-        OpKind::Deactivate => plan.push(exec(11, None, Wait::Active(false))),
-    }
-    plan.push(Step::Finish);
-    plan
-}
-
-/// Starts observations of /9/x/7, /9/x/9, /9/x/12 and drops the re-activate
-/// step of an upgrade when the target was not active.
-fn observe_target(j: &mut DeviceJob, out: &mut Vec<Action>) {
-    let Some(t) = j.targets.get(j.target).cloned() else {
-        return;
-    };
-    let upgrade_reactivate = |s: &Step| {
-        matches!(
-            s,
-            Step::Execute {
-                res: 10,
-                wait: Wait::Active(true),
-                ..
-            }
-        )
-    };
-    let is_upgrade = j.plan.iter().any(|s| {
-        matches!(
-            s,
-            Step::Execute {
-                res: 6,
-                args: Some(_),
-                ..
-            }
-        )
-    });
-    if is_upgrade && !t.was_active {
-        j.plan.retain(|s| !upgrade_reactivate(s));
-    }
-    // Already prepared for the update (INITIAL with the package's name: an
-    // earlier attempt ran Uninstall(1), then its delivery failed, e.g. with
-    // 53): Uninstall is not allowed in INITIAL (SwMgmt §5.1.3.2), so a retry
-    // goes straight to the delivery.
-    let prepared =
-        j.instances.get(&t.instance).and_then(|s| s.update_state) == Some(state::INITIAL);
-    if is_upgrade && prepared {
-        j.plan.retain(|s| {
-            !matches!(
-                s,
-                Step::Execute {
-                    res: 6,
-                    args: Some(_),
-                    ..
-                }
-            )
-        });
-    }
-    for r in CAMPAIGN_OBSERVED {
-        out.push(Action::Observe {
-            endpoint: j.endpoint.clone(),
-            path: Path::resource(9, t.instance, r),
-        });
     }
 }
 

@@ -306,7 +306,7 @@ impl Client {
         self.post("/api/campaigns", body)
     }
 
-    /// Polls a campaign until it is no longer running, calling `progress` on each change.
+    /// Polls a campaign until it is no longer preparing or running, calling `progress` on each change.
     pub fn wait(&self, id: &str, mut progress: impl FnMut(&Json)) -> Result<Json, CtlError> {
         let mut last = Json::Null;
         loop {
@@ -315,7 +315,11 @@ impl Client {
             if c.get("summary") != last.get("summary") || c.get("status") != last.get("status") {
                 progress(&c);
             }
-            if c.get("status").and_then(Json::as_str) != Some("running") {
+            // "preparing": the server still compiles for the devices (issue 13).
+            if !matches!(
+                c.get("status").and_then(Json::as_str),
+                Some("running" | "preparing")
+            ) {
                 return self.get(&format!("/api/campaigns/{id}"));
             }
             last = c;
@@ -337,6 +341,8 @@ pub const USAGE: &str =
       [--protocol coap|http] [--base-uri URI] [--quota N] [--at UNIX_MS | --on-registration]
       [--activate] [--no-wait]
   campaign list | campaign show ID | campaign cancel ID | campaign retry ID | campaign wait ID
+  native-code-key   (the public key devices trust in `native-code-keys`, as a key file's text:
+      wasmdm ctl native-code-key > operator-native.pub)
   security list | security show EP | security remove EP
   security add EP (--psk-identity ID (--psk-key HEX | --psk-key-file F) | --rpk PUBKEY.pem
       | --x509 | --nosec)
@@ -451,6 +457,15 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         _ => false,
     };
     let v = match a.as_slice() {
+        ["native-code-key"] => {
+            // The key file's text alone, ready to redirect to a file.
+            let v = c.get("/api/native-code-key")?;
+            let text = v.get("public_key").and_then(Json::as_str).ok_or_else(|| {
+                CtlError::Transport("the server's answer carries no `public_key`".into())
+            })?;
+            write!(out, "{}", public_key_file(text))?;
+            return Ok(());
+        }
         ["devices"] => c.get("/api/devices")?,
         ["device", ep] => c.get(&format!("/api/devices/{ep}"))?,
         ["label", ep, labels @ ..] => c.put(&format!("/api/devices/{ep}/labels"), &json!(labels))?,
@@ -507,6 +522,11 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// `text` ending with exactly one newline, as a key file.
+fn public_key_file(text: &str) -> String {
+    format!("{}\n", text.trim_end())
 }
 
 fn flag_values<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {

@@ -97,8 +97,11 @@ pub(crate) async fn delete_file(
     }
     // Headers suffice (status, spec).
     let in_use = s.store.list::<Campaign>(CAMPAIGNS)?.into_iter().any(|c| {
-        c.status == crate::campaign::CampaignStatus::Running
-            && c.spec.file.as_deref() == Some(sha.as_str())
+        // A preparing campaign (issue 13) reads the file to compile it.
+        matches!(
+            c.status,
+            crate::campaign::CampaignStatus::Running | crate::campaign::CampaignStatus::Preparing
+        ) && c.spec.file.as_deref() == Some(sha.as_str())
     });
     if in_use {
         return Err(ApiError::conflict("file is used by a running campaign"));
@@ -249,6 +252,26 @@ pub(crate) async fn download(
     UrlPath((sha, capability)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
+    serve_download(s, sha, capability, None, headers).await
+}
+
+/// `/fw/<sha256>/<capability>/<engine>`: the file's variant with code
+/// precompiled for engine hash `engine` (issue 13, `crate::precompile`).
+pub(crate) async fn download_variant(
+    State(s): State<AppState>,
+    UrlPath((sha, capability, engine)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    serve_download(s, sha, capability, Some(engine), headers).await
+}
+
+async fn serve_download(
+    s: AppState,
+    sha: String,
+    capability: String,
+    engine: Option<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let not_found = || ApiError::not_found(format!("no file {sha}"));
     if !s.store.download_allowed(&sha, &capability)? {
         return Err(not_found());
@@ -264,7 +287,11 @@ pub(crate) async fn download(
         )
             .into_response());
     };
-    let path = s.store.blob_path(&sha).ok_or_else(not_found)?;
+    // A variant has its own content, so its own ETag (its digest).
+    let (path, sha) = match &engine {
+        None => (s.store.blob_path(&sha).ok_or_else(not_found)?, sha.clone()),
+        Some(engine) => s.store.variant(&sha, engine).ok_or_else(not_found)?,
+    };
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| not_found())?;

@@ -56,6 +56,10 @@ pub struct AppState {
     pub downloads: Arc<tokio::sync::Semaphore>,
     /// The web console's sessions and caches ([`crate::console`]).
     pub console: Arc<crate::console::ConsoleState>,
+    /// Compiles packages for devices' engines (issue 13); `None`: plain files.
+    pub precompile: Option<Arc<crate::precompile::Service>>,
+    /// Campaigns being prepared ([`crate::precompile::preparing`]).
+    pub preparing: crate::precompile::preparing::Preparing,
 }
 
 impl AppState {
@@ -80,6 +84,8 @@ impl AppState {
             uploads: Arc::default(),
             console: Arc::default(),
             downloads,
+            precompile: None,
+            preparing: Arc::default(),
         }
     }
 }
@@ -162,6 +168,7 @@ api_routes! {
     get "/api/campaigns/{id}" => get_campaign;
     post "/api/campaigns/{id}/cancel" => cancel_campaign;
     post "/api/campaigns/{id}/retry" => retry_campaign;
+    get "/api/native-code-key" => native_code_key;
     get "/api/security" => list_security;
     get "/api/security/{ep}" => get_security;
     put "/api/security/{ep}" => put_security;
@@ -198,6 +205,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(crate::console::page_router())
         .route("/fw/{sha}/{capability}", get(files::download))
+        .route(
+            "/fw/{sha}/{capability}/{engine}",
+            get(files::download_variant),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
@@ -214,7 +225,18 @@ fn device_json(d: &DeviceRecord) -> Json {
         "labels": d.labels,
         "last_seen": d.last_seen,
         "registration": d.registration,
+        "engine": d.engine,
     })
+}
+
+/// The public native-code key (issue 13), for devices' `native-code-keys`.
+async fn native_code_key(State(s): State<AppState>) -> ApiResult {
+    match &s.precompile {
+        Some(p) => ok(json!({ "public_key": p.public_key() })),
+        None => Err(ApiError::not_found(
+            "this server does not precompile (no native-code key)",
+        )),
+    }
 }
 
 async fn list_devices(State(s): State<AppState>) -> ApiResult {
@@ -449,6 +471,12 @@ async fn create_campaign(State(s): State<AppState>, bytes: Bytes) -> ApiResult {
         s.store.list::<Campaign>(CAMPAIGNS)?.len() & 0xFFFF
     );
     let c = Campaign::new(id, b.group, spec, targets, now);
+    // Issue 13: code compiled for the devices' engines, in the background;
+    // the campaign starts when it is ready.
+    if crate::precompile::preparing::needed(&s, &c.spec) {
+        let (c, _) = crate::precompile::preparing::begin(&s, c).await?;
+        return Ok((StatusCode::CREATED, axum::Json(campaign_json(&c))).into_response());
+    }
     s.store.put_campaign(&c, None)?;
     let out = campaign_json(&c);
     s.commands
@@ -572,7 +600,14 @@ async fn cancel_campaign(State(s): State<AppState>, UrlPath(id): UrlPath<String>
         .store
         .get_campaign(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
-    if c.status != crate::campaign::CampaignStatus::Running {
+    if c.status == crate::campaign::CampaignStatus::Preparing
+        && crate::precompile::preparing::cancel(&s, &id).await?
+    {
+        return get_campaign(State(s), UrlPath(id), Query(JobsQuery::default())).await;
+    }
+    if c.status != crate::campaign::CampaignStatus::Running
+        && c.status != crate::campaign::CampaignStatus::Preparing
+    {
         return Err(ApiError::conflict(format!("campaign {id} is not running")));
     }
     let (tx, rx) = oneshot::channel();

@@ -14,6 +14,7 @@ pub mod ctl;
 pub mod driver;
 pub mod files;
 pub mod http;
+pub mod precompile;
 pub mod security;
 pub mod store;
 pub mod tls;
@@ -60,6 +61,12 @@ pub struct ServerConfig {
     pub registry_limits: core::registry::RegistryLimits,
     /// Serve LwM2M bootstrap too (`None`: no bootstrap ports).
     pub bootstrap: Option<bootstrap::BootstrapListen>,
+    /// Compiles packages for devices' engines (issue 13); `None` delivers
+    /// plain files only.
+    pub precompiler: Option<Arc<dyn precompile::Precompiler>>,
+    /// The native-code signing key file; `None`: `<data_dir>/native-code.key`,
+    /// generated on first start.
+    pub native_code_key: Option<PathBuf>,
 }
 
 /// DTLS settings beyond the per-endpoint PSKs of the store.
@@ -103,6 +110,8 @@ impl ServerConfig {
             allow_nosec: false,
             registry_limits: core::registry::RegistryLimits::default(),
             bootstrap: None,
+            precompiler: None,
+            native_code_key: None,
         }
     }
 }
@@ -133,6 +142,9 @@ pub enum ServerError {
     /// The DTLS certificate, key or CA could not be used.
     #[error("DTLS: {0}")]
     Dtls(#[from] wasmdm_proto::dtls::DtlsError),
+    /// The native-code signing key could not be read or created.
+    #[error(transparent)]
+    NativeCodeKey(#[from] precompile::key::KeyError),
 }
 
 /// What a running server bound (port 0 resolved) and the admin token its
@@ -248,6 +260,23 @@ pub async fn serve_with(
     } else {
         tracing::info!("API admin token: {}", token_path.display());
     }
+    let precompile = match &config.precompiler {
+        Some(p) => {
+            let (key, created) = precompile::key::load_or_create(
+                &config.data_dir,
+                config.native_code_key.as_deref(),
+            )?;
+            let service = precompile::Service::new(p.clone(), key, &config.data_dir);
+            if created {
+                tracing::info!(
+                    "created the native-code signing key in {} (its public key: `wasmdm ctl native-code-key`)",
+                    config.data_dir.join(precompile::key::KEY_FILE).display()
+                );
+            }
+            Some(Arc::new(service))
+        }
+        None => None,
+    };
     let udp = UdpSocket::bind(config.coap_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -338,7 +367,7 @@ pub async fn serve_with(
         seed,
     )?;
     let (tx, rx) = mpsc::channel(256);
-    let state = http::AppState::new(
+    let mut state = http::AppState::new(
         store,
         tx,
         notified,
@@ -359,6 +388,9 @@ pub async fn serve_with(
         auth::AdminToken::new(&token),
         config.file_limits.clone(),
     );
+    state.precompile = precompile;
+    // Campaigns a restart caught while they were being prepared (issue 13).
+    precompile::preparing::resume(&state).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stop_http = stop_rx.clone();
     let bootstrap_task = bootstrap.map(|(driver, _, _)| tokio::spawn(driver.run(stop_rx.clone())));

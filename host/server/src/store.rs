@@ -75,6 +75,9 @@ pub struct DeviceRecord {
     pub labels: Vec<String>,
     /// Unix ms of the last message seen.
     pub last_seen: u64,
+    /// What its engine accepts (/26500, read at registration; issue 13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::precompile::DeviceEngine>,
 }
 
 /// A named set of devices.
@@ -212,6 +215,8 @@ impl Batch {
 pub struct Store {
     pub(crate) db: Database,
     files_dir: PathBuf,
+    /// Variants of files with precompiled code (`precompile::cache`).
+    precompiled_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -245,6 +250,7 @@ impl Store {
         let store = Store {
             db,
             files_dir: dir.join("files"),
+            precompiled_dir: Store::precompiled_dir(dir),
         };
         store.give_files_capabilities()?;
         Ok(store)
@@ -470,12 +476,27 @@ impl Store {
         }
     }
 
-    /// Removes a blob (file deletion or retention expiry).
+    /// Removes a blob (file deletion or retention expiry), with its
+    /// precompiled variants.
     pub fn remove_blob(&self, sha256: &str) -> Result<(), StoreError> {
+        crate::precompile::cache::remove_file(&self.precompiled_dir, sha256)?;
         if let Some(p) = self.blob_path(sha256) {
             fs::remove_file(p)?;
         }
         Ok(())
+    }
+
+    /// Where precompiled variants of files live under data dir `dir`.
+    pub fn precompiled_dir(dir: &FsPath) -> PathBuf {
+        dir.join("precompiled")
+    }
+
+    /// The cached variant of file `sha256` for engine hash `engine`, with
+    /// its own sha256 (for the ETag).
+    pub fn variant(&self, sha256: &str, engine: &str) -> Option<(PathBuf, String)> {
+        let path = crate::precompile::cache::variant_path(&self.precompiled_dir, sha256, engine)?;
+        let sha = crate::precompile::cache::variant_sha(&self.precompiled_dir, sha256, engine)?;
+        Some((path, sha))
     }
 }
 
@@ -653,6 +674,7 @@ mod tests {
             registration: None,
             labels: labels.iter().map(|s| s.to_string()).collect(),
             last_seen: 0,
+            engine: None,
         };
         assert!(g.contains(&dev("a", &[])));
         assert!(g.contains(&dev("b", &["blue"])));

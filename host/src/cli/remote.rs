@@ -197,6 +197,14 @@ pub struct ServerArgs {
     /// HTTP file downloads served at once (more get 503 with Retry-After).
     #[arg(long, default_value_t = wasmdm_server::files::MAX_DOWNLOADS)]
     pub max_downloads: usize,
+    /// Secret key that signs the code the server precompiles for devices
+    /// (default: <data-dir>/native-code.key, generated on first start);
+    /// `wasmdm ctl native-code-key` prints its public key.
+    #[arg(long)]
+    pub native_code_key: Option<PathBuf>,
+    /// Deliver plain packages only: compile nothing for devices.
+    #[arg(long)]
+    pub no_precompile: bool,
     /// UDP address for LwM2M bootstrap over DTLS (off with --no-coaps).
     #[arg(long, default_value = "0.0.0.0:5784")]
     pub bootstrap_coaps: std::net::SocketAddr,
@@ -373,6 +381,11 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         max_registrations: args.max_registrations,
         max_per_ip: args.max_registrations_per_ip,
     };
+    // Issue 13: compile packages for the devices' engines (runtime/precompiled.rs).
+    if !args.no_precompile {
+        config.precompiler = Some(std::sync::Arc::new(wasmdm::runtime::RuntimePrecompiler));
+        config.native_code_key = args.native_code_key.clone();
+    }
     if !(args.no_bootstrap || args.no_coaps) {
         let mut listen = wasmdm_server::bootstrap::BootstrapListen::new(
             args.bootstrap_coap,

@@ -388,6 +388,8 @@ impl Delivery {
         let part = part_path(&self.dir);
         remove_if_exists(&delivered_path(&self.dir))?;
         remove_dir_if_exists(&staging_path(&self.dir))?;
+        // Precompiled code of an earlier delivery into this slot (issue 13).
+        remove_dir_if_exists(&self.dir.join("precompiled"))?;
         self.file
             .set_len(0)
             .map_err(|e| StateError::io("truncate", &part, e))?;

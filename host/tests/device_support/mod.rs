@@ -729,7 +729,7 @@ impl Net {
         let id = c["id"].as_str().unwrap().to_string();
         wait_for("the campaign ends", || {
             let c = self.api.get(&format!("/api/campaigns/{id}")).ok()?;
-            (c["status"] != "running").then_some(c)
+            (c["status"] != "running" && c["status"] != "preparing").then_some(c)
         })
     }
 }

@@ -866,3 +866,29 @@ fn result_names_follow_the_spec() {
     assert_eq!(update_result_name(55), "Undefined");
     assert!(is_failure_result(50) && is_failure_result(59) && !is_failure_result(3));
 }
+
+/// Issue 13: while the server compiles for the devices' engines the
+/// campaign is preparing: time and registrations start no job, a cancel
+/// ends every job without a request to any device.
+#[test]
+fn a_preparing_campaign_starts_nothing_and_cancels_cleanly() {
+    let mut h = Harness::new(
+        upgrade_spec(),
+        vec![("a", FakeDevice::with_app("1.0", true))],
+    );
+    h.c.status = CampaignStatus::Preparing;
+    h.feed(Input::Tick);
+    h.now += 60_000;
+    h.feed(Input::Tick);
+    assert_eq!(h.c.status, CampaignStatus::Preparing);
+    assert_eq!(h.c.jobs[0].status, JobStatus::Pending);
+    // Not even the read of /9 was sent.
+    assert_eq!(h.c.jobs[0].started_at, None);
+    assert_eq!(h.c.jobs[0].phase, Phase::Issue);
+    let json = serde_json::to_value(&h.c).unwrap();
+    assert_eq!(json["status"], "preparing");
+    h.feed(Input::Cancel);
+    assert_eq!(h.c.status, CampaignStatus::Cancelled);
+    assert_eq!(h.c.summary().cancelled, 1);
+    assert_eq!(h.c.jobs[0].started_at, None);
+}

@@ -20,51 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wasmdm::runtime::{CompilerChoice, ComponentState, Runtime, RuntimeConfig, Tier};
 
-fn scratch() -> Result<tempfile::TempDir> {
-    let root = std::env::var_os("WASMDM_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"));
-    std::fs::create_dir_all(&root)?;
-    Ok(tempfile::tempdir_in(root)?)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn fmt(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms < 1000.0 {
-        format!("{ms:.2} ms")
-    } else {
-        format!("{:.3} s", ms / 1e3)
-    }
-}
-
-/// Prints a row (n, p50, p99, min, max) and returns (p50, p99).
-fn row(name: &str, samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort();
-    let (p50, p99) = (pct(samples, 50.0), pct(samples, 99.0));
-    println!(
-        "| {name} | {} | {} | {} | {} | {} |",
-        samples.len(),
-        fmt(p50),
-        fmt(p99),
-        fmt(samples.first().copied().unwrap_or_default()),
-        fmt(samples.last().copied().unwrap_or_default()),
-    );
-    (p50, p99)
-}
-
-fn table_head() {
-    println!("| measurement | n | p50 | p99 | min | max |");
-    println!("|---|---|---|---|---|---|");
-}
-
 fn package(name: &str, wasm: &Path, sandbox: &str) -> Result<Vec<u8>> {
     let dir = tempfile::tempdir()?;
     std::fs::copy(wasm, dir.path().join("c.wasm")).with_context(|| wasm.display().to_string())?;
@@ -120,6 +75,10 @@ fn reset_peak() -> bool {
 #[path = "support/log_lines.rs"]
 mod log_lines;
 use log_lines::capture;
+
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{row_p50_p99 as row, scratch, table_head};
 
 async fn first_stdout(
     rx: &mut mpsc::UnboundedReceiver<log_lines::Seen>,

@@ -18,47 +18,12 @@ use std::time::{Duration, Instant};
 use wasmdm::runtime::{CompilerChoice, Runtime, RuntimeConfig, Tier};
 use wasmdm_server::precompile::variant::{self, Artifact};
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{fmt, row, scratch};
+
 #[path = "support/log_lines.rs"]
 mod log_lines;
-
-fn scratch() -> Result<tempfile::TempDir> {
-    let root = std::env::var_os("WASMDM_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"));
-    std::fs::create_dir_all(&root)?;
-    Ok(tempfile::tempdir_in(root)?)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn fmt(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms < 1000.0 {
-        format!("{ms:.2} ms")
-    } else {
-        format!("{:.3} s", ms / 1e3)
-    }
-}
-
-fn row(name: &str, samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    let p50 = pct(samples, 50.0);
-    println!(
-        "| {name} | {} | {} | {} | {} | {} |",
-        samples.len(),
-        fmt(p50),
-        fmt(pct(samples, 99.0)),
-        fmt(samples.first().copied().unwrap_or_default()),
-        fmt(samples.last().copied().unwrap_or_default()),
-    );
-    p50
-}
 
 fn package(name: &str, wasm: &Path) -> Result<Vec<u8>> {
     let dir = tempfile::tempdir()?;

@@ -17,60 +17,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use wasmdm::runtime::{CodeLoading, ComponentState, Runtime, RuntimeConfig};
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::{row, scratch, scratch_root, table_head};
+
 fn guests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out")
-}
-
-fn scratch_root() -> PathBuf {
-    std::env::var_os("WASMDM_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"))
-}
-
-fn scratch() -> Result<tempfile::TempDir> {
-    let root = scratch_root();
-    std::fs::create_dir_all(&root)?;
-    Ok(tempfile::tempdir_in(root)?)
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.0} µs")
-    } else if us < 1e6 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{:.3} s", us / 1e6)
-    }
-}
-
-/// One Markdown row: name, n, p50, p99, min, max.
-fn row(name: &str, samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    let p50 = pct(samples, 50.0);
-    println!(
-        "| {name} | {} | {} | {} | {} | {} |",
-        samples.len(),
-        fmt(p50),
-        fmt(pct(samples, 99.0)),
-        fmt(samples.first().copied().unwrap_or_default()),
-        fmt(samples.last().copied().unwrap_or_default()),
-    );
-    p50
-}
-
-fn table_head() {
-    println!("| measurement | n | p50 | p99 | min | max |");
-    println!("|---|---|---|---|---|---|");
 }
 
 /// Builds a one-component package from `wasm` (same layout as the tests).

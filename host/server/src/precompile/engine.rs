@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use wasmdm_proto::model::{Path, Value};
 
 /// The wasmdm Engine object (private range; see the DDF).
-pub const ENGINE_OBJECT: u16 = 26500;
+pub const ENGINE_OBJECT: u16 = wasmdm_proto::objects::engine::OBJECT_ID;
 
 /// Longest text value kept from the device (a version, triple, hash, world);
 /// longer values make the report invalid.

@@ -294,18 +294,24 @@ impl Driver {
         }
     }
 
-    /// Drops software files whose retention elapsed, unless a running campaign uses them.
+    /// Drops software files whose retention elapsed, unless a running or
+    /// preparing campaign uses them (one the store cannot tell about is
+    /// taken as in use).
     fn purge_files(&mut self, now: u64) {
         let Ok(files) = self.store.list::<SoftwareFile>(FILES) else {
             return;
         };
         for f in files {
             let expired = f.retain_until.is_some_and(|t| t <= now);
+            if !expired {
+                continue;
+            }
             let in_use = self
                 .campaigns
                 .values()
-                .any(|c| c.spec.file.as_deref() == Some(f.sha256.as_str()));
-            if expired && !in_use {
+                .any(|c| c.spec.file.as_deref() == Some(f.sha256.as_str()))
+                || crate::files::used_by_a_campaign(&self.store, &f.sha256).unwrap_or(true);
+            if !in_use {
                 self.files.remove(&f.sha256);
                 let removed = self
                     .store

@@ -88,6 +88,23 @@ pub(crate) async fn get_file(
     ok(file_json(&f))
 }
 
+/// Whether a running or preparing campaign (issue 13: it reads the file to
+/// compile it) delivers the file `sha`: such a file is neither deleted nor
+/// purged at the end of its retention.
+pub(crate) fn used_by_a_campaign(
+    store: &crate::store::Store,
+    sha: &str,
+) -> Result<bool, crate::store::StoreError> {
+    use crate::campaign::CampaignStatus;
+    // Headers suffice (status, spec).
+    Ok(store.list::<Campaign>(CAMPAIGNS)?.into_iter().any(|c| {
+        matches!(
+            c.status,
+            CampaignStatus::Running | CampaignStatus::Preparing
+        ) && c.spec.file.as_deref() == Some(sha)
+    }))
+}
+
 pub(crate) async fn delete_file(
     State(s): State<AppState>,
     UrlPath(sha): UrlPath<String>,
@@ -95,15 +112,7 @@ pub(crate) async fn delete_file(
     if s.store.get::<SoftwareFile>(FILES, &sha)?.is_none() {
         return Err(ApiError::not_found(format!("no file {sha}")));
     }
-    // Headers suffice (status, spec).
-    let in_use = s.store.list::<Campaign>(CAMPAIGNS)?.into_iter().any(|c| {
-        // A preparing campaign (issue 13) reads the file to compile it.
-        matches!(
-            c.status,
-            crate::campaign::CampaignStatus::Running | crate::campaign::CampaignStatus::Preparing
-        ) && c.spec.file.as_deref() == Some(sha.as_str())
-    });
-    if in_use {
+    if used_by_a_campaign(&s.store, &sha)? {
         return Err(ApiError::conflict("file is used by a running campaign"));
     }
     s.store.delete(FILES, &sha)?;
@@ -392,5 +401,31 @@ mod tests {
         assert_eq!(parse_range("bytes=5-1", 100), None);
         assert_eq!(parse_range("bytes=0-1,3-4", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn running_and_preparing_campaigns_keep_their_file() {
+        use crate::campaign::{Campaign, CampaignSpec, CampaignStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let spec: CampaignSpec = serde_json::from_value(json!({
+            "op": "install", "package": "app", "file": "aa", "delivery": "push",
+        }))
+        .unwrap();
+        let mut c = Campaign::new("c1".into(), None, spec, vec!["dev".into()], 0);
+        for (status, used) in [
+            (CampaignStatus::Preparing, true),
+            (CampaignStatus::Running, true),
+            (CampaignStatus::Cancelled, false),
+        ] {
+            c.status = status;
+            store.put_campaign(&c, None).unwrap();
+            assert_eq!(
+                used_by_a_campaign(&store, "aa").unwrap(),
+                used,
+                "{status:?}"
+            );
+            assert!(!used_by_a_campaign(&store, "bb").unwrap());
+        }
     }
 }

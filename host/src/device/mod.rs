@@ -619,9 +619,22 @@ impl Driver {
                     info!("stopped (never registered: nothing to de-register)");
                     deregistered = true;
                 }
-                Event::Effects { pending, effects } if apps::is_app_request(&effects) => self
-                    .apps
-                    .request(&self.runtime, &self.tasks, pending, effects),
+                Event::Effects { pending, effects } if apps::is_app_request(&effects) => {
+                    // A Write-Composite may touch host resources as well as
+                    // an app's: their effects (Persist, Update) are carried
+                    // out first, then the app answers for the response.
+                    let (app, host): (Vec<_>, Vec<_>) = effects
+                        .into_iter()
+                        .partition(|e| matches!(e, Effect::App { .. }));
+                    match self.carry_out(now, host) {
+                        Ok(()) => self.apps.request(&self.runtime, &self.tasks, pending, app),
+                        Err(e) => {
+                            warn!("cannot carry out an operation: {e}");
+                            self.client
+                                .fail(now, pending, OpError::Internal(e.to_string()));
+                        }
+                    }
+                }
                 Event::Effects { pending, effects } => match self.carry_out(now, effects) {
                     Ok(()) => self.client.complete(now, pending),
                     Err(e) => {
@@ -801,6 +814,7 @@ fn operation_name(method: &str) -> &'static str {
         "0.03" => "PUT",
         "0.04" => "DELETE",
         "0.05" => "FETCH",
+        "0.07" => "iPATCH",
         _ => "other",
     }
 }

@@ -1,26 +1,54 @@
-//! Read-Composite (LwM2M 1.1 Core §6.3 / reference T7.4.4-6, -7): FETCH
-//! on the root with a SenML JSON or CBOR list of names and no values; the
-//! answer holds every value under those paths, one record per value named by
-//! its full path, in the format asked for (Accept, else the request's).
+//! LwM2M 1.1 composite operations on the root path `/`, with SenML JSON or
+//! CBOR bodies naming full paths (reference §6, T7.4.4-6..-8).
 //!
-//! A path that does not exist, or has no value yet (an app resource not
-//! published), is left out; if nothing at all could be read the answer is
-//! 4.04. Any path in /0 makes it 4.01 (reference §2). Observe-Composite is
-//! not offered: an Observe option is ignored (the answer carries none,
-//! which tells the server no observation was made, RFC 7641 §4.1).
+//! - Read-Composite (Core 1.1 §6.3.8): FETCH with a list of names and no
+//!   values; the answer holds every value under those paths, one record per
+//!   value named by its full path, in the format asked for (Accept, else the
+//!   request's). A path that does not exist, or has no value yet (an app
+//!   resource not published), is left out; if nothing at all could be read
+//!   the answer is 4.04.
+//! - Observe-Composite (Core 1.1 §6.4.3): the same FETCH with Observe 0
+//!   registers one observation of the whole list; each notification is the
+//!   Read-Composite answer again. It goes out when any listed path changed
+//!   and that path's pmin passed, or at the shortest pmax of the paths (each
+//!   path under its own attributes, see [`Registry::changed`]). Cancel: the
+//!   same FETCH with Observe 1, or RST to a notification. It counts against
+//!   the observation caps ([`MAX_PER_PEER`], [`MAX_OBSERVATIONS`]); refused
+//!   at a cap, the answer carries no Observe (RFC 7641 §4.1).
+//! - Write-Composite (Core 1.1 §6.3.9): iPATCH with records carrying values
+//!   for resources or resource instances, possibly in several objects. All
+//!   of it is checked first: every path exists (4.04), is writable (4.05)
+//!   and its value fits the resource's type (4.00); only then is anything
+//!   written. Writes whose objects return effects (app objects) get their
+//!   answer held until the driver completes them, like a plain Write.
+//!
+//! Any path in /0 makes each of them 4.01 (reference §2). The subsection
+//! numbers follow the 1.1 Core table of contents; the reference
+//! used here has the payloads (T7.4.4-6..-8) but not the text.
+//!
+//! [`Registry::changed`]: crate::coap::observe::Registry::changed
+//! [`MAX_PER_PEER`]: crate::coap::observe::MAX_PER_PEER
+//! [`MAX_OBSERVATIONS`]: crate::coap::observe::MAX_OBSERVATIONS
+
+use std::time::Instant;
 
 use coap_lite::{CoapOption, Packet};
 
 use super::Client;
+use super::bodies::BodyKey;
 use super::dispatch::{self, Failure, Outcome};
+use crate::coap::endpoint::InboundRequest;
 use crate::coap::msg::{self, Code};
-use crate::codec::flatten;
-use crate::codec::senml::{self, RawRecord};
-use crate::model::{ContentFormat, DataType, Path};
+use crate::codec::senml::{self, RawRecord, Record};
+use crate::codec::{ResourceTypes, flatten};
+use crate::model::{ContentFormat, DataType, Path, ResourceValue};
 
 /// The FETCH method code (RFC 8132).
 pub const FETCH: Code = Code(0x05);
-/// Paths one Read-Composite may name.
+/// The iPATCH method code (RFC 8132).
+pub const IPATCH: Code = Code(0x07);
+/// Paths one Read-Composite or Observe-Composite may name, and records one
+/// Write-Composite may carry.
 pub const MAX_COMPOSITE_PATHS: usize = 64;
 
 fn senml_format(code: Option<u64>) -> Option<ContentFormat> {
@@ -33,39 +61,128 @@ fn senml_format(code: Option<u64>) -> Option<ContentFormat> {
     }
 }
 
+/// A request that names paths only: no type to convert values to.
+const NO_TYPES: fn(Path) -> Option<DataType> = |_| None;
+
+fn bad_option(_: impl std::fmt::Debug) -> Failure {
+    Code::BAD_OPTION.into()
+}
+
+/// The payload's SenML format: missing Content-Format 4.00, another 4.15.
+fn payload_format(request: &Packet) -> Result<ContentFormat, Failure> {
+    let cf = msg::get_uint(request, CoapOption::ContentFormat, 2).map_err(bad_option)?;
+    if cf.is_none() {
+        return Err(Code::BAD_REQUEST.into());
+    }
+    Ok(senml_format(cf).ok_or(Code::UNSUPPORTED_CONTENT_FORMAT)?)
+}
+
+fn decode(
+    payload: &[u8],
+    format: ContentFormat,
+    types: &dyn ResourceTypes,
+) -> Result<Vec<Record>, Failure> {
+    match format {
+        ContentFormat::SenmlCbor => senml::decode_cbor(payload, types),
+        _ => senml::decode_json(payload, types),
+    }
+    .map_err(|_| Failure::from(Code::BAD_REQUEST))
+}
+
+/// Paths of a Read-/Observe-Composite request and the answer's format.
+fn read_request(request: &Packet) -> Result<(Vec<Path>, ContentFormat), Failure> {
+    let cf = msg::get_uint(request, CoapOption::ContentFormat, 2).map_err(bad_option)?;
+    let format = senml_format(cf).ok_or(Code::UNSUPPORTED_CONTENT_FORMAT)?;
+    let accept = msg::get_uint(request, CoapOption::Accept, 2).map_err(bad_option)?;
+    let answer_format = match accept {
+        None => format,
+        some => senml_format(some).ok_or(Code::NOT_ACCEPTABLE)?,
+    };
+    let records = decode(&request.payload, format, &NO_TYPES)?;
+    if records.is_empty() || records.len() > MAX_COMPOSITE_PATHS {
+        return Err(Code::BAD_REQUEST.into());
+    }
+    if records.iter().any(|r| r.path.object == 0) {
+        return Err(Code::UNAUTHORIZED.into());
+    }
+    Ok((records.into_iter().map(|r| r.path).collect(), answer_format))
+}
+
 impl Client {
     /// Answers a Read-Composite request.
     pub(super) fn read_composite(&self, request: &Packet) -> Result<Outcome, Failure> {
-        let cf = msg::get_uint(request, CoapOption::ContentFormat, 2)
-            .map_err(|_| Failure::from(Code::BAD_OPTION))?;
-        let format = senml_format(cf).ok_or(Code::UNSUPPORTED_CONTENT_FORMAT)?;
-        let accept = msg::get_uint(request, CoapOption::Accept, 2)
-            .map_err(|_| Failure::from(Code::BAD_OPTION))?;
-        let answer_format = match accept {
-            None => format,
-            some => senml_format(some).ok_or(Code::NOT_ACCEPTABLE)?,
+        let (paths, format) = read_request(request)?;
+        let response = self.composite_answer(request, &paths, format)?;
+        Ok(Outcome {
+            response,
+            effects: Vec::new(),
+            changed: Vec::new(),
+            instances_changed: false,
+        })
+    }
+
+    /// A FETCH on `/`: Read-Composite, with Observe 0 Observe-Composite,
+    /// with Observe 1 its cancellation (RFC 7641 §3.6: that answer carries
+    /// no Observe option).
+    pub(super) fn fetch(&mut self, now: Instant, req: &InboundRequest) -> Result<Outcome, Failure> {
+        let observe = msg::get_uint(&req.packet, CoapOption::Observe, 3).map_err(bad_option)?;
+        let (paths, format) = read_request(&req.packet)?;
+        let key = (req.peer, req.packet.get_token().to_vec());
+        if observe == Some(1) {
+            self.observers.remove(&key);
+            self.last_notified.remove(&key);
+            self.notify_keys.remove(&key);
+        }
+        let mut out = self.read_composite(&req.packet)?;
+        if observe != Some(0) {
+            return Ok(out);
+        }
+        // Refused at a cap: a plain answer, without Observe.
+        let Ok(replaced) = self
+            .observers
+            .add_composite(now, key.clone(), paths, format.code())
+        else {
+            return Ok(out);
         };
-        let no_types = |_: Path| -> Option<DataType> { None };
-        let records = match format {
-            ContentFormat::SenmlCbor => senml::decode_cbor(&request.payload, &no_types),
-            _ => senml::decode_json(&request.payload, &no_types),
+        for old in replaced {
+            self.last_notified.remove(&old);
+            self.notify_keys.remove(&old);
         }
-        .map_err(|_| Failure::from(Code::BAD_REQUEST))?;
-        if records.is_empty() || records.len() > MAX_COMPOSITE_PATHS {
-            return Err(Code::BAD_REQUEST.into());
-        }
-        if records.iter().any(|r| r.path.object == 0) {
-            return Err(Code::UNAUTHORIZED.into());
-        }
+        self.notify_keys
+            .insert(key.clone(), BodyKey::of(req.peer, &req.packet));
+        self.last_notified.insert(key, out.response.payload.clone());
+        let seq = self.observers.next_seq();
+        msg::set_uint(&mut out.response, CoapOption::Observe, seq.into());
+        Ok(out)
+    }
+
+    /// A composite notification's body: the Read-Composite answer of
+    /// `paths` in `accept` (the format fixed at registration).
+    pub(super) fn composite_notification(
+        &self,
+        request: &Packet,
+        paths: &[Path],
+        accept: Option<u16>,
+    ) -> Result<Packet, Failure> {
+        let format = senml_format(accept.map(u64::from)).unwrap_or(ContentFormat::SenmlCbor);
+        self.composite_answer(request, paths, format)
+    }
+
+    fn composite_answer(
+        &self,
+        request: &Packet,
+        paths: &[Path],
+        format: ContentFormat,
+    ) -> Result<Packet, Failure> {
         let mut out: Vec<RawRecord> = Vec::new();
-        for r in &records {
-            let Some(obj) = self.object(r.path.object) else {
+        for path in paths {
+            let Some(obj) = self.object(path.object) else {
                 continue;
             };
-            let Ok(node) = dispatch::read_node(obj, r.path) else {
+            let Ok(node) = dispatch::read_node(obj, *path) else {
                 continue;
             };
-            let values = flatten(&node, r.path).map_err(|_| Code::INTERNAL_SERVER_ERROR)?;
+            let values = flatten(&node, *path).map_err(|_| Code::INTERNAL_SERVER_ERROR)?;
             out.extend(values.into_iter().map(|(p, v)| RawRecord {
                 n: Some(p.to_string()),
                 value: Some(senml::senml_value(&v)),
@@ -75,7 +192,7 @@ impl Client {
         if out.is_empty() {
             return Err(Code::NOT_FOUND.into());
         }
-        let body = match answer_format {
+        let body = match format {
             ContentFormat::SenmlCbor => senml::to_cbor(&out),
             _ => senml::to_json(&out),
         }
@@ -84,14 +201,88 @@ impl Client {
         msg::set_uint(
             &mut response,
             CoapOption::ContentFormat,
-            answer_format.code().into(),
+            format.code().into(),
         );
         response.payload = body;
-        Ok(Outcome {
-            response,
+        Ok(response)
+    }
+
+    /// Answers a Write-Composite request: everything is checked before the
+    /// first write, so a refused request changes nothing.
+    pub(super) fn write_composite(&mut self, request: &Packet) -> Result<Outcome, Failure> {
+        let format = payload_format(request)?;
+        // Pass 1, untyped: which paths, and may they be written at all.
+        let untyped = decode(&request.payload, format, &NO_TYPES)?;
+        if untyped.is_empty() || untyped.len() > MAX_COMPOSITE_PATHS {
+            return Err(Code::BAD_REQUEST.into());
+        }
+        if untyped.iter().any(|r| r.path.object == 0) {
+            return Err(Code::UNAUTHORIZED.into());
+        }
+        for r in &untyped {
+            self.check_writable(r)?;
+        }
+        // Pass 2: each value against its resource's declared type.
+        let objects = &self.objects;
+        let types = |p: Path| {
+            let obj = objects.iter().find(|o| o.id() == p.object)?;
+            dispatch::resource_def(obj.as_ref(), p.resource?).map(|d| d.data_type)
+        };
+        let records = decode(&request.payload, format, &types)?;
+        let mut out = Outcome {
+            response: msg::response_to(request, Code::CHANGED),
             effects: Vec::new(),
             changed: Vec::new(),
             instances_changed: false,
-        })
+        };
+        for r in records {
+            let (Some(i), Some(res), Some(value)) = (r.path.instance, r.path.resource, r.value)
+            else {
+                return Err(Code::BAD_REQUEST.into());
+            };
+            let obj = self
+                .objects
+                .iter_mut()
+                .find(|o| o.id() == r.path.object)
+                .ok_or(Code::NOT_FOUND)?;
+            let effects = match r.path.resource_instance {
+                // A resource instance: a partial update of its resource.
+                Some(ri) => obj.write(i, res, ResourceValue::Multiple(vec![(ri, value)]), false)?,
+                None => {
+                    dispatch::write_one(obj.as_mut(), i, res, ResourceValue::Single(value), true)?
+                }
+            };
+            out.effects.extend(effects);
+            let instance = Path::instance(r.path.object, i);
+            if !out.changed.contains(&instance) {
+                out.changed.push(instance);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One Write-Composite record: a value for an existing, writable
+    /// resource (single) or resource instance (multiple).
+    fn check_writable(&self, r: &Record) -> Result<(), Failure> {
+        let path = r.path;
+        let (Some(i), Some(res)) = (path.instance, path.resource) else {
+            return Err(Code::BAD_REQUEST.into());
+        };
+        if r.value.is_none() {
+            return Err(Code::BAD_REQUEST.into());
+        }
+        let obj = self.object(path.object).ok_or(Code::NOT_FOUND)?;
+        if !obj.instances().contains(&i) {
+            return Err(Code::NOT_FOUND.into());
+        }
+        let def = dispatch::resource_def(obj, res).ok_or(Code::NOT_FOUND)?;
+        if !def.operations.writable() {
+            return Err(Code::METHOD_NOT_ALLOWED.into());
+        }
+        // A multiple resource takes instance values; a single one none.
+        if def.multiple != path.resource_instance.is_some() {
+            return Err(Code::BAD_REQUEST.into());
+        }
+        Ok(())
     }
 }

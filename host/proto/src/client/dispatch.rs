@@ -499,7 +499,7 @@ pub fn write(
 
 /// One resource write; single opaque values go through `write_block` as one
 /// piece (the object's streaming path, see [`Object::write_block`]).
-fn write_one(
+pub(super) fn write_one(
     obj: &mut dyn Object,
     i: u16,
     r: u16,

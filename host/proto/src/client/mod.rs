@@ -846,8 +846,13 @@ impl Client {
             self.send_response(now, &req, response, true);
             return;
         }
-        if code == composite::FETCH {
-            match self.read_composite(&req.packet) {
+        if code == composite::FETCH || code == composite::IPATCH {
+            let result = if code == composite::FETCH {
+                self.fetch(now, &req)
+            } else {
+                self.write_composite(&req.packet)
+            };
+            match result {
                 Ok(outcome) => self.finish_outcome(now, req, outcome),
                 Err(f) => {
                     let resp = dispatch::failure_response(&req.packet, f);
@@ -1159,6 +1164,7 @@ impl Client {
                 continue;
             };
             let (path, accept, block_szx) = (obs.path, obs.accept, obs.block_szx);
+            let composite = obs.composite.then(|| obs.paths.clone());
             let pmax_due = self.observers.pmax_due(&key, now, &self.attrs, defaults);
             let mut fake = Packet::new();
             fake.set_token(key.1.clone());
@@ -1169,12 +1175,18 @@ impl Client {
                 observe: None,
                 query: Vec::new(),
             };
-            let Some(obj) = self.objects.iter().find(|o| o.id() == path.object) else {
-                continue;
+            let obj = self.objects.iter().find(|o| o.id() == path.object);
+            let (read, value) = match (&composite, obj) {
+                // Paths of absent objects are left out (Read-Composite).
+                (Some(paths), _) => (self.composite_notification(&fake, paths, accept), None),
+                (None, Some(obj)) => (
+                    dispatch::read(obj.as_ref(), &fake, &t).map(|out| out.response),
+                    dispatch::numeric_value(obj.as_ref(), path),
+                ),
+                (None, None) => continue,
             };
-            let value = dispatch::numeric_value(obj.as_ref(), path);
-            let mut packet = match dispatch::read(obj.as_ref(), &fake, &t) {
-                Ok(out) => out.response,
+            let mut packet = match read {
+                Ok(packet) => packet,
                 Err(f) => {
                     // RFC 7641 §4.2: an error response ends the observation.
                     let mut p = dispatch::failure_response(&fake, f);

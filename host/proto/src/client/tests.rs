@@ -14,6 +14,7 @@ use crate::model::DataType;
 use crate::object::{Operations, ResourceDef};
 
 mod app;
+mod composite;
 
 const RES: &[ResourceDef] = &[
     ResourceDef {

@@ -288,15 +288,23 @@ pub type ObsKey = (SocketAddr, Vec<u8>);
 /// One registered observation.
 #[derive(Debug, Clone)]
 pub struct Observation {
-    /// Observed path.
+    /// Observed path (the first one of a composite observation).
     pub path: Path,
+    /// Every observed path: `[path]`, or the list of an Observe-Composite
+    /// (LwM2M 1.1 Core §6.4.3), whose notifications carry all of them.
+    pub paths: Vec<Path>,
+    /// True for an Observe-Composite (FETCH); `accept` then holds its
+    /// answer format.
+    pub composite: bool,
     /// Content format the observer asked for (Accept), if any.
     pub accept: Option<u16>,
     last_sent: Instant,
     last_con: Instant,
     last_sent_value: Option<f64>,
     last_seen_value: Option<f64>,
-    pending: bool,
+    /// The observed paths whose change condition holds (each waits for its
+    /// own pmin).
+    pending: Vec<Path>,
     /// The exchange of the last notification (RST to it cancels).
     pub last_exchange: Option<ExchangeId>,
     /// The Block2 SZX the observer asked with (early negotiation in its
@@ -359,10 +367,45 @@ impl Registry {
         accept: Option<u16>,
         value: Option<f64>,
     ) -> Result<Vec<ObsKey>, ObserveRefused> {
+        self.insert(now, key, vec![path], false, accept, value)
+    }
+
+    /// Registers an Observe-Composite of `paths` (non-empty, capped by the
+    /// caller) answered in `accept`; it counts against the same caps as a
+    /// plain observation and is refused the same way, before anything is
+    /// stored. The same peer observing the same list under another token
+    /// replaces the old one.
+    pub fn add_composite(
+        &mut self,
+        now: Instant,
+        key: ObsKey,
+        paths: Vec<Path>,
+        accept: u16,
+    ) -> Result<Vec<ObsKey>, ObserveRefused> {
+        if paths.is_empty() {
+            return Err(ObserveRefused);
+        }
+        self.insert(now, key, paths, true, Some(accept), None)
+    }
+
+    fn insert(
+        &mut self,
+        now: Instant,
+        key: ObsKey,
+        paths: Vec<Path>,
+        composite: bool,
+        accept: Option<u16>,
+        value: Option<f64>,
+    ) -> Result<Vec<ObsKey>, ObserveRefused> {
+        let Some(&path) = paths.first() else {
+            return Err(ObserveRefused);
+        };
         let replaced: Vec<ObsKey> = self
             .obs
             .iter()
-            .filter(|(k, o)| k.0 == key.0 && k.1 != key.1 && o.path == path)
+            .filter(|(k, o)| {
+                k.0 == key.0 && k.1 != key.1 && o.composite == composite && o.paths == paths
+            })
             .map(|(k, _)| k.clone())
             .collect();
         if !self.obs.contains_key(&key) && replaced.is_empty() {
@@ -378,12 +421,14 @@ impl Registry {
             key,
             Observation {
                 path,
+                paths,
+                composite,
                 accept,
                 last_sent: now,
                 last_con: now,
                 last_sent_value: value,
                 last_seen_value: value,
-                pending: false,
+                pending: Vec::new(),
                 last_exchange: None,
                 block_szx: None,
             },
@@ -423,7 +468,7 @@ impl Registry {
         let gone: Vec<ObsKey> = self
             .obs
             .iter()
-            .filter(|(_, o)| o.path.object == object)
+            .filter(|(_, o)| o.paths.iter().any(|p| p.object == object))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &gone {
@@ -459,7 +504,28 @@ impl Registry {
         value_of: &dyn Fn(Path) -> Option<f64>,
     ) {
         for o in self.obs.values_mut() {
-            if !(is_within(o.path, changed) || is_within(changed, o.path)) {
+            // Each path of a composite observation is judged on its own
+            // attributes: LwM2M 1.1 Core §6.4.3 (Observe-Composite) makes
+            // the server "ensure that the Minimum and Maximum Period
+            // Attributes attached to observed resources follow the rules"
+            // of §5.1.2 (quoted in zephyr#93315), i.e. the attributes of
+            // the observed paths govern. gt/lt/st need one numeric value,
+            // so they apply to plain observations only.
+            let hit: Vec<Path> = o
+                .paths
+                .iter()
+                .copied()
+                .filter(|p| is_within(*p, changed) || is_within(changed, *p))
+                .collect();
+            if o.composite {
+                for p in hit {
+                    if !o.pending.contains(&p) {
+                        o.pending.push(p);
+                    }
+                }
+                continue;
+            }
+            if hit.is_empty() {
                 continue;
             }
             let eff = attrs.effective(o.path, defaults);
@@ -485,13 +551,26 @@ impl Registry {
             if value.is_some() {
                 o.last_seen_value = value;
             }
-            o.pending |= holds;
+            if holds && !o.pending.contains(&o.path) {
+                o.pending.push(o.path);
+            }
         }
     }
 
-    fn due_at(o: &Observation, eff: Attributes) -> Option<Instant> {
+    /// The earliest due time over the observed paths, each under its own
+    /// effective attributes: a composite observation notifies when any path
+    /// changed and its pmin passed, or at the shortest pmax (the reading
+    /// Anjay and Zephyr follow, AVSystem/Anjay#69, zephyr#93315).
+    fn due_of(o: &Observation, attrs: &AttributeStore, defaults: Attributes) -> Option<Instant> {
+        o.paths
+            .iter()
+            .filter_map(|p| Self::due_at(o, *p, attrs.effective(*p, defaults)))
+            .min()
+    }
+
+    fn due_at(o: &Observation, path: Path, eff: Attributes) -> Option<Instant> {
         let pmin = Duration::from_secs(eff.pmin.unwrap_or(0).into());
-        let change = o.pending.then_some(o.last_sent + pmin);
+        let change = o.pending.contains(&path).then_some(o.last_sent + pmin);
         // pmax 0 or below pmin is ignored (Core 1.1, reference §3).
         let periodic = eff
             .pmax
@@ -508,9 +587,7 @@ impl Registry {
     pub fn due(&self, now: Instant, attrs: &AttributeStore, defaults: Attributes) -> Vec<ObsKey> {
         self.obs
             .iter()
-            .filter(|(_, o)| {
-                Self::due_at(o, attrs.effective(o.path, defaults)).is_some_and(|t| t <= now)
-            })
+            .filter(|(_, o)| Self::due_of(o, attrs, defaults).is_some_and(|t| t <= now))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -519,7 +596,7 @@ impl Registry {
     pub fn next_deadline(&self, attrs: &AttributeStore, defaults: Attributes) -> Option<Instant> {
         self.obs
             .values()
-            .filter_map(|o| Self::due_at(o, attrs.effective(o.path, defaults)))
+            .filter_map(|o| Self::due_of(o, attrs, defaults))
             .min()
     }
 
@@ -535,16 +612,18 @@ impl Registry {
         let Some(o) = self.obs.get(key) else {
             return false;
         };
-        let eff = attrs.effective(o.path, defaults);
-        eff.pmax
-            .filter(|p| *p > 0 && *p >= eff.pmin.unwrap_or(0))
-            .is_some_and(|p| o.last_sent + Duration::from_secs(p.into()) <= now)
+        o.paths.iter().any(|path| {
+            let eff = attrs.effective(*path, defaults);
+            eff.pmax
+                .filter(|p| *p > 0 && *p >= eff.pmin.unwrap_or(0))
+                .is_some_and(|p| o.last_sent + Duration::from_secs(p.into()) <= now)
+        })
     }
 
     /// Drops a pending change that turned out not to change the payload.
     pub fn clear_pending(&mut self, key: &ObsKey) {
         if let Some(o) = self.obs.get_mut(key) {
-            o.pending = false;
+            o.pending.clear();
         }
     }
 
@@ -566,7 +645,7 @@ impl Registry {
     ) {
         if let Some(o) = self.obs.get_mut(key) {
             o.last_sent = now;
-            o.pending = false;
+            o.pending.clear();
             o.last_exchange = Some(exchange);
             if con {
                 o.last_con = now;

@@ -41,7 +41,7 @@ fn temperature() -> AppObject {
 /// The test's handle on the AppObject the engine serves (as the device
 /// driver keeps one, `Shared` there).
 #[derive(Clone)]
-struct SharedApp {
+pub(super) struct SharedApp {
     inner: Rc<RefCell<AppObject>>,
     resources: Vec<ResourceDef>,
 }
@@ -98,7 +98,7 @@ impl Object for SharedApp {
 }
 
 /// A registered device serving the test object, /1 and 3303.
-fn net_with_app() -> (Net, SharedApp) {
+pub(super) fn net_with_app() -> (Net, SharedApp) {
     let app = SharedApp::new(temperature());
     let mut n = Net::new();
     let cfg = Config {
@@ -118,7 +118,7 @@ fn net_with_app() -> (Net, SharedApp) {
     (n, app)
 }
 
-fn set(n: &mut Net, app: &SharedApp, r: u16, v: Value) {
+pub(super) fn set(n: &mut Net, app: &SharedApp, r: u16, v: Value) {
     let path = app.inner.borrow_mut().set(0, r, None, v).unwrap();
     let now = n.now;
     n.client.resources_changed(now, &[path]);
@@ -526,7 +526,7 @@ fn send_posts_current_values_as_senml_cbor() {
 }
 
 /// A FETCH on the root (Read-Composite) with `body` in `cf`.
-fn fetch(n: &mut Net, cf: u16, accept: Option<u16>, body: &[u8]) -> Packet {
+pub(super) fn fetch(n: &mut Net, cf: u16, accept: Option<u16>, body: &[u8]) -> Packet {
     let mut p = Packet::new();
     p.header.code = coap_lite::MessageClass::Request(RequestType::Fetch);
     p.header.set_type(MessageType::Confirmable);

@@ -157,7 +157,10 @@ cmd_test() {
     for item in $spec; do test_args+=(--test "${item%%:*}"); done
     unwrap_bin "$bin"
     start=$SECONDS
-    exes="$(cargo_cross test --locked -p wasmdm --target "$triple" "${test_args[@]}" --no-run \
+    # --no-default-features: the emulated subset needs no cross-compiling
+    # backends (`cross-precompile`: every other architecture's Cranelift),
+    # which would only lengthen the build.
+    exes="$(cargo_cross test --locked -p wasmdm --no-default-features --target "$triple" "${test_args[@]}" --no-run \
       --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -2,7 +2,7 @@
 # ARM builds, tests under emulation and Debian packages (issue 15).
 #
 #   scripts/cross.sh setup              # Debian cross toolchains, qemu-user, dpkg-dev; rustup targets
-#   scripts/cross.sh build [ARCH...]    # stripped release binaries
+#   scripts/cross.sh build [ARCH...]    # stripped binaries (profile dist: release + fat LTO)
 #   scripts/cross.sh deb [ARCH...]      # build + scripts/package.sh deb + check -> $CARGO_TARGET_DIR/deb/
 #   scripts/cross.sh test [ARCH...]     # the emulated test subset (README "ARM builds"), under qemu-user
 #   scripts/cross.sh all                # setup, test arm64 armhf, deb amd64 arm64 armhf
@@ -74,12 +74,14 @@ cargo_cross() {
   nice -n 15 cargo "$@"
 }
 
-# Release binary for ARCH; prints its path.
+# The shipped binary for ARCH (Cargo profile `dist`: release with fat LTO,
+# which keeps the idle device's footprint down); prints its path.
+# CROSS_PROFILE=release builds faster for a quick try.
 build_one() {
-  local arch="$1" triple
+  local arch="$1" triple profile="${CROSS_PROFILE:-dist}"
   triple="$(triple_of "$arch")"
-  cargo_cross build --locked --release -p wasmdm --target "$triple" >&2
-  echo "$CARGO_TARGET_DIR/$triple/release/wasmdm"
+  cargo_cross build --locked --profile "$profile" -p wasmdm --target "$triple" >&2
+  echo "$CARGO_TARGET_DIR/$triple/$profile/wasmdm"
 }
 
 cmd_build() {

@@ -39,31 +39,8 @@ ARCHES=(amd64 arm64 armhf)
 
 die() { echo "bench-arm.sh: $*" >&2; exit 1; }
 note() { echo "bench-arm.sh: $*" >&2; }
-
-triple_of() {
-  case "$1" in
-    amd64) echo x86_64-unknown-linux-gnu ;;
-    arm64) echo aarch64-unknown-linux-gnu ;;
-    armhf) echo armv7-unknown-linux-gnueabihf ;;
-  esac
-}
-
-strip_of() {
-  case "$1" in
-    amd64) echo strip ;;
-    arm64) echo aarch64-linux-gnu-strip ;;
-    armhf) echo arm-linux-gnueabihf-strip ;;
-  esac
-}
-
-# How to run a binary of ARCH here (nothing for amd64).
-runner_of() {
-  case "$1" in
-    amd64) echo "" ;;
-    arm64) echo "qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
-    armhf) echo "qemu-arm -L /usr/arm-linux-gnueabihf" ;;
-  esac
-}
+# shellcheck source=scripts/arch.sh
+. "$ROOT/scripts/arch.sh"
 
 bin_of() {
   case "$1" in
@@ -161,7 +138,7 @@ EOF
 cpu_once() {
   local arch="$1" target="$2" wasm="$3" out us
   # shellcheck disable=SC2046
-  out="$(WASMDM_CODE_TARGET="$target" $(runner_of "$arch") "$(bin_of "$arch")" run "$wasm" -- "$CPU_SCALE" 2>/dev/null)" ||
+  out="$(WASMDM_CODE_TARGET="$target" $(qemu_of "$arch") "$(bin_of "$arch")" run "$wasm" -- "$CPU_SCALE" 2>/dev/null)" ||
     die "$arch $target: wasmdm run failed"
   us="$(sed -n 's/.*elapsed_us \([0-9]*\).*/\1/p' <<<"$out" | head -1)"
   [ -n "$us" ] || die "$arch $target: no elapsed_us in: $out"
@@ -192,7 +169,7 @@ first_line_once() {
   : >"$err" # before the process starts: the poll below must not see an old run
   # shellcheck disable=SC2046
   RUST_LOG='wasmdm=info,wasmtime_internal_cranelift::compiler=debug' WASMDM_CODE_TARGET="$target" \
-    $(runner_of "$arch") "$(bin_of "$arch")" run "$WORK/$pkg.wdm" >/dev/null 2>"$err" &
+    $(qemu_of "$arch") "$(bin_of "$arch")" run "$WORK/$pkg.wdm" >/dev/null 2>"$err" &
   pid=$!
   for _ in $(seq 1800); do
     grep -q 'source=Stdout' "$err" && break

@@ -23,22 +23,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-cross}"
 
 die() { echo "cross.sh: $*" >&2; exit 1; }
 note() { echo "cross.sh: $*" >&2; }
-
-triple_of() {
-  case "$1" in
-    amd64) echo x86_64-unknown-linux-gnu ;;
-    arm64) echo aarch64-unknown-linux-gnu ;;
-    armhf) echo armv7-unknown-linux-gnueabihf ;;
-    *) die "unknown architecture $1 (amd64, arm64, armhf)" ;;
-  esac
-}
-
-qemu_of() {
-  case "$1" in
-    arm64) echo "qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
-    armhf) echo "qemu-arm -L /usr/arm-linux-gnueabihf" ;;
-  esac
-}
+# shellcheck source=scripts/arch.sh
+. "$ROOT/scripts/arch.sh"
 
 # What runs under emulation (README "ARM builds"): test binary[:test,test...]
 # (no list: all of its tests). The runtime lifecycle (install -> activate ->
@@ -88,11 +74,7 @@ cmd_build() {
   local arch bin strip
   for arch in "$@"; do
     bin="$(build_one "$arch")"
-    case "$arch" in
-      arm64) strip=aarch64-linux-gnu-strip ;;
-      armhf) strip=arm-linux-gnueabihf-strip ;;
-      *) strip=strip ;;
-    esac
+    strip="$(strip_of "$arch")"
     "$strip" --strip-unneeded -o "$bin.stripped" "$bin"
     note "$arch: $bin ($(stat -c %s "$bin.stripped") bytes stripped: $bin.stripped)"
   done

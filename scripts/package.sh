@@ -20,6 +20,8 @@ PKG="$ROOT/packaging"
 
 die() { echo "package.sh: $*" >&2; exit 1; }
 note() { echo "package.sh: $*" >&2; }
+# shellcheck source=scripts/arch.sh
+. "$ROOT/scripts/arch.sh"
 
 workspace_version() {
   sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml"
@@ -69,12 +71,7 @@ cmd_deb() {
   install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" \
     "$stage/etc/wasmdm" "$stage/usr/share/doc/wasmdm"
   install -m 0755 "$bin" "$stage/usr/bin/wasmdm"
-  local strip=strip
-  case "$arch" in
-    arm64) strip=aarch64-linux-gnu-strip ;;
-    armhf) strip=arm-linux-gnueabihf-strip ;;
-  esac
-  "$strip" --strip-unneeded "$stage/usr/bin/wasmdm"
+  "$(strip_of "$arch")" --strip-unneeded "$stage/usr/bin/wasmdm"
   install -m 0644 "$PKG/systemd/wasmdm-device.service" "$PKG/systemd/wasmdm-server.service" \
     "$stage/lib/systemd/system/"
   install -m 0644 "$PKG/etc/device.toml" "$PKG/etc/server.env" "$stage/etc/wasmdm/"

@@ -2,6 +2,8 @@
 //! the registry, observations and running campaigns; the HTTP API talks to
 //! it through [`Command`]s. Everything it learns is written to the store.
 
+mod campaigns;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +23,7 @@ use crate::core::dm::{self, DmFailure, DmOp, DmReply};
 use crate::core::observe::Observations;
 use crate::core::registry::{Registry, RegistryEvent, RegistryLimits};
 use crate::store::{Batch, DEVICES, DeviceRecord, FILES, SoftwareFile, Store};
-use crate::transport::ServerTransport;
+use crate::transport::{ServerTransport, Turn, pump};
 
 /// Current Unix time in ms.
 pub fn unix_ms() -> u64 {
@@ -94,10 +96,6 @@ const PURGE_PERIOD_MS: u64 = 1_000;
 /// Largest Block2 body the server collects (bounds memory per read).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// Most datagrams taken from the socket in one turn of the loop (their
-/// store writes share one commit).
-const MAX_DATAGRAMS_PER_TURN: usize = 64;
-
 /// The driver state.
 pub struct Driver {
     transport: ServerTransport,
@@ -119,6 +117,39 @@ pub struct Driver {
     notified: Notified,
     start: Instant,
     last_purge: u64,
+}
+
+impl Turn for Driver {
+    fn parts(&mut self) -> (&mut Endpoint, &mut ServerTransport) {
+        (&mut self.endpoint, &mut self.transport)
+    }
+
+    /// Commits the turn's store writes (one transaction).
+    fn commit(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len();
+        if let Err(e) = self.store.commit(batch) {
+            tracing::warn!("store {n} documents: {e}");
+        }
+    }
+
+    fn event(&mut self, ev: EndpointEvent) {
+        match ev {
+            EndpointEvent::Request(req) => self.inbound(req),
+            EndpointEvent::Response { id, packet } => self.response(id, packet),
+            EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
+                self.observations.remove(id);
+                if let Some(p) = self.pending.remove(&id) {
+                    self.complete(p, Err(DmFailure::NoResponse));
+                }
+            }
+            EndpointEvent::Acked { .. } => {}
+        }
+    }
+
+    fn take_closing(&mut self) -> Vec<std::net::SocketAddr> {
+        std::mem::take(&mut self.closing)
+    }
 }
 
 impl Driver {
@@ -183,38 +214,21 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tokio::pin!(shutdown);
         loop {
-            let wake = [self.endpoint.poll_timeout(), self.transport.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let wake = self.transport.next_wake(&self.endpoint);
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = self.transport.recv() => match r {
-                    Ok((side, n, from)) => {
-                        self.transport.inbound(Instant::now(), side, n, from, &mut self.endpoint);
-                        // Whatever else is waiting joins this turn (and its commit).
-                        for _ in 1..MAX_DATAGRAMS_PER_TURN {
-                            let Some((side, n, from)) = self.transport.try_recv() else {
-                                break;
-                            };
-                            self.transport.inbound(Instant::now(), side, n, from, &mut self.endpoint);
-                        }
-                    }
+                    Ok(first) => self.transport.inbound_burst(first, &mut self.endpoint),
                     Err(e) => tracing::debug!("udp receive: {e}"),
                 },
                 c = commands.recv() => match c {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let now = Instant::now();
-                    self.endpoint.handle_timeout(now);
-                    self.transport.handle_timeout(now, &mut self.endpoint);
-                }
+                _ = tokio::time::sleep_until(wake.into()) => self.transport.wake(&mut self.endpoint),
                 _ = tick.tick() => self.on_tick(),
             }
-            self.pump().await;
+            pump(&mut self).await;
         }
     }
 
@@ -291,87 +305,6 @@ impl Driver {
         if now.saturating_sub(self.last_purge) >= PURGE_PERIOD_MS {
             self.last_purge = now;
             self.purge_files(now);
-        }
-    }
-
-    /// Drops software files whose retention elapsed, unless a running or
-    /// preparing campaign uses them (one the store cannot tell about is
-    /// taken as in use).
-    fn purge_files(&mut self, now: u64) {
-        let Ok(files) = self.store.list::<SoftwareFile>(FILES) else {
-            return;
-        };
-        for f in files {
-            let expired = f.retain_until.is_some_and(|t| t <= now);
-            if !expired {
-                continue;
-            }
-            let in_use = self
-                .campaigns
-                .values()
-                .any(|c| c.spec.file.as_deref() == Some(f.sha256.as_str()))
-                || crate::files::used_by_a_campaign(&self.store, &f.sha256).unwrap_or(true);
-            if !in_use {
-                self.files.remove(&f.sha256);
-                let removed = self
-                    .store
-                    .delete(FILES, &f.sha256)
-                    .and_then(|_| self.store.remove_blob(&f.sha256));
-                match removed {
-                    Ok(()) => tracing::info!("software file {} ({}) expired", f.sha256, f.name),
-                    Err(e) => tracing::warn!("purge {}: {e}", f.sha256),
-                }
-            }
-        }
-    }
-
-    /// Processes endpoint events, commits their store writes, then sends
-    /// the queued datagrams; until quiet.
-    async fn pump(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(ev) = self.endpoint.poll_event() {
-                progressed = true;
-                self.event(ev);
-            }
-            self.commit();
-            let now = Instant::now();
-            while let Some(t) = self.endpoint.poll_transmit() {
-                progressed = true;
-                self.transport.send(now, &t).await;
-            }
-            // Handshake flights and the records just encrypted.
-            self.transport.flush_dtls().await;
-            for peer in std::mem::take(&mut self.closing) {
-                self.transport.close(now, peer);
-                self.transport.flush_dtls().await;
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    /// Commits the turn's store writes (one transaction).
-    fn commit(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
-        let n = batch.len();
-        if let Err(e) = self.store.commit(batch) {
-            tracing::warn!("store {n} documents: {e}");
-        }
-    }
-
-    fn event(&mut self, ev: EndpointEvent) {
-        match ev {
-            EndpointEvent::Request(req) => self.inbound(req),
-            EndpointEvent::Response { id, packet } => self.response(id, packet),
-            EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
-                self.observations.remove(id);
-                if let Some(p) = self.pending.remove(&id) {
-                    self.complete(p, Err(DmFailure::NoResponse));
-                }
-            }
-            EndpointEvent::Acked { .. } => {}
         }
     }
 
@@ -722,85 +655,6 @@ impl Driver {
         );
     }
 
-    /// Starts a Block1 push of a stored file to /9/x/2.
-    fn send_push(
-        &mut self,
-        endpoint: &str,
-        instance: u16,
-        sha: &str,
-        precompiled: Option<&str>,
-        purpose: Purpose,
-    ) {
-        let Some(reg) = self.registry.get(endpoint) else {
-            self.complete_purpose(purpose, Err(DmFailure::NotRegistered(endpoint.to_string())));
-            return;
-        };
-        let (peer, root) = (reg.peer, reg.objects.root.clone());
-        // A variant is shared under its own digest, like a plain file.
-        let variant = precompiled.and_then(|e| self.store.variant(sha, e));
-        let key = variant
-            .as_ref()
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| sha.to_string());
-        let shared = self.files.get(&key).and_then(std::sync::Weak::upgrade);
-        if let (Some(engine), None) = (precompiled, &variant) {
-            tracing::warn!(
-                "precompiled variant of {sha} for {engine} is gone: pushing the plain file"
-            );
-        }
-        let store = &self.store;
-        let read = || match &variant {
-            Some((path, _)) => std::fs::read(path).map(Some).map_err(|e| e.to_string()),
-            None => store.read_blob(sha).map_err(|e| e.to_string()),
-        };
-        let sha = key.as_str();
-        let body = match shared {
-            Some(b) => b,
-            None => match read() {
-                Ok(Some(b)) => {
-                    let b = Arc::new(b);
-                    self.files.retain(|_, w| w.strong_count() > 0);
-                    self.files.insert(sha.to_string(), Arc::downgrade(&b));
-                    b
-                }
-                _ => {
-                    self.complete_purpose(
-                        purpose,
-                        Err(DmFailure::Other(format!("software file {sha} not found"))),
-                    );
-                    return;
-                }
-            },
-        };
-        let path = format!("/9/{instance}/2");
-        let op = DmOp::Write {
-            path: path.clone(),
-            replace: true,
-            format: 42,
-            payload: Vec::new(),
-        };
-        let template = match op.to_packet(&root) {
-            Ok(p) => p,
-            Err(e) => {
-                self.complete_purpose(purpose, Err(e.into()));
-                return;
-            }
-        };
-        let sender = Block1Sender::new(template, body, DEFAULT_SZX);
-        let id = self
-            .endpoint
-            .send_request(Instant::now(), peer, sender.current());
-        let pending = Pending {
-            endpoint: endpoint.to_string(),
-            path: Path::resource(9, instance, 2),
-            default_format: None,
-            purpose,
-            block1: Some(sender),
-            block2: None,
-        };
-        self.pending.insert(id, pending);
-    }
-
     fn response(&mut self, id: ExchangeId, packet: Packet) {
         // Notifications of an observation keep its exchange open.
         if self.observations.get(id).is_some() && !self.pending.contains_key(&id) {
@@ -960,195 +814,8 @@ impl Driver {
         }
     }
 
-    /// Feeds a campaign, executes its actions and persists it.
-    fn campaign_input(&mut self, id: &str, input: Input) {
-        let Some(c) = self.campaigns.get_mut(id) else {
-            return;
-        };
-        let registry = &self.registry;
-        let status = c.status;
-        let actions = c.handle(unix_ms(), input, &|ep: &str| registry.get(ep).is_some());
-        // Committed with the turn, before its requests go out; only the
-        // jobs this input changed.
-        let dirty = c.take_dirty();
-        if (!dirty.is_empty() || c.status != status)
-            && let Err(e) = self.batch.put_campaign(c, Some(&dirty))
-        {
-            tracing::warn!("store campaign {id}: {e}");
-        }
-        // A job that ended no longer needs its device's notifications.
-        let ended: Vec<(String, Vec<u16>)> = dirty
-            .iter()
-            .filter_map(|&i| c.jobs.get(i))
-            .filter(|j| j.status.is_final())
-            .map(|j| {
-                let instances = j.targets.iter().map(|t| t.instance).collect();
-                (j.endpoint.clone(), instances)
-            })
-            .collect();
-        if c.status != CampaignStatus::Running {
-            self.campaigns.remove(id);
-        }
-        for (endpoint, instances) in ended {
-            self.stop_observing(&endpoint, &instances);
-        }
-        for a in actions {
-            match a {
-                Action::Observe { endpoint, path } => {
-                    if self.observations.find(&endpoint, path).is_none() {
-                        let op = DmOp::Observe {
-                            path: path.to_string(),
-                            accept: None,
-                        };
-                        self.send_dm(&endpoint, op, Purpose::Observe);
-                    }
-                }
-                Action::Send {
-                    endpoint,
-                    tag,
-                    request,
-                } => {
-                    let purpose = Purpose::Campaign {
-                        id: id.to_string(),
-                        endpoint: endpoint.clone(),
-                        tag,
-                    };
-                    match request {
-                        Request::Dm(op) => self.send_dm(&endpoint, op, purpose),
-                        Request::Push {
-                            instance,
-                            sha256,
-                            precompiled,
-                        } => self.send_push(
-                            &endpoint,
-                            instance,
-                            &sha256,
-                            precompiled.as_deref(),
-                            purpose,
-                        ),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Forgets the campaign observations (/9/x/7, 9, 12) of these instances:
-    /// the device's next notification gets a Reset and it drops the
-    /// observation (RFC 7641 §3.6), instead of notifying a server that no
-    /// longer listens for as long as it stays registered.
-    fn stop_observing(&mut self, endpoint: &str, instances: &[u16]) {
-        for &x in instances {
-            for r in CAMPAIGN_OBSERVED {
-                if let Some(id) = self.observations.find(endpoint, Path::resource(9, x, r)) {
-                    self.observations.remove(id);
-                    self.endpoint.cancel(Instant::now(), id);
-                }
-            }
-        }
-    }
-
     /// Milliseconds since the driver started (diagnostics).
     pub fn uptime_ms(&self) -> u128 {
         self.start.elapsed().as_millis()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::campaign::{CampaignSpec, JobStatus};
-
-    /// A driver on a store in `dir`, its socket on a free loopback port.
-    async fn test_driver(dir: &std::path::Path) -> (Driver, Arc<Store>) {
-        let store = Arc::new(Store::open(dir).unwrap());
-        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let driver = Driver::new(
-            ServerTransport::new(socket, None),
-            AccessPolicy { allow_nosec: true },
-            RegistryLimits::default(),
-            store.clone(),
-            Notified::default(),
-            Params::default(),
-            1,
-        )
-        .unwrap();
-        (driver, store)
-    }
-
-    /// Activate package `app`.
-    fn activate_spec() -> CampaignSpec {
-        serde_json::from_value(serde_json::json!({"op": "activate", "package": "app"})).unwrap()
-    }
-
-    /// The API reads a campaign from the store as soon as the driver answers
-    /// a cancel or a retry: its new state must be committed by then.
-    #[tokio::test]
-    async fn cancel_and_retry_are_stored_before_the_reply() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut driver, store) = test_driver(dir.path()).await;
-        let spec = activate_spec();
-        let status = |id: &str| store.get_campaign(id).unwrap().unwrap().status;
-
-        // Pending on a device that never registers; cancelled.
-        let c = Campaign::new("c1".into(), None, spec.clone(), vec!["ep".into()], 0);
-        store.put_campaign(&c, None).unwrap();
-        driver.command(Command::StartCampaign(Box::new(c)));
-        let (tx, rx) = oneshot::channel();
-        driver.command(Command::Cancel("c1".into(), tx));
-        assert!(rx.await.unwrap());
-        assert_eq!(status("c1"), CampaignStatus::Cancelled);
-
-        // Finished with a failed device; retried.
-        let mut c = Campaign::new("c2".into(), None, spec, vec!["ep".into()], 0);
-        c.jobs[0].status = JobStatus::Failed;
-        c.status = CampaignStatus::Finished;
-        store.put_campaign(&c, None).unwrap();
-        let (tx, rx) = oneshot::channel();
-        driver.command(Command::Retry("c2".into(), tx));
-        assert!(rx.await.unwrap());
-        assert_eq!(status("c2"), CampaignStatus::Running);
-    }
-
-    /// A job that ends drops its observations of /9/x/7, 9 and 12 (the
-    /// device's next notification then gets a Reset); other observations of
-    /// the device, and those of other devices, stay.
-    #[tokio::test]
-    async fn an_ended_job_stops_observing_its_instance() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut driver, store) = test_driver(dir.path()).await;
-        let spec = activate_spec();
-        let mut c = Campaign::new("c1".into(), None, spec, vec!["ep".into()], 0);
-        c.jobs[0].targets = vec![crate::campaign::InstanceReport {
-            instance: 2,
-            ..Default::default()
-        }];
-        store.put_campaign(&c, None).unwrap();
-        driver.command(Command::StartCampaign(Box::new(c)));
-        let observed = [
-            ("ep", Path::resource(9, 2, 7)),
-            ("ep", Path::resource(9, 2, 9)),
-            ("ep", Path::resource(9, 2, 12)),
-            ("ep", Path::resource(3, 0, 9)),
-            ("other", Path::resource(9, 2, 7)),
-        ];
-        for (id, (ep, path)) in (100u64..).zip(observed) {
-            driver
-                .observations
-                .insert(id, ep.into(), path, id.to_be_bytes().to_vec());
-        }
-        let (tx, rx) = oneshot::channel();
-        driver.command(Command::Cancel("c1".into(), tx));
-        assert!(rx.await.unwrap());
-        let left: Vec<_> = observed
-            .iter()
-            .filter(|(ep, path)| driver.observations.find(ep, *path).is_some())
-            .collect();
-        assert_eq!(
-            left,
-            [
-                &("ep", Path::resource(3, 0, 9)),
-                &("other", Path::resource(9, 2, 7))
-            ]
-        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use wasmdm_proto::coap::{Endpoint, Transmit};
+use wasmdm_proto::coap::{Endpoint, EndpointEvent, Transmit};
 use wasmdm_proto::dtls::{DtlsServer, ServerEvent, ServerStats};
 
 use crate::core::access::PeerAuth;
@@ -24,6 +24,10 @@ const BUF: usize = 65_536;
 
 /// At most one line per this period for failed handshakes and drops.
 const LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// Most datagrams taken from the sockets in one turn of a driver's loop
+/// (their store writes share one commit).
+const MAX_DATAGRAMS_PER_TURN: usize = 64;
 
 /// Which socket a datagram came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +246,37 @@ impl ServerTransport {
         }
     }
 
+    /// Feeds `first` (what [`ServerTransport::recv`] returned) and whatever
+    /// else is already waiting, up to [`MAX_DATAGRAMS_PER_TURN`], so they
+    /// all join one turn and its commit.
+    pub fn inbound_burst(&mut self, first: (Side, usize, SocketAddr), endpoint: &mut Endpoint) {
+        let (side, n, from) = first;
+        self.inbound(Instant::now(), side, n, from, endpoint);
+        for _ in 1..MAX_DATAGRAMS_PER_TURN {
+            let Some((side, n, from)) = self.try_recv() else {
+                break;
+            };
+            self.inbound(Instant::now(), side, n, from, endpoint);
+        }
+    }
+
+    /// When the endpoint or DTLS next has timer work (a second from now
+    /// when neither has).
+    pub fn next_wake(&self, endpoint: &Endpoint) -> Instant {
+        [endpoint.poll_timeout(), self.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+    }
+
+    /// Runs the endpoint's and DTLS's timers.
+    pub fn wake(&mut self, endpoint: &mut Endpoint) {
+        let now = Instant::now();
+        endpoint.handle_timeout(now);
+        self.handle_timeout(now, endpoint);
+    }
+
     fn drain_dtls_events(&mut self, now: Instant, endpoint: &mut Endpoint) {
         let Some(secure) = &mut self.secure else {
             return;
@@ -283,6 +318,49 @@ impl ServerTransport {
                 "DTLS refusals since the last report"
             );
             secure.logged = (stats, Some(now));
+        }
+    }
+}
+
+/// A driver of one CoAP endpoint over a [`ServerTransport`] (the LwM2M
+/// driver, the bootstrap driver): what [`pump`] asks of it.
+pub trait Turn {
+    /// The endpoint and the transport under it.
+    fn parts(&mut self) -> (&mut Endpoint, &mut ServerTransport);
+    /// Handles one endpoint event.
+    fn event(&mut self, ev: EndpointEvent);
+    /// Makes the turn's state changes durable, before anything is sent
+    /// that reports them.
+    fn commit(&mut self);
+    /// Peers whose DTLS session is to end once their last datagram is out.
+    fn take_closing(&mut self) -> Vec<SocketAddr>;
+}
+
+/// Processes the endpoint's events, commits their store writes, then sends
+/// the queued datagrams and DTLS records; until quiet.
+pub async fn pump<D: Turn + Send>(driver: &mut D) {
+    loop {
+        let mut progressed = false;
+        while let Some(ev) = driver.parts().0.poll_event() {
+            progressed = true;
+            driver.event(ev);
+        }
+        driver.commit();
+        let now = Instant::now();
+        let closing = driver.take_closing();
+        let (endpoint, transport) = driver.parts();
+        while let Some(t) = endpoint.poll_transmit() {
+            progressed = true;
+            transport.send(now, &t).await;
+        }
+        // Handshake flights and the records just encrypted.
+        transport.flush_dtls().await;
+        for peer in closing {
+            transport.close(now, peer);
+            transport.flush_dtls().await;
+        }
+        if !progressed {
+            break;
         }
     }
 }

@@ -18,7 +18,7 @@ use super::request::{self, BootstrapLimits, RateLimiter, Refused, SessionCount};
 use super::session::{Next, Plan, ResolvedAccount, Session, SessionRecord, SessionStatus};
 use crate::driver::unix_ms;
 use crate::store::Store;
-use crate::transport::ServerTransport;
+use crate::transport::{ServerTransport, Turn, pump};
 
 /// Length of a generated operational PSK (128 bits, as PSK_KEY_LEN's minimum).
 pub const GENERATED_PSK_LEN: usize = 16;
@@ -69,6 +69,56 @@ pub struct BootstrapDriver {
     closing: Vec<SocketAddr>,
 }
 
+impl Turn for BootstrapDriver {
+    fn parts(&mut self) -> (&mut Endpoint, &mut ServerTransport) {
+        (&mut self.endpoint, &mut self.transport)
+    }
+
+    /// Stores the turn's ended sessions and forgets the previous credentials
+    /// of those that succeeded (one transaction).
+    fn commit(&mut self) {
+        let records = std::mem::take(&mut self.records);
+        let succeeded = std::mem::take(&mut self.succeeded);
+        if let Err(e) = self.store.end_bootstrap_sessions(
+            &records,
+            self.settings.limits.kept_sessions,
+            &succeeded,
+        ) {
+            tracing::warn!("store {} bootstrap session record(s): {e}", records.len());
+        }
+    }
+
+    fn event(&mut self, ev: EndpointEvent) {
+        match ev {
+            EndpointEvent::Request(req) => self.inbound(req),
+            EndpointEvent::Response { id, packet } => {
+                if let Some(ep) = self.exchanges.remove(&id)
+                    && let Some(a) = self.sessions.get_mut(&ep)
+                {
+                    a.exchange = None;
+                    a.session
+                        .handle_response(Code::of(&packet), &packet.payload);
+                    self.drive(&ep);
+                }
+            }
+            EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
+                if let Some(ep) = self.exchanges.remove(&id)
+                    && let Some(a) = self.sessions.get_mut(&ep)
+                {
+                    a.exchange = None;
+                    a.session.handle_no_response();
+                    self.drive(&ep);
+                }
+            }
+            EndpointEvent::Acked { .. } => {}
+        }
+    }
+
+    fn take_closing(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.closing)
+    }
+}
+
 impl BootstrapDriver {
     /// A driver over `transport`; sessions left running by a previous run are
     /// marked interrupted.
@@ -106,31 +156,17 @@ impl BootstrapDriver {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let wake = [self.endpoint.poll_timeout(), self.transport.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            let wake = self.transport.next_wake(&self.endpoint);
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 r = self.transport.recv() => match r {
-                    Ok((side, n, from)) => {
-                        self.transport.inbound(Instant::now(), side, n, from, &mut self.endpoint);
-                        for _ in 1..64 {
-                            let Some((side, n, from)) = self.transport.try_recv() else { break };
-                            self.transport.inbound(Instant::now(), side, n, from, &mut self.endpoint);
-                        }
-                    }
+                    Ok(first) => self.transport.inbound_burst(first, &mut self.endpoint),
                     Err(e) => tracing::debug!("bootstrap udp receive: {e}"),
                 },
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let now = Instant::now();
-                    self.endpoint.handle_timeout(now);
-                    self.transport.handle_timeout(now, &mut self.endpoint);
-                }
+                _ = tokio::time::sleep_until(wake.into()) => self.transport.wake(&mut self.endpoint),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
-            self.pump().await;
+            pump(&mut self).await;
         }
         // Sessions cut off by the shutdown are recorded as such.
         let active: Vec<String> = self.sessions.keys().cloned().collect();
@@ -138,42 +174,6 @@ impl BootstrapDriver {
             self.end_session(&ep, SessionStatus::Interrupted, "the server stopped");
         }
         self.commit();
-    }
-
-    async fn pump(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(ev) = self.endpoint.poll_event() {
-                progressed = true;
-                self.event(ev);
-            }
-            self.commit();
-            let now = Instant::now();
-            while let Some(t) = self.endpoint.poll_transmit() {
-                progressed = true;
-                self.transport.send(now, &t).await;
-            }
-            self.transport.flush_dtls().await;
-            for peer in std::mem::take(&mut self.closing) {
-                self.transport.close(now, peer);
-                self.transport.flush_dtls().await;
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    fn commit(&mut self) {
-        let records = std::mem::take(&mut self.records);
-        let succeeded = std::mem::take(&mut self.succeeded);
-        if let Err(e) = self.store.end_bootstrap_sessions(
-            &records,
-            self.settings.limits.kept_sessions,
-            &succeeded,
-        ) {
-            tracing::warn!("store {} bootstrap session record(s): {e}", records.len());
-        }
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -187,32 +187,6 @@ impl BootstrapDriver {
             self.end_session(&ep, SessionStatus::TimedOut, "session timeout");
         }
         self.rate.prune(now, &self.settings.limits);
-    }
-
-    fn event(&mut self, ev: EndpointEvent) {
-        match ev {
-            EndpointEvent::Request(req) => self.inbound(req),
-            EndpointEvent::Response { id, packet } => {
-                if let Some(ep) = self.exchanges.remove(&id)
-                    && let Some(a) = self.sessions.get_mut(&ep)
-                {
-                    a.exchange = None;
-                    a.session
-                        .handle_response(Code::of(&packet), &packet.payload);
-                    self.drive(&ep);
-                }
-            }
-            EndpointEvent::Timeout { id } | EndpointEvent::Reset { id } => {
-                if let Some(ep) = self.exchanges.remove(&id)
-                    && let Some(a) = self.sessions.get_mut(&ep)
-                {
-                    a.exchange = None;
-                    a.session.handle_no_response();
-                    self.drive(&ep);
-                }
-            }
-            EndpointEvent::Acked { .. } => {}
-        }
     }
 
     fn inbound(&mut self, req: InboundRequest) {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{DataType, Path, ResourceValue, Value};
 use crate::object::{ComponentAction, Effect, Object, OpError, Operations, ResourceDef};
+use crate::objects::def;
 use crate::swmgmt::{SoftwareManagement, UpdateState};
 
 /// The object id of Software Component.
@@ -29,57 +30,53 @@ pub mod res {
     pub const ACTIVATION_STATE: u16 = 5;
 }
 
-const fn def(
-    id: u16,
-    name: &'static str,
-    operations: Operations,
-    data_type: DataType,
-) -> ResourceDef {
-    ResourceDef {
-        id,
-        name,
-        operations,
-        multiple: false,
-        mandatory: false,
-        data_type,
-    }
-}
-
 static RESOURCES: [ResourceDef; 6] = [
     def(
         res::IDENTITY,
         "Component Identity",
         Operations::Read,
+        false,
+        false,
         DataType::String,
     ),
     def(
         res::PACK,
         "Component Pack",
         Operations::Read,
+        false,
+        false,
         DataType::Opaque,
     ),
     def(
         res::VERSION,
         "Component Version",
         Operations::Read,
+        false,
+        false,
         DataType::String,
     ),
     def(
         res::ACTIVATE,
         "Activate",
         Operations::Execute,
+        false,
+        false,
         DataType::None,
     ),
     def(
         res::DEACTIVATE,
         "Deactivate",
         Operations::Execute,
+        false,
+        false,
         DataType::None,
     ),
     def(
         res::ACTIVATION_STATE,
         "Activation State",
         Operations::Read,
+        false,
+        false,
         DataType::Boolean,
     ),
 ];

@@ -3,7 +3,9 @@
 //! persistence.
 
 use super::*;
+use crate::model::{DataType, Value};
 use crate::object::Object;
+use crate::object::SwMgmtAction;
 
 const I: u16 = 0;
 

@@ -7,7 +7,9 @@
 //! resource read-only. The driver fills [`EngineInfo`] from the runtime; the
 //! core only serves it.
 
-use crate::model::{DataType, ResourceValue, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DataType, Path, ResourceValue, Value};
 use crate::object::{Effect, Object, OpError, Operations, ResourceDef};
 use crate::objects::{def, not_allowed};
 
@@ -113,8 +115,9 @@ static RESOURCES: [ResourceDef; 9] = [
     ),
 ];
 
-/// What the object reports; set once by the driver at startup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the object reports: set once by the device's driver at startup;
+/// read back from a device's report by a server ([`EngineInfo::from_values`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineInfo {
     pub runtime_version: String,
     pub target: String,
@@ -125,6 +128,80 @@ pub struct EngineInfo {
     pub memory_reservation: u64,
     pub memory_guard: u64,
     pub accepts_precompiled: bool,
+}
+
+/// Longest text value taken from a device's report (a version, triple,
+/// hash, world); a longer one makes the report invalid.
+const MAX_TEXT: usize = 256;
+/// Most CPU features or worlds taken from a report.
+const MAX_LIST: usize = 64;
+
+impl EngineInfo {
+    /// Reads the values of a Read of /26500/0 (or /26500), as a server got
+    /// them from a device: `None` when the hash, target or runtime version
+    /// is missing or a value is malformed (the device is untrusted input).
+    pub fn from_values(values: &[(Path, Value)]) -> Option<EngineInfo> {
+        let mut e = EngineInfo::default();
+        for (path, value) in values {
+            if path.object != OBJECT_ID || path.instance.unwrap_or(0) != 0 {
+                continue;
+            }
+            match path.resource? {
+                res::RUNTIME_VERSION => e.runtime_version = text(value)?,
+                res::TARGET => e.target = text(value)?,
+                res::CPU_FEATURES if e.cpu_features.len() < MAX_LIST => {
+                    e.cpu_features.push(text(value)?)
+                }
+                res::COMPATIBILITY_HASH => e.compatibility_hash = text(value)?,
+                res::WORLDS if e.worlds.len() < MAX_LIST => e.worlds.push(text(value)?),
+                res::COMPILER => e.compiler = text(value)?,
+                res::MEMORY_RESERVATION => e.memory_reservation = number(value)?,
+                res::MEMORY_GUARD => e.memory_guard = number(value)?,
+                res::ACCEPTS_PRECOMPILED => e.accepts_precompiled = boolean(value)?,
+                _ => {}
+            }
+        }
+        let complete = valid_hash(&e.compatibility_hash)
+            && !e.target.is_empty()
+            && !e.runtime_version.is_empty();
+        complete.then_some(e)
+    }
+}
+
+/// True for a hash fit to name a file: 1-64 lowercase hex digits.
+pub fn valid_hash(h: &str) -> bool {
+    (1..=64).contains(&h.len())
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn text(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Opaque(b) => String::from_utf8(b.clone()).ok()?,
+        _ => return None,
+    };
+    (s.len() <= MAX_TEXT && !s.chars().any(char::is_control)).then_some(s)
+}
+
+fn number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        Value::Unsigned(u) => Some(*u),
+        // SenML carries every number as a float; these are whole numbers.
+        Value::Float(f) if *f >= 0.0 && f.fract() == 0.0 && *f < 1.8e19 => Some(*f as u64),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Boolean(b) => Some(*b),
+        Value::Integer(i) => Some(*i != 0),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
 }
 
 /// The object.
@@ -279,5 +356,36 @@ mod tests {
             o.execute(0, res::TARGET, b""),
             Err(OpError::MethodNotAllowed(_))
         ));
+    }
+
+    fn at(r: u16, ri: Option<u16>) -> Path {
+        Path {
+            object: OBJECT_ID,
+            instance: Some(0),
+            resource: Some(r),
+            resource_instance: ri,
+        }
+    }
+
+    /// A server reads a device's report back, whatever format carried the
+    /// numbers, and refuses a hash that is not fit to name a file.
+    #[test]
+    fn a_report_is_read_back_and_a_bad_hash_refused() {
+        let mut values = vec![
+            (at(0, None), Value::String("wasmtime 48.0.8".into())),
+            (at(1, None), Value::String("x86_64-linux".into())),
+            (at(2, Some(0)), Value::String("sse4.1".into())),
+            (at(2, Some(1)), Value::String("avx2".into())),
+            (at(3, None), Value::String("0123456789abcdef".into())),
+            (at(6, None), Value::Float(4294967296.0)),
+            (at(7, None), Value::Integer(33554432)),
+            (at(8, None), Value::Boolean(true)),
+        ];
+        let e = EngineInfo::from_values(&values).unwrap();
+        assert_eq!(e.cpu_features, ["sse4.1", "avx2"]);
+        assert_eq!(e.memory_reservation, 4 << 30);
+        assert!(e.accepts_precompiled);
+        values[4].1 = Value::String("../../etc".into());
+        assert_eq!(EngineInfo::from_values(&values), None);
     }
 }

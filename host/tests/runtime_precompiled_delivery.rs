@@ -160,18 +160,7 @@ async fn variants_are_adopted_when_they_verify_and_compiled_locally_otherwise() 
 
 /// The engine a server reads from this device's /26500.
 fn reported(rt: &Runtime) -> wasmdm_server::precompile::DeviceEngine {
-    let i = rt.engine_info();
-    wasmdm_server::precompile::DeviceEngine {
-        runtime_version: i.runtime_version,
-        target: i.target,
-        cpu_features: i.cpu_features,
-        compatibility_hash: i.compatibility_hash,
-        worlds: i.worlds,
-        compiler: i.compiler,
-        memory_reservation: i.memory_reservation,
-        memory_guard: i.memory_guard,
-        accepts_precompiled: i.accepts_precompiled,
-    }
+    rt.engine_info()
 }
 
 /// What `wasmdm server` compiles from a device's report (explicit target

@@ -329,6 +329,7 @@ impl Runtime {
             memory_reservation: reservation,
             memory_guard: super::engine::guard_for(reservation),
             accepts_precompiled: !cfg.native_code_keys.is_empty(),
+            max_package_bytes: self.inner.config.max_package_bytes,
         }
     }
 }

@@ -38,9 +38,13 @@ pub mod res {
     /// Whether the device accepts precompiled artifacts (it trusts at least
     /// one key for native code).
     pub const ACCEPTS_PRECOMPILED: u16 = 8;
+    /// The largest package file the device takes, bytes (its
+    /// `max-package-bytes`): a server sends the plain file when the variant
+    /// with precompiled code would be larger.
+    pub const MAX_PACKAGE_SIZE: u16 = 9;
 }
 
-static RESOURCES: [ResourceDef; 9] = [
+static RESOURCES: [ResourceDef; 10] = [
     def(
         res::RUNTIME_VERSION,
         "Runtime Version",
@@ -113,6 +117,14 @@ static RESOURCES: [ResourceDef; 9] = [
         true,
         DataType::Boolean,
     ),
+    def(
+        res::MAX_PACKAGE_SIZE,
+        "Max Package Size",
+        Operations::Read,
+        false,
+        false,
+        DataType::Integer,
+    ),
 ];
 
 /// What the object reports: set once by the device's driver at startup;
@@ -128,6 +140,10 @@ pub struct EngineInfo {
     pub memory_reservation: u64,
     pub memory_guard: u64,
     pub accepts_precompiled: bool,
+    /// Largest package file taken, bytes; 0 when the device did not say
+    /// (a device from before resource 9).
+    #[serde(default)]
+    pub max_package_bytes: u64,
 }
 
 /// Longest text value taken from a device's report (a version, triple,
@@ -158,6 +174,7 @@ impl EngineInfo {
                 res::MEMORY_RESERVATION => e.memory_reservation = number(value)?,
                 res::MEMORY_GUARD => e.memory_guard = number(value)?,
                 res::ACCEPTS_PRECOMPILED => e.accepts_precompiled = boolean(value)?,
+                res::MAX_PACKAGE_SIZE => e.max_package_bytes = number(value)?,
                 _ => {}
             }
         }
@@ -257,6 +274,7 @@ impl Object for Engine {
             res::ACCEPTS_PRECOMPILED => Ok(Some(ResourceValue::Single(Value::Boolean(
                 i.accepts_precompiled,
             )))),
+            res::MAX_PACKAGE_SIZE => Ok(Some(integer(i.max_package_bytes))),
             r => Err(not_allowed(&RESOURCES, r, "resource is not readable")),
         }
     }
@@ -310,6 +328,7 @@ mod tests {
             memory_reservation: 4 << 30,
             memory_guard: 32 << 20,
             accepts_precompiled: true,
+            max_package_bytes: 256 << 20,
         }
     }
 
@@ -337,6 +356,10 @@ mod tests {
         assert_eq!(
             o.read(0, res::ACCEPTS_PRECOMPILED).unwrap(),
             Some(ResourceValue::Single(Value::Boolean(true)))
+        );
+        assert_eq!(
+            o.read(0, res::MAX_PACKAGE_SIZE).unwrap(),
+            Some(ResourceValue::Single(Value::Integer(256 << 20)))
         );
         for d in o.resources() {
             assert!(o.read(0, d.id).unwrap().is_some(), "{}", d.name);
@@ -380,11 +403,13 @@ mod tests {
             (at(6, None), Value::Float(4294967296.0)),
             (at(7, None), Value::Integer(33554432)),
             (at(8, None), Value::Boolean(true)),
+            (at(9, None), Value::Integer(268435456)),
         ];
         let e = EngineInfo::from_values(&values).unwrap();
         assert_eq!(e.cpu_features, ["sse4.1", "avx2"]);
         assert_eq!(e.memory_reservation, 4 << 30);
         assert!(e.accepts_precompiled);
+        assert_eq!(e.max_package_bytes, 256 << 20);
         values[4].1 = Value::String("../../etc".into());
         assert_eq!(EngineInfo::from_values(&values), None);
     }

@@ -129,7 +129,9 @@ impl Service {
         if !matches!(spec.op, OpKind::Install | OpKind::Upgrade) {
             return out;
         }
-        let mut groups: BTreeMap<String, (DeviceEngine, Vec<String>)> = BTreeMap::new();
+        // Per hash: the engine, and each device with the largest package
+        // it takes (0: it did not say).
+        let mut groups: BTreeMap<String, (DeviceEngine, Vec<(String, u64)>)> = BTreeMap::new();
         for ep in targets {
             let engine = match store.get::<DeviceRecord>(DEVICES, ep) {
                 Ok(Some(DeviceRecord {
@@ -143,28 +145,47 @@ impl Service {
             if !engine.accepts_precompiled {
                 continue;
             }
+            let max = engine.max_package_bytes;
             groups
                 .entry(engine.compatibility_hash.clone())
                 .or_insert_with(|| (engine, Vec::new()))
                 .1
-                .push(ep.clone());
+                .push((ep.clone(), max));
         }
         for (hash, (engine, eps)) in groups {
             if !wanted() {
                 break;
             }
             let this = self.clone();
-            let store = store.clone();
-            let f = file.clone();
-            let job = tokio::task::spawn_blocking(move || this.variant(&store, &f, &engine));
+            let (shared, f) = (store.clone(), file.clone());
+            let job = tokio::task::spawn_blocking(move || this.variant(&shared, &f, &engine));
+            let names = || {
+                let names: Vec<&str> = eps.iter().map(|(ep, _)| ep.as_str()).collect();
+                names.join(", ")
+            };
             match job.await {
                 Ok(Ok(())) => {
                     tracing::info!(
                         "precompiled {file} for engine {hash} ({} device(s))",
                         eps.len()
                     );
-                    for ep in eps {
-                        out.variants.insert(ep, hash.clone());
+                    let size = store.variant(&file, &hash).map(|(path, _)| {
+                        std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX)
+                    });
+                    for (ep, max) in eps {
+                        // A variant the device would refuse as too large
+                        // (/26500/0/9): it gets the plain file instead.
+                        match size {
+                            Some(n) if max == 0 || n <= max => {
+                                out.variants.insert(ep, hash.clone());
+                            }
+                            _ => out.notes.push(format!(
+                                "{ep}: the package with precompiled code ({} bytes) is larger than \
+                                 the device takes ({max} bytes); it gets the plain file and compiles \
+                                 locally",
+                                size.map_or_else(|| "?".into(), |n| n.to_string())
+                            )),
+                        }
                     }
                 }
                 failed => {
@@ -175,11 +196,11 @@ impl Service {
                     };
                     tracing::warn!(
                         "no precompiled code for engine {hash} ({}): {why}; they compile it themselves",
-                        eps.join(", ")
+                        names()
                     );
                     out.notes.push(format!(
                         "engine {hash} ({}): no precompiled code, devices compile locally: {why}",
-                        eps.join(", ")
+                        names()
                     ));
                 }
             }

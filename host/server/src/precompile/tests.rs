@@ -59,6 +59,13 @@ async fn groups_by_hash_compiles_once_and_leaves_mismatches_plain() {
         ("c", Some(engine("00bb", true))),
         ("d", Some(engine("00aa", false))),
         ("e", None),
+        (
+            "f",
+            Some(DeviceEngine {
+                max_package_bytes: 16,
+                ..engine("00aa", true)
+            }),
+        ),
     ];
     for (ep, engine) in &devices {
         let rec = DeviceRecord {
@@ -84,8 +91,9 @@ async fn groups_by_hash_compiles_once_and_leaves_mismatches_plain() {
     let prepared = service
         .prepare(&store, &spec, &targets, &Default::default(), &|| true)
         .await;
-    // a and b share a hash: one compile. c's engine hash is not what the
-    // compiler built: plain file, with a note saying why.
+    // a, b and f share a hash: one compile. c's engine hash is not what the
+    // compiler built: plain file, with a note saying why. f takes packages
+    // of at most 16 bytes (/26500/0/9): plain file, with a note.
     assert_eq!(fake.compiles.load(Ordering::SeqCst), 2);
     let got: Vec<(&str, &str)> = prepared
         .variants
@@ -93,8 +101,12 @@ async fn groups_by_hash_compiles_once_and_leaves_mismatches_plain() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert_eq!(got, [("a", "00aa"), ("b", "00aa")]);
-    assert_eq!(prepared.notes.len(), 1, "{:?}", prepared.notes);
-    assert!(prepared.notes[0].contains("00bb") && prepared.notes[0].contains("not the device's"));
+    assert_eq!(prepared.notes.len(), 2, "{:?}", prepared.notes);
+    let noted = |f: &dyn Fn(&String) -> bool| prepared.notes.iter().any(f);
+    assert!(noted(
+        &|n| n.contains("00bb") && n.contains("not the device's")
+    ));
+    assert!(noted(&|n| n.starts_with("f: ") && n.contains("(16 bytes)")));
     let mut c = Campaign::new("c1".into(), None, spec.clone(), targets.clone(), 0);
     apply(&mut c, prepared);
     assert_eq!(c.jobs[0].precompiled.as_deref(), Some("00aa"));

@@ -42,8 +42,17 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Stores a variant (its digest first: the `.pkg` makes it complete), then
-/// evicts the oldest others until all fit in `cap` bytes.
-pub fn store(base: &Path, sha: &str, engine: &str, bytes: &[u8], cap: u64) -> std::io::Result<()> {
+/// evicts the oldest others until all fit in `cap` bytes, except those of
+/// files `in_use` (a running campaign may still deliver them: evicting one
+/// would fail its pulls with 4.04), so the cap may be exceeded while they run.
+pub fn store(
+    base: &Path,
+    sha: &str,
+    engine: &str,
+    bytes: &[u8],
+    cap: u64,
+    in_use: &dyn Fn(&str) -> bool,
+) -> std::io::Result<()> {
     if !valid_sha(sha) || !valid_hash(engine) {
         return Err(std::io::Error::other("bad variant name"));
     }
@@ -54,13 +63,13 @@ pub fn store(base: &Path, sha: &str, engine: &str, bytes: &[u8], cap: u64) -> st
     let pkg = dir.join(format!("{engine}.pkg"));
     write_durably(&pkg, bytes)?;
     fs::File::open(&dir)?.sync_all()?;
-    evict(base, cap, &pkg);
+    evict(base, cap, &pkg, in_use);
     Ok(())
 }
 
 /// Removes the oldest variants (by modification time) until the total is
-/// at most `cap`; never `keep`.
-fn evict(base: &Path, cap: u64, keep: &Path) {
+/// at most `cap`; never `keep` nor a variant of a file `in_use`.
+fn evict(base: &Path, cap: u64, keep: &Path, in_use: &dyn Fn(&str) -> bool) {
     let mut all: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
     let Ok(dirs) = fs::read_dir(base) else {
         return;
@@ -85,7 +94,11 @@ fn evict(base: &Path, cap: u64, keep: &Path) {
         if total <= cap {
             break;
         }
-        if p == keep {
+        let file = p
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|f| f.to_str());
+        if p == keep || file.is_none_or(in_use) {
             continue;
         }
         if fs::remove_file(&p).is_ok() {
@@ -115,9 +128,14 @@ mod tests {
     fn stores_evicts_oldest_and_removes_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = ("a".repeat(64), "b".repeat(64));
-        store(dir.path(), &a, "0011", &[1; 600], 1000).unwrap();
+        let unused = |_: &str| false;
+        store(dir.path(), &a, "0011", &[1; 600], 1000, &unused).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        store(dir.path(), &b, "0011", &[2; 600], 1000).unwrap();
+        // A variant of a file a campaign uses stays, over the cap.
+        store(dir.path(), &b, "0011", &[2; 600], 1000, &|f| f == a).unwrap();
+        assert!(variant_path(dir.path(), &a, "0011").is_some(), "in use");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store(dir.path(), &b, "0022", &[3; 100], 1000, &unused).unwrap();
         assert!(variant_path(dir.path(), &a, "0011").is_none(), "evicted");
         assert!(variant_path(dir.path(), &b, "0011").is_some());
         assert_eq!(

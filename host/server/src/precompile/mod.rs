@@ -266,7 +266,8 @@ impl Service {
         }
         let bytes =
             variant::build(&plain, MAX_PACKAGE_BYTES, &artifacts).map_err(|e| e.to_string())?;
-        cache::store(&self.dir, file, hash, &bytes, self.cache_bytes)
+        let in_use = |f: &str| crate::files::used_by_a_campaign(store, f).unwrap_or(true);
+        cache::store(&self.dir, file, hash, &bytes, self.cache_bytes, &in_use)
             .map_err(|e| format!("cache: {e}"))
     }
 }

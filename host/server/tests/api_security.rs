@@ -646,16 +646,25 @@ async fn uploads_over_the_caps_are_refused_and_store_nothing() {
         let e = c.upload(&[7u8; 10_001], "big", None, None).unwrap_err();
         assert!(matches!(e, CtlError::Api { status: 413, .. }), "{e}");
         // Chunked (no Content-Length): cut off while reading.
+        // The server answers as soon as the cap is passed and closes; a
+        // client still sending may see the connection reset before it reads
+        // the answer (a loaded machine makes that likelier). Either way
+        // nothing is stored.
         let a = agent();
         let big = vec![7u8; 50_000];
-        let mut r = a
+        let sent = a
             .post(format!("{base}/api/files?name=chunked"))
             .header("authorization", format!("Bearer {token}"))
-            .send(ureq::SendBody::from_reader(&mut big.as_slice()))
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 413);
-        let text = r.body_mut().read_to_string().unwrap();
-        assert!(text.contains("10000"), "{text}");
+            .send(ureq::SendBody::from_reader(&mut big.as_slice()));
+        match sent {
+            Ok(mut r) => {
+                assert_eq!(r.status().as_u16(), 413);
+                let text = r.body_mut().read_to_string().unwrap();
+                assert!(text.contains("10000"), "{text}");
+            }
+            Err(ureq::Error::Io(e)) => eprintln!("note: cut off before the 413 was read: {e}"),
+            Err(e) => panic!("chunked upload over the cap: {e}"),
+        }
         assert_eq!(c.get("/api/files").unwrap(), json!([]));
         assert_eq!(count_files(), 0, "no temp file left");
 

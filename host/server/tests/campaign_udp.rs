@@ -245,7 +245,7 @@ async fn group_upgrade_push_and_pull_with_bad_input_and_restart() {
     let _s2 = fake_device(server.bound.coap, "d2", d2.clone()).await;
     let _s3 = fake_device(server.bound.coap, "bad", bad.clone()).await;
     let cc = c.clone();
-    eventually(Duration::from_secs(5), move || {
+    eventually(Duration::from_secs(30), move || {
         let v = cc.get("/api/devices").ok()?;
         (v.as_array()?.iter().filter(|d| d["online"] == true).count() == 3).then_some(())
     })
@@ -465,7 +465,7 @@ async fn restart_mid_campaign_continues_and_cancel_stops_a_stalled_device() {
     dev.lock().unwrap().hold_install = true;
     let _sock = fake_device(server.bound.coap, "slow", dev.clone()).await;
     let cc = c.clone();
-    eventually(Duration::from_secs(5), move || {
+    eventually(Duration::from_secs(30), move || {
         cc.get("/api/devices/slow")
             .ok()
             .filter(|d| d["online"] == true)
@@ -480,7 +480,7 @@ async fn restart_mid_campaign_continues_and_cancel_stops_a_stalled_device() {
         .to_string();
     // Wait until the device sits in DELIVERED with Install executed but not finished.
     let d = dev.clone();
-    eventually(Duration::from_secs(10), move || {
+    eventually(Duration::from_secs(30), move || {
         (d.lock().unwrap().state == 3).then_some(())
     })
     .await

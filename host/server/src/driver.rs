@@ -58,6 +58,14 @@ pub enum Command {
     Cancel(String, oneshot::Sender<bool>),
     /// Retry failed devices of a campaign.
     Retry(String, oneshot::Sender<bool>),
+    /// Read a registered device's engine (/26500/0), keep it in its record,
+    /// and answer it (`None`: no usable report).
+    ReadEngine {
+        /// Device.
+        endpoint: String,
+        /// Where the engine goes.
+        reply: oneshot::Sender<Option<crate::precompile::DeviceEngine>>,
+    },
 }
 
 /// What an outgoing exchange is for.
@@ -73,8 +81,12 @@ enum Purpose {
     },
     /// An observation.
     Observe,
-    /// The Read of a device's engine (/26500/0) after it registered.
-    Engine(String),
+    /// The Read of a device's engine (/26500/0) after it registered, or
+    /// for a campaign that prepares (which gets the engine too).
+    Engine(
+        String,
+        Option<oneshot::Sender<Option<crate::precompile::DeviceEngine>>>,
+    ),
 }
 
 #[derive(Debug)]
@@ -234,6 +246,17 @@ impl Driver {
 
     fn command(&mut self, c: Command) {
         match c {
+            Command::ReadEngine { endpoint, reply } => {
+                let op = DmOp::Read {
+                    path: format!("/{}/0", crate::precompile::engine::ENGINE_OBJECT),
+                    accept: None,
+                };
+                self.send_dm(
+                    &endpoint,
+                    op,
+                    Purpose::Engine(endpoint.clone(), Some(reply)),
+                );
+            }
             Command::Dm {
                 endpoint,
                 op,
@@ -545,12 +568,16 @@ impl Driver {
                 path: format!("/{}/0", crate::precompile::engine::ENGINE_OBJECT),
                 accept: Some(110),
             };
-            self.send_dm(&ep, op, Purpose::Engine(ep.clone()));
+            self.send_dm(&ep, op, Purpose::Engine(ep.clone(), None));
         }
     }
 
     /// Keeps a device's engine report (/26500/0) in its record.
-    fn engine_read(&mut self, endpoint: &str, result: DmResult) {
+    fn engine_read(
+        &mut self,
+        endpoint: &str,
+        result: DmResult,
+    ) -> Option<crate::precompile::DeviceEngine> {
         let engine = match result {
             Ok(reply) if reply.code == Code::CONTENT.0 => {
                 crate::precompile::DeviceEngine::from_values(&reply.values)
@@ -559,7 +586,7 @@ impl Driver {
         };
         let Some(engine) = engine else {
             tracing::debug!("{endpoint:?}: no usable engine report (/26500/0)");
-            return;
+            return None;
         };
         tracing::info!(
             "engine of {endpoint:?}: {} on {}, hash {}{}",
@@ -574,7 +601,7 @@ impl Driver {
         );
         match self.store.get::<DeviceRecord>(DEVICES, endpoint) {
             Ok(Some(mut rec)) => {
-                rec.engine = Some(engine);
+                rec.engine = Some(engine.clone());
                 if let Err(e) = self.batch.put(DEVICES, endpoint, &rec) {
                     tracing::warn!("store device {endpoint}: {e}");
                 }
@@ -582,6 +609,7 @@ impl Driver {
             Ok(None) => {}
             Err(e) => tracing::warn!("device {endpoint}: {e}"),
         }
+        Some(engine)
     }
 
     /// Sends a DM op to a registered endpoint; failures to send complete `purpose` with an error.
@@ -810,7 +838,12 @@ impl Driver {
                 },
             ),
             Purpose::Observe => {}
-            Purpose::Engine(endpoint) => self.engine_read(&endpoint, result),
+            Purpose::Engine(endpoint, reply) => {
+                let engine = self.engine_read(&endpoint, result);
+                if let Some(reply) = reply {
+                    let _ = reply.send(engine);
+                }
+            }
         }
     }
 

@@ -302,4 +302,19 @@ mod tests {
             ]
         );
     }
+
+    /// An engine read for a campaign that prepares is answered even when it
+    /// cannot be sent (the device is not registered): the campaign then
+    /// gives that device the plain file instead of waiting.
+    #[tokio::test]
+    async fn an_engine_read_of_an_unknown_device_answers_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut driver, _store) = test_driver(dir.path()).await;
+        let (reply, answer) = oneshot::channel();
+        driver.command(Command::ReadEngine {
+            endpoint: "nobody".into(),
+            reply,
+        });
+        assert_eq!(answer.await.unwrap(), None);
+    }
 }

@@ -26,7 +26,6 @@ use tokio::task::JoinHandle;
 
 use super::{DeviceEngine, Prepared, apply};
 use crate::campaign::{Campaign, CampaignSpec, CampaignStatus, Input, OpKind, Schedule};
-use crate::core::dm::DmOp;
 use crate::driver::{Command, unix_ms};
 use crate::http::AppState;
 use crate::store::{DEVICES, DeviceRecord, Store, StoreError};
@@ -194,9 +193,8 @@ fn without_engine(store: &Store, targets: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Reads /26500/0 from `endpoints` through the driver, a few at a time.
-/// Used for this campaign only: the driver keeps a device's engine in its
-/// record when it reads it at the next Register or Update.
+/// Reads /26500/0 from `endpoints` through the driver, a few at a time;
+/// the driver keeps each engine in the device's record as well.
 async fn read_engines(
     s: &AppState,
     endpoints: &[String],
@@ -210,13 +208,8 @@ async fn read_engines(
         let mut reads = tokio::task::JoinSet::new();
         for ep in chunk {
             let (reply, answer) = oneshot::channel();
-            let op = DmOp::Read {
-                path: format!("/{}/0", super::engine::ENGINE_OBJECT),
-                accept: None,
-            };
-            let command = Command::Dm {
+            let command = Command::ReadEngine {
                 endpoint: ep.clone(),
-                op,
                 reply,
             };
             if s.commands.send(command).await.is_err() {
@@ -230,7 +223,7 @@ async fn read_engines(
         while let Some(done) = reads.join_next().await {
             let Ok((ep, answer)) = done else { continue };
             let engine = match answer {
-                Ok(Ok(Ok(reply))) => DeviceEngine::from_values(&reply.values),
+                Ok(Ok(engine)) => engine,
                 _ => None,
             };
             match engine {

@@ -141,20 +141,11 @@ async fn prepares_in_the_background_reads_missing_engines_then_starts() {
     assert_eq!(stored(&w).status, CampaignStatus::Preparing);
     // The driver first gets the engine read of b (registered, none on record).
     match w.driver.recv().await.unwrap() {
-        Command::Dm {
-            endpoint,
-            op,
-            reply,
-        } => {
+        Command::ReadEngine { endpoint, reply } => {
             assert_eq!(endpoint, "b");
-            assert_eq!(
-                op,
-                DmOp::Read {
-                    path: "/26500/0".into(),
-                    accept: None
-                }
-            );
-            reply.send(Ok(engine_reply())).unwrap();
+            reply
+                .send(DeviceEngine::from_values(&engine_reply().values))
+                .unwrap();
         }
         other => panic!("expected the engine read, got {other:?}"),
     }

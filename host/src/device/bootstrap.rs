@@ -600,11 +600,15 @@ impl Driver {
         self.transport.close(Instant::now(), previous).await;
         let retry_base = Duration::from_secs(active.server.retry_policy().retry_timer.max(1));
         let now = Instant::now();
+        // The provisioned /1 is the new base: what the previous server wrote
+        // is forgotten (server_settings.rs).
+        self.server = super::shared::Shared::new(active.server.clone());
+        self.server_base = active.server;
         self.client.retarget(
             now,
             server,
             Box::new(active.security),
-            Box::new(active.server),
+            Box::new(self.server.clone()),
             retry_base,
         );
         info!(%server, "registering with the provisioned server");

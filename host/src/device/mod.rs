@@ -12,6 +12,7 @@ pub mod config;
 pub mod download;
 mod packages;
 pub mod security;
+mod server_settings;
 mod shared;
 mod socket;
 mod state;
@@ -20,6 +21,7 @@ mod transport;
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 use config::{ConfigError, DeviceConfig};
 use packages::adopt_unmanaged;
+use server_settings::ServerSettings;
 use shared::{LiveDevice, Shared};
 use socket::DeviceSocket;
 use state::{DeviceState, StateFile};
@@ -35,7 +37,7 @@ use transport::Transport;
 use wasmdm_package::display::escape;
 use wasmdm_proto::client::{Client, Config as EngineConfig, DownloadId, Event};
 use wasmdm_proto::object::{ComponentAction, Effect, Object, OpError, SwMgmtAction};
-use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo};
+use wasmdm_proto::objects::{Device as DeviceObject, DeviceInfo, Server};
 use wasmdm_proto::swcomp::SoftwareComponents;
 use wasmdm_proto::swmgmt::{Installed, Report, SoftwareManagement, SwMgmtConfig, UpdateResult};
 
@@ -260,6 +262,10 @@ struct Driver {
     client: Client,
     swmgmt: Shared<SoftwareManagement>,
     swcomp: Shared<SoftwareComponents>,
+    /// /1 as the client serves it, and as it was configured or provisioned
+    /// (kept across restarts: `server_settings.rs`).
+    server: Shared<Server>,
+    server_base: Server,
     state_file: StateFile,
     /// /9 instance -> installed package name (the runtime's key).
     bindings: BTreeMap<u16, String>,
@@ -319,7 +325,11 @@ impl Driver {
             max_package_bytes: Some(config.max_package_bytes),
         };
         let state_file = StateFile::new(runtime.data_dir());
-        let saved = state_file.load()?;
+        let mut saved = state_file.load()?;
+        let server_settings = ServerSettings::restore(
+            saved.as_mut().and_then(|s| s.server.take()),
+            active.server.clone(),
+        );
         let (swmgmt, swcomp, bindings, restored_effects) = match saved {
             Some(s) => {
                 let (sm, effects) = SoftwareManagement::from_json(&s.swmgmt, sw_config)
@@ -364,9 +374,10 @@ impl Driver {
         // Core 1.1 §6.2.1.1: /1/x/18 Communication Retry Timer (default 60 s).
         engine_config.retry_base =
             Duration::from_secs(active.server.retry_policy().retry_timer.max(1));
+        let server_object = Shared::new(server_settings.current);
         let objects: Vec<Box<dyn Object>> = vec![
             Box::new(active.security),
-            Box::new(active.server),
+            Box::new(server_object.clone()),
             Box::new(device),
             Box::new(swmgmt.clone()),
             Box::new(swcomp.clone()),
@@ -387,6 +398,8 @@ impl Driver {
             client,
             swmgmt,
             swcomp,
+            server: server_object,
+            server_base: server_settings.base,
             state_file,
             bindings,
             work_tx,
@@ -733,6 +746,10 @@ impl Driver {
             swmgmt,
             swcomp,
             bindings: self.bindings.clone(),
+            server: Some(ServerSettings {
+                base: self.server_base.clone(),
+                current: self.server.lock().clone(),
+            }),
         })?;
         Ok(())
     }

@@ -30,6 +30,10 @@ pub struct DeviceState {
     pub swcomp: String,
     /// /9 instance -> installed package name.
     pub bindings: BTreeMap<u16, String>,
+    /// The /1 instance as the LwM2M server wrote it (`server_settings.rs`);
+    /// absent in states written before it was kept.
+    #[serde(default)]
+    pub server: Option<super::server_settings::ServerSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +244,7 @@ mod tests {
 
     fn state(tag: &str) -> DeviceState {
         DeviceState {
+            server: None,
             swmgmt: format!("{{\"tag\":\"{tag}\"}}"),
             swcomp: "{}".into(),
             bindings: BTreeMap::from([(0, tag.to_string())]),

@@ -9,6 +9,7 @@ mod device_support;
 use device_support::{Net, wait_for};
 use serde_json::json;
 use wasmdm::device::config::{DeviceConfig, Secret};
+use wasmdm_proto::objects::SecurityMode;
 
 const BOOTSTRAP_KEY: &str = "b0075742a9b0075742a9b0075742a9b0";
 
@@ -89,4 +90,92 @@ fn a_bootstrap_only_device_bootstraps_registers_and_is_upgraded_over_dtls() {
         report["jobs"][0]["targets"][0]["new_version"], "2.0.0",
         "{report:#}"
     );
+}
+
+/// Certificate mode with the bootstrap server: the device's certificate
+/// (CN = endpoint, from the server's device CA) authenticates it to the
+/// bootstrap port, whose certificate (SAN 127.0.0.1) the device checks
+/// against the same CA; it is provisioned a PSK account and registers.
+#[test]
+fn a_device_bootstraps_in_certificate_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bootstrap test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_der = ca_cert.der().to_vec();
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let issue = |cn: &str, sans: &[&str]| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.path().join(format!("{cn}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{cn}.key")), key.serialize_pem()).unwrap();
+        (cert.der().to_vec(), key.serialize_der())
+    };
+    let (server_cert, server_key) = issue("bs-server", &["127.0.0.1"]);
+    let ep = "e2e-bs-x509";
+    issue(ep, &[]);
+
+    let mut net = Net::start(|c| {
+        let any = "127.0.0.1:0".parse().unwrap();
+        c.bootstrap = Some(wasmdm_server::bootstrap::BootstrapListen::new(any, any));
+        c.dtls.certificate = Some((vec![server_cert], server_key));
+        c.dtls.client_cas = vec![ca_der];
+    });
+    let (_, bs_coaps) = net.bound.bootstrap.expect("bootstrap listens");
+    net.api
+        .put(
+            &format!("/api/bootstrap/endpoints/{ep}"),
+            &json!({"mode": "x509"}),
+        )
+        .unwrap();
+    net.api
+        .put(
+            "/api/bootstrap/labels/default",
+            &json!({"servers": [{"uri": net.coaps_uri(), "short_id": 1, "security": "psk"}]}),
+        )
+        .unwrap();
+    let config = DeviceConfig {
+        server: String::new(),
+        bootstrap_server: Some(format!("coaps://{bs_coaps}")),
+        bootstrap_security: Some(SecurityMode::Certificate),
+        bootstrap_certificate: Some(dir.path().join(format!("{ep}.pem"))),
+        bootstrap_private_key: Some(dir.path().join(format!("{ep}.key"))),
+        bootstrap_server_ca: Some(dir.path().join("ca.pem")),
+        bootstrap_retry: 1,
+        ..net.config(ep, String::new())
+    };
+    net.device(config);
+    net.wait_online(&[ep]);
+    let session = wait_for("the bootstrap session is recorded", || {
+        let s = net.api.get(&format!("/api/bootstrap/sessions/{ep}")).ok()?;
+        s.as_array()?.last().cloned()
+    });
+    assert_eq!(session["status"], "succeeded", "{session:#}");
+    assert_eq!(session["security"], "x509", "{session:#}");
+    // Bootstrap-Request Trigger: the account kept in accounts.json (the
+    // factory one, with its CA trust) bootstraps again.
+    let r = net
+        .api
+        .dm(
+            ep,
+            &json!({"op": "execute", "path": "/1/0/9", "args": null}),
+        )
+        .unwrap();
+    assert_eq!(r["success"], true, "{r:#}");
+    wait_for("a second certificate-mode bootstrap", || {
+        let s = net.api.get(&format!("/api/bootstrap/sessions/{ep}")).ok()?;
+        let s = s.as_array()?;
+        (s.len() == 2 && s[1]["status"] == "succeeded").then_some(())
+    });
+    net.wait_online(&[ep]);
 }

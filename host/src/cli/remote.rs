@@ -80,6 +80,18 @@ pub struct BootstrapArgs {
     /// File holding the bootstrap PSK (hex text or raw bytes).
     #[arg(long)]
     pub bootstrap_psk_key_file: Option<PathBuf>,
+    /// Own certificate (PEM or DER) for certificate mode with the bootstrap server.
+    #[arg(long)]
+    pub bootstrap_certificate: Option<PathBuf>,
+    /// Own PKCS#8 private key (PEM or DER) for certificate mode with the bootstrap server.
+    #[arg(long)]
+    pub bootstrap_private_key: Option<PathBuf>,
+    /// The bootstrap server's certificate (pinned), PEM or DER.
+    #[arg(long)]
+    pub bootstrap_server_certificate: Option<PathBuf>,
+    /// CA certificate(s), PEM, that the bootstrap server's certificate must chain to.
+    #[arg(long)]
+    pub bootstrap_server_ca: Option<PathBuf>,
     /// Allow plain CoAP (nosec) with the bootstrap server and in what it provisions.
     #[arg(long)]
     pub bootstrap_allow_nosec: bool,
@@ -109,6 +121,25 @@ impl BootstrapArgs {
         if self.bootstrap_psk_key_file.is_some() {
             config.bootstrap_psk_key_file = self.bootstrap_psk_key_file;
             config.bootstrap_psk_key = None;
+        }
+        for (flag, key) in [
+            (
+                self.bootstrap_certificate,
+                &mut config.bootstrap_certificate,
+            ),
+            (
+                self.bootstrap_private_key,
+                &mut config.bootstrap_private_key,
+            ),
+            (
+                self.bootstrap_server_certificate,
+                &mut config.bootstrap_server_certificate,
+            ),
+            (self.bootstrap_server_ca, &mut config.bootstrap_server_ca),
+        ] {
+            if flag.is_some() {
+                *key = flag;
+            }
         }
         if self.bootstrap_allow_nosec {
             config.bootstrap_allow_nosec = true;
@@ -460,4 +491,82 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use wasmdm::device::config::DeviceConfig;
+    use wasmdm_proto::objects::SecurityMode;
+
+    use crate::cli::{Cli, Command};
+
+    /// The certificate-mode bootstrap flags override device.toml's keys,
+    /// and leave the ones not given as the file has them.
+    #[test]
+    fn bootstrap_certificate_flags_override_the_file() {
+        let cli = Cli::try_parse_from([
+            "wasmdm",
+            "device",
+            "--bootstrap-server",
+            "coaps://bs.example:5784",
+            "--bootstrap-security",
+            "certificate",
+            "--bootstrap-certificate",
+            "/flags/dev.pem",
+            "--bootstrap-private-key",
+            "/flags/dev.key",
+            "--bootstrap-server-ca",
+            "/flags/ca.pem",
+        ])
+        .unwrap();
+        let Command::Device(args) = cli.command else {
+            panic!("not the device command")
+        };
+        let mut config: DeviceConfig = toml::from_str(
+            "bootstrap-certificate = \"/file/dev.pem\"\n\
+             bootstrap-private-key = \"/file/dev.key\"\n\
+             bootstrap-server-certificate = \"/file/bs.pem\"\n",
+        )
+        .unwrap();
+        args.bootstrap.apply(&mut config);
+        assert_eq!(
+            config.bootstrap_server.as_deref(),
+            Some("coaps://bs.example:5784")
+        );
+        assert_eq!(config.bootstrap_security, Some(SecurityMode::Certificate));
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        assert_eq!(
+            path(&config.bootstrap_certificate).as_deref(),
+            Some("/flags/dev.pem")
+        );
+        assert_eq!(
+            path(&config.bootstrap_private_key).as_deref(),
+            Some("/flags/dev.key")
+        );
+        assert_eq!(
+            path(&config.bootstrap_server_ca).as_deref(),
+            Some("/flags/ca.pem")
+        );
+        // Not given on the command line: the file's value stays.
+        assert_eq!(
+            path(&config.bootstrap_server_certificate).as_deref(),
+            Some("/file/bs.pem")
+        );
+        let pinned = Cli::try_parse_from([
+            "wasmdm",
+            "device",
+            "--bootstrap-server-certificate",
+            "/flags/bs.pem",
+        ])
+        .unwrap();
+        let Command::Device(args) = pinned.command else {
+            panic!("not the device command")
+        };
+        args.bootstrap.apply(&mut config);
+        assert_eq!(
+            path(&config.bootstrap_server_certificate).as_deref(),
+            Some("/flags/bs.pem")
+        );
+    }
 }

@@ -333,12 +333,23 @@ impl Provisioning {
         let Some(bs) = self.bootstrap_security() else {
             return Ok(None);
         };
-        let creds = match wasmdm_proto::bootstrap::accounts::credentials(&bs, self.allow_nosec) {
-            Ok(c) => c,
-            Err(why) => {
-                warn!("the bootstrap account is not usable: {why}");
-                return Ok(None);
-            }
+        // The factory account's own credentials where it is the one in use:
+        // /0/x/4 holds one certificate, taken as pinned, which would lose
+        // the `bootstrap-server-ca` trust (a CA, possibly several).
+        let factory = self
+            .factory_bootstrap
+            .as_ref()
+            .filter(|f| f.security == bs)
+            .map(|f| f.credentials.clone());
+        let creds = match factory {
+            Some(c) => c,
+            None => match wasmdm_proto::bootstrap::accounts::credentials(&bs, self.allow_nosec) {
+                Ok(c) => c,
+                Err(why) => {
+                    warn!("the bootstrap account is not usable: {why}");
+                    return Ok(None);
+                }
+            },
         };
         let authority = uri_authority(&bs.server_uri)?;
         let addr = resolve(&authority).await?;

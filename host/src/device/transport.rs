@@ -42,6 +42,12 @@ impl Engine for Client {
     fn foreign_requests_dropped(&self) -> u64 {
         Client::foreign_requests_dropped(self)
     }
+    /// A Register or Update whose handshake failed (e.g. a key the server
+    /// no longer has) fails now as a registration failure, not when CoAP
+    /// gives up on it (Core 1.1 §6.2.1.1).
+    fn handshake_failed(&mut self, now: Instant, _reason: &str) {
+        Client::handshake_failed(self, now)
+    }
 }
 
 impl Engine for BootstrapClient {
@@ -255,7 +261,12 @@ impl Transport {
                     if peer != self.server {
                         self.failed_file_servers.push(peer);
                     } else {
+                        // The engine gave up what waited for this handshake
+                        // and sends afresh after its own back-off; a stale
+                        // copy must not open the next handshake (which still
+                        // waits for DTLS's back-off).
                         client.handshake_failed(now, &reason);
+                        d.discard_queued(peer);
                     }
                 }
                 ClientEvent::Closed { peer } => info!(%peer, "DTLS session closed by the peer"),

@@ -3,7 +3,8 @@
 //! [`Client`] owns the CoAP [`Endpoint`], the objects, the registration state
 //! machine, write-attributes and observations. Drive it like quinn-proto:
 //! - A. getters: [`Client::registration`], [`Client::object`], [`Client::is_registered`];
-//! - B. inputs: [`Client::handle_datagram`], [`Client::handle_timeout`];
+//! - B. inputs: [`Client::handle_datagram`], [`Client::handle_timeout`],
+//!   [`Client::handshake_failed`];
 //! - C. commands: [`Client::start`], [`Client::complete`], [`Client::resources_changed`],
 //!   [`Client::trigger_update`], [`Client::deregister`], [`Client::start_download`], [`Client::object_mut`],
 //!   [`Client::add_object`], [`Client::remove_object`], [`Client::send`];
@@ -140,7 +141,8 @@ pub enum Event {
         /// Attempt number that failed.
         attempt: u32,
         /// The server's response code (e.g. 4.00 for a payload it cannot
-        /// parse), `None` when no answer came (timeout or RST).
+        /// parse), `None` when no answer came (timeout, RST, or a failed
+        /// DTLS handshake: [`Client::handshake_failed`]).
         code: Option<Code>,
         /// Back-off before the next attempt.
         retry_in: Duration,
@@ -581,19 +583,7 @@ impl Client {
                     }
                     self.events.push_back(Event::Registered { location });
                 }
-                _ => {
-                    let retry_in =
-                        registration::backoff(self.cfg.retry_base, self.cfg.retry_cap, attempt);
-                    self.reg = RegState::BackOff {
-                        until: now + retry_in,
-                        attempt: attempt + 1,
-                    };
-                    self.events.push_back(Event::RegistrationFailed {
-                        attempt,
-                        code,
-                        retry_in,
-                    });
-                }
+                _ => self.register_failed(now, attempt, code),
             },
             RegState::AwaitUpdate {
                 ex,

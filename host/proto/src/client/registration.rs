@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, Packet, RequestType};
 
+use super::{Client, Event};
 use crate::coap::endpoint::{ExchangeId, MAX_TRANSMIT_WAIT};
-use crate::coap::msg;
+use crate::coap::msg::{self, Code};
 use crate::model::ContentFormat;
 use crate::object::Object;
 
@@ -70,6 +71,53 @@ pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
         .checked_shl(attempt.saturating_sub(1))
         .unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(cap).min(cap)
+}
+
+impl Client {
+    /// The DTLS handshake with the server failed (an alert, a key the
+    /// server no longer has, no answer within the handshake deadline):
+    /// nothing in flight to the server can arrive, so the outstanding
+    /// Register or Update fails now, not when CoAP gives up on it (~93 s).
+    ///
+    /// - A Register fails like one refused or unanswered
+    ///   ([`Event::RegistrationFailed`] without a code): the next attempt
+    ///   comes after the back-off of `/1/x/18` Communication Retry Timer, and
+    ///   the driver counts it toward `/1/x/17` Communication Retry Count and
+    ///   `/1/x/16` Bootstrap on Registration Failure (Core 1.1 §6.2.1.1; the
+    ///   resources in §E.2).
+    /// - An Update fails like one unanswered: Register again at once (which
+    ///   waits for the DTLS layer's own handshake back-off).
+    ///
+    /// Otherwise nothing changes (other exchanges keep their CoAP timers).
+    pub fn handshake_failed(&mut self, now: Instant) {
+        match self.reg.clone() {
+            RegState::AwaitRegister { ex, attempt } => {
+                self.ep.cancel(now, ex);
+                self.register_failed(now, attempt, None);
+            }
+            RegState::AwaitUpdate { ex, .. } => {
+                self.ep.cancel(now, ex);
+                self.send_register(now, 1);
+            }
+            _ => return,
+        }
+        self.pump(now);
+    }
+
+    /// Register attempt `attempt` failed (`code`: the server's answer, `None`
+    /// for none): back off `/1/x/18 × 2^(attempt-1)` (Core 1.1 §6.2.1.1).
+    pub(super) fn register_failed(&mut self, now: Instant, attempt: u32, code: Option<Code>) {
+        let retry_in = backoff(self.cfg.retry_base, self.cfg.retry_cap, attempt);
+        self.reg = RegState::BackOff {
+            until: now + retry_in,
+            attempt: attempt + 1,
+        };
+        self.events.push_back(Event::RegistrationFailed {
+            attempt,
+            code,
+            retry_in,
+        });
+    }
 }
 
 /// What the root link `</>;rt="oma.lwm2m"` of the Register payload says

@@ -204,6 +204,15 @@ impl DtlsClient {
         Ok(())
     }
 
+    /// Forgets the plaintext waiting for `peer`'s handshake (the layer
+    /// above gave up on it after a failed handshake and sends afresh); the
+    /// back-off stays: the next send waits for it.
+    pub fn discard_queued(&mut self, peer: SocketAddr) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.queued.clear();
+        }
+    }
+
     /// Drops the association with `peer` (e.g. its server restarted and
     /// lost it); the next send performs a new handshake.
     pub fn reset(&mut self, now: Instant, peer: SocketAddr) {

@@ -776,3 +776,40 @@ fn a_first_client_hello_has_no_cookie() {
     );
     assert_eq!(record::client_hello_has_cookie(b"\x17\xfe\xfd"), None);
 }
+
+/// What waited for a failed handshake, discarded (the engine above gave
+/// it up and sends afresh), opens no handshake when the back-off ends; the
+/// next send does, and not before the back-off ends.
+#[test]
+fn discarded_plaintext_opens_no_handshake_and_the_back_off_still_applies() {
+    let start = Instant::now();
+    let (mut c, mut s) = (psk_client("dev-1", b"fedcba9876543210"), psk_server());
+    c.send(start, addr(SERVER), b"register").unwrap();
+    pump(start, &mut c, &mut s);
+    let retry_in = match c.poll_event() {
+        Some(ClientEvent::Failed { retry_in, .. }) => retry_in,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(retry_in, Duration::from_secs(1));
+    c.discard_queued(addr(SERVER));
+    let mut now = start + retry_in;
+    c.handle_timeout(now);
+    assert!(c.poll_transmit().is_none(), "no handshake for nothing");
+    // A new send right after a second failure waits for its 2 s back-off.
+    c.send(now, addr(SERVER), b"register again").unwrap();
+    pump(now, &mut c, &mut s);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::Failed { retry_in, .. }) if retry_in == Duration::from_secs(2)
+    ));
+    c.discard_queued(addr(SERVER));
+    c.send(now, addr(SERVER), b"third").unwrap();
+    assert!(c.poll_transmit().is_none(), "within the back-off");
+    now += Duration::from_secs(2);
+    c.handle_timeout(now);
+    assert!(
+        first_record(&c.poll_transmit().unwrap().bytes)
+            .unwrap()
+            .is_client_hello()
+    );
+}

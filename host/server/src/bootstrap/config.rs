@@ -123,6 +123,21 @@ pub struct ServerAccount {
     /// /1/y/16 Bootstrap on Registration Failure (written only when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_on_failure: Option<bool>,
+    /// /1/y/17 Communication Retry Count: failed Register attempts in a
+    /// sequence (Core 1.1 §6.2.1.1; written only when set, the device's
+    /// default is 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_count: Option<u32>,
+    /// /1/y/18 Communication Retry Timer, s: the first Register back-off,
+    /// doubled per attempt (device default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_timer: Option<u32>,
+    /// /1/y/19 Communication Sequence Delay Timer, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_delay: Option<u32>,
+    /// /1/y/20 Communication Sequence Retry Count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_retry_count: Option<u32>,
 }
 
 fn one() -> u16 {
@@ -151,6 +166,10 @@ impl Default for ServerAccount {
             binding: default_binding(),
             notification_storing: true,
             bootstrap_on_failure: None,
+            retry_count: None,
+            retry_timer: None,
+            sequence_delay: None,
+            sequence_retry_count: None,
         }
     }
 }
@@ -274,6 +293,14 @@ pub fn validate_config(c: &BootstrapConfig) -> Result<(), BootstrapConfigError> 
         }
         if s.lifetime == 0 {
             return bad("lifetime must be at least 1 s".into());
+        }
+        // A retry count or timer of 0 would make the device give up, or
+        // retry, at once (Core 1.1 §6.2.1.1).
+        if s.retry_count == Some(0) || s.retry_timer == Some(0) || s.sequence_retry_count == Some(0)
+        {
+            return bad(
+                "retry_count, retry_timer and sequence_retry_count must be at least 1".into(),
+            );
         }
         if s.binding.is_empty()
             || s.binding.len() > 8

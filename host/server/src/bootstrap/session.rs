@@ -499,18 +499,26 @@ fn server_instance(y: u16, a: &ServerAccount) -> (Node, String) {
         (6, single(Value::Boolean(a.notification_storing))),
         (7, single(Value::String(a.binding.clone()))),
     ];
+    let mut optional = String::new();
     if let Some(b) = a.bootstrap_on_failure {
         resources.push((16, single(Value::Boolean(b))));
+        optional.push_str(&format!(" bootstrap_on_failure={b}"));
+    }
+    // The communication retry resources (Core 1.1 §6.2.1.1, §E.2).
+    for (r, name, v) in [
+        (17, "retry_count", a.retry_count),
+        (18, "retry_timer", a.retry_timer),
+        (19, "sequence_delay", a.sequence_delay),
+        (20, "sequence_retry_count", a.sequence_retry_count),
+    ] {
+        if let Some(v) = v {
+            resources.push((r, single(Value::Integer(i64::from(v)))));
+            optional.push_str(&format!(" {name}={v}"));
+        }
     }
     let detail = format!(
-        "ssid={} lifetime={} binding={} storing={}{}",
-        a.short_id,
-        a.lifetime,
-        a.binding,
-        a.notification_storing,
-        a.bootstrap_on_failure
-            .map(|b| format!(" bootstrap_on_failure={b}"))
-            .unwrap_or_default()
+        "ssid={} lifetime={} binding={} storing={}{optional}",
+        a.short_id, a.lifetime, a.binding, a.notification_storing,
     );
     (Node::Instance { id: y, resources }, detail)
 }

@@ -277,3 +277,50 @@ fn senml_json_write_decodes_back() {
     assert_eq!(get(5), Some(single(Value::Opaque(vec![0x11; 16]))));
     assert_eq!(get(10), Some(single(Value::Integer(1))));
 }
+
+/// The communication retry resources are written to /1/y only when the
+/// configuration sets them (Core 1.1 §6.2.1.1, §E.2), and shown in the
+/// session's record.
+#[test]
+fn retry_resources_are_written_when_set() {
+    let plain = ServerAccount::default();
+    let (Node::Instance { resources, .. }, detail) = server_instance(0, &plain) else {
+        panic!()
+    };
+    let ids: Vec<u16> = resources.iter().map(|(r, _)| *r).collect();
+    assert_eq!(ids, [0, 1, 6, 7]);
+    assert_eq!(detail, "ssid=1 lifetime=300 binding=U storing=true");
+    let tuned = ServerAccount {
+        bootstrap_on_failure: Some(true),
+        retry_count: Some(2),
+        retry_timer: Some(1),
+        sequence_retry_count: Some(1),
+        ..ServerAccount::default()
+    };
+    let (Node::Instance { resources, .. }, detail) = server_instance(0, &tuned) else {
+        panic!()
+    };
+    assert_eq!(
+        resources[4..],
+        [
+            (16, single(Value::Boolean(true))),
+            (17, single(Value::Integer(2))),
+            (18, single(Value::Integer(1))),
+            (20, single(Value::Integer(1))),
+        ]
+    );
+    assert_eq!(
+        detail,
+        "ssid=1 lifetime=300 binding=U storing=true bootstrap_on_failure=true \
+         retry_count=2 retry_timer=1 sequence_retry_count=1"
+    );
+    use crate::bootstrap::config::{BootstrapConfig, validate_config};
+    let zero = BootstrapConfig {
+        servers: vec![ServerAccount {
+            retry_timer: Some(0),
+            ..ServerAccount::default()
+        }],
+        ..BootstrapConfig::default()
+    };
+    assert!(validate_config(&zero).is_err());
+}

@@ -10,4 +10,5 @@ pub mod demo;
 pub mod device;
 pub mod inspect;
 pub mod runtime;
+pub mod scaffold;
 pub mod state;

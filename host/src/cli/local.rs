@@ -17,7 +17,8 @@ pub struct RunArgs {
     /// Which component of a package to run (default: the first).
     #[arg(long)]
     pub component: Option<String>,
-    /// For a bare .wasm: a host directory to mount at /data.
+    /// A host directory to mount at /data (a package that grants /data gets
+    /// a temporary one otherwise, removed at exit; a bare .wasm gets none).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// For a bare .wasm: arguments passed to the component.
@@ -103,9 +104,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    // A package's /data as on a device, but for this run only.
+    let is_package = args.target.extension().is_none_or(|e| e != "wasm");
+    let scratch = match (&args.data, is_package) {
+        (None, true) => Some(tempfile::tempdir().context("cannot create a temporary /data")?),
+        _ => None,
+    };
+    if let Some(dir) = &scratch {
+        eprintln!(
+            "note: /data is a temporary directory ({}), removed at exit; --data DIR keeps it",
+            dir.path().display()
+        );
+    }
     let mut options = ForegroundOptions {
         component: args.component,
-        data_dir: args.data,
+        data_dir: args
+            .data
+            .or_else(|| scratch.as_ref().map(|d| d.path().to_path_buf())),
         ..Default::default()
     };
     if options.data_dir.is_none() {

@@ -45,6 +45,8 @@ pub enum Command {
     Server(remote::ServerArgs),
     /// Control a running `wasmdm server` through its HTTP API.
     Ctl(remote::CtlArgs),
+    /// Start a guest project (command, app, or app serving an LwM2M object) that builds and packs as it is.
+    New(package::NewArgs),
     /// Build a package (.wdm) from a directory holding manifest.toml and the files it lists.
     Pack(package::PackArgs),
     /// Show a package's manifest, digests, signature and each component's imports and exports.
@@ -84,6 +86,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Device(a) => remote::device(a).await,
         Command::Server(a) => remote::server(a).await,
         Command::Ctl(a) => remote::ctl(a).await,
+        Command::New(a) => package::new(a),
         Command::Pack(a) => package::pack(a),
         Command::Inspect(a) => package::inspect(a).await,
         Command::Keygen(a) => package::keygen(a),

@@ -1,10 +1,23 @@
-//! `wasmdm pack | inspect | keygen`: building, examining and signing packages.
+//! `wasmdm new | pack | inspect | keygen`: starting, building, examining and
+//! signing packages.
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wasmdm_package::display::{escape, escape_json};
 use wasmdm_package::{PackProgress, signing};
+
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// Directory to create (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// Package and crate name (default: the directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What to start from.
+    #[arg(long, value_enum, default_value = "app")]
+    pub kind: wasmdm::scaffold::Kind,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct PackArgs {
@@ -35,6 +48,28 @@ pub struct KeygenArgs {
     /// Base path: writes <base>.secret and <base>.pub.
     #[arg(default_value = "wasmdm-signing")]
     pub base: PathBuf,
+}
+
+pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let name = match args.name {
+        Some(n) => n,
+        None => args
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .context("name the package with --name")?,
+    };
+    let written = wasmdm::scaffold::create(&args.dir, &name, args.kind)?;
+    let dir = args.dir.display();
+    println!("created {name} in {dir}:");
+    for f in written {
+        println!("  {}", f.display());
+    }
+    println!(
+        "next: cd {dir} && cargo build --release && wasmdm pack . && wasmdm run {name}-0.1.0.wdm"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn pack(args: PackArgs) -> anyhow::Result<ExitCode> {

@@ -20,64 +20,12 @@
 mod browser_support;
 mod device_support;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use browser_support::Browser;
+use browser_support::{Browser, ConsoleServer as Server};
 use device_support::{DeviceProcess, corrupt, pack_example, repo};
 use serde_json::json;
-use tokio::sync::oneshot;
-use wasmdm_server::{Bound, ServerConfig};
-
-/// A server on a runtime of its own.
-struct Server {
-    rt: tokio::runtime::Runtime,
-    bound: Bound,
-    data_dir: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path) -> Server {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let data_dir = dir.join("server");
-        let mut config = ServerConfig::new(any, any, data_dir.clone());
-        config.allow_nosec = true;
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (tx, rx) = oneshot::channel();
-        rt.spawn(wasmdm_server::serve_with(
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |b| {
-                let _ = tx.send(b);
-            },
-        ));
-        let bound = rt.block_on(rx).expect("server starts");
-        Server {
-            rt,
-            bound,
-            data_dir,
-            stop: Some(stop),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = &self.rt;
-    }
-}
 
 fn screenshots_dir() -> PathBuf {
     // A relative path is taken from the repository root.

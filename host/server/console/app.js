@@ -1,8 +1,9 @@
 // wasmdm console: a hand-written single-page front end over the server's JSON
 // API (the same API `wasmdm ctl` uses). No framework, no build step: the
-// server embeds this file. Pages are hash routes (#/devices, #/devices/EP,
-// #/files, #/groups, #/wizard, #/campaigns, #/campaigns/ID); live data comes
-// from the server-sent events of /api/events, which the server batches.
+// server embeds this file and device.js (the device page). Pages are hash
+// routes (#/devices, #/devices/EP, #/files, #/groups, #/wizard, #/campaigns,
+// #/campaigns/ID); live data comes from the server-sent events of
+// /api/events, which the server batches.
 //
 // Every text from the server is put into the page as text (never as HTML).
 "use strict";
@@ -22,7 +23,7 @@ function h(tag, attrs, ...children) {
     else if (k === "checked") el.checked = !!v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -92,15 +93,6 @@ const UPDATE_RESULT = {
 };
 const stateName = (v) => (v === null || v === undefined ? "—" : v + " " + (UPDATE_STATE[v] || "unknown"));
 const resultName = (v, name) => (v === null || v === undefined ? "—" : v + " " + (name || UPDATE_RESULT[v] || "Reserved"));
-
-/** Resource names and operations of the objects wasmdm devices expose (Core §E, SwMgmt §6). */
-const MODEL = {
-  0: ["LwM2M Security", { 0: ["LwM2M Server URI", ""], 1: ["Bootstrap-Server", ""], 2: ["Security Mode", ""], 10: ["Short Server ID", ""] }],
-  1: ["LwM2M Server", { 0: ["Short Server ID", "R"], 1: ["Lifetime", "RW"], 2: ["Default Minimum Period", "RW"], 3: ["Default Maximum Period", "RW"], 4: ["Disable", "E"], 5: ["Disable Timeout", "RW"], 6: ["Notification Storing", "RW"], 7: ["Binding", "RW"], 8: ["Registration Update Trigger", "E"] }],
-  3: ["Device", { 0: ["Manufacturer", "R"], 1: ["Model Number", "R"], 2: ["Serial Number", "R"], 3: ["Firmware Version", "R"], 4: ["Reboot", "E"], 6: ["Available Power Sources", "R"], 9: ["Battery Level", "R"], 10: ["Memory Free", "R"], 11: ["Error Code", "R"], 13: ["Current Time", "RW"], 14: ["UTC Offset", "RW"], 15: ["Timezone", "RW"], 16: ["Supported Binding and Modes", "R"], 17: ["Device Type", "R"], 18: ["Hardware Version", "R"], 19: ["Software Version", "R"], 21: ["Memory Total", "R"] }],
-  9: ["Software Management", { 0: ["PkgName", "R"], 1: ["PkgVersion", "R"], 2: ["Package", "W"], 3: ["Package URI", "W"], 4: ["Install", "E"], 6: ["Uninstall", "E"], 7: ["Update State", "R"], 8: ["Update Supported Objects", "RW"], 9: ["Update Result", "R"], 10: ["Activate", "E"], 11: ["Deactivate", "E"], 12: ["Activation State", "R"], 16: ["Status Reason", "R"], 17: ["Software Component Link", "R"], 18: ["Software Component tree length", "R"] }],
-  14: ["Software Component", { 0: ["Component Identity", "R"], 1: ["Component Pack", "R"], 2: ["Component Version", "R"], 3: ["Activate", "E"], 4: ["Deactivate", "E"], 5: ["Activation State", "R"] }],
-};
 
 function showValue(v) {
   if (v === null || v === undefined) return "—";
@@ -390,55 +382,7 @@ async function addToGroup(input) {
   return `group ${name}: ${endpoints.length} explicit member(s)`;
 }
 
-// ------------------------------------------------------------- device page
-
-function dm(ep, op) {
-  return api("POST", "/api/devices/" + enc(ep) + "/dm", op);
-}
-function dmChecked(ep, op) {
-  return dm(ep, op).then((r) => {
-    if (!r.success) throw new ApiError(0, "the device answered " + r.code);
-    return r;
-  });
-}
-
-function devicePage(ep, tab) {
-  const m = main();
-  const d = live.devices.get(ep);
-  const tabs = [["overview", "Overview"], ["software", "Software"], ["objects", "Objects"], ["history", "History"]];
-  const summary = h("p", { class: "summary", id: "device-summary" });
-  const renderSummary = () => {
-    const x = live.devices.get(ep);
-    summary.replaceChildren(x
-      ? h("span", {}, h("span", { class: "badge " + (x.online ? "ok" : "muted") }, x.online ? "online" : "offline"),
-        ` last seen ${ago(x.last_seen)} · security ${x.security} · LwM2M ${x.lwm2m || "—"} · labels: ${x.labels.join(", ") || "none"} · groups: ${x.groups.join(", ") || "none"}`)
-      : (live.ready ? "unknown device" : "loading…"));
-  };
-  renderSummary();
-  m.append(h("p", {}, h("a", { href: "#/devices" }, "← Devices")), h("h1", {}, ep), summary,
-    h("nav", { class: "tabs", "aria-label": "Device" }, tabs.map(([k, label]) =>
-      h("a", { href: `#/devices/${enc(ep)}/${k}`, id: "tab-" + k, "aria-current": k === tab ? "page" : null }, label))));
-  const body = h("section", { id: "tab-body", "aria-labelledby": "tab-" + tab });
-  m.append(body);
-  live.onChange = (kinds) => { if (kinds.has("devices")) renderSummary(); };
-  ({ overview: overviewTab, software: softwareTab, objects: objectsTab, history: historyTab }[tab] || overviewTab)(ep, body, d);
-}
-
-async function overviewTab(ep, body) {
-  const status = statusSpan("overview-status");
-  const dl = h("dl", { class: "facts", id: "device-facts" });
-  body.append(h("h2", {}, "Device (/3/0)"), status, dl);
-  const r = await act(null, status, () => dmChecked(ep, { op: "read", path: "/3/0", accept: null }));
-  if (!r) return;
-  setStatus(status, "ok", "read " + new Date().toLocaleTimeString());
-  const v = r.values;
-  const facts = [["Manufacturer", 0], ["Model", 1], ["Serial number", 2], ["Firmware version", 3], ["Memory free (KiB)", 10], ["Memory total (KiB)", 21], ["Current time", 13], ["UTC offset", 14], ["Timezone", 15]];
-  for (const [label, id] of facts) {
-    let val = v["/3/0/" + id];
-    if (id === 13 && typeof val === "number") val = new Date(val * 1000).toLocaleString() + " (" + val + ")";
-    dl.append(h("dt", {}, label), h("dd", {}, showValue(val)));
-  }
-}
+// ------------------------------------------------------------------- files
 
 async function loadFiles() {
   return api("GET", "/api/console/files");
@@ -448,198 +392,6 @@ function fileOption(f) {
   const mf = f.manifest || {};
   return h("option", { value: f.sha256 }, `${f.name} — ${mf.name || "?"} ${mf.version || ""} (${f.sha256.slice(0, 12)})`);
 }
-
-async function softwareTab(ep, body) {
-  const status = statusSpan("software-status");
-  const tbody = h("tbody", { id: "software-rows" });
-  const refresh = h("button", { type: "button", id: "software-refresh", onclick: () => load() }, "Read again");
-  body.append(h("h2", {}, "Software (/9)"), refresh, status,
-    h("div", { class: "table-wrap" }, h("table", { id: "software-table" },
-      h("thead", {}, h("tr", {}, ["Instance", "Package", "Version", "Update State", "Update Result", "Activation", "Components", "Actions"].map((c) => h("th", { scope: "col" }, c)))), tbody)));
-  let files = [];
-  const installFile = h("select", { id: "install-file" });
-  const installActivate = h("input", { type: "checkbox", id: "install-activate", checked: true });
-  const installStatus = statusSpan("install-status");
-  body.append(h("h2", {}, "Install from a file"),
-    h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); act(e.submitter, installStatus, install); } },
-      field("Software file", installFile),
-      h("div", { class: "field check" }, installActivate, h("label", { for: "install-activate" }, "Activate after installing")),
-      h("button", { type: "submit", id: "install-btn" }, "Install"), installStatus));
-
-  async function install() {
-    const f = files.find((x) => x.sha256 === installFile.value);
-    if (!f) { fieldError(installFile, "pick a file (upload one under Software files)"); throw new Error("no file"); }
-    if (!f.manifest || !f.manifest.name) { fieldError(installFile, "this file has no readable manifest"); throw new Error("bad file"); }
-    fieldError(installFile, "");
-    const c = await api("POST", "/api/campaigns", { devices: [ep], op: "install", package: f.manifest.name, file: f.sha256, activate: installActivate.checked, timeout_secs: 120 });
-    return campaignLink(c.id, installStatus);
-  }
-
-  function campaignLink(id, el) {
-    setTimeout(() => el.replaceChildren("started ", h("a", { href: "#/campaigns/" + id }, "campaign " + id)), 0);
-    return "started campaign " + id;
-  }
-
-  async function load() {
-    const rows = await act(refresh, status, () => api("GET", "/api/console/devices/" + enc(ep) + "/software"));
-    if (!rows) return;
-    setStatus(status, "ok", `${rows.length} instance(s), read ${new Date().toLocaleTimeString()}`);
-    tbody.replaceChildren(...rows.map((r) => {
-      const rs = statusSpan("row-status-" + r.instance);
-      const upFile = h("select", { id: "upgrade-file-" + r.instance, "aria-label": "File to upgrade " + (r.name || "instance " + r.instance) + " to" },
-        files.filter((f) => f.manifest && f.manifest.name === r.name).map(fileOption));
-      const exec = (res, what) => (e) => act(e.target, rs, async () => {
-        await dmChecked(ep, { op: "execute", path: `/9/${r.instance}/${res}`, args: null });
-        setTimeout(load, 800);
-        return what + " sent";
-      });
-      return h("tr", { "data-instance": r.instance },
-        h("td", {}, "/9/" + r.instance), h("td", {}, r.name || "—"), h("td", {}, r.version || "—"),
-        h("td", { class: "state" }, stateName(r.update_state)),
-        h("td", { class: "result" }, resultName(r.update_result, r.update_result_name)),
-        h("td", {}, r.active === true ? "active" : r.active === false ? "inactive" : "—"),
-        h("td", {}, (r.components || []).map((c) => h("div", {}, `/14/${c.instance} ${showValue(c.identity)} ${showValue(c.version)}${c.active ? " (active)" : ""}`))),
-        h("td", { class: "actions" },
-          h("button", { type: "button", class: "activate", onclick: exec(10, "Activate") }, "Activate"),
-          h("button", { type: "button", class: "deactivate", onclick: exec(11, "Deactivate") }, "Deactivate"),
-          h("button", { type: "button", class: "uninstall", onclick: exec(6, "Uninstall") }, "Uninstall"),
-          h("span", { class: "upgrade" }, upFile,
-            h("button", { type: "button", onclick: (e) => act(e.target, rs, async () => {
-              if (!upFile.value) throw new Error("no uploaded file holds package " + r.name);
-              const c = await api("POST", "/api/campaigns", { devices: [ep], op: "upgrade", package: r.name, file: upFile.value, timeout_secs: 120 });
-              return campaignLink(c.id, rs);
-            }) }, "Upgrade")),
-          rs));
-    }));
-    if (!rows.length) tbody.append(h("tr", {}, h("td", { colspan: 8 }, "No software installed.")));
-  }
-  try {
-    files = await loadFiles();
-    installFile.replaceChildren(...files.map(fileOption));
-  } catch (e) { fieldError(installFile, e.message); }
-  load();
-}
-
-function objectsTab(ep, body, d) {
-  const objects = (d && d.objects) || {};
-  body.append(h("h2", {}, "Objects"));
-  if (!Object.keys(objects).length) body.append(h("p", {}, "The device announced no objects (offline?)."));
-  const observed = new Map();
-  let poll = null;
-  for (const [oid, info] of Object.entries(objects)) {
-    if (oid === "0") continue; // Security: never readable by a server (Core §E.1).
-    const [oname, resources] = MODEL[oid] || ["Object " + oid, {}];
-    const det = h("details", { class: "object", id: "object-" + oid, open: oid === "3" ? true : null },
-      h("summary", {}, `/${oid} ${oname}` + (info.version ? ` (v${info.version})` : "")));
-    for (const iid of info.instances.length ? info.instances : []) {
-      det.append(instanceBlock(oid, iid, resources));
-    }
-    body.append(det);
-  }
-
-  function instanceBlock(oid, iid, resources) {
-    const base = `/${oid}/${iid}`;
-    const rows = h("tbody", {});
-    const st = statusSpan("status-" + base.replace(/\//g, "-"));
-    const values = {};
-    const render = () => {
-      const ids = new Set([...Object.keys(resources), ...Object.keys(values).map((p) => p.split("/")[3])]);
-      rows.replaceChildren(...[...ids].sort((a, b) => a - b).map((rid) => resourceRow(base + "/" + rid, rid, resources[rid] || ["Resource " + rid, "R"], values)));
-    };
-    render();
-    const readBtn = h("button", { type: "button", class: "read-instance", id: "read-" + base.replace(/\//g, "-"), onclick: (e) => act(e.target, st, async () => {
-      const r = await dmChecked(ep, { op: "read", path: base, accept: oid === "14" ? 110 : null });
-      for (const k of Object.keys(values)) delete values[k];
-      for (const [p, v] of Object.entries(r.values)) values[p] = v;
-      render();
-      return "read " + r.code;
-    }) }, "Read " + base);
-    return h("div", { class: "instance", "data-path": base }, h("h3", {}, base, " ", readBtn, " ", st),
-      h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, ["Resource", "Name", "Value", "Operations"].map((c) => h("th", { scope: "col" }, c)))), rows)));
-  }
-
-  function resourceRow(path, rid, [name, ops], values) {
-    const st = statusSpan();
-    const own = Object.entries(values).filter(([p]) => p === path || p.startsWith(path + "/"));
-    const valueCell = h("td", { class: "value", "data-path": path }, own.map(([p, v]) => h("div", {}, (p !== path ? p.slice(path.length + 1) + ": " : "") + showValue(v))),
-      observed.has(path) ? h("div", { class: "observed" }, "observed: " + showValue(observed.get(path))) : null);
-    const buttons = [];
-    const safe = path.replace(/\//g, "-");
-    if (ops.includes("R")) {
-      buttons.push(h("button", { type: "button", class: "read", onclick: (e) => act(e.target, st, async () => {
-        const r = await dmChecked(ep, { op: "read", path, accept: path.startsWith("/14/") ? 110 : null });
-        for (const [p, v] of Object.entries(r.values)) values[p] = v;
-        valueCell.replaceChildren(...Object.entries(r.values).map(([p, v]) => h("div", {}, (p !== path ? p.slice(path.length + 1) + ": " : "") + showValue(v))));
-        return r.code;
-      }) }, "Read"));
-      buttons.push(h("button", { type: "button", class: "observe", onclick: (e) => act(e.target, st, async () => {
-        const r = await dmChecked(ep, { op: "observe", path, accept: null });
-        observed.set(path, Object.values(r.values)[0]);
-        const od = valueCell.querySelector(".observed") || valueCell.appendChild(h("div", { class: "observed" }));
-        od.textContent = "observed: " + showValue(observed.get(path));
-        startPolling();
-        return "observing (" + r.code + ")";
-      }) }, "Observe"));
-    }
-    if (ops.includes("W")) {
-      const input = h("input", { class: "write-value", id: "write" + safe, "aria-label": "New value of " + path + " " + name });
-      buttons.push(input, h("button", { type: "button", class: "write", onclick: (e) => act(e.target, st, async () => {
-        const hex = [...new TextEncoder().encode(input.value)].map((b) => b.toString(16).padStart(2, "0")).join("");
-        const r = await dmChecked(ep, { op: "write", path, replace: true, format: 0, payload: hex });
-        return "written (" + r.code + ")";
-      }) }, "Write"));
-    }
-    if (ops.includes("E")) {
-      const args = h("input", { class: "exec-args", id: "args" + safe, "aria-label": "Arguments for " + path + " " + name, placeholder: "arguments" });
-      buttons.push(args, h("button", { type: "button", class: "execute", id: "exec" + safe, onclick: (e) => act(e.target, st, async () => {
-        const r = await dmChecked(ep, { op: "execute", path, args: args.value.trim() || null });
-        return "executed (" + r.code + ")";
-      }) }, "Execute"));
-    }
-    return h("tr", { "data-path": path }, h("td", {}, path), h("td", {}, name), valueCell, h("td", { class: "ops" }, buttons, st));
-  }
-
-  function startPolling() {
-    if (poll) return;
-    poll = setInterval(async () => {
-      if (!document.body.contains(body)) { clearInterval(poll); return; }
-      try {
-        const vals = await api("GET", "/api/devices/" + enc(ep) + "/observed");
-        for (const [p, v] of Object.entries(vals)) {
-          for (const [o] of observed) {
-            if (p === o || p.startsWith(o + "/")) observed.set(o, v);
-          }
-          const cell = body.querySelector(`td.value[data-path="${p}"] .observed`);
-          if (cell) cell.textContent = "observed: " + showValue(v);
-        }
-      } catch (_) { /* shown by the live indicator */ }
-    }, 2000);
-  }
-}
-
-async function historyTab(ep, body) {
-  const status = statusSpan("history-status");
-  body.append(h("h2", {}, "History"), status);
-  const hist = await act(null, status, () => api("GET", "/api/console/devices/" + enc(ep) + "/history"));
-  if (!hist) return;
-  const rows = hist.campaigns;
-  const ops = hist.operations;
-  setStatus(status, "ok", `${rows.length} campaign operation(s), ${ops.length} management operation(s)`);
-  body.append(h("h3", {}, "Software operations (campaigns)"), h("div", { class: "table-wrap" }, h("table", { id: "history-table" },
-    h("thead", {}, h("tr", {}, ["Campaign", "Operation", "Package", "Status", "Update Result", "Versions", "Details", "Started", "Finished"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, rows.map((r) => h("tr", {},
-      h("td", {}, h("a", { href: "#/campaigns/" + r.campaign }, r.campaign)), h("td", {}, r.op),
-      h("td", {}, r.package + (r.version ? " " + r.version : "")), h("td", {}, h("span", { class: "badge " + r.status }, r.status)),
-      h("td", {}, resultName(r.update_result, r.update_result_name)),
-      h("td", {}, (r.targets || []).map((t) => `${t.old_version || "—"} → ${t.new_version || "—"}`).join(", ")),
-      h("td", {}, r.details || ""), h("td", {}, when(r.started_at)), h("td", {}, when(r.finished_at))))))),
-    h("h3", {}, "Management operations (since the server started)"), h("div", { class: "table-wrap" }, h("table", { id: "operations-table" },
-      h("thead", {}, h("tr", {}, ["When", "Operation", "Path", "Outcome"].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, ops.map((o) => h("tr", {}, h("td", {}, when(o.at)), h("td", {}, o.op), h("td", {}, o.path),
-        h("td", { class: o.error || (o.code && o.code[0] !== "2") ? "error" : "" }, o.code ? "device answered " + o.code : "", o.error ? " " + o.error + " (HTTP " + o.status + ")" : "")))))));
-}
-
-// ------------------------------------------------------------------- files
 
 /** The upload form of the guide: file, name, description, retention. */
 function uploadForm(onSaved) {
@@ -659,7 +411,8 @@ function uploadForm(onSaved) {
       fieldError(file, "");
       const n = name.value.trim() || f.name;
       const secs = form.querySelector("input[name=retention]:checked").value;
-      let q = "?name=" + enc(n);
+      // The API refuses a file that is not a package before storing it.
+      let q = "?require=package&name=" + enc(n);
       if (desc.value.trim()) q += "&description=" + enc(desc.value.trim());
       if (secs) q += "&retain_secs=" + secs;
       let r;
@@ -945,7 +698,7 @@ function campaignPage(id) {
     load();
     return "retrying the failed devices";
   }) }, "Retry failed devices");
-  const filter = h("select", { id: "job-filter" }, h("option", { value: "" }, "all"), COUNT_KEYS.map(([k, l]) => h("option", { value: k === "pending" ? "pending" : k }, l)));
+  const filter = h("select", { id: "job-filter" }, h("option", { value: "" }, "all"), COUNT_KEYS.map(([k, l]) => h("option", { value: k }, l)));
   const tbody = h("tbody", { id: "job-rows" });
   const more = h("p", { id: "job-more" });
   let offset = 0;

@@ -219,6 +219,7 @@ pub(crate) async fn upload_file(
         .await
         .map_err(|e| ApiError::internal(format!("writing the file: {e}")))?;
     drop(file);
+    require(q.get("require").map(String::as_str), &tmp_path).await?;
     let sha = hex::encode(hasher.finalize());
     s.store.keep_blob(&tmp_path, &sha)?;
     tmp.0 = None;
@@ -242,6 +243,33 @@ pub(crate) async fn upload_file(
     s.store.put(FILES, &sha, &f)?;
     tracing::info!("software file {sha} stored ({size} bytes)");
     Ok((StatusCode::CREATED, axum::Json(file_json(&f))).into_response())
+}
+
+/// `?require=package` (the console's upload form): the upload is refused,
+/// before it is stored, unless it is a wasmdm package whose manifest reads
+/// (read with the package crate's caps). Without it any content is kept.
+async fn require(what: Option<&str>, path: &std::path::Path) -> Result<(), ApiError> {
+    match what {
+        None => Ok(()),
+        Some("package") => {
+            let path = path.to_path_buf();
+            let read = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+                wasmdm_package::read_manifest(
+                    std::io::BufReader::new(f),
+                    &wasmdm_package::Limits::default(),
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+            read.map_err(|e| ApiError::bad(format!("not a wasmdm package: {e}")))
+        }
+        Some(other) => Err(ApiError::bad(format!(
+            "require={other}: only `package` is known"
+        ))),
+    }
 }
 
 /// A body streaming `reader`, holding a download slot until it is dropped.

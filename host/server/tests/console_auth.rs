@@ -137,8 +137,10 @@ async fn without_token_or_session_everything_is_refused() {
         // Pages: the console redirects to the login, its script is refused.
         let r = send("get", &format!("{base}/"), &[], None);
         assert_eq!((r.status, r.location.as_deref()), (303, Some("/login")));
-        let r = send("get", &format!("{base}/console/app.js"), &[], None);
-        assert_eq!(r.status, 401);
+        for script in ["app.js", "device.js"] {
+            let r = send("get", &format!("{base}/console/{script}"), &[], None);
+            assert_eq!(r.status, 401, "{script}");
+        }
         let r = send("get", &format!("{base}/login"), &[], None);
         assert_eq!(r.status, 200);
         assert!(r.body.contains(r#"<label for="token">"#), "{}", r.body);
@@ -233,13 +235,15 @@ async fn login_session_csrf_and_logout() {
             None,
         );
         assert_eq!(r.status, 200, "{}", r.body);
-        let r = send(
-            "get",
-            &format!("{base}/console/app.js"),
-            &[("cookie", &cookie)],
-            None,
-        );
-        assert_eq!(r.status, 200);
+        for script in ["app.js", "device.js"] {
+            let r = send(
+                "get",
+                &format!("{base}/console/{script}"),
+                &[("cookie", &cookie)],
+                None,
+            );
+            assert_eq!(r.status, 200, "{script}");
+        }
         // Changes: refused without the CSRF token, with a wrong one, from
         // another origin; nothing is changed.
         let url = format!("{base}/api/groups/g1");

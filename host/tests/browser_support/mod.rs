@@ -53,6 +53,15 @@ pub struct Browser {
 #[derive(Clone, Debug)]
 pub struct Element(String);
 
+impl Element {
+    /// The element as a script argument (W3C WebDriver §13.2).
+    pub fn as_arg(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert(ELEMENT.to_string(), json!(self.0));
+        Value::Object(m)
+    }
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium of `width` x `height`.
     pub fn start(width: u32, height: u32) -> Result<Browser, String> {
@@ -310,6 +319,141 @@ impl Browser {
     /// Accepts a `confirm()` dialog if one is open.
     pub fn accept_alert(&self) {
         let _ = self.raw("POST", "/alert/accept", Some(json!({})));
+    }
+
+    /// Waits until `script` (a function body) returns an element; that element.
+    pub fn find_js(&self, what: &str, script: &str, args: Value) -> Element {
+        let v = self.wait_js(what, script, args);
+        match v[ELEMENT].as_str() {
+            Some(id) => Element(id.to_string()),
+            None => panic!("{what}: the script returned {v}, not an element"),
+        }
+    }
+
+    /// The enabled, visible button (or link) inside an element
+    /// matching `scope` whose text or `aria-label` is `label`, as a person
+    /// finds it: by what it says.
+    pub fn button(&self, scope: &str, label: &str) -> Element {
+        self.find_js(
+            &format!("a button {label:?} in {scope}"),
+            "const [scope, label] = arguments; \
+             for (const s of document.querySelectorAll(scope)) \
+               for (const b of s.querySelectorAll('button, a, input[type=submit]')) \
+                 if (!b.disabled && b.getClientRects().length \
+                     && (b.textContent.trim() === label || b.getAttribute('aria-label') === label)) return b; \
+             return null;",
+            json!([scope, label]),
+        )
+    }
+
+    /// Clicks the button [`Browser::button`] finds.
+    pub fn click_button(&self, scope: &str, label: &str) {
+        let e = self.button(scope, label);
+        self.click_element(&e);
+    }
+
+    /// The form control inside `scope` whose `<label>` text or `aria-label` is `label`.
+    pub fn labelled(&self, scope: &str, label: &str) -> Element {
+        self.find_js(
+            &format!("a field labelled {label:?} in {scope}"),
+            "const [scope, label] = arguments; \
+             for (const s of document.querySelectorAll(scope)) { \
+               for (const l of s.querySelectorAll('label')) \
+                 if (l.textContent.trim() === label && l.control && !l.control.disabled) return l.control; \
+               for (const c of s.querySelectorAll('input, select, textarea')) \
+                 if (c.getAttribute('aria-label') === label && !c.disabled) return c; \
+             } \
+             return null;",
+            json!([scope, label]),
+        )
+    }
+
+    /// Clears the field labelled `label` inside `scope` and types `text`.
+    pub fn fill_labelled(&self, scope: &str, label: &str, text: &str) {
+        let e = self.labelled(scope, label);
+        self.cmd("POST", &format!("/element/{}/clear", e.0), Some(json!({})));
+        self.type_into(&e, text);
+    }
+
+    /// Picks the option whose text contains `option` in the `<select>`
+    /// labelled `label` inside `scope` (as a change by the user).
+    pub fn choose_labelled(&self, scope: &str, label: &str, option: &str) {
+        let e = self.labelled(scope, label);
+        let ok = self.js(
+            "const [s, text] = arguments; \
+             const o = [...s.options].find(o => o.textContent.includes(text)); \
+             if (!o) return false; \
+             s.value = o.value; s.dispatchEvent(new Event('change', {bubbles: true})); return true;",
+            json!([e.as_arg(), option]),
+        );
+        assert_eq!(ok, json!(true), "{label:?} offers no option {option:?}");
+    }
+
+    /// Clicks the first visible element matching `css` whose text starts
+    /// with `text` (a `<summary>`, a link, a tab).
+    pub fn click_text(&self, css: &str, text: &str) {
+        let e = self.find_js(
+            &format!("{css} reading {text:?}"),
+            "return [...document.querySelectorAll(arguments[0])] \
+               .find(e => e.getClientRects().length && e.textContent.trim().startsWith(arguments[1])) || null;",
+            json!([css, text]),
+        );
+        self.click_element(&e);
+    }
+
+    /// Clicks an element found before.
+    pub fn click_element(&self, e: &Element) {
+        self.cmd("POST", &format!("/element/{}/click", e.0), Some(json!({})));
+    }
+}
+
+/// A `wasmdm server` (in process, loopback, NoSec allowed, its own data
+/// directory under `dir`) on a tokio runtime of its own, for browser tests.
+pub struct ConsoleServer {
+    rt: tokio::runtime::Runtime,
+    pub bound: wasmdm_server::Bound,
+    pub data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ConsoleServer {
+    pub fn start(dir: &Path) -> ConsoleServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let data_dir = dir.join("server");
+        let mut config = wasmdm_server::ServerConfig::new(any, any, data_dir.clone());
+        config.allow_nosec = true;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn(wasmdm_server::serve_with(
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |b| {
+                let _ = tx.send(b);
+            },
+        ));
+        let bound = rt.block_on(rx).expect("server starts");
+        ConsoleServer {
+            rt,
+            bound,
+            data_dir,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for ConsoleServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = &self.rt;
     }
 }
 

@@ -1,4 +1,4 @@
-//! The web console: a small hand-written front end (HTML, CSS, one script,
+//! The web console: a small hand-written front end (HTML, CSS, two scripts,
 //! no build step) shipped inside the binary and served by `wasmdm server` on
 //! its HTTP port at `/`, plus the API endpoints and the login it needs.
 //!
@@ -52,6 +52,8 @@ impl Default for ConsoleState {
 const INDEX_HTML: &str = include_str!("../../console/index.html");
 const LOGIN_HTML: &str = include_str!("../../console/login.html");
 const APP_JS: &str = include_str!("../../console/app.js");
+/// The device page (loaded after app.js, whose helpers it uses).
+const DEVICE_JS: &str = include_str!("../../console/device.js");
 const APP_CSS: &str = include_str!("../../console/app.css");
 
 /// Console API routes (method, path), all behind the API's authentication.
@@ -88,6 +90,7 @@ pub fn page_router() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/console/app.js", get(app_js))
+        .route("/console/device.js", get(device_js))
         .route("/console/app.css", get(app_css))
 }
 
@@ -222,10 +225,19 @@ async fn logout(State(s): State<AppState>, method: Method, headers: HeaderMap) -
 }
 
 async fn app_js(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if viewer(&s, &headers).is_none() {
+    script(&s, &headers, APP_JS)
+}
+
+async fn device_js(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    script(&s, &headers, DEVICE_JS)
+}
+
+/// A script of the console, for a signed-in viewer only.
+fn script(s: &AppState, headers: &HeaderMap, body: &'static str) -> Response {
+    if viewer(s, headers).is_none() {
         return crate::auth::unauthorized("sign in at /login first");
     }
-    (page_headers("text/javascript; charset=utf-8"), APP_JS).into_response()
+    (page_headers("text/javascript; charset=utf-8"), body).into_response()
 }
 
 /// The style sheet is public: the login page needs it, and it holds nothing secret.

@@ -740,3 +740,48 @@ async fn downloads_beyond_the_cap_get_503_with_retry_after() {
     .await;
     server.shutdown().await;
 }
+
+/// `?require=package` (the console's upload form) reads the manifest before
+/// anything is kept: other content is refused with 400 and stored nowhere;
+/// a package is stored as any upload is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_that_must_be_packages_are_read_before_they_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let c = server.client();
+    let base = server.http();
+    let token = server.bound.token.clone();
+    let files_dir = dir.path().join("files");
+    blocking(move || {
+        let pkg_dir = tempfile::tempdir().unwrap();
+        std::fs::write(pkg_dir.path().join("app.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+        std::fs::write(
+            pkg_dir.path().join("manifest.toml"),
+            "manifest-version = 1\n[package]\nname = \"app\"\nversion = \"1.0.0\"\n\
+             [[component]]\nid = \"app\"\nfile = \"app.wasm\"\nworld = \"wasi:cli/command\"\n",
+        )
+        .unwrap();
+        let mut package = Vec::new();
+        wasmdm_package::pack(pkg_dir.path(), &mut package, None, &mut |_| {}).unwrap();
+        let send = |body: &[u8], require: &str| {
+            agent()
+                .post(format!("{base}/api/files?name=f&require={require}"))
+                .header("authorization", format!("Bearer {token}"))
+                .send(body)
+                .unwrap()
+        };
+        let mut r = send(b"just some text", "package");
+        assert_eq!(r.status().as_u16(), 400);
+        let text = r.body_mut().read_to_string().unwrap();
+        assert!(text.contains("not a wasmdm package"), "{text}");
+        let r = send(&package, "something-else");
+        assert_eq!(r.status().as_u16(), 400);
+        assert_eq!(c.get("/api/files").unwrap(), json!([]));
+        assert_eq!(std::fs::read_dir(&files_dir).unwrap().count(), 0);
+        let r = send(&package, "package");
+        assert_eq!(r.status().as_u16(), 201);
+        assert_eq!(c.get("/api/files").unwrap().as_array().unwrap().len(), 1);
+    })
+    .await;
+    server.shutdown().await;
+}

@@ -21,7 +21,6 @@ mod browser_support;
 mod device_support;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use browser_support::{Browser, ConsoleServer as Server};
 use device_support::{DeviceProcess, corrupt, pack_example, repo};
@@ -62,19 +61,9 @@ fn upload(b: &Browser, path: &std::path::Path, name: &str) {
 
 #[test]
 fn console_scenario_in_a_real_browser() {
-    let mut browser = match Browser::start(1280, 900) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("SKIPPED console_scenario_in_a_real_browser: {e}");
-            return;
-        }
+    let Some(browser) = Browser::for_test("console_scenario_in_a_real_browser", 1280, 900) else {
+        return;
     };
-    browser.timeout = Duration::from_secs(
-        std::env::var("CONSOLE_TEST_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(90),
-    );
     let b = &browser;
     let shots = screenshots_dir();
     let scratch = tempfile::tempdir().unwrap();

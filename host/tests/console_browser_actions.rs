@@ -101,19 +101,9 @@ fn wait_field_error(b: &Browser, scope: &str, label: &str, text: &str) {
 
 #[test]
 fn console_actions_in_a_real_browser() {
-    let mut browser = match Browser::start(1280, 1000) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("SKIPPED console_actions_in_a_real_browser: {e}");
-            return;
-        }
+    let Some(browser) = Browser::for_test("console_actions_in_a_real_browser", 1280, 1000) else {
+        return;
     };
-    browser.timeout = Duration::from_secs(
-        std::env::var("CONSOLE_TEST_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(90),
-    );
     let b = &browser;
     let scratch = tempfile::tempdir().unwrap();
     let server = ConsoleServer::start(scratch.path());

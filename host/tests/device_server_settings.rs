@@ -11,17 +11,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-fn registrations_of(server: &NodeServer, ep: &str) -> Vec<serde_json::Value> {
-    server
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "registration" && e["ep"] == ep)
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn server_writes_to_slash_1_survive_a_kill_until_the_configuration_changes() {
     let mut server = NodeServer::start();
@@ -30,7 +19,7 @@ fn server_writes_to_slash_1_survive_a_kill_until_the_configuration_changes() {
     let ep = "settings-dev";
     let mut dev = DeviceProcess::start(ep, server.port, &data);
     server.wait_event(T, |e| e["event"] == "registration" && e["ep"] == ep);
-    assert_eq!(registrations_of(&server, ep)[0]["lifetime"], "60");
+    assert_eq!(registration_events(&server, ep)[0]["lifetime"], "60");
 
     let w = server.write(ep, "/1/0/1", "300");
     assert_eq!(w["ok"], true, "{w}");
@@ -42,9 +31,9 @@ fn server_writes_to_slash_1_survive_a_kill_until_the_configuration_changes() {
     dev.kill();
     let mut dev = DeviceProcess::start(ep, server.port, &data);
     wait_until(T, "the second registration", || {
-        registrations_of(&server, ep).len() >= 2
+        registration_events(&server, ep).len() >= 2
     });
-    assert_eq!(registrations_of(&server, ep)[1]["lifetime"], "300");
+    assert_eq!(registration_events(&server, ep)[1]["lifetime"], "300");
     assert_eq!(server.read(ep, "/1/0/1"), "300");
     assert_eq!(server.read(ep, "/1/0/23"), "1");
 
@@ -62,9 +51,9 @@ fn server_writes_to_slash_1_survive_a_kill_until_the_configuration_changes() {
         .spawn()
         .unwrap();
     wait_until(T, "the third registration", || {
-        registrations_of(&server, ep).len() >= 3
+        registration_events(&server, ep).len() >= 3
     });
-    assert_eq!(registrations_of(&server, ep)[2]["lifetime"], "90");
+    assert_eq!(registration_events(&server, ep)[2]["lifetime"], "90");
     assert_eq!(server.read(ep, "/1/0/23"), "0");
     let _ = third.kill();
     let _ = third.wait();

@@ -64,6 +64,26 @@ impl Element {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium of `width` x `height`.
+    /// A browser for test `name`: `None` (with a SKIPPED note) where
+    /// chromium or chromedriver is missing; waits up to
+    /// `$CONSOLE_TEST_TIMEOUT` seconds (default 90).
+    pub fn for_test(name: &str, width: u32, height: u32) -> Option<Browser> {
+        let mut browser = match Browser::start(width, height) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("SKIPPED {name}: {e}");
+                return None;
+            }
+        };
+        browser.timeout = Duration::from_secs(
+            std::env::var("CONSOLE_TEST_TIMEOUT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(90),
+        );
+        Some(browser)
+    }
+
     pub fn start(width: u32, height: u32) -> Result<Browser, String> {
         let (browser, driver) = find_browser()?;
         let port = free_port();
@@ -427,18 +447,7 @@ impl ConsoleServer {
         let data_dir = dir.join("server");
         let mut config = wasmdm_server::ServerConfig::new(any, any, data_dir.clone());
         config.allow_nosec = true;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        rt.spawn(wasmdm_server::serve_with(
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |b| {
-                let _ = tx.send(b);
-            },
-        ));
-        let bound = rt.block_on(rx).expect("server starts");
+        let (bound, stop) = crate::device_support::spawn_server(&rt, config);
         ConsoleServer {
             rt,
             bound,

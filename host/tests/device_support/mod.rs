@@ -372,15 +372,41 @@ impl Drop for LogOnPanic {
     }
 }
 
-/// How many times `ep` registered with the server.
-pub fn registrations(server: &NodeServer, ep: &str) -> usize {
+/// The registration events of `ep` the server printed, oldest first.
+pub fn registration_events(server: &NodeServer, ep: &str) -> Vec<Value> {
     server
         .events
         .lock()
         .unwrap()
         .iter()
         .filter(|e| e["event"] == "registration" && e["ep"] == ep)
-        .count()
+        .cloned()
+        .collect()
+}
+
+/// How many times `ep` registered with the server.
+pub fn registrations(server: &NodeServer, ep: &str) -> usize {
+    registration_events(server, ep).len()
+}
+
+/// Starts `wasmdm server` with `config` on `rt`; dropping or sending on
+/// the returned sender stops it.
+pub fn spawn_server(
+    rt: &tokio::runtime::Runtime,
+    config: ServerConfig,
+) -> (wasmdm_server::Bound, oneshot::Sender<()>) {
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (bound_tx, bound_rx) = oneshot::channel();
+    rt.spawn(wasmdm_server::serve_with(
+        config,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |b| {
+            let _ = bound_tx.send(b);
+        },
+    ));
+    (rt.block_on(bound_rx).expect("server starts"), stop)
 }
 
 /// Where the CoAP relay sends a datagram.
@@ -619,18 +645,7 @@ impl Net {
         config.coaps_addr = Some(coaps);
         config.coap_base_uri = Some(format!("coaps://{coaps}"));
         tweak(&mut config);
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = oneshot::channel();
-        rt.spawn(wasmdm_server::serve_with(
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |b| {
-                let _ = bound_tx.send(b);
-            },
-        ));
-        let bound = rt.block_on(bound_rx).expect("server starts");
+        let (bound, stop) = spawn_server(&rt, config);
         let api = bound.client();
         Net {
             rt,

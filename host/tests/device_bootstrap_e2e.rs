@@ -50,9 +50,7 @@ fn a_bootstrap_only_device_bootstraps_registers_and_is_upgraded_over_dtls() {
     let data_dir = net.data_dir(ep);
     net.device(config);
     net.wait_online(&[ep]);
-    let stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data_dir.join("bootstrap/accounts.json")).unwrap())
-            .unwrap();
+    let stored = device_support::stored_accounts(&data_dir);
     let server_account = stored["security"]
         .as_array()
         .unwrap()

@@ -17,9 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_support::{Net, wait_for};
+use device_support::{InProcessDevice as Device, Net, stored_accounts, wait_for};
 use serde_json::{Value as Json, json};
-use tokio::sync::oneshot;
 use wasmdm::device::config::{DeviceConfig, Secret};
 
 const BOOTSTRAP_KEY: &str = "f0075742a9b0075742a9b0075742a9b1";
@@ -66,52 +65,9 @@ fn bootstrap_only(net: &Net, ep: &str, bootstrap: SocketAddr) -> DeviceConfig {
     }
 }
 
-/// A device on the net's runtime that the test stops (de-registering) and
-/// starts again.
-struct Device {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Device {
-    fn start(net: &Net, config: DeviceConfig) -> Device {
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let rt = net.rt.handle().clone();
-        let thread = std::thread::spawn(move || {
-            let run = wasmdm::device::run(config, async move {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = rt.block_on(run) {
-                eprintln!("device stopped: {e}");
-            }
-        });
-        Device {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// The device's stored server account (the non-bootstrap /0 instance).
 fn stored_server_account(data_dir: &Path) -> Json {
-    let stored: Json =
-        serde_json::from_slice(&std::fs::read(data_dir.join("bootstrap/accounts.json")).unwrap())
-            .unwrap();
+    let stored = stored_accounts(data_dir);
     stored["security"]
         .as_array()
         .unwrap()

@@ -350,6 +350,7 @@ pub const USAGE: &str =
   bootstrap set EP [--psk-identity ID] [--psk-key HEX | --psk-key-file F | --x509 | --nosec]
       [--label L]... [--config FILE.json]
   bootstrap rotate EP (--psk-key HEX | --psk-key-file F) [--psk-identity ID]
+  bootstrap rollover (EP | --label L | --all) | bootstrap rollover cancel EP
   bootstrap import FILE.csv   (rows: endpoint,bootstrap_identity,bootstrap_key_hex,labels;...)
   bootstrap label list | bootstrap label show L | bootstrap label set L FILE.json | bootstrap label rm L
 The admin token: --token, else $WASMDM_TOKEN, else the file admin-token in the server's data

@@ -177,6 +177,9 @@ api_routes! {
     get "/api/bootstrap/endpoints/{ep}" => crate::bootstrap::api::get_endpoint;
     put "/api/bootstrap/endpoints/{ep}" => crate::bootstrap::api::put_endpoint;
     delete "/api/bootstrap/endpoints/{ep}" => crate::bootstrap::api::delete_endpoint;
+    post "/api/bootstrap/endpoints/{ep}/rollover" => crate::bootstrap::api::rollover;
+    delete "/api/bootstrap/endpoints/{ep}/rollover" => crate::bootstrap::api::cancel_rollover;
+    post "/api/bootstrap/rollover" => crate::bootstrap::api::rollover_many;
     post "/api/bootstrap/import" => crate::bootstrap::api::import;
     get "/api/bootstrap/labels" => crate::bootstrap::api::list_labels;
     get "/api/bootstrap/labels/{label}" => crate::bootstrap::api::get_label;

@@ -783,3 +783,50 @@ pub fn corrupt(pkg: &[u8]) -> Vec<u8> {
     gz.write_all(&tar).unwrap();
     gz.finish().unwrap()
 }
+
+/// A `wasmdm device` on a [`Net`]'s runtime, in a thread of its own, that a
+/// test stops (it de-registers) and starts again on the same data directory.
+pub struct InProcessDevice {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessDevice {
+    pub fn start(net: &Net, config: DeviceConfig) -> InProcessDevice {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let rt = net.rt.handle().clone();
+        let thread = std::thread::spawn(move || {
+            let run = wasmdm::device::run(config, async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = rt.block_on(run) {
+                eprintln!("device stopped: {e}");
+            }
+        });
+        InProcessDevice {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for InProcessDevice {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The accounts a device stored from bootstrap (`<data>/bootstrap/accounts.json`).
+pub fn stored_accounts(data_dir: &Path) -> Value {
+    let bytes = std::fs::read(data_dir.join("bootstrap/accounts.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

@@ -13,6 +13,7 @@ use super::config::{
     BOOTSTRAP_LABELS, BootstrapConfig, BootstrapConfigError, BootstrapCredential,
     BootstrapEndpoint, parse_csv, valid_label, validate_config,
 };
+use super::rollover::{PendingCredential, RolloverError, RolloverStart};
 use crate::driver::unix_ms;
 use crate::http::{ApiError, ApiResult, AppState, ok};
 
@@ -33,7 +34,20 @@ fn endpoint_json(e: &BootstrapEndpoint) -> Json {
     if let BootstrapCredential::Psk { identity, .. } = &e.credential {
         v["identity"] = json!(identity);
     }
+    if let Some(p) = &e.pending {
+        v["rollover"] = rollover_json(p);
+    }
     v
+}
+
+/// A pending rollover as the API shows it: identity and times, never the key.
+fn rollover_json(p: &PendingCredential) -> Json {
+    json!({
+        "status": "pending",
+        "identity": p.identity,
+        "pending_since_ms": p.since_ms,
+        "written_ms": p.written_ms,
+    })
 }
 
 fn config_error(e: BootstrapConfigError) -> ApiError {
@@ -159,6 +173,8 @@ pub(crate) async fn put_endpoint(
         } else {
             old.as_ref().map_or(0, |o| o.updated_ms)
         },
+        // A pending rollover stays: the device may hold it already.
+        pending: old.as_ref().and_then(|o| o.pending.clone()),
     };
     s.store
         .put_bootstrap_endpoints(std::slice::from_ref(&entry))
@@ -221,6 +237,8 @@ pub(crate) async fn import(State(s): State<AppState>, bytes: Bytes) -> ApiResult
     for e in &mut entries {
         if let Some(old) = s.store.bootstrap_endpoint(&e.endpoint)? {
             e.config = old.config;
+            // As for PUT: the device may hold a pending rollover's credential.
+            e.pending = old.pending;
         }
     }
     // Line numbers of the rows, for an error found by the store.
@@ -304,4 +322,106 @@ pub(crate) async fn endpoint_sessions(
     UrlPath(ep): UrlPath<String>,
 ) -> ApiResult {
     ok(s.store.bootstrap_sessions(Some(&ep))?)
+}
+
+fn rollover_error(e: RolloverError) -> ApiError {
+    match e {
+        RolloverError::Unknown(_) => ApiError::not_found(e.to_string()),
+        RolloverError::NotPsk(..) => ApiError::conflict(e.to_string()),
+        RolloverError::Store(e) => e.into(),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Starts (or reports) `ep`'s rollover; logs only identity and state.
+fn start_rollover(s: &AppState, ep: &str) -> Result<Json, RolloverError> {
+    let (state, p) = match s.store.start_bootstrap_rollover(ep, unix_ms())? {
+        RolloverStart::Started(p) => {
+            tracing::info!(
+                endpoint = %ep,
+                identity = %p.identity,
+                "bootstrap: rollover pending since {} ms",
+                p.since_ms
+            );
+            ("started", p)
+        }
+        RolloverStart::AlreadyPending(p) => ("already_pending", p),
+    };
+    let mut v = rollover_json(&p);
+    v["endpoint"] = json!(ep);
+    v["result"] = json!(state);
+    Ok(v)
+}
+
+/// `POST /api/bootstrap/endpoints/{ep}/rollover`: a fresh bootstrap PSK,
+/// written to the device at its next bootstrap (rollover.rs).
+pub(crate) async fn rollover(State(s): State<AppState>, UrlPath(ep): UrlPath<String>) -> ApiResult {
+    ok(start_rollover(&s, &ep).map_err(rollover_error)?)
+}
+
+/// `DELETE /api/bootstrap/endpoints/{ep}/rollover`: drops a pending
+/// rollover no session has written yet (409 once one has: the device may
+/// hold it).
+pub(crate) async fn cancel_rollover(
+    State(s): State<AppState>,
+    UrlPath(ep): UrlPath<String>,
+) -> ApiResult {
+    match s.store.cancel_bootstrap_rollover(&ep)? {
+        Ok(true) => {
+            tracing::info!(endpoint = %ep, "bootstrap: rollover cancelled");
+            ok(json!({"endpoint": ep, "rollover": "cancelled"}))
+        }
+        Ok(false) => Err(ApiError::not_found(format!("no rollover pending for {ep}"))),
+        Err(written_ms) => Err(ApiError::conflict(format!(
+            "the rollover of {ep} was written to the device at {written_ms} ms and may be \
+             in use: it completes at the device's next bootstrap"
+        ))),
+    }
+}
+
+/// `POST /api/bootstrap/rollover` body: which endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRollover {
+    /// Endpoints with this label.
+    label: Option<String>,
+    /// Every PSK endpoint.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `POST /api/bootstrap/rollover` with `{"label": L}` or `{"all": true}`:
+/// a rollover for each PSK account chosen (others are skipped).
+pub(crate) async fn rollover_many(State(s): State<AppState>, bytes: Bytes) -> ApiResult {
+    let body: BulkRollover = json_body(&bytes, true)?;
+    let chosen = |e: &BootstrapEndpoint| match (&body.label, body.all) {
+        (Some(l), false) => e.labels.iter().any(|x| x == l),
+        (None, true) => true,
+        _ => false,
+    };
+    if body.label.is_some() == body.all {
+        return Err(ApiError::bad("give `label` or `all`: true"));
+    }
+    let (mut started, mut pending, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for e in s
+        .store
+        .list_bootstrap_endpoints()?
+        .iter()
+        .filter(|e| chosen(e))
+    {
+        if !matches!(e.credential, BootstrapCredential::Psk { .. }) {
+            skipped.push(json!(e.endpoint));
+            continue;
+        }
+        match start_rollover(&s, &e.endpoint) {
+            Ok(v) if v["result"] == "started" => started.push(json!(e.endpoint)),
+            Ok(_) => pending.push(json!(e.endpoint)),
+            // Removed meanwhile, or changed to x509 / nosec.
+            Err(RolloverError::Unknown(_) | RolloverError::NotPsk(..)) => {
+                skipped.push(json!(e.endpoint))
+            }
+            Err(e) => return Err(rollover_error(e)),
+        }
+    }
+    ok(json!({"started": started, "already_pending": pending, "skipped": skipped}))
 }

@@ -11,6 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::rollover::PendingCredential;
 use crate::security::{PSK_IDENTITY_LEN, PSK_KEY_LEN, valid_endpoint};
 use crate::store::{Store, StoreError};
 
@@ -215,6 +216,32 @@ pub struct BootstrapEndpoint {
     /// When the credential was last set or rotated (Unix ms).
     #[serde(default)]
     pub updated_ms: u64,
+    /// A rollover's new credential, accepted next to `credential` until the
+    /// device is known to hold it ([`super::rollover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingCredential>,
+}
+
+impl BootstrapEndpoint {
+    /// The PSK identities that authenticate this endpoint: the current one
+    /// and, during a rollover, the pending one.
+    pub fn psk_identities(&self) -> impl Iterator<Item = &str> {
+        self.credential
+            .psk_identity()
+            .into_iter()
+            .chain(self.pending.as_ref().map(|p| p.identity.as_str()))
+    }
+
+    /// The PSK of `identity`, if it is one of [`Self::psk_identities`].
+    pub fn psk_key(&self, identity: &str) -> Option<Vec<u8>> {
+        match (&self.credential, &self.pending) {
+            (BootstrapCredential::Psk { identity: i, key }, _) if i == identity => {
+                Some(key.clone())
+            }
+            (_, Some(p)) if p.identity == identity => Some(p.key.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Why a bootstrap account or configuration was not stored.
@@ -338,6 +365,20 @@ pub fn validate_endpoint(e: &BootstrapEndpoint) -> Result<(), BootstrapConfigErr
             return Err(BootstrapConfigError::BadKey(key.len()));
         }
     }
+    if let Some(p) = &e.pending {
+        if !PSK_IDENTITY_LEN.contains(&p.identity.len()) {
+            return Err(BootstrapConfigError::BadIdentity(p.identity.len()));
+        }
+        if !PSK_KEY_LEN.contains(&p.key.len()) {
+            return Err(BootstrapConfigError::BadKey(p.key.len()));
+        }
+        // A rollover replaces a PSK with another one, under a new identity.
+        if e.credential.psk_identity().is_none_or(|i| i == p.identity) {
+            return Err(BootstrapConfigError::BadConfig(
+                "a pending rollover needs a PSK account with another identity".into(),
+            ));
+        }
+    }
     if e.labels.len() > MAX_LABELS || !e.labels.iter().all(|l| valid_label(l)) {
         return Err(BootstrapConfigError::BadLabel);
     }
@@ -378,23 +419,24 @@ fn put_endpoints_in(
         let fail = |e: BootstrapConfigError| (i, e);
         validate_endpoint(entry).map_err(fail)?;
         let ep = entry.endpoint.as_str();
-        if let Some(identity) = entry.credential.psk_identity()
-            && let Some(owner) = db_err!(index.get(identity)).map_err(|e| fail(e.into()))?
-            && owner.value() != ep
-        {
-            return Err(fail(BootstrapConfigError::IdentityInUse {
-                identity: identity.to_string(),
-                endpoint: owner.value().to_string(),
-            }));
+        for identity in entry.psk_identities() {
+            if let Some(owner) = db_err!(index.get(identity)).map_err(|e| fail(e.into()))?
+                && owner.value() != ep
+            {
+                return Err(fail(BootstrapConfigError::IdentityInUse {
+                    identity: identity.to_string(),
+                    endpoint: owner.value().to_string(),
+                }));
+            }
         }
         let old = match db_err!(t.get(ep)).map_err(|e| fail(e.into()))? {
             Some(v) => Some(decode_endpoint(ep, v.value()).map_err(|e| fail(e.into()))?),
             None => None,
         };
-        if let Some(old_identity) = old.as_ref().and_then(|o| o.credential.psk_identity()) {
+        for old_identity in old.iter().flat_map(|o| o.psk_identities()) {
             db_err!(index.remove(old_identity)).map_err(|e| fail(e.into()))?;
         }
-        if let Some(identity) = entry.credential.psk_identity() {
+        for identity in entry.psk_identities() {
             db_err!(index.insert(identity, ep)).map_err(|e| fail(e.into()))?;
         }
         let bytes = serde_json::to_vec(entry)
@@ -434,7 +476,9 @@ impl Store {
             return Ok(None);
         };
         let e = decode_endpoint(&ep, v.value())?;
-        Ok((e.credential.psk_identity() == Some(identity)).then_some(e))
+        // The current identity, or a rollover's pending one.
+        let known = e.psk_identities().any(|i| i == identity);
+        Ok(known.then_some(e))
     }
 
     /// Stores bootstrap accounts all or nothing (one transaction); on a
@@ -459,8 +503,8 @@ impl Store {
                 Some(v) => Some(decode_endpoint(endpoint, v.value())?),
                 None => None,
             };
-            if let Some(identity) = old.as_ref().and_then(|o| o.credential.psk_identity()) {
-                let mut index = db_err!(tx.open_table(BOOTSTRAP_IDENTITIES))?;
+            let mut index = db_err!(tx.open_table(BOOTSTRAP_IDENTITIES))?;
+            for identity in old.iter().flat_map(|o| o.psk_identities()) {
                 db_err!(index.remove(identity))?;
             }
             old.is_some()
@@ -580,6 +624,7 @@ pub fn parse_csv(text: &str, now_ms: u64) -> Result<Vec<BootstrapEndpoint>, Vec<
             labels,
             config: None,
             updated_ms: now_ms,
+            pending: None,
         };
         if let Err(e) = validate_endpoint(&entry) {
             err(e.to_string());
@@ -616,6 +661,7 @@ mod tests {
             labels: vec![],
             config: None,
             updated_ms: 1,
+            pending: None,
         }
     }
 

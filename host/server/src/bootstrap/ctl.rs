@@ -116,6 +116,15 @@ pub fn run(c: &Client, rest: &[&str]) -> Result<Json, CtlError> {
             &format!("/api/bootstrap/endpoints/{ep}"),
             &set_body(args, true)?,
         )?,
+        ["rollover", "cancel", ep] => {
+            c.delete(&format!("/api/bootstrap/endpoints/{ep}/rollover"))?
+        }
+        ["rollover", "--all"] => c.post("/api/bootstrap/rollover", &json!({"all": true}))?,
+        ["rollover", "--label", l] => c.post("/api/bootstrap/rollover", &json!({"label": l}))?,
+        ["rollover", ep] if !ep.starts_with('-') => c.post(
+            &format!("/api/bootstrap/endpoints/{ep}/rollover"),
+            &json!({}),
+        )?,
         ["import", path] => c.post_bytes("/api/bootstrap/import", "text/csv", &read(path)?)?,
         ["label", "list"] => c.get("/api/bootstrap/labels")?,
         ["label", "show", l] => c.get(&format!("/api/bootstrap/labels/{l}"))?,
@@ -167,7 +176,8 @@ mod tests {
         let CtlError::Usage(text) = usage() else {
             panic!()
         };
-        assert_eq!(text.lines().count(), 7, "{text}");
+        assert_eq!(text.lines().count(), 8, "{text}");
+        assert!(text.contains("bootstrap rollover (EP | --label L | --all)"));
         assert!(text.contains("bootstrap label list") && !text.contains("--quota"));
     }
 }

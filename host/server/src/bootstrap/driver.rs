@@ -15,6 +15,7 @@ use wasmdm_proto::coap::{Endpoint, EndpointEvent, ExchangeId, InboundRequest, Pa
 
 use super::config::{AccountSecurity, BootstrapConfig};
 use super::request::{self, BootstrapLimits, RateLimiter, Refused, SessionCount};
+use super::rollover;
 use super::session::{Next, Plan, ResolvedAccount, Session, SessionRecord, SessionStatus};
 use crate::driver::unix_ms;
 use crate::store::Store;
@@ -196,7 +197,9 @@ impl BootstrapDriver {
                 let ok = msg::response_to(&req.packet, Code::CHANGED);
                 self.endpoint.respond(now, &req, ok);
                 tracing::info!(peer = %req.peer, endpoint = %ep, "bootstrap session started");
-                let session = Session::new(&ep, &req.peer.to_string(), security, unix_ms(), plan);
+                let mut session =
+                    Session::new(&ep, &req.peer.to_string(), security, unix_ms(), plan);
+                session.set_identity(psk_identity(&self.transport.auth(req.peer)));
                 self.records.push(session.record().clone());
                 self.sessions.insert(
                     ep.clone(),
@@ -227,7 +230,7 @@ impl BootstrapDriver {
         let parsed = request::parse(&req.packet)?;
         let ep = parsed.endpoint;
         let internal = |e: crate::store::StoreError| Refused::Internal(e.to_string());
-        let account = self.store.bootstrap_endpoint(&ep).map_err(internal)?;
+        let mut account = self.store.bootstrap_endpoint(&ep).map_err(internal)?;
         let operational = match &account {
             Some(_) => None,
             None => self
@@ -244,6 +247,25 @@ impl BootstrapDriver {
             operational.as_ref(),
             self.settings.allow_nosec,
         )?;
+        // A rollover's new identity authenticated this peer: the device
+        // holds the new credential, which becomes the current one
+        // (rollover.rs), even if the 2.04 to its Finish was lost.
+        if let (Some(a), Some(id)) = (&account, psk_identity(&auth))
+            && rollover::proves_pending(a, id.as_bytes())
+        {
+            if self
+                .store
+                .promote_bootstrap_rollover(&ep, &id, unix_ms())
+                .map_err(internal)?
+            {
+                tracing::info!(
+                    endpoint = %ep,
+                    identity = %id,
+                    "bootstrap rollover done: the device authenticated with the new identity"
+                );
+            }
+            account = self.store.bootstrap_endpoint(&ep).map_err(internal)?;
+        }
         let limits = self.settings.limits.clone();
         if !self.rate.allow(&ep, now, &limits) {
             return Err(Refused::RateLimited);
@@ -268,7 +290,11 @@ impl BootstrapDriver {
                 .map_err(internal),
         }
         .map(|c| c.unwrap_or_default())
-        .and_then(|c| self.plan(&ep, &c, parsed.format));
+        .and_then(|c| self.plan(&ep, &c, parsed.format))
+        .map(|mut p| {
+            p.rollover = rollover::to_write(account.as_ref());
+            p
+        });
         if plan.is_err() {
             self.count.remove(req.peer.ip());
         }
@@ -315,6 +341,7 @@ impl BootstrapDriver {
             delete: config.delete.clone(),
             accounts,
             format,
+            rollover: None,
         })
     }
 
@@ -326,6 +353,20 @@ impl BootstrapDriver {
             };
             match a.session.poll() {
                 Some(Next::Send(req)) => {
+                    if req.path == ["bs"]
+                        && let Some(identity) = a.session.rollover_written()
+                        && let Err(e) =
+                            self.store
+                                .mark_bootstrap_rollover_written(ep, identity, unix_ms())
+                    {
+                        // Durable before Finish goes out (from its 2.04 on
+                        // the device may hold the new credential, and a
+                        // cancel must no longer drop it): else no Finish.
+                        tracing::warn!(endpoint = %ep, "bootstrap rollover: {e}");
+                        let why = format!("rollover state not stored: {e}");
+                        a.session.abort(SessionStatus::Failed, &why);
+                        continue;
+                    }
                     let id = self
                         .endpoint
                         .send_request(Instant::now(), a.peer, req.to_packet());
@@ -384,6 +425,22 @@ impl BootstrapDriver {
         self.count.remove(a.peer.ip());
         self.closing.push(a.peer);
         let r = a.session.record();
+        // Finish got its 2.04: the device committed the new bootstrap
+        // credential this session wrote (rollover.rs).
+        if let Some(id) = rollover::promote_after(
+            r.status == SessionStatus::Succeeded,
+            a.session.rollover_written(),
+        ) {
+            match self.store.promote_bootstrap_rollover(ep, id, unix_ms()) {
+                Ok(true) => tracing::info!(
+                    endpoint = %ep,
+                    identity = %id,
+                    "bootstrap rollover done: Finish confirmed the new identity"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(endpoint = %ep, "bootstrap rollover: {e}"),
+            }
+        }
         // The device keeps what it had unless Finish succeeded: so does the server.
         if r.status == SessionStatus::Succeeded {
             self.succeeded.push(ep.to_string());
@@ -426,5 +483,15 @@ impl BootstrapDriver {
     /// Sessions in progress (tests, diagnostics).
     pub fn active_sessions(&self) -> usize {
         self.count.total()
+    }
+}
+
+/// The PSK identity a peer authenticated with, as text.
+fn psk_identity(auth: &crate::core::access::PeerAuth) -> Option<String> {
+    match auth {
+        crate::core::access::PeerAuth::Dtls(wasmdm_proto::dtls::PeerIdentity::Psk(id)) => {
+            Some(String::from_utf8_lossy(id).into_owned())
+        }
+        _ => None,
     }
 }

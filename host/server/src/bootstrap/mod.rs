@@ -10,6 +10,8 @@
 //! - [`session`]: one session's sequence, sans-IO.
 //! - [`records`]: the sessions kept per endpoint for the API.
 //! - [`rollback`]: the credential a failed session puts back.
+//! - [`rollover`]: a new bootstrap credential written to the device, both
+//!   accepted until it is known to hold it.
 //! - [`driver`]: the tokio task that runs the sockets and the sessions.
 //! - [`api`], [`ctl`]: the HTTP routes and `wasmdm ctl bootstrap`.
 
@@ -20,6 +22,7 @@ pub mod driver;
 pub mod records;
 pub mod request;
 pub mod rollback;
+pub mod rollover;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -81,11 +84,9 @@ fn credentials(store: &Arc<Store>, dtls: &DtlsConfig) -> wasmdm_proto::dtls::Ser
     let psk: wasmdm_proto::dtls::PskLookup = Arc::new(move |identity: &[u8]| {
         let identity = std::str::from_utf8(identity).ok()?;
         match store.bootstrap_by_identity(identity) {
-            Ok(Some(BootstrapEndpoint {
-                credential: BootstrapCredential::Psk { key, .. },
-                ..
-            })) => Some(key),
-            Ok(_) => None,
+            // The current key, or a pending rollover's (rollover.rs).
+            Ok(Some(e)) => e.psk_key(identity),
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!("bootstrap PSK lookup: {e}");
                 None

@@ -156,12 +156,14 @@ mod tests {
             endpoint: ep.into(),
             peer: "p".into(),
             security: "psk".into(),
+            identity: None,
             started_ms: t,
             ended_ms: None,
             status,
             steps: vec![],
             finish_code: None,
             error: None,
+            rollover: None,
         }
     }
 

@@ -140,7 +140,8 @@ pub fn parse(p: &Packet) -> Result<BootstrapRequest, Refused> {
 /// endpoint with bootstrap account `account` (and operational credential
 /// `operational`); returns the security mode's name.
 ///
-/// - PSK: the handshake's identity must be the endpoint's bootstrap identity.
+/// - PSK: the handshake's identity must be the endpoint's bootstrap
+///   identity, or the pending one of a rollover.
 /// - Certificate: the endpoint's account is `x509` and the name is the
 ///   certificate's CN or a SAN.
 /// - Plain CoAP: the account is `nosec`; or, with `allow_nosec` (a lab),
@@ -159,6 +160,12 @@ pub fn admit(
             PeerAuth::Dtls(PeerIdentity::Psk(id)),
             Some(BootstrapCredential::Psk { identity, .. }),
         ) if id.as_slice() == identity.as_bytes() => Ok("psk"),
+        // A rollover's new identity (rollover.rs): the device has it.
+        (PeerAuth::Dtls(PeerIdentity::Psk(id)), Some(BootstrapCredential::Psk { .. }))
+            if account.is_some_and(|a| super::rollover::proves_pending(a, id)) =>
+        {
+            Ok("psk")
+        }
         (PeerAuth::Dtls(PeerIdentity::Certificate(names)), Some(BootstrapCredential::X509))
             if names.iter().any(|n| n == endpoint) =>
         {
@@ -259,6 +266,7 @@ mod tests {
             labels: vec![],
             config: None,
             updated_ms: 0,
+            pending: None,
         }
     }
 

@@ -14,7 +14,13 @@
 //!    right after Finish.
 //! 4. Bootstrap-Write (PUT) of each /0/x, then each /1/y (§5.2.7.2). A
 //!    refusal ends the session: a Finish would commit half a configuration.
-//! 5. Bootstrap-Finish (`POST /bs`, §5.2.7.6): 2.04 succeeds; anything else
+//! 5. With a bootstrap credential rollover pending ([`super::rollover`]):
+//!    Bootstrap-Write of the device's own bootstrap account (the /0
+//!    instance Discover listed without `ssid`) with the new PSK identity
+//!    and key, its Server URI kept. A refusal is recorded and the session
+//!    goes on: the rollover stays pending, the operational accounts still
+//!    reach the device.
+//! 6. Bootstrap-Finish (`POST /bs`, §5.2.7.6): 2.04 succeeds; anything else
 //!    (4.06 with the device's reason) is recorded as a failure.
 
 use coap_lite::{CoapOption, Packet, RequestType};
@@ -23,7 +29,8 @@ use wasmdm_proto::coap::msg::{self, Code};
 use wasmdm_proto::codec;
 use wasmdm_proto::model::{ContentFormat, Node, Path, ResourceValue, Value};
 
-use super::config::{AccountSecurity, ServerAccount, parse_delete_path};
+use super::config::{AccountSecurity, MAX_URI_LEN, ServerAccount, parse_delete_path};
+use super::rollover::Rollover;
 use crate::security::{Credential, SecurityEntry};
 
 /// Longest diagnostic text kept from a device's answer.
@@ -58,6 +65,9 @@ pub struct Plan {
     pub accounts: Vec<ResolvedAccount>,
     /// Payload format of the Writes (TLV, SenML JSON or SenML CBOR).
     pub format: ContentFormat,
+    /// A pending bootstrap credential to write into the device's bootstrap
+    /// account.
+    pub rollover: Option<Rollover>,
 }
 
 /// Where a session stands.
@@ -102,6 +112,9 @@ pub struct SessionRecord {
     pub peer: String,
     /// How it authenticated (`psk`, `x509`, `nosec`).
     pub security: String,
+    /// The PSK identity it authenticated with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// When the Bootstrap-Request came (Unix ms).
     pub started_ms: u64,
     /// When the session ended.
@@ -117,6 +130,9 @@ pub struct SessionRecord {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What became of a pending bootstrap credential rollover (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollover: Option<String>,
 }
 
 /// A request to send to the device.
@@ -170,6 +186,8 @@ enum Stage {
     Store,
     /// Index into the security writes then the server writes.
     Write(usize),
+    /// The rollover's Write of the device's bootstrap account.
+    WriteBootstrap,
     Finish,
     Done,
 }
@@ -183,6 +201,10 @@ pub struct Session {
     waiting: bool,
     /// /0 instance ids for the accounts, once known.
     security_ids: Vec<u16>,
+    /// The device's bootstrap account (/0 instance, Server URI), from Discover.
+    bootstrap_account: Option<(u16, String)>,
+    /// The rollover's Write was answered with success.
+    rollover_written: bool,
     record: SessionRecord,
 }
 
@@ -195,19 +217,39 @@ impl Session {
             stage: Stage::Delete(0),
             waiting: false,
             security_ids: Vec::new(),
+            bootstrap_account: None,
+            rollover_written: false,
             record: SessionRecord {
                 id: format!("{endpoint}@{now_ms}"),
                 endpoint: endpoint.to_string(),
                 peer: peer.to_string(),
                 security: security.to_string(),
+                identity: None,
                 started_ms: now_ms,
                 ended_ms: None,
                 status: SessionStatus::Running,
                 steps: Vec::new(),
                 finish_code: None,
                 error: None,
+                rollover: None,
             },
         }
+    }
+
+    /// Records the PSK identity the peer authenticated with.
+    pub fn set_identity(&mut self, identity: Option<String>) {
+        self.record.identity = identity;
+    }
+
+    /// The pending identity this session wrote into the device's bootstrap
+    /// account (answered with success); it is the device's once Finish
+    /// succeeds.
+    pub fn rollover_written(&self) -> Option<&str> {
+        self.plan
+            .rollover
+            .as_ref()
+            .filter(|_| self.rollover_written)
+            .map(|r| r.identity.as_str())
     }
 
     /// The record so far.
@@ -265,6 +307,13 @@ impl Session {
                     return Some(Next::Done);
                 }
             },
+            Stage::WriteBootstrap => match self.bootstrap_write_request() {
+                Ok(req) => Next::Send(req),
+                Err(e) => {
+                    self.fail(SessionStatus::Failed, e, None);
+                    return Some(Next::Done);
+                }
+            },
             Stage::Finish => {
                 self.step("finish", "/bs", None);
                 Next::Send(BsRequest {
@@ -295,6 +344,7 @@ impl Session {
             Stage::Delete(i) => self.stage = Stage::Delete(i + 1),
             Stage::Discover => {
                 let used = if code == Code::CONTENT {
+                    self.bootstrap_account = bootstrap_account(payload);
                     security_instances(payload)
                 } else {
                     // 1.0 device: assume the bootstrap account is /0/0.
@@ -307,7 +357,7 @@ impl Session {
                 if code.is_success() {
                     self.stage = Stage::Write(i + 1);
                     if i + 1 >= 2 * self.plan.accounts.len() {
-                        self.stage = Stage::Finish;
+                        self.stage = self.after_writes();
                     }
                 } else {
                     let path = self.record.steps.last().map(|s| s.path.clone());
@@ -318,10 +368,37 @@ impl Session {
                     self.fail(SessionStatus::Failed, e, Some(diagnostic(payload)));
                 }
             }
+            Stage::WriteBootstrap => {
+                let identity = self.plan.rollover.as_ref().map(|r| r.identity.clone());
+                let identity = identity.unwrap_or_default();
+                if code.is_success() {
+                    self.rollover_written = true;
+                    self.record.rollover = Some(format!(
+                        "new bootstrap identity {identity} written; the device takes it at Finish"
+                    ));
+                } else {
+                    let d = diagnostic(payload);
+                    let why = if d.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {d}")
+                    };
+                    self.record.rollover = Some(format!(
+                        "the device refused the new bootstrap account with {code}{why}; \
+                         the rollover stays pending"
+                    ));
+                }
+                self.stage = Stage::Finish;
+            }
             Stage::Finish => {
                 self.record.finish_code = Some(code.to_string());
                 if code == Code::CHANGED {
                     self.record.status = SessionStatus::Succeeded;
+                    if let Some(id) = self.rollover_written().map(str::to_string) {
+                        self.record.rollover = Some(format!(
+                            "new bootstrap identity {id} written and committed by Finish"
+                        ));
+                    }
                     self.end();
                 } else {
                     let d = diagnostic(payload);
@@ -383,6 +460,80 @@ impl Session {
         if self.record.ended_ms.is_none() {
             self.record.ended_ms = Some(now_ms);
         }
+    }
+
+    /// After the account writes: the rollover's Write when one is pending
+    /// and the device's bootstrap account is known, else Finish.
+    fn after_writes(&mut self) -> Stage {
+        let Some(r) = &self.plan.rollover else {
+            return Stage::Finish;
+        };
+        match &self.bootstrap_account {
+            Some((_, uri)) if uri.starts_with("coaps://") && uri.len() <= MAX_URI_LEN => {
+                Stage::WriteBootstrap
+            }
+            Some((i, _)) => {
+                self.record.rollover = Some(format!(
+                    "the device's bootstrap account /0/{i} is not coaps://; rollover of {} \
+                     not written, still pending",
+                    r.identity
+                ));
+                Stage::Finish
+            }
+            None => {
+                self.record.rollover = Some(format!(
+                    "the device listed no bootstrap account (Bootstrap-Discover of /0); \
+                     rollover of {} not written, still pending",
+                    r.identity
+                ));
+                Stage::Finish
+            }
+        }
+    }
+
+    /// The rollover's Write of the device's bootstrap account (Core 1.1
+    /// §E.1): URI kept, Bootstrap-Server true, PSK mode, the pending
+    /// identity and key, no server public key. Other resources (Client Hold
+    /// Off Time, Account Timeout) are not in the payload: a Write to an
+    /// instance updates the resources it carries, so the device keeps them.
+    ///
+    /// The Server URI is the one the device listed for this instance in
+    /// Bootstrap-Discover (Core 1.1 §5.2.7.1: `uri` on each /0 instance,
+    /// `ssid` on all but the Bootstrap-Server account), not the server's
+    /// idea of its own address: the device may reach this server through
+    /// a name, NAT or relay the server cannot know, and a bootstrap server
+    /// may not Bootstrap-Read /0 (§5.2.7.2) to learn it otherwise. Writing
+    /// a URI the device did not use could leave it unable to bootstrap.
+    fn bootstrap_write_request(&mut self) -> Result<BsRequest, String> {
+        let (Some(r), Some((x, uri))) = (&self.plan.rollover, &self.bootstrap_account) else {
+            return Err("no bootstrap account to write".into());
+        };
+        let x = *x;
+        let resources = vec![
+            (0, single(Value::String(uri.clone()))),
+            (1, single(Value::Boolean(true))),
+            (2, single(Value::Integer(0))),
+            (3, single(Value::Opaque(r.identity.as_bytes().to_vec()))),
+            (4, single(Value::Opaque(Vec::new()))),
+            (5, single(Value::Opaque(r.key.clone()))),
+        ];
+        let detail = format!(
+            "bootstrap account uri={uri} mode=psk identity={} key=<generated {} bytes>",
+            r.identity,
+            r.key.len()
+        );
+        let path = Path::instance(0, x);
+        let node = Node::Instance { id: x, resources };
+        let payload = codec::encode(&node, path, self.plan.format)
+            .map_err(|e| format!("cannot encode {path}: {e}"))?;
+        self.step("write", &path.to_string(), Some(detail));
+        Ok(BsRequest {
+            method: RequestType::Put,
+            path: segments(path),
+            content_format: Some(self.plan.format.code()),
+            accept: None,
+            payload,
+        })
     }
 
     fn fail(&mut self, status: SessionStatus, error: String, diagnostic: Option<String>) {
@@ -540,6 +691,59 @@ pub fn security_instances(payload: &[u8]) -> Vec<u16> {
             out.push(i);
         }
     }
+    out
+}
+
+/// The bootstrap account in a Bootstrap-Discover answer of /0 (Core 1.1
+/// §5.2.7.1): the one /0/N link without `ssid`, with its `uri`. None when
+/// there is not exactly one such link with a URI.
+pub fn bootstrap_account(payload: &[u8]) -> Option<(u16, String)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut found = Vec::new();
+    for link in split_unquoted(text, ',') {
+        let mut parts = split_unquoted(link.trim(), ';').into_iter();
+        let target = parts.next()?.trim();
+        let Some(target) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) else {
+            continue;
+        };
+        let ids: Vec<&str> = target.trim_start_matches('/').split('/').collect();
+        let [o, i] = ids.as_slice() else { continue };
+        let (Ok(0), Ok(i)) = (o.parse::<u16>(), i.parse::<u16>()) else {
+            continue;
+        };
+        let mut ssid = false;
+        let mut uri = None;
+        for attr in parts {
+            let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
+            match k.trim() {
+                "ssid" => ssid = true,
+                "uri" => uri = Some(v.trim().trim_matches('"').to_string()),
+                _ => {}
+            }
+        }
+        if !ssid {
+            found.push((i, uri));
+        }
+    }
+    match found.as_slice() {
+        [(i, Some(uri))] if !uri.is_empty() => Some((*i, uri.clone())),
+        _ => None,
+    }
+}
+
+/// `text` split at `sep` outside double quotes.
+fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&text[start..]);
     out
 }
 

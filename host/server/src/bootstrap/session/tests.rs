@@ -16,6 +16,7 @@ fn plan(format: ContentFormat) -> Plan {
             psk: Some(("dev-1".into(), vec![0x11; 16])),
         }],
         format,
+        rollover: None,
     }
 }
 

@@ -95,11 +95,23 @@ async fn open(data_dir: &DataDirArgs, trusted: &[PathBuf]) -> anyhow::Result<Run
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stop = StopHandle::new();
     let on_ctrl_c = stop.clone();
+    // Ctrl-C or SIGTERM (a service manager, `timeout`): the guest's
+    // graceful stop, so the run ends as on a device (and a temporary /data
+    // is removed); a second one forces it.
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut signalled = async || match term.as_mut() {
+            Some(t) => tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = t.recv() => r.is_some(),
+            },
+            None => tokio::signal::ctrl_c().await.is_ok(),
+        };
+        if signalled().await {
             eprintln!("stopping (Ctrl-C again to force)...");
             on_ctrl_c.stop();
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if signalled().await {
                 std::process::exit(130);
             }
         }

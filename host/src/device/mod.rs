@@ -617,7 +617,8 @@ impl Driver {
                 } => {
                     // The server's code says why (4.00: it could not parse
                     // the Register, e.g. the root link's `ct`).
-                    let code = code.map_or_else(|| "no answer".to_string(), |c| c.to_string());
+                    let code = code
+                        .map_or_else(|| "no answer".to_string(), |c| format!("{c} {}", c.name()));
                     warn!(attempt, %code, retry_in = ?retry_in, "registration failed");
                     self.transport.server_silent(now);
                     self.provisioning.register_failed();

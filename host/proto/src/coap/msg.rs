@@ -50,6 +50,49 @@ impl Code {
     pub fn set_on(self, packet: &mut Packet) {
         packet.header.code = MessageClass::from(self.0);
     }
+    /// The name of a response code (RFC 7252 §12.1.2, RFC 7959 §2.9,
+    /// RFC 8516), so a log line or an error says why, not just a number;
+    /// "Unknown" for codes none of them names.
+    pub const fn name(self) -> &'static str {
+        match (self.class(), self.0 & 0x1F) {
+            (2, 1) => "Created",
+            (2, 2) => "Deleted",
+            (2, 3) => "Valid",
+            (2, 4) => "Changed",
+            (2, 5) => "Content",
+            (2, 31) => "Continue",
+            (4, 0) => "Bad Request",
+            (4, 1) => "Unauthorized",
+            (4, 2) => "Bad Option",
+            (4, 3) => "Forbidden",
+            (4, 4) => "Not Found",
+            (4, 5) => "Method Not Allowed",
+            (4, 6) => "Not Acceptable",
+            (4, 8) => "Request Entity Incomplete",
+            (4, 12) => "Precondition Failed",
+            (4, 13) => "Request Entity Too Large",
+            (4, 15) => "Unsupported Content-Format",
+            (4, 29) => "Too Many Requests",
+            (5, 0) => "Internal Server Error",
+            (5, 1) => "Not Implemented",
+            (5, 2) => "Bad Gateway",
+            (5, 3) => "Service Unavailable",
+            (5, 4) => "Gateway Timeout",
+            (5, 5) => "Proxying Not Supported",
+            _ => "Unknown",
+        }
+    }
+    /// Parses the `c.dd` form ("4.03").
+    pub fn parse(text: &str) -> Option<Code> {
+        let (class, detail) = text.split_once('.')?;
+        let (class, detail): (u8, u8) = (class.parse().ok()?, detail.parse().ok()?);
+        (class <= 7 && detail <= 31 && detail_digits(text)).then_some(Code(class << 5 | detail))
+    }
+}
+
+/// The detail of `c.dd` has two digits.
+fn detail_digits(text: &str) -> bool {
+    text.split_once('.').is_some_and(|(_, d)| d.len() == 2)
 }
 
 impl std::fmt::Display for Code {
@@ -335,5 +378,19 @@ mod tests {
             classify(&[0x40, 0x01, 0, 5, 0x41, 0xFF]),
             Classified::Message(_)
         ));
+    }
+
+    #[test]
+    fn codes_have_their_names_and_parse_back() {
+        assert_eq!(Code::FORBIDDEN.name(), "Forbidden");
+        assert_eq!(Code(0x84).name(), "Not Found");
+        assert_eq!(Code(0x9D).name(), "Too Many Requests");
+        assert_eq!(Code(0x5F).name(), "Continue");
+        assert_eq!(Code(0x87).name(), "Unknown");
+        assert_eq!(Code::parse("4.03"), Some(Code::FORBIDDEN));
+        assert_eq!(Code::parse("2.31"), Some(Code(0x5F)));
+        for bad in ["4.3", "403", "8.00", "4.32", "x.00", ""] {
+            assert_eq!(Code::parse(bad), None, "{bad}");
+        }
     }
 }

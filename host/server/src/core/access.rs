@@ -28,7 +28,11 @@ pub enum PeerAuth {
 /// Why a peer may not act as an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("plain CoAP is not allowed for this endpoint (NoSec off)")]
+    #[error(
+        "plain CoAP is not allowed for this endpoint (NoSec off): give it a key \
+         (`wasmdm ctl security add EP --psk-identity ID --psk-key-file F`), or allow NoSec \
+         for it (`--nosec`) or for all (`wasmdm server --allow-nosec`, a lab)"
+    )]
     NoSec,
     #[error("the PSK identity belongs to another endpoint, or none")]
     WrongIdentity,

@@ -222,6 +222,65 @@ pub trait Object {
     fn generation(&self) -> Option<u64> {
         None
     }
+    /// Checks, changing nothing, that every one of `writes` would be
+    /// accepted when applied in this order with [`apply_write`]: a
+    /// Write-Composite (LwM2M 1.1 Core §6.3.9) is all-or-nothing, so each
+    /// object it touches is asked before the first value is written. The
+    /// engine has already checked that each path is defined and writable and
+    /// that each value has the resource's type; the default `Ok` is exact for
+    /// objects that refuse nothing beyond that. Objects with their own rules
+    /// (ranges, formats, states) override it, e.g. with [`dry_run`]; a
+    /// wrapper that delegates `write` to another object must forward it.
+    fn check_writes(&self, _writes: &[PlannedWrite]) -> Result<(), OpError> {
+        Ok(())
+    }
+    /// True when this object's writes are answered later by a party that
+    /// may still refuse them ([`Effect::App`]): such a write cannot be taken
+    /// back, so it cannot share an all-or-nothing Write-Composite with
+    /// another value.
+    fn writes_answered_later(&self) -> bool {
+        false
+    }
+}
+
+/// One value of a Write-Composite as it will be applied: a single resource
+/// is replaced (`Single`, `replace`); a resource instance is a partial
+/// update of its multiple resource (`Multiple` with one item, not `replace`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedWrite {
+    pub instance: u16,
+    pub resource: u16,
+    pub value: ResourceValue,
+    pub replace: bool,
+}
+
+/// Applies one write the way every DM Write does: a single opaque value
+/// goes through [`Object::write_block`] as one piece (the object's
+/// streaming path), everything else through [`Object::write`].
+pub fn apply_write(obj: &mut dyn Object, w: PlannedWrite) -> Result<Vec<Effect>, OpError> {
+    let opaque = obj
+        .resources()
+        .iter()
+        .any(|d| d.id == w.resource && d.data_type == DataType::Opaque && !d.multiple);
+    match w.value {
+        ResourceValue::Single(Value::Opaque(bytes)) if opaque => {
+            obj.write_block(w.instance, w.resource, 0, &bytes, true)
+        }
+        v => obj.write(w.instance, w.resource, v, w.replace),
+    }
+}
+
+/// An exact [`Object::check_writes`] for objects that are cheap to copy:
+/// the writes run, in order, on a copy that is then dropped, so the answer
+/// is the one the real writes would get (a later value that depends on an
+/// earlier one, e.g. a state the first moves, included). Only for objects
+/// whose clone owns its state (not a handle to shared state).
+pub fn dry_run<O: Object + Clone>(obj: &O, writes: &[PlannedWrite]) -> Result<(), OpError> {
+    let mut copy = obj.clone();
+    for w in writes {
+        apply_write(&mut copy, w.clone())?;
+    }
+    Ok(())
 }
 
 /// Convenience for objects building object-link values.

@@ -264,6 +264,10 @@ impl SoftwareManagement {
 }
 
 impl Object for SoftwareManagement {
+    /// Exact: the writes run on a copy (LwM2M 1.1 Core §6.3.9 all-or-nothing).
+    fn check_writes(&self, writes: &[crate::object::PlannedWrite]) -> Result<(), OpError> {
+        crate::object::dry_run(self, writes)
+    }
     fn id(&self) -> u16 {
         OBJECT_ID
     }

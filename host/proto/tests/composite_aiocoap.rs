@@ -2,7 +2,10 @@
 //! aiocoap (PyPI) plays the LwM2M server over loopback UDP and sends a
 //! FETCH `/` with Observe 0 (SenML CBOR path list), receives the first
 //! answer and a notification after a value changed, then an iPATCH `/`
-//! (SenML JSON). The sans-IO client is driven by a minimal socket loop.
+//! (SenML JSON), then a FETCH and an iPATCH whose bodies aiocoap sends
+//! block-wise (Block1, RFC 8132 §2.1 / RFC 7959 §2.5), and last a FETCH
+//! whose answer comes block-wise (Block2). The sans-IO client is driven by
+//! a minimal socket loop.
 //! Skips with a note when python3 has no aiocoap (scripts/test.sh installs it).
 
 use std::cell::RefCell;
@@ -78,8 +81,10 @@ impl Object for Temperature {
 
 const PEER: &str = r#"
 import asyncio, sys, json
-import aiocoap, aiocoap.resource
+import aiocoap, aiocoap.resource, warnings
 from aiocoap import Message, Code
+from aiocoap.optiontypes import BlockOption
+warnings.simplefilter('ignore', DeprecationWarning)
 
 def say(**kw):
     print(json.dumps(kw), flush=True)
@@ -102,6 +107,24 @@ async def main():
     bad = b'[{"n":"/3303/0/5900","v":1},{"n":"/3303/0/5700","v":2}]'
     r = await asyncio.wait_for(ctx.request(Message(code=Code.iPATCH, uri=uri, payload=bad, content_format=110)).response, 30)
     say(step='bad', code=str(r.code))
+    # Bodies over one 64-byte block: aiocoap sends them with Block1 (its
+    # managed block-wise transfer, SZX 2), the device reassembles.
+    small = BlockOption.BlockwiseTuple(0, False, 2)
+    names = b'[' + b','.join([b'{"n":"/3303/1/5700"}'] * 9 + [b'{"n":"/3303/0/5900"}']) + b']'
+    m = Message(code=Code.FETCH, uri=uri, payload=names, content_format=110)
+    m.opt.block1 = small
+    r = await asyncio.wait_for(ctx.request(m).response, 30)
+    say(step='bigfetch', code=str(r.code), payload=r.payload.decode())
+    records = b'[' + b','.join([b'{"n":"/3303/0/5900","v":1}'] * 9 + [b'{"n":"/3303/0/5900","v":17.25}']) + b']'
+    m = Message(code=Code.iPATCH, uri=uri, payload=records, content_format=110)
+    m.opt.block1 = small
+    r = await asyncio.wait_for(ctx.request(m).response, 30)
+    say(step='bigpatch', code=str(r.code), len=len(records))
+    # An answer over one block (1024 bytes): aiocoap fetches the rest with
+    # Block2 follow-ups that carry no payload.
+    names = b'[' + b','.join([b'{"n":"/3303/0/5700"}'] * 40) + b']'
+    r = await asyncio.wait_for(ctx.request(Message(code=Code.FETCH, uri=uri, payload=names, content_format=110)).response, 30)
+    say(step='bigread', code=str(r.code), payload=r.payload.decode())
     await ctx.shutdown()
 
 asyncio.run(main())
@@ -169,7 +192,9 @@ fn aiocoap_observes_and_writes_composite() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines: Vec<serde_json::Value> = Vec::new();
     let mut buf = [0u8; 2048];
-    while lines.len() < 4 && Instant::now() < deadline {
+    // 2.31 Continue answers: Block1 blocks before the last.
+    let mut continues = 0;
+    while lines.len() < 7 && Instant::now() < deadline {
         let now = Instant::now();
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             client.handle_datagram(Instant::now(), from, &buf[..n]);
@@ -179,12 +204,20 @@ fn aiocoap_observes_and_writes_composite() {
             sock.send_to(&t.bytes, t.to).unwrap();
         }
         while let Some(e) = client.poll_event() {
-            if let Event::Effects { pending, .. } = e {
-                client.complete(now, pending);
+            match e {
+                Event::Effects { pending, .. } => client.complete(now, pending),
+                Event::Answered {
+                    code,
+                    continuation: true,
+                    ..
+                } if code == "2.31" => continues += 1,
+                _ => {}
             }
         }
         while let Ok(line) = rx.try_recv() {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            // The setpoint as the peer's step left it.
+            v["setpoint"] = state.0.borrow().1.into();
             if v["step"] == "first" {
                 // The observer is in: change one path.
                 state.0.borrow_mut().0 = 22.5;
@@ -195,17 +228,33 @@ fn aiocoap_observes_and_writes_composite() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(lines.len(), 4, "peer steps: {lines:?}");
+    assert_eq!(lines.len(), 7, "peer steps: {lines:?}");
     assert_eq!(lines[0]["code"], "2.05 Content");
     assert!(lines[0]["observe"].is_u64(), "registered: {:?}", lines[0]);
     assert_eq!(lines[0]["payload"], answer([0x4D, 0x60]));
     assert_eq!(lines[1]["payload"], answer([0x4D, 0xA0]));
     assert_eq!(lines[2]["code"], "2.04 Changed");
-    assert_eq!(state.0.borrow().1, 18.5);
+    assert_eq!(lines[2]["setpoint"], 18.5);
     assert_eq!(lines[3]["code"], "4.05 Method Not Allowed");
     assert_eq!(
-        state.0.borrow().1,
-        18.5,
+        lines[3]["setpoint"], 18.5,
         "a refused Write-Composite wrote nothing"
     );
+    // Block1 FETCH: the absent /3303/1 paths are left out.
+    assert_eq!(lines[4]["code"], "2.05 Content");
+    assert_eq!(lines[4]["payload"], r#"[{"n":"/3303/0/5900","v":18.5}]"#);
+    // Block1 iPATCH of 10 records (over 64 bytes): all applied, in order.
+    assert_eq!(lines[5]["code"], "2.04 Changed");
+    assert!(lines[5]["len"].as_u64().unwrap() > 64);
+    assert_eq!(lines[5]["setpoint"], 17.25);
+    assert!(
+        continues >= 6,
+        "both bodies came block-wise: {continues} x 2.31"
+    );
+    // Block2 Read-Composite: 40 records, reassembled by aiocoap.
+    assert_eq!(lines[6]["code"], "2.05 Content");
+    let record = r#"{"n":"/3303/0/5700","v":22.5}"#;
+    let want = format!("[{}]", vec![record; 40].join(","));
+    assert!(want.len() > 1024);
+    assert_eq!(lines[6]["payload"], want.as_str());
 }

@@ -186,6 +186,10 @@ impl Object for LiveDevice {
         self.refresh(&mut device, resource);
         device.write(instance, resource, value, replace)
     }
+    /// Write-Composite is all-or-nothing: /3's own check (UTC Offset) first.
+    fn check_writes(&self, writes: &[wasmdm_proto::object::PlannedWrite]) -> Result<(), OpError> {
+        self.device.lock().check_writes(writes)
+    }
     fn execute(
         &mut self,
         instance: u16,

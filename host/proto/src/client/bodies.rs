@@ -7,9 +7,14 @@
 //! encoding the whole object again per block. So a reader gets one consistent
 //! representation, as the ETag of every block says.
 //!
+//! The same holds for a Read-Composite (FETCH, RFC 8132 §2.3): its
+//! follow-ups are FETCHes with Block2, with the same path list or, as
+//! aiocoap sends them, with no payload at all.
+//!
 //! An entry is dropped as soon as the engine learns that anything changed
 //! ([`BodyCache::clear`]: a change marked for Observe, or any request other
-//! than GET), after [`BODY_TTL`], or when more than [`MAX_BODIES`] are kept.
+//! than GET and FETCH), after [`BODY_TTL`], or when more than [`MAX_BODIES`]
+//! are kept.
 //! Only follow-ups (Block2 number > 0, no Observe option) are answered from
 //! here: every new read starts from the objects.
 
@@ -25,13 +30,16 @@ pub const BODY_TTL: Duration = Duration::from_secs(30);
 pub const MAX_BODIES: usize = 16;
 
 /// What a follow-up must ask for to be served a kept body: same peer, same
-/// target and query, same Accept.
+/// method, target and query, same Accept, and the same request payload (a
+/// FETCH's path list, by its hash) or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyKey {
     peer: SocketAddr,
+    method: u8,
     path: Vec<Vec<u8>>,
     query: Vec<Vec<u8>>,
     accept: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
 }
 
 impl BodyKey {
@@ -45,10 +53,24 @@ impl BodyKey {
         };
         BodyKey {
             peer,
+            method: crate::coap::msg::Code::of(request).0,
             path: list(CoapOption::UriPath),
             query: list(CoapOption::UriQuery),
             accept: request.get_first_option(CoapOption::Accept).cloned(),
+            payload: (!request.payload.is_empty()).then(|| super::etag(&request.payload)),
         }
+    }
+
+    /// True when a follow-up with key `asked` may be served this body: a
+    /// follow-up without payload matches any (RFC 7959 §2.4 leaves it to
+    /// the body's ETag to tell a changed representation).
+    fn serves(&self, asked: &BodyKey) -> bool {
+        self.peer == asked.peer
+            && self.method == asked.method
+            && self.path == asked.path
+            && self.query == asked.query
+            && self.accept == asked.accept
+            && (asked.payload.is_none() || self.payload == asked.payload)
     }
 }
 
@@ -90,7 +112,10 @@ impl BodyCache {
             return None;
         }
         let key = BodyKey::of(peer, request);
-        let kept = self.kept.iter().find(|k| k.key == key && k.expires > now)?;
+        let kept = self
+            .kept
+            .iter()
+            .find(|k| k.key.serves(&key) && k.expires > now)?;
         let mut response = kept.response.clone();
         response.set_token(request.get_token().to_vec());
         Some(response)

@@ -9,18 +9,28 @@
 //!   the answer is 4.04.
 //! - Observe-Composite (Core 1.1 §6.4.3): the same FETCH with Observe 0
 //!   registers one observation of the whole list; each notification is the
-//!   Read-Composite answer again. It goes out when any listed path changed
-//!   and that path's pmin passed, or at the shortest pmax of the paths (each
-//!   path under its own attributes, see [`Registry::changed`]). Cancel: the
-//!   same FETCH with Observe 1, or RST to a notification. It counts against
-//!   the observation caps ([`MAX_PER_PEER`], [`MAX_OBSERVATIONS`]); refused
-//!   at a cap, the answer carries no Observe (RFC 7641 §4.1).
+//!   Read-Composite answer again. Each path is judged under its own
+//!   attributes, as its plain observation would be (§5.1.2): a change of a
+//!   path counts when that path's gt/lt/st condition holds (any change when
+//!   it has none) and goes out once that path's pmin passed; the shortest
+//!   pmax of the paths sends one anyway (see [`Registry::changed`]).
+//!   Cancel: the same FETCH with Observe 1, or RST to a notification. It
+//!   counts against the observation caps ([`MAX_PER_PEER`],
+//!   [`MAX_OBSERVATIONS`]); refused at a cap, the answer carries no Observe
+//!   (RFC 7641 §4.1).
 //! - Write-Composite (Core 1.1 §6.3.9): iPATCH with records carrying values
-//!   for resources or resource instances, possibly in several objects. All
-//!   of it is checked first: every path exists (4.04), is writable (4.05)
-//!   and its value fits the resource's type (4.00); only then is anything
-//!   written. Writes whose objects return effects (app objects) get their
-//!   answer held until the driver completes them, like a plain Write.
+//!   for resources or resource instances, possibly in several objects. It is
+//!   all-or-nothing: every path exists (4.04), is writable (4.05), its value
+//!   fits the resource's type (4.00), and then every object checks all of
+//!   its values in order (`Object::check_writes`: ranges, formats, states)
+//!   before the first is written; a refusal answers its code and changes
+//!   nothing. An app's value is answered later by the app and cannot be
+//!   taken back, so it must be the only record (else 4.05); its answer is
+//!   held until the driver completes it, like a plain Write.
+//!
+//! Both bodies may come block-wise (Block1, RFC 8132 §2.1 with RFC 7959
+//! §2.5; see `block1.rs`), and a large Read-Composite answer goes out
+//! block-wise (Block2) like a Read's.
 //!
 //! Any path in /0 makes each of them 4.01 (reference §2). The subsection
 //! numbers follow the 1.1 Core table of contents; the reference
@@ -42,6 +52,7 @@ use crate::coap::msg::{self, Code};
 use crate::codec::senml::{self, RawRecord, Record};
 use crate::codec::{ResourceTypes, flatten};
 use crate::model::{ContentFormat, DataType, Path, ResourceValue};
+use crate::object::{PlannedWrite, apply_write};
 
 /// The FETCH method code (RFC 8132).
 pub const FETCH: Code = Code(0x05);
@@ -124,23 +135,30 @@ impl Client {
     /// A FETCH on `/`: Read-Composite, with Observe 0 Observe-Composite,
     /// with Observe 1 its cancellation (RFC 7641 §3.6: that answer carries
     /// no Observe option).
-    pub(super) fn fetch(&mut self, now: Instant, req: &InboundRequest) -> Result<Outcome, Failure> {
-        let observe = msg::get_uint(&req.packet, CoapOption::Observe, 3).map_err(bad_option)?;
-        let (paths, format) = read_request(&req.packet)?;
+    /// `body` is the request with its whole payload (assembled from Block1).
+    pub(super) fn fetch(
+        &mut self,
+        now: Instant,
+        req: &InboundRequest,
+        body: &Packet,
+    ) -> Result<Outcome, Failure> {
+        let observe = msg::get_uint(body, CoapOption::Observe, 3).map_err(bad_option)?;
+        let (paths, format) = read_request(body)?;
         let key = (req.peer, req.packet.get_token().to_vec());
         if observe == Some(1) {
             self.observers.remove(&key);
             self.last_notified.remove(&key);
             self.notify_keys.remove(&key);
         }
-        let mut out = self.read_composite(&req.packet)?;
+        let mut out = self.read_composite(body)?;
         if observe != Some(0) {
             return Ok(out);
         }
         // Refused at a cap: a plain answer, without Observe.
-        let Ok(replaced) = self
-            .observers
-            .add_composite(now, key.clone(), paths, format.code())
+        let values = self.numeric_values(&paths);
+        let Ok(replaced) =
+            self.observers
+                .add_composite(now, key.clone(), paths, format.code(), values)
         else {
             return Ok(out);
         };
@@ -229,36 +247,85 @@ impl Client {
             dispatch::resource_def(obj.as_ref(), p.resource?).map(|d| d.data_type)
         };
         let records = decode(&request.payload, format, &types)?;
+        let mut plan: Vec<(u16, PlannedWrite)> = Vec::with_capacity(records.len());
+        for r in records {
+            let (Some(instance), Some(resource), Some(value)) =
+                (r.path.instance, r.path.resource, r.value)
+            else {
+                return Err(Code::BAD_REQUEST.into());
+            };
+            let w = match r.path.resource_instance {
+                // A resource instance: a partial update of its resource.
+                Some(ri) => PlannedWrite {
+                    instance,
+                    resource,
+                    value: ResourceValue::Multiple(vec![(ri, value)]),
+                    replace: false,
+                },
+                None => PlannedWrite {
+                    instance,
+                    resource,
+                    value: ResourceValue::Single(value),
+                    replace: true,
+                },
+            };
+            plan.push((r.path.object, w));
+        }
+        self.check_plan(&plan)?;
+        // Pass 3: every object accepted its values; write them, in order.
         let mut out = Outcome {
             response: msg::response_to(request, Code::CHANGED),
             effects: Vec::new(),
             changed: Vec::new(),
             instances_changed: false,
         };
-        for r in records {
-            let (Some(i), Some(res), Some(value)) = (r.path.instance, r.path.resource, r.value)
-            else {
-                return Err(Code::BAD_REQUEST.into());
-            };
+        for (object, w) in plan {
             let obj = self
                 .objects
                 .iter_mut()
-                .find(|o| o.id() == r.path.object)
+                .find(|o| o.id() == object)
                 .ok_or(Code::NOT_FOUND)?;
-            let effects = match r.path.resource_instance {
-                // A resource instance: a partial update of its resource.
-                Some(ri) => obj.write(i, res, ResourceValue::Multiple(vec![(ri, value)]), false)?,
-                None => {
-                    dispatch::write_one(obj.as_mut(), i, res, ResourceValue::Single(value), true)?
-                }
-            };
-            out.effects.extend(effects);
-            let instance = Path::instance(r.path.object, i);
+            let instance = Path::instance(object, w.instance);
+            // Cannot fail after an exact check_writes (see check_plan).
+            out.effects.extend(apply_write(obj.as_mut(), w)?);
             if !out.changed.contains(&instance) {
                 out.changed.push(instance);
             }
         }
         Ok(out)
+    }
+
+    /// All-or-nothing (Core 1.1 §6.3.9: the client writes "all" the values;
+    /// a refusal must leave none written): each object checks all of its
+    /// values, in request order, before the first is written
+    /// (`Object::check_writes`). An app's value is answered later by the
+    /// app, which may refuse it when the others are written already, and it
+    /// cannot be taken back: it is accepted alone only; with any other
+    /// record the request is refused 4.05 and nothing is written (write it
+    /// with its own Write-Composite or a plain Write).
+    fn check_plan(&self, plan: &[(u16, PlannedWrite)]) -> Result<(), Failure> {
+        let later = |o: u16| {
+            self.object(o)
+                .is_some_and(|obj| obj.writes_answered_later())
+        };
+        if plan.len() > 1 && plan.iter().any(|(o, _)| later(*o)) {
+            return Err(Code::METHOD_NOT_ALLOWED.into());
+        }
+        let mut seen: Vec<u16> = Vec::new();
+        for &(id, _) in plan {
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            let writes: Vec<PlannedWrite> = plan
+                .iter()
+                .filter(|(o, _)| *o == id)
+                .map(|(_, w)| w.clone())
+                .collect();
+            let obj = self.object(id).ok_or(Code::NOT_FOUND)?;
+            obj.check_writes(&writes)?;
+        }
+        Ok(())
     }
 
     /// One Write-Composite record: a value for an existing, writable

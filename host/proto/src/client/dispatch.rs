@@ -7,7 +7,7 @@ use crate::coap::msg::{self, Code};
 use crate::coap::observe::{AttributeStore, Attributes, parse_attr_query};
 use crate::codec::{self, CodecError};
 use crate::model::{ContentFormat, DataType, Node, Path, ResourceValue, Value};
-use crate::object::{Effect, Object, OpError, ResourceDef};
+use crate::object::{Effect, Object, OpError, PlannedWrite, ResourceDef, apply_write};
 
 /// The DM operation a request asks for (reference §2 table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,22 +498,21 @@ pub fn write(
 }
 
 /// One resource write; single opaque values go through `write_block` as one
-/// piece (the object's streaming path, see [`Object::write_block`]).
+/// piece (the object's streaming path, see [`crate::object::apply_write`]).
 pub(super) fn write_one(
     obj: &mut dyn Object,
-    i: u16,
-    r: u16,
+    instance: u16,
+    resource: u16,
     value: ResourceValue,
     replace: bool,
 ) -> Result<Vec<Effect>, Failure> {
-    let opaque =
-        resource_def(&*obj, r).is_some_and(|d| d.data_type == DataType::Opaque && !d.multiple);
-    Ok(match value {
-        ResourceValue::Single(Value::Opaque(bytes)) if opaque => {
-            obj.write_block(i, r, 0, &bytes, true)?
-        }
-        v => obj.write(i, r, v, replace)?,
-    })
+    let w = PlannedWrite {
+        instance,
+        resource,
+        value,
+        replace,
+    };
+    Ok(apply_write(obj, w)?)
 }
 
 /// Execute (Core 1.1 §5.4.5): the payload is the argument list.

@@ -48,7 +48,7 @@ impl Client {
         let held: Vec<super::PendingId> = self
             .held
             .iter()
-            .filter(|(_, h)| targets(&h.request.packet, id))
+            .filter(|(_, h)| h.objects.contains(&id) || targets(&h.request.packet, id))
             .map(|(pending, _)| *pending)
             .collect();
         for pending in held {

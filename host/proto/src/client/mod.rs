@@ -16,6 +16,7 @@
 //! out the effects (persisting first) and calls [`Client::complete`], which
 //! sends the response. So a device never reports a change it has not stored.
 
+mod block1;
 pub mod bodies;
 pub mod composite;
 pub mod dispatch;
@@ -35,15 +36,13 @@ use std::time::{Duration, Instant};
 
 use coap_lite::{CoapOption, MessageType, Packet};
 
-use crate::coap::block::{
-    self, Block1Limits, Block1Rx, Block1Step, BlockDownload, BlockOpt, DownloadError,
-};
+use crate::coap::block::{self, Block1Rx, BlockDownload, BlockOpt, DownloadError};
 use crate::coap::endpoint::{
     Endpoint, EndpointEvent, ExchangeId, InboundRequest, Params, Transmit,
 };
 use crate::coap::msg::{self, Code};
 use crate::coap::observe::{AttributeStore, Attributes, ObsKey, Registry};
-use crate::model::{ContentFormat, DataType, Path, ResourceValue, Value};
+use crate::model::{ContentFormat, Path, ResourceValue, Value};
 use crate::object::{Effect, Object, OpError};
 use bodies::{BodyCache, BodyKey, ReadCache};
 use dispatch::{Failure, Operation, Outcome, Target};
@@ -210,6 +209,9 @@ struct Held {
     request: InboundRequest,
     response: Packet,
     block2: bool,
+    /// Objects the request changed (a Write-Composite's are not in its
+    /// Uri-Path): their removal answers it 5.03.
+    objects: Vec<u16>,
 }
 
 #[derive(Debug)]
@@ -219,7 +221,7 @@ struct Download {
     exchange: Option<ExchangeId>,
 }
 
-/// One Block1 transfer in progress (per peer and Uri-Path).
+/// One Block1 transfer in progress (per peer, method and Uri-Path).
 #[derive(Debug, Default)]
 struct Block1Transfer {
     rx: Option<Block1Rx>,
@@ -250,7 +252,7 @@ pub struct Client {
     notify_keys: HashMap<ObsKey, BodyKey>,
     held: BTreeMap<PendingId, Held>,
     next_pending: PendingId,
-    block1: HashMap<(SocketAddr, Vec<String>), Block1Transfer>,
+    block1: HashMap<block1::Block1Key, Block1Transfer>,
     downloads: BTreeMap<DownloadId, Download>,
     next_download: DownloadId,
     events: VecDeque<Event>,
@@ -740,34 +742,19 @@ impl Client {
 
     fn on_request(&mut self, now: Instant, req: InboundRequest) {
         let code = Code::of(&req.packet);
-        if code != Code::GET {
+        if code != Code::GET && code != composite::FETCH {
             // Anything but a read may change what a kept body shows.
             self.bodies.clear();
         } else if let Some(response) = self.bodies.follow_up(now, req.peer, &req.packet) {
             self.send_response(now, &req, response, true);
             return;
         }
-        if code == composite::FETCH || code == composite::IPATCH {
-            let result = if code == composite::FETCH {
-                self.fetch(now, &req)
-            } else {
-                self.write_composite(&req.packet)
-            };
-            match result {
-                Ok(outcome) => self.finish_outcome(now, req, outcome),
-                Err(f) => {
-                    let resp = dispatch::failure_response(&req.packet, f);
-                    self.send_response(now, &req, resp, false);
-                }
-            }
-            return;
-        }
+        // RFC 8132 §2.1 with RFC 7959 §2.5: Block1 carries the request
+        // body of a FETCH or iPATCH as it does a PUT's or POST's.
         let result = match BlockOpt::read(&req.packet, CoapOption::Block1) {
             Err(_) => Err(Failure::from(Code::BAD_OPTION)),
-            Ok(Some(b1)) if matches!(code, Code::PUT | Code::POST) => {
-                self.block1_request(now, &req, b1)
-            }
-            _ => self.operate(now, &req, &req.packet).map(Some),
+            Ok(Some(b1)) if block1::takes_block1(code) => self.block1_request(now, &req, b1),
+            _ => self.operate_any(now, &req, &req.packet).map(Some),
         };
         let outcome = match result {
             Ok(Some(o)) => o,
@@ -801,6 +788,7 @@ impl Client {
                     request: req,
                     response: outcome.response,
                     block2,
+                    objects: outcome.changed.iter().map(|p| p.object).collect(),
                 },
             );
             self.events.push_back(Event::Effects {
@@ -908,137 +896,5 @@ impl Client {
             Operation::Create => dispatch::create(obj.as_mut(), body, &t),
             Operation::Delete => dispatch::delete(obj.as_mut(), &mut self.attrs, body, &t),
         }
-    }
-
-    /// True when this write streams into `Object::write_block`: an opaque
-    /// single resource written as application/octet-stream.
-    fn streams(&self, t: &Target) -> Option<(usize, u16, u16)> {
-        let (i, r) = (t.path.instance?, t.path.resource?);
-        if t.path.resource_instance.is_some()
-            || t.content_format != Some(ContentFormat::Opaque.code())
-        {
-            return None;
-        }
-        let idx = self.objects.iter().position(|o| o.id() == t.path.object)?;
-        let obj = self.objects.get(idx)?;
-        let d = dispatch::resource_def(obj.as_ref(), r)?;
-        (d.data_type == DataType::Opaque
-            && !d.multiple
-            && d.operations.writable()
-            && obj.instances().contains(&i))
-        .then_some((idx, i, r))
-    }
-
-    /// Block1 (RFC 7959 §2.3-2.5): stream opaque pushes, assemble the rest.
-    fn block1_request(
-        &mut self,
-        now: Instant,
-        req: &InboundRequest,
-        b1: BlockOpt,
-    ) -> Result<Option<Outcome>, Failure> {
-        let t = dispatch::parse_target(&req.packet)?;
-        if t.path.object == 0 {
-            return Err(Code::UNAUTHORIZED.into());
-        }
-        let size1 = msg::get_uint(&req.packet, CoapOption::Size1, 4)
-            .map_err(|_| Failure::from(Code::BAD_OPTION))?;
-        let stream = if Code::of(&req.packet) == Code::PUT {
-            self.streams(&t)
-        } else {
-            None
-        };
-        let limits = Block1Limits {
-            max_szx: self.cfg.max_szx,
-            max_size: if stream.is_some() {
-                self.cfg.push_limit
-            } else {
-                Some(self.cfg.assembly_cap)
-            },
-        };
-        let key = (req.peer, msg::uri_path(&req.packet).unwrap_or_default());
-        // Transfers idle for EXCHANGE_LIFETIME are over (their next block
-        // gets 4.08); past the cap a new one is refused before any state.
-        let lifetime = self.cfg.coap.exchange_lifetime;
-        self.block1.retain(|_, t| {
-            t.last
-                .is_none_or(|at| now.saturating_duration_since(at) < lifetime)
-        });
-        if !self.block1.contains_key(&key) && self.block1.len() >= MAX_BLOCK1_TRANSFERS {
-            return Err(Code::SERVICE_UNAVAILABLE.into());
-        }
-        let transfer = self.block1.entry(key.clone()).or_default();
-        transfer.last = Some(now);
-        let step = block::block1_step(
-            &mut transfer.rx,
-            b1,
-            req.packet.payload.len(),
-            size1,
-            limits,
-        );
-        let (offset, last, reply) = match step {
-            Block1Step::Reject { code, size1 } => {
-                if transfer.rx.is_none() {
-                    self.block1.remove(&key);
-                }
-                return Err(Failure { code, size1 });
-            }
-            Block1Step::Piece {
-                offset,
-                last,
-                reply,
-            } => (offset, last, reply),
-        };
-        let with_block1 = |mut out: Outcome| {
-            reply.write(&mut out.response, CoapOption::Block1);
-            out
-        };
-        if let Some((idx, i, r)) = stream {
-            if last {
-                self.block1.remove(&key);
-            }
-            let obj = self.objects.get_mut(idx).ok_or(Code::NOT_FOUND)?;
-            let result = obj.write_block(i, r, offset, &req.packet.payload, last);
-            let effects = match result {
-                Ok(e) => e,
-                Err(e) => {
-                    self.block1.remove(&key);
-                    return Err(e.into());
-                }
-            };
-            let code = if last { Code::CHANGED } else { Code::CONTINUE };
-            let changed = if last {
-                vec![Path::instance(t.path.object, i)]
-            } else {
-                Vec::new()
-            };
-            let out = Outcome {
-                response: msg::response_to(&req.packet, code),
-                effects,
-                changed,
-                instances_changed: false,
-            };
-            return Ok(Some(with_block1(out)));
-        }
-        let transfer = self.block1.entry(key.clone()).or_default();
-        if offset == 0 {
-            transfer.buffer.clear();
-        }
-        transfer.buffer.extend_from_slice(&req.packet.payload);
-        if !last {
-            let mut resp = msg::response_to(&req.packet, Code::CONTINUE);
-            reply.write(&mut resp, CoapOption::Block1);
-            self.send_response(now, req, resp, false);
-            return Ok(None);
-        }
-        let mut body = req.packet.clone();
-        body.payload = self
-            .block1
-            .remove(&key)
-            .map(|t| t.buffer)
-            .unwrap_or_default();
-        body.clear_option(CoapOption::Block1);
-        body.clear_option(CoapOption::Size1);
-        self.operate(now, req, &body)
-            .map(|out| Some(with_block1(out)))
     }
 }

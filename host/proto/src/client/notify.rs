@@ -19,6 +19,18 @@ impl Client {
             .changed(path, &self.attrs, defaults, &value_of);
     }
 
+    /// The numeric value at each of `paths` (gt/lt/st of an
+    /// Observe-Composite judge each path on its own value).
+    pub(super) fn numeric_values(&self, paths: &[Path]) -> Vec<Option<f64>> {
+        paths
+            .iter()
+            .map(|p| {
+                self.object(p.object)
+                    .and_then(|o| dispatch::numeric_value(o, *p))
+            })
+            .collect()
+    }
+
     pub(super) fn flush_notifications(&mut self, now: Instant) {
         let defaults = self.default_attrs();
         for key in self.observers.due(now, &self.attrs, defaults) {
@@ -38,12 +50,15 @@ impl Client {
                 query: Vec::new(),
             };
             let obj = self.objects.iter().find(|o| o.id() == path.object);
-            let (read, value) = match (&composite, obj) {
+            let (read, values) = match (&composite, obj) {
                 // Paths of absent objects are left out (Read-Composite).
-                (Some(paths), _) => (self.composite_notification(&fake, paths, accept), None),
+                (Some(paths), _) => (
+                    self.composite_notification(&fake, paths, accept),
+                    self.numeric_values(paths),
+                ),
                 (None, Some(obj)) => (
                     dispatch::read(obj.as_ref(), &fake, &t).map(|out| out.response),
-                    dispatch::numeric_value(obj.as_ref(), path),
+                    vec![dispatch::numeric_value(obj.as_ref(), path)],
                 ),
                 (None, None) => continue,
             };
@@ -76,7 +91,7 @@ impl Client {
             let seq = self.observers.next_seq();
             msg::set_uint(&mut packet, CoapOption::Observe, seq.into());
             let ex = self.ep.send_message(now, key.0, packet);
-            self.observers.sent(&key, now, value, con, ex);
+            self.observers.sent(&key, now, &values, con, ex);
         }
     }
 

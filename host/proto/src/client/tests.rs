@@ -15,6 +15,7 @@ use crate::object::{Operations, ResourceDef};
 
 mod app;
 mod composite;
+mod composite_atomic;
 mod handshake;
 
 const RES: &[ResourceDef] = &[

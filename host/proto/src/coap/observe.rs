@@ -300,8 +300,11 @@ pub struct Observation {
     pub accept: Option<u16>,
     last_sent: Instant,
     last_con: Instant,
-    last_sent_value: Option<f64>,
-    last_seen_value: Option<f64>,
+    /// Per path (same order as `paths`): the numeric value the last
+    /// notification carried (for `st`) and the last one seen (for `gt`/`lt`
+    /// crossings); `None` where the path has no single numeric value.
+    sent_values: Vec<Option<f64>>,
+    seen_values: Vec<Option<f64>>,
     /// The observed paths whose change condition holds (each waits for its
     /// own pmin).
     pending: Vec<Path>,
@@ -367,25 +370,27 @@ impl Registry {
         accept: Option<u16>,
         value: Option<f64>,
     ) -> Result<Vec<ObsKey>, ObserveRefused> {
-        self.insert(now, key, vec![path], false, accept, value)
+        self.insert(now, key, vec![path], false, accept, vec![value])
     }
 
     /// Registers an Observe-Composite of `paths` (non-empty, capped by the
-    /// caller) answered in `accept`; it counts against the same caps as a
-    /// plain observation and is refused the same way, before anything is
-    /// stored. The same peer observing the same list under another token
-    /// replaces the old one.
+    /// caller) answered in `accept`, with each path's current numeric value
+    /// (`values[k]` for `paths[k]`, for its gt/lt/st); it counts against the
+    /// same caps as a plain observation and is refused the same way, before
+    /// anything is stored. The same peer observing the same list under
+    /// another token replaces the old one.
     pub fn add_composite(
         &mut self,
         now: Instant,
         key: ObsKey,
         paths: Vec<Path>,
         accept: u16,
+        values: Vec<Option<f64>>,
     ) -> Result<Vec<ObsKey>, ObserveRefused> {
         if paths.is_empty() {
             return Err(ObserveRefused);
         }
-        self.insert(now, key, paths, true, Some(accept), None)
+        self.insert(now, key, paths, true, Some(accept), values)
     }
 
     fn insert(
@@ -395,8 +400,9 @@ impl Registry {
         paths: Vec<Path>,
         composite: bool,
         accept: Option<u16>,
-        value: Option<f64>,
+        mut values: Vec<Option<f64>>,
     ) -> Result<Vec<ObsKey>, ObserveRefused> {
+        values.resize(paths.len(), None);
         let Some(&path) = paths.first() else {
             return Err(ObserveRefused);
         };
@@ -426,8 +432,8 @@ impl Registry {
                 accept,
                 last_sent: now,
                 last_con: now,
-                last_sent_value: value,
-                last_seen_value: value,
+                sent_values: values.clone(),
+                seen_values: values,
                 pending: Vec::new(),
                 last_exchange: None,
                 block_szx: None,
@@ -505,54 +511,46 @@ impl Registry {
     ) {
         for o in self.obs.values_mut() {
             // Each path of a composite observation is judged on its own
-            // attributes: LwM2M 1.1 Core §6.4.3 (Observe-Composite) makes
-            // the server "ensure that the Minimum and Maximum Period
-            // Attributes attached to observed resources follow the rules"
-            // of §5.1.2 (quoted in zephyr#93315), i.e. the attributes of
-            // the observed paths govern. gt/lt/st need one numeric value,
-            // so they apply to plain observations only.
-            let hit: Vec<Path> = o
-                .paths
-                .iter()
-                .copied()
-                .filter(|p| is_within(*p, changed) || is_within(changed, *p))
-                .collect();
-            if o.composite {
-                for p in hit {
-                    if !o.pending.contains(&p) {
-                        o.pending.push(p);
+            // attributes, as a plain observation of that path would be:
+            // LwM2M 1.1 Core §6.4.3 (Observe-Composite) makes the server
+            // "ensure that the Minimum and Maximum Period Attributes
+            // attached to observed resources follow the rules" of §5.1.2
+            // (quoted in zephyr#93315), i.e. the attributes of the observed
+            // paths govern, and §5.1.2's notification rule (reference §3)
+            // applies per path: [gt/lt/st condition of that path, if any,
+            // AND its pmin] OR pmax. Only the attributes at or above an
+            // observed path count (OMA#478): gt/lt/st exist on resources
+            // and resource instances only.
+            for (k, p) in o.paths.iter().enumerate() {
+                if !(is_within(*p, changed) || is_within(changed, *p)) {
+                    continue;
+                }
+                let eff = attrs.effective(*p, defaults);
+                let value = if p.depth() >= 3 { value_of(*p) } else { None };
+                let seen = o.seen_values.get(k).copied().flatten();
+                let sent = o.sent_values.get(k).copied().flatten();
+                let holds = match value {
+                    Some(new) if eff.gt.is_some() || eff.lt.is_some() || eff.st.is_some() => {
+                        // gt/lt: each crossing of the threshold (either way).
+                        let crossed = |t: f64| seen.is_some_and(|old| (old > t) != (new > t));
+                        let crossed_lt = |t: f64| seen.is_some_and(|old| (old < t) != (new < t));
+                        eff.gt.is_some_and(crossed)
+                            || eff.lt.is_some_and(crossed_lt)
+                            // st: a change of at least st since the last notification.
+                            || eff
+                                .st
+                                .is_some_and(|st| sent.is_none_or(|last| (new - last).abs() >= st))
                     }
+                    _ => true,
+                };
+                if value.is_some()
+                    && let Some(slot) = o.seen_values.get_mut(k)
+                {
+                    *slot = value;
                 }
-                continue;
-            }
-            if hit.is_empty() {
-                continue;
-            }
-            let eff = attrs.effective(o.path, defaults);
-            let value = if o.path.depth() >= 3 {
-                value_of(o.path)
-            } else {
-                None
-            };
-            let holds = match value {
-                Some(new) if eff.gt.is_some() || eff.lt.is_some() || eff.st.is_some() => {
-                    let old_seen = o.last_seen_value;
-                    let crossed = |t: f64| old_seen.is_some_and(|old| (old > t) != (new > t));
-                    let crossed_lt = |t: f64| old_seen.is_some_and(|old| (old < t) != (new < t));
-                    eff.gt.is_some_and(crossed)
-                        || eff.lt.is_some_and(crossed_lt)
-                        || eff.st.is_some_and(|st| {
-                            o.last_sent_value
-                                .is_none_or(|last| (new - last).abs() >= st)
-                        })
+                if holds && !o.pending.contains(p) {
+                    o.pending.push(*p);
                 }
-                _ => true,
-            };
-            if value.is_some() {
-                o.last_seen_value = value;
-            }
-            if holds && !o.pending.contains(&o.path) {
-                o.pending.push(o.path);
             }
         }
     }
@@ -634,12 +632,13 @@ impl Registry {
             .is_some_and(|o| now.saturating_duration_since(o.last_con) >= CON_INTERVAL)
     }
 
-    /// Records a sent notification.
+    /// Records a sent notification carrying `values` (per observed path,
+    /// in order; `None` keeps what was known).
     pub fn sent(
         &mut self,
         key: &ObsKey,
         now: Instant,
-        value: Option<f64>,
+        values: &[Option<f64>],
         con: bool,
         exchange: ExchangeId,
     ) {
@@ -650,9 +649,15 @@ impl Registry {
             if con {
                 o.last_con = now;
             }
-            if value.is_some() {
-                o.last_sent_value = value;
-                o.last_seen_value = value;
+            for (k, value) in values.iter().enumerate() {
+                if value.is_some() {
+                    if let Some(slot) = o.sent_values.get_mut(k) {
+                        *slot = *value;
+                    }
+                    if let Some(slot) = o.seen_values.get_mut(k) {
+                        *slot = *value;
+                    }
+                }
             }
         }
     }
@@ -764,7 +769,7 @@ mod tests {
             reg.due(t0 + Duration::from_secs(10), &st, d),
             vec![key.clone()]
         );
-        reg.sent(&key, t0 + Duration::from_secs(10), Some(55.0), false, 7);
+        reg.sent(&key, t0 + Duration::from_secs(10), &[Some(55.0)], false, 7);
         // pmax since last notification
         assert_eq!(
             reg.next_deadline(&st, d),
@@ -852,5 +857,83 @@ mod tests {
             Err(ObserveRefused)
         );
         assert_eq!(reg.len(), MAX_OBSERVATIONS);
+    }
+
+    /// Observe-Composite timing, instants in and due observations out:
+    /// /3303/0/5700 (gt=25, pmin=10) and /42/0/1 (st=5, pmax=60). A change
+    /// of a path counts only when that path's condition holds, and waits
+    /// for that path's pmin; the shortest pmax sends anyway.
+    #[test]
+    fn composite_paths_keep_their_own_change_conditions_and_periods() {
+        let peer: SocketAddr = "192.0.2.1:5683".parse().unwrap();
+        let key = (peer, vec![3]);
+        let (a, b) = (Path::resource(3303, 0, 5700), Path::resource(42, 0, 1));
+        let mut st = AttributeStore::default();
+        st.apply(
+            a,
+            &parse_attr_query(&q(&["gt=25", "pmin=10"])).unwrap(),
+            true,
+        )
+        .unwrap();
+        st.apply(
+            b,
+            &parse_attr_query(&q(&["st=5", "pmax=60"])).unwrap(),
+            true,
+        )
+        .unwrap();
+        let d = Attributes::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut reg = Registry::new();
+        reg.add_composite(
+            at(0),
+            key.clone(),
+            vec![a, b],
+            112,
+            vec![Some(20.0), Some(10.0)],
+        )
+        .unwrap();
+        assert_eq!(reg.next_deadline(&st, d), Some(at(60)));
+        // a: 22 does not cross gt; b: 14 is 4 from the 10 last sent.
+        reg.changed(a, &st, d, &|_| Some(22.0));
+        reg.changed(b, &st, d, &|_| Some(14.0));
+        assert_eq!(reg.next_deadline(&st, d), Some(at(60)));
+        assert!(reg.due(at(59), &st, d).is_empty());
+        // a crosses gt at 3 s: due at a's pmin, 10 s after the last send.
+        reg.changed(a, &st, d, &|_| Some(26.0));
+        assert_eq!(reg.next_deadline(&st, d), Some(at(10)));
+        assert!(reg.due(at(9), &st, d).is_empty());
+        assert_eq!(reg.due(at(10), &st, d), vec![key.clone()]);
+        reg.sent(&key, at(10), &[Some(26.0), Some(14.0)], false, 1);
+        assert_eq!(
+            reg.next_deadline(&st, d),
+            Some(at(70)),
+            "pmax from the send"
+        );
+        // b: 18 is 4 from the 14 sent; 19 is 5 = st, and b has no pmin.
+        reg.changed(b, &st, d, &|_| Some(18.0));
+        assert!(reg.due(at(12), &st, d).is_empty());
+        reg.changed(b, &st, d, &|_| Some(19.0));
+        assert_eq!(reg.due(at(12), &st, d), vec![key.clone()]);
+        reg.sent(&key, at(12), &[Some(26.0), Some(19.0)], false, 2);
+        // a: 30 stays above gt (no crossing); 24 crosses down at 13 s and
+        // waits for pmin: 12 + 10.
+        reg.changed(a, &st, d, &|_| Some(30.0));
+        assert_eq!(reg.next_deadline(&st, d), Some(at(72)));
+        reg.changed(a, &st, d, &|_| Some(24.0));
+        assert!(reg.due(at(21), &st, d).is_empty());
+        assert_eq!(reg.due(at(22), &st, d), vec![key.clone()]);
+        // Without a condition any change of a path counts (an instance path).
+        let k2 = (peer, vec![4]);
+        reg.add_composite(
+            at(0),
+            k2.clone(),
+            vec![Path::instance(42, 0)],
+            112,
+            vec![None],
+        )
+        .unwrap();
+        reg.changed(b, &st, d, &|_| Some(19.5));
+        assert!(reg.due(at(0), &st, d).contains(&k2));
     }
 }

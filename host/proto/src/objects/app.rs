@@ -236,6 +236,10 @@ impl AppObject {
 }
 
 impl Object for AppObject {
+    /// The app answers each write later and may refuse it (Effect::App).
+    fn writes_answered_later(&self) -> bool {
+        true
+    }
     fn id(&self) -> u16 {
         self.id
     }

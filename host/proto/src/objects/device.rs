@@ -188,6 +188,10 @@ fn valid_utc_offset(s: &str) -> bool {
 }
 
 impl Object for Device {
+    /// Exact: the writes run on a copy (LwM2M 1.1 Core §6.3.9 all-or-nothing).
+    fn check_writes(&self, writes: &[crate::object::PlannedWrite]) -> Result<(), OpError> {
+        crate::object::dry_run(self, writes)
+    }
     fn id(&self) -> u16 {
         OBJECT_ID
     }

@@ -227,6 +227,10 @@ impl Server {
 }
 
 impl Object for Server {
+    /// Exact: the writes run on a copy (LwM2M 1.1 Core §6.3.9 all-or-nothing).
+    fn check_writes(&self, writes: &[crate::object::PlannedWrite]) -> Result<(), OpError> {
+        crate::object::dry_run(self, writes)
+    }
     fn id(&self) -> u16 {
         OBJECT_ID
     }

@@ -95,6 +95,9 @@ impl Object for SharedApp {
     fn execute(&mut self, i: u16, r: u16, args: &[u8]) -> Result<Vec<Effect>, OpError> {
         self.inner.borrow_mut().execute(i, r, args)
     }
+    fn writes_answered_later(&self) -> bool {
+        self.inner.borrow().writes_answered_later()
+    }
 }
 
 /// A registered device serving the test object, /1 and 3303.

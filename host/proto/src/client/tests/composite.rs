@@ -190,7 +190,7 @@ fn ipatch(cf: Option<u16>, body: &[u8]) -> Packet {
 fn write_composite_writes_all_and_holds_the_answer_for_the_app() {
     let (mut n, _app) = net_with_app();
     n.auto_complete = false;
-    let body = br#"[{"n":"/3303/0/5900","v":19.5},{"bn":"/42/0/","n":"0","vs":"b"}]"#;
+    let body = br#"[{"bn":"/3303/0/","n":"5900","v":19.5}]"#;
     let id = n.server.send_request(n.now, dev(), ipatch(Some(110), body));
     assert!(response_to(&n.flush(), id).is_none(), "held for the app");
     let Some(Event::Effects { pending, effects }) = n.event() else {
@@ -203,10 +203,12 @@ fn write_composite_writes_all_and_holds_the_answer_for_the_app() {
             request: AppRequest::Write(Value::Float(19.5)),
         }]
     );
-    assert_eq!(n.thing().name, "b");
     n.client.complete(n.now, pending);
     let r = response_to(&n.flush(), id).expect("answer after completion");
     assert_eq!(Code::of(&r), Code::CHANGED);
+    let r = n.request(ipatch(Some(110), br#"[{"bn":"/42/0/","n":"0","vs":"b"}]"#));
+    assert_eq!(Code::of(&r), Code::CHANGED);
+    assert_eq!(n.thing().name, "b");
     // SenML CBOR [{0: "/42/0/0", 3: "z"}]: no effects, answered at once.
     let mut cbor = vec![0x81, 0xA2, 0x00, 0x67];
     cbor.extend_from_slice(b"/42/0/0");
@@ -293,4 +295,53 @@ fn observe_composite_with_an_absent_first_path_still_notifies() {
     let note = response_to(&n.flush(), id).expect("notification");
     assert_eq!(note.payload, br#"[{"n":"/42/0/1","v":12}]"#);
     assert!(n.client.poll_timeout().is_none_or(|t| t > n.now));
+}
+
+/// `[{0: "/3303/0/5700", 2: t}, {0: "/42/0/1", 2: level}]` with `t` a
+/// half float; the answer format of [`two_paths_cbor`].
+fn expect_note(n: &mut Net, id: ExchangeId, half: [u8; 2], level: u8) {
+    let note = response_to(&n.flush(), id).expect("a notification");
+    assert_eq!(note.payload, two_values_cbor(half, level));
+}
+
+/// LwM2M 1.1 Core §6.4.3 with §5.1.2: each path of an Observe-Composite
+/// keeps its own change conditions; the notification (all paths) goes out
+/// when any path's condition holds.
+#[test]
+fn observe_composite_honours_gt_lt_st_of_each_path() {
+    let (mut n, app) = net_with_app();
+    set(&mut n, &app, 5700, Value::Float(21.5));
+    for (path, query) in [("/3303/0/5700", "gt=25"), ("/42/0/1", "st=5")] {
+        let mut wa = req(RequestType::Put, path);
+        msg::add_strings(&mut wa, CoapOption::UriQuery, &[query]);
+        assert_eq!(Code::of(&n.request(wa)), Code::CHANGED);
+    }
+    let id = n.server.send_request(
+        n.now,
+        dev(),
+        observe_composite(&[0xC3], 0, &two_paths_cbor()),
+    );
+    assert!(response_to(&n.flush(), id).is_some());
+    // 22.0: below gt, no crossing. Level 10 -> 12: less than st.
+    set(&mut n, &app, 5700, Value::Float(22.0));
+    n.thing().level = 12;
+    let now = n.now;
+    n.client.resources_changed(now, &[Path::resource(42, 0, 1)]);
+    assert!(n.flush().is_empty(), "no condition holds");
+    // 26.0 crosses gt=25 (half float 4E 80): the whole list goes out.
+    set(&mut n, &app, 5700, Value::Float(26.0));
+    expect_note(&mut n, id, [0x4E, 0x80], 12);
+    // Level 12 -> 16 is 4 since the last notification (12): nothing;
+    // 16 -> 17 makes it 5 = st: notified.
+    n.thing().level = 16;
+    n.client.resources_changed(now, &[Path::resource(42, 0, 1)]);
+    assert!(n.flush().is_empty());
+    n.thing().level = 17;
+    n.client.resources_changed(now, &[Path::resource(42, 0, 1)]);
+    expect_note(&mut n, id, [0x4E, 0x80], 17);
+    // 26.5 stays above gt: nothing; 24.0 crosses back down: notified.
+    set(&mut n, &app, 5700, Value::Float(26.5));
+    assert!(n.flush().is_empty());
+    set(&mut n, &app, 5700, Value::Float(24.0));
+    expect_note(&mut n, id, [0x4E, 0x00], 17);
 }

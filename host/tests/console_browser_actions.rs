@@ -18,7 +18,11 @@
 //!   Write of the registration Lifetime (`/1/0/1`), a Read
 //!   showing it, the device's Update carrying it; a refused Write (4.00 by
 //!   name); the Default Maximum Period written and Observe showing the
-//!   device's time as it changes, then Stop observing; an app's own resource (the temperature
+//!   device's time as it changes, then Stop observing; Attributes (pmin/pmax)
+//!   written on a resource and listed by the device's Discover, a bad value
+//!   refused next to its field, the device's refusal of gt on text by name;
+//!   two resources of two objects ticked and read at once (Read selected,
+//!   one Read-Composite); an app's own resource (the temperature
 //!   example's IPSO Application Type, /3303/0/5750) written and read back.
 //! - Campaign page: the per-device table filtered by state, for a campaign
 //!   with a done and a failed device (one device too small for the package).
@@ -355,6 +359,62 @@ fn console_actions_in_a_real_browser() {
         .unwrap_err()
         .to_string();
     assert!(again.contains("no observation of /3/0/13"), "{again}");
+
+    // Attributes of a resource: pmin/pmax on the device's time, which the
+    // device then holds (its Discover lists them); a bad value refused next
+    // to its field; gt on a text resource refused by the device, by name.
+    b.click_button(time, "Attributes");
+    b.fill_labelled(time, "pmin (minimum period, s)", "-1");
+    b.click_button(time, "Write attributes");
+    wait_field_error(b, time, "pmin (minimum period, s)", "whole seconds");
+    b.fill_labelled(time, "pmin (minimum period, s)", "1");
+    b.fill_labelled(time, "pmax (maximum period, s)", "30");
+    b.click_button(time, "Write attributes");
+    b.wait_text(&format!("{time} .attrs-panel"), "attributes written (2.04)");
+    let r = api
+        .dm("act-1", &json!({"op": "discover", "path": "/3/0/13"}))
+        .unwrap();
+    let attrs = r["links"][0]["attrs"].to_string();
+    assert!(
+        attrs.contains(r#"["pmin","1"]"#) && attrs.contains(r#"["pmax","30"]"#),
+        "{r}"
+    );
+    let maker = "tr[data-path='/3/0/0']";
+    b.click_button(maker, "Attributes");
+    b.fill_labelled(maker, "gt (greater than)", "5");
+    b.click_button(maker, "Write attributes");
+    b.wait_text(
+        &format!("{maker} .attrs-panel .action-status.error"),
+        "4.00 Bad Request",
+    );
+
+    // Read selected: two resources of two objects in one Read-Composite,
+    // each value shown in its row, as the device holds them.
+    let timeout = "tr[data-path='/1/0/5']";
+    let e = b.labelled(maker, "Select /3/0/0 Manufacturer");
+    b.click_element(&e);
+    let e = b.labelled(timeout, "Select /1/0/5 Disable Timeout");
+    b.click_element(&e);
+    b.wait_text("#selected-count", "2 selected");
+    b.click_button("main", "Read selected");
+    b.wait_text("#read-selected-status", "read 2 of 2 selected (2.05)");
+    let held = api
+        .dm(
+            "act-1",
+            &json!({"op": "read-composite", "paths": ["/3/0/0", "/1/0/5"]}),
+        )
+        .unwrap();
+    for (row, path) in [(maker, "/3/0/0"), (timeout, "/1/0/5")] {
+        let want = match &held["values"][path] {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        b.wait_js(
+            &format!("{path} shows {want}"),
+            "return document.querySelector(arguments[0]).textContent.trim() === arguments[1];",
+            json!([format!("{row} td.value"), want]),
+        );
+    }
 
     // An app's resource: Write the Application Type, Read it back.
     b.click_text("details summary", "/3303 Temperature");

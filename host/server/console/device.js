@@ -210,12 +210,24 @@ async function softwareTab(ep, body, _d, hooks) {
   load();
 }
 
+/** At most this many paths in one Read-Composite (the server's cap). */
+const MAX_COMPOSITE = 64;
+/** Write-Attributes fields (Core 1.1 §5.1.2): name, label, whole seconds? */
+const ATTRIBUTES = [["pmin", "pmin (minimum period, s)", true], ["pmax", "pmax (maximum period, s)", true],
+  ["gt", "gt (greater than)", false], ["lt", "lt (less than)", false], ["st", "st (step)", false]];
+
 function objectsTab(ep, body, d) {
   const objects = (d && d.objects) || {};
   body.append(h("h2", {}, "Objects"));
   if (!Object.keys(objects).length) body.append(h("p", {}, "The device announced no objects (offline?)."));
   const observed = new Map();
   let poll = null;
+  // Resources ticked for Read selected (one Read-Composite, Core 1.1
+  // §6.3.8), and how each row shows values read that way.
+  const selected = new Set();
+  const cells = new Map();
+  const composite = compositeBar();
+  if (Object.keys(objects).length) body.append(composite);
   for (const [oid, info] of Object.entries(objects)) {
     if (oid === "0") continue; // Security: never readable by a server (Core §E.1).
     // Without a model (an app's object): every operation is offered and
@@ -227,6 +239,32 @@ function objectsTab(ep, body, d) {
       det.append(instanceBlock(oid, iid, resources));
     }
     body.append(det);
+  }
+
+  /** "Read selected": the ticked resources in one Read-Composite, each value in its row. */
+  function compositeBar() {
+    const st = statusSpan("read-selected-status");
+    const count = h("span", { id: "selected-count" }, "0 selected");
+    const btn = h("button", { type: "button", id: "read-selected", "aria-describedby": "selected-count", onclick: (e) => act(e.target, st, async () => {
+      const paths = [...selected];
+      if (!paths.length) throw new Error("tick the resources to read first (the Select boxes in the tables)");
+      if (paths.length > MAX_COMPOSITE) throw new Error(`${paths.length} selected: at most ${MAX_COMPOSITE} in one request`);
+      const r = await dmChecked(ep, { op: "read-composite", paths });
+      let got = 0;
+      for (const p of paths) {
+        const vals = Object.fromEntries(Object.entries(r.values).filter(([k]) => k === p || k.startsWith(p + "/")));
+        const any = Object.keys(vals).length > 0;
+        if (any) got++;
+        const show = cells.get(p);
+        if (show) show(vals, any ? null : h("div", { class: "absent" }, "no value in the answer"));
+      }
+      return `read ${got} of ${paths.length} selected (${r.code})`;
+    }) }, "Read selected");
+    const bar = h("div", { class: "composite-bar" },
+      h("p", { class: "hint" }, "Tick the Select boxes of resources in any objects to read them together, in one Read-Composite request."),
+      btn, " ", count, st);
+    bar.update = () => { count.textContent = selected.size + " selected"; };
+    return bar;
   }
 
   function instanceBlock(oid, iid, resources) {
@@ -260,9 +298,18 @@ function objectsTab(ep, body, d) {
         .map(([p, v]) => h("div", {}, (p !== path ? p.slice(path.length + 1) + ": " : "") + showValue(v))),
       ...(note ? [note] : observed.has(path) ? [h("div", { class: "observed" }, "observed: " + showValue(observed.get(path)))] : []));
     showCell(values);
+    cells.set(path, (vals, note) => { Object.assign(values, vals); showCell(values, note); });
     const buttons = [];
     const safe = path.replace(/\//g, "-");
+    let pick = null;
+    let attrs = null;
     if (ops.includes("R")) {
+      pick = h("input", { type: "checkbox", class: "select-resource", id: "sel" + safe, checked: selected.has(path),
+        "aria-label": "Select " + path + " " + name, onchange: (e) => {
+          if (e.target.checked) selected.add(path); else selected.delete(path);
+          composite.update();
+        } });
+      attrs = attributesPanel(path, name, safe);
       buttons.push(h("button", { type: "button", class: "read", onclick: (e) => act(e.target, st, async () => {
         const r = await dmChecked(ep, { op: "read", path, accept: acceptFor(path) });
         for (const [p, v] of Object.entries(r.values)) values[p] = v;
@@ -309,7 +356,53 @@ function objectsTab(ep, body, d) {
         return "executed (" + r.code + ")";
       }) }, "Execute"));
     }
-    return h("tr", { "data-path": path }, h("td", {}, path), h("td", {}, name), valueCell, h("td", { class: "ops" }, buttons, st));
+    return h("tr", { "data-path": path }, h("td", {}, pick, pick ? " " : null, path), h("td", {}, name), valueCell,
+      h("td", { class: "ops" }, buttons, attrs ? attrs.toggle : null, st, attrs ? attrs.panel : null));
+  }
+
+  /** Write-Attributes of one resource: pmin/pmax/gt/lt/st, the device's answer next to them. */
+  function attributesPanel(path, name, safe) {
+    const panelId = "attrs" + safe;
+    const st = statusSpan("attrs-status" + safe);
+    const inputs = ATTRIBUTES.map(([key, label]) => [key, h("input", { id: `attr-${key}${safe}`, class: "attr", inputmode: "decimal", autocomplete: "off" }), label]);
+    const submit = h("button", { type: "submit" }, "Write attributes");
+    const form = h("form", { class: "attrs-form", onsubmit: (e) => {
+      e.preventDefault();
+      act(submit, st, async () => {
+        const attributes = {};
+        let bad = false;
+        for (const [key, input] of inputs) {
+          const text = input.value.trim();
+          const whole = ATTRIBUTES.find((a) => a[0] === key)[2];
+          let err = "";
+          if (text === "none") attributes[key] = null;
+          else if (text !== "") {
+            const n = Number(text);
+            if (!Number.isFinite(n)) err = "a number, or none to remove it";
+            else if (whole && (!Number.isInteger(n) || n < 0)) err = "whole seconds, 0 or more";
+            else if (key === "st" && n < 0) err = "0 or more";
+            else attributes[key] = n;
+          }
+          fieldError(input, err);
+          bad = bad || !!err;
+        }
+        if (bad) throw new Error("check the marked fields");
+        if (!Object.keys(attributes).length) {
+          fieldError(inputs[0][1], "fill at least one attribute");
+          throw new Error("no attribute given");
+        }
+        const r = await dmChecked(ep, { op: "write-attributes", path, attributes });
+        return "attributes written (" + r.code + ")";
+      });
+    } }, h("p", { class: "hint" }, "Empty: left as it is; none: removed."),
+    inputs.map(([, input, label]) => field(label, input)), submit, st);
+    const panel = h("div", { class: "attrs-panel", id: panelId, hidden: true, role: "group", "aria-label": "Attributes of " + path + " " + name }, form);
+    const toggle = h("button", { type: "button", class: "attributes", "aria-expanded": "false", "aria-controls": panelId, onclick: () => {
+      panel.hidden = !panel.hidden;
+      toggle.setAttribute("aria-expanded", String(!panel.hidden));
+      if (!panel.hidden) inputs[0][1].focus();
+    } }, "Attributes");
+    return { toggle, panel };
   }
 
   /** Follows the observed values the server keeps (every 2 s while any is observed). */

@@ -334,6 +334,8 @@ pub const USAGE: &str =
   devices | device EP | label EP LABEL...
   read EP PATH | discover EP PATH | write EP PATH VALUE | exec EP PATH [ARGS] | delete EP PATH
   attrs EP PATH pmin=N pmax=N ... | observe EP PATH | cancel-observe EP PATH
+  read-composite EP PATH... | observe-composite EP PATH... | cancel-observe-composite EP PATH...
+  write-composite EP PATH=VALUE...   (VALUE: JSON if it parses (120, true, \"x\"), else text)
   group list | group show NAME | group set NAME [--ep EP]... [--label L]... | group rm NAME
   file list | file upload PATH [--name N] [--description D] [--retain-secs S] | file rm SHA
   install|upgrade|uninstall|activate|deactivate (--group G | --device EP)... --package NAME
@@ -446,7 +448,11 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
                 | "write"
                 | "exec"
                 | "delete"
-                | "attrs")
+                | "attrs"
+                | "read-composite"
+                | "observe-composite"
+                | "cancel-observe-composite"
+                | "write-composite")
         )
     );
     let waited = match a.as_slice() {
@@ -484,6 +490,10 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         ["exec", ep, path] => c.dm(ep, &json!({"op": "execute", "path": path, "args": null}))?,
         ["exec", ep, path, args] => c.dm(ep, &json!({"op": "execute", "path": path, "args": args}))?,
         ["delete", ep, path] => c.dm(ep, &json!({"op": "delete", "path": path}))?,
+        [op @ ("read-composite" | "observe-composite" | "cancel-observe-composite"), ep, paths @ ..] if !paths.is_empty() => {
+            c.dm(ep, &json!({"op": op, "paths": paths}))?
+        }
+        ["write-composite", ep, pairs @ ..] if !pairs.is_empty() => c.dm(ep, &json!({"op": "write-composite", "values": composite_values(pairs)?}))?,
         ["attrs", ep, path, attrs @ ..] => c.dm(ep, &json!({"op": "write-attributes", "path": path, "attrs": attrs}))?,
         ["group", "list"] => c.get("/api/groups")?,
         ["group", "show", name] => c.get(&format!("/api/groups/{name}"))?,
@@ -523,6 +533,20 @@ pub fn ctl_main(args: &[String], default_dir: &Path, out: &mut dyn Write) -> Res
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// `PATH=VALUE` arguments as the API's `values` object; a VALUE that parses
+/// as JSON (`120`, `true`, `"+02"`) is that value, anything else text.
+fn composite_values(pairs: &[&str]) -> Result<Json, CtlError> {
+    let mut values = serde_json::Map::new();
+    for pair in pairs {
+        let (path, value) = pair.split_once('=').ok_or_else(|| {
+            CtlError::Usage(format!("{pair:?}: write-composite takes PATH=VALUE"))
+        })?;
+        let v = serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_string()));
+        values.insert(path.to_string(), v);
+    }
+    Ok(Json::Object(values))
 }
 
 /// `text` ending with exactly one newline, as a key file.
@@ -735,6 +759,29 @@ fn wait(c: &Client, id: &str, out: &mut dyn Write) -> Result<Json, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composite_values_parse_json_else_text() {
+        let v = composite_values(&["/1/0/1=120", "/3/0/14=+02", "/1/0/6=false", "/3/0/15=\"7\""]);
+        assert_eq!(
+            v.unwrap(),
+            json!({"/1/0/1": 120, "/3/0/14": "+02", "/1/0/6": false, "/3/0/15": "7"})
+        );
+        assert!(matches!(
+            composite_values(&["/1/0/1"]),
+            Err(CtlError::Usage(_))
+        ));
+        let mut out = Vec::new();
+        let nowhere = Path::new("/nonexistent/wasmdm-server");
+        let args: Vec<String> = ["--token", "t", "read-composite", "ep"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(matches!(
+            ctl_main(&args, nowhere, &mut out),
+            Err(CtlError::Usage(_))
+        ));
+    }
 
     #[test]
     fn flags_and_usage() {

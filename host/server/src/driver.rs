@@ -19,6 +19,7 @@ use wasmdm_proto::model::Path;
 use crate::campaign::{Action, CAMPAIGN_OBSERVED, Campaign, CampaignStatus, Input, Request};
 use crate::core::access::{AccessPolicy, PeerAuth};
 use crate::core::block1::{Block1Sender, Block1Step, DEFAULT_SZX};
+use crate::core::composite;
 use crate::core::dm::{self, DmFailure, DmOp, DmReply};
 use crate::core::observe::Observations;
 use crate::core::registry::{Registry, RegistryEvent, RegistryLimits};
@@ -100,6 +101,9 @@ struct Pending {
     block1: Option<Block1Sender>,
     /// Block2 body collected so far, with the request to repeat.
     block2: Option<(Packet, Vec<u8>)>,
+    /// The request of a composite operation: its answer names full paths,
+    /// and a Block2 continuation repeats it (RFC 8132 §2.3.2).
+    composite: Option<Packet>,
 }
 
 /// How often expired software files are purged.
@@ -615,34 +619,12 @@ impl Driver {
     /// Sends a DM op to a registered endpoint; failures to send complete `purpose` with an error.
     fn send_dm(&mut self, endpoint: &str, op: DmOp, purpose: Purpose) {
         // A cancel without a token ends the server's own observation of that
-        // path: RFC 7641 §3.6, a GET with Observe=1 and that observation's
-        // token (an API client never saw the token).
-        let op = match op {
-            DmOp::CancelObserve {
-                path,
-                accept,
-                token,
-            } if token.is_empty() => {
-                let held = dm::parse_path(&path)
-                    .ok()
-                    .and_then(|p| self.observations.find(endpoint, p));
-                let Some(id) = held else {
-                    let why = format!("no observation of {path} on {endpoint}");
-                    return self.complete_purpose(purpose, Err(DmFailure::Other(why)));
-                };
-                let token = self
-                    .observations
-                    .remove(id)
-                    .map(|o| o.token)
-                    .unwrap_or_default();
-                self.endpoint.cancel(Instant::now(), id);
-                DmOp::CancelObserve {
-                    path,
-                    accept,
-                    token,
-                }
-            }
-            op => op,
+        // path (or those composite paths): RFC 7641 §3.6, the request again
+        // with Observe=1 and that observation's token (an API client never
+        // saw the token).
+        let op = match self.own_token(endpoint, op) {
+            Ok(op) => op,
+            Err(why) => return self.complete_purpose(purpose, Err(DmFailure::Other(why))),
         };
         let built = match self.registry.get(endpoint) {
             None => Err(DmFailure::NotRegistered(endpoint.to_string())),
@@ -656,13 +638,26 @@ impl Driver {
             Err(e) => return self.complete_purpose(purpose, Err(e)),
         };
         let path = dm::parse_path(op.path()).unwrap_or(Path::object(0));
-        let observe = matches!(op, DmOp::Observe { .. });
+        let observe = matches!(op, DmOp::Observe { .. } | DmOp::ObserveComposite { .. });
         let id = self
             .endpoint
             .send_request(Instant::now(), peer, packet.clone());
-        if observe {
-            self.observations
-                .insert(id, endpoint.to_string(), path, packet.get_token().to_vec());
+        match &op {
+            DmOp::ObserveComposite { paths, .. } => {
+                let paths = composite::parse_paths(paths).unwrap_or_default();
+                let token = packet.get_token().to_vec();
+                self.observations
+                    .insert_composite(id, endpoint.to_string(), paths, token);
+            }
+            DmOp::Observe { .. } => {
+                self.observations.insert(
+                    id,
+                    endpoint.to_string(),
+                    path,
+                    packet.get_token().to_vec(),
+                );
+            }
+            _ => {}
         }
         let purpose = if observe && !matches!(purpose, Purpose::Api(_)) {
             Purpose::Observe
@@ -679,8 +674,51 @@ impl Driver {
                 purpose,
                 block1: None,
                 block2: None,
+                composite: op.is_composite().then_some(packet),
             },
         );
+    }
+
+    /// `op` with the token of the server's own observation filled in, for
+    /// a cancel that carries none; it ends that observation here.
+    fn own_token(&mut self, endpoint: &str, op: DmOp) -> Result<DmOp, String> {
+        let held = match &op {
+            DmOp::CancelObserve { path, token, .. } if token.is_empty() => dm::parse_path(path)
+                .ok()
+                .and_then(|p| self.observations.find(endpoint, p))
+                .ok_or_else(|| format!("no observation of {path} on {endpoint}"))?,
+            DmOp::CancelObserveComposite { paths, token, .. } if token.is_empty() => {
+                composite::parse_paths(paths)
+                    .ok()
+                    .and_then(|p| self.observations.find_composite(endpoint, &p))
+                    .ok_or_else(|| {
+                        format!(
+                            "no composite observation of {} on {endpoint}",
+                            paths.join(",")
+                        )
+                    })?
+            }
+            _ => return Ok(op),
+        };
+        let token = self
+            .observations
+            .remove(held)
+            .map(|o| o.token)
+            .unwrap_or_default();
+        self.endpoint.cancel(Instant::now(), held);
+        Ok(match op {
+            DmOp::CancelObserve { path, accept, .. } => DmOp::CancelObserve {
+                path,
+                accept,
+                token,
+            },
+            DmOp::CancelObserveComposite { paths, format, .. } => DmOp::CancelObserveComposite {
+                paths,
+                format,
+                token,
+            },
+            other => other,
+        })
     }
 
     fn response(&mut self, id: ExchangeId, packet: Packet) {
@@ -693,7 +731,12 @@ impl Driver {
             let Some(o) = self.observations.accept(id, seq, unix_ms()).cloned() else {
                 return;
             };
-            if let Ok(reply) = dm::parse_reply(o.path, &packet) {
+            let reply = if o.composite.is_empty() {
+                dm::parse_reply(o.path, &packet)
+            } else {
+                composite::parse_reply(&packet)
+            };
+            if let Ok(reply) = reply {
                 self.notify(&o.endpoint, reply);
             }
             return;
@@ -746,8 +789,18 @@ impl Driver {
                     path: p.path.to_string(),
                     accept: None,
                 };
-                if let Ok(mut next) = op.to_packet(&root) {
+                let next = match &p.composite {
+                    Some(request) => {
+                        let mut again = request.clone();
+                        again.clear_option(CoapOption::Observe);
+                        Ok(again)
+                    }
+                    None => op.to_packet(&root),
+                };
+                if let Ok(mut next) = next {
                     if let Some(cf) = template.get_first_option(CoapOption::ContentFormat) {
+                        // A composite request carries its Accept already.
+                        next.clear_option(CoapOption::Accept);
                         next.add_option(CoapOption::Accept, cf.clone());
                     }
                     BlockOpt {
@@ -765,12 +818,11 @@ impl Driver {
             let mut full = template;
             full.payload = body;
             full.clear_option(CoapOption::Block2);
-            let result =
-                dm::parse_reply_as(p.path, &full, p.default_format).map_err(DmFailure::from);
+            let result = Self::parse(&p, &full);
             self.complete(p, result);
             return;
         }
-        let result = dm::parse_reply_as(p.path, &packet, p.default_format).map_err(DmFailure::from);
+        let result = Self::parse(&p, &packet);
         if self.observations.get(id).is_some() {
             // First answer to an observe: later notifications route via `observations`.
             let seq = msg::get_uint(&packet, CoapOption::Observe, 3)
@@ -792,6 +844,16 @@ impl Driver {
             }
         }
         self.complete(p, result);
+    }
+
+    /// Decodes the answer to `p`'s request.
+    fn parse(p: &Pending, packet: &Packet) -> DmResult {
+        if p.composite.is_some() {
+            composite::parse_reply(packet)
+        } else {
+            dm::parse_reply_as(p.path, packet, p.default_format)
+        }
+        .map_err(DmFailure::from)
     }
 
     /// Keeps the latest observed values of `endpoint` for the API.

@@ -100,6 +100,27 @@ fn dm_endpoint(request: &Request) -> Option<String> {
     (!ep.is_empty() && !ep.contains('/')).then(|| ep.to_string())
 }
 
+/// The paths a composite operation names (`paths`, or the keys or `n` of
+/// a write's `values`), comma separated and cut at 256 characters.
+fn composite_paths(op: &Json) -> String {
+    let names: Vec<&str> = match (&op["paths"], &op["values"]) {
+        (Json::Array(a), _) => a.iter().filter_map(Json::as_str).collect(),
+        (_, Json::Object(o)) => o.keys().map(String::as_str).collect(),
+        (_, Json::Array(a)) => a.iter().filter_map(|r| r["n"].as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let mut text = names.join(",");
+    if text.len() > 256 {
+        let cut = (0..=256)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 /// Middleware of `/api` (inside authentication): records DM operations.
 pub async fn record(State(s): State<AppState>, request: Request, next: Next) -> Response {
     let Some(ep) = dm_endpoint(&request) else {
@@ -121,7 +142,7 @@ pub async fn record(State(s): State<AppState>, request: Request, next: Next) -> 
     let mut entry = Entry {
         at: unix_ms(),
         op: text(&op["op"]).unwrap_or_else(|| "?".into()),
-        path: text(&op["path"]).unwrap_or_default(),
+        path: text(&op["path"]).unwrap_or_else(|| composite_paths(&op)),
         status: response.status().as_u16(),
         code: None,
         error: None,

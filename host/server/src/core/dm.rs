@@ -1,6 +1,8 @@
 //! Device Management requests the server sends (Core 1.1 §6.3, reference §2)
 //! and the parsing of their responses with the proto codecs.
 
+use std::collections::BTreeMap;
+
 use coap_lite::{CoapOption, Packet, RequestType};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -9,6 +11,8 @@ use wasmdm_proto::codec::{self, CodecError};
 use wasmdm_proto::model::{ContentFormat, DataType, Path, Value};
 
 use wasmdm_proto::codec::link::{self, Link};
+
+use super::composite;
 
 /// Why a DM request got no reply from the device. A campaign tells the
 /// device being unreachable apart from anything else that went wrong.
@@ -63,8 +67,16 @@ pub enum DmOp {
     },
     /// DELETE of an instance.
     Delete { path: String },
-    /// PUT with Uri-Query attributes only (`pmin=10`, `pmax`).
-    WriteAttributes { path: String, attrs: Vec<String> },
+    /// PUT with Uri-Query attributes only (Core 1.1 §5.1.2, §6.3.4): raw
+    /// `attrs` (`pmin=10`, `pmax` to unset) and/or named `attributes`
+    /// (`{"pmin": 1, "pmax": 10, "gt": 20.5, "st": null}`, null unsets).
+    WriteAttributes {
+        path: String,
+        #[serde(default)]
+        attrs: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<String, serde_json::Value>,
+    },
     /// GET with Observe=0.
     Observe { path: String, accept: Option<u16> },
     /// GET with Observe=1 and the token of the observation (RFC 7641 §3.6).
@@ -73,6 +85,35 @@ pub enum DmOp {
         accept: Option<u16>,
         #[serde(with = "serde_bytes_hex")]
         token: Vec<u8>,
+    },
+    /// FETCH on the root with the SenML names of `paths` (Core 1.1 §6.3.8);
+    /// `format` 110 (default) or 112.
+    ReadComposite {
+        paths: Vec<String>,
+        #[serde(default)]
+        format: Option<u16>,
+    },
+    /// The Read-Composite FETCH with Observe=0 (Core 1.1 §6.4.3).
+    ObserveComposite {
+        paths: Vec<String>,
+        #[serde(default)]
+        format: Option<u16>,
+    },
+    /// The FETCH with Observe=1 and the observation's token; an empty token
+    /// ends the server's own observation of exactly these paths.
+    CancelObserveComposite {
+        paths: Vec<String>,
+        #[serde(default)]
+        format: Option<u16>,
+        #[serde(default, with = "serde_bytes_hex")]
+        token: Vec<u8>,
+    },
+    /// iPATCH on the root (Core 1.1 §6.3.9): `values` is `{"/1/0/1": 120}`
+    /// or a SenML JSON list (see [`composite::write_records`]).
+    WriteComposite {
+        values: serde_json::Value,
+        #[serde(default)]
+        format: Option<u16>,
     },
 }
 
@@ -103,6 +144,12 @@ pub enum DmError {
     /// An option of the response is malformed.
     #[error("malformed response option")]
     BadOption,
+    /// A composite request that breaks a cap or names nothing usable.
+    #[error("{0}")]
+    Composite(String),
+    /// A Write-Attributes attribute this server does not send, or a bad value.
+    #[error("invalid attribute: {0}")]
+    BadAttribute(String),
 }
 
 /// Parses `/o/i/r` text into a [`Path`].
@@ -155,13 +202,60 @@ impl DmOp {
             | DmOp::WriteAttributes { path, .. }
             | DmOp::Observe { path, .. }
             | DmOp::CancelObserve { path, .. } => path,
+            DmOp::ReadComposite { .. }
+            | DmOp::ObserveComposite { .. }
+            | DmOp::CancelObserveComposite { .. }
+            | DmOp::WriteComposite { .. } => "/",
         }
+    }
+
+    /// True for the composite operations (FETCH/iPATCH on the root).
+    pub fn is_composite(&self) -> bool {
+        self.path() == "/"
+    }
+
+    /// A composite operation's request (reference §6, RFC 8132).
+    fn composite_packet(&self, root: &str) -> Result<Packet, DmError> {
+        let read = |paths: &[String], fmt: Option<u16>| -> Result<_, DmError> {
+            let f = composite::format(fmt)?;
+            Ok((f, composite::read_body(&composite::parse_paths(paths)?, f)?))
+        };
+        Ok(match self {
+            DmOp::ReadComposite { paths, format } => {
+                let (f, body) = read(paths, *format)?;
+                composite::request(root, RequestType::Fetch, None, f, body)
+            }
+            DmOp::ObserveComposite { paths, format } => {
+                let (f, body) = read(paths, *format)?;
+                composite::request(root, RequestType::Fetch, Some(0), f, body)
+            }
+            DmOp::CancelObserveComposite {
+                paths,
+                format,
+                token,
+            } => {
+                let (f, body) = read(paths, *format)?;
+                let mut p = composite::request(root, RequestType::Fetch, Some(1), f, body);
+                p.set_token(token.clone());
+                p
+            }
+            DmOp::WriteComposite { values, format } => {
+                let f = composite::format(*format)?;
+                let records = composite::write_records(values)?;
+                let body = composite::encode(&records, f)?;
+                composite::request(root, RequestType::IPatch, None, f, body)
+            }
+            _ => return Err(DmError::BadPath(self.path().to_string())),
+        })
     }
 
     /// Builds the CoAP request (CON, no MID/token yet) under the client's
     /// alternate root `root` (`""` for the default). Checks path depth per
     /// reference §2's table.
     pub fn to_packet(&self, root: &str) -> Result<Packet, DmError> {
+        if self.is_composite() {
+            return self.composite_packet(root);
+        }
         let path = parse_path(self.path())?;
         let bad = || DmError::BadPath(self.path().to_string());
         let (method, ok) = match self {
@@ -181,6 +275,7 @@ impl DmOp {
             DmOp::Create { .. } => (RequestType::Post, path.depth() == 1),
             DmOp::Delete { .. } => (RequestType::Delete, path.depth() == 2),
             DmOp::WriteAttributes { .. } => (RequestType::Put, true),
+            _ => (RequestType::Fetch, false),
         };
         if !ok {
             return Err(bad());
@@ -222,8 +317,15 @@ impl DmOp {
                 }
             }
             DmOp::Delete { .. } => {}
-            DmOp::WriteAttributes { attrs, .. } => {
-                msg::add_strings(&mut p, CoapOption::UriQuery, attrs);
+            DmOp::WriteAttributes {
+                attrs, attributes, ..
+            } => {
+                let mut queries = attrs.clone();
+                queries.extend(attribute_queries(attributes)?);
+                if queries.is_empty() {
+                    return Err(DmError::BadAttribute("no attributes given".into()));
+                }
+                msg::add_strings(&mut p, CoapOption::UriQuery, &queries);
             }
             DmOp::Observe { accept, .. } => {
                 msg::set_uint(&mut p, CoapOption::Observe, 0);
@@ -238,9 +340,53 @@ impl DmOp {
                 }
                 p.set_token(token.clone());
             }
+            // Built by `composite_packet`.
+            DmOp::ReadComposite { .. }
+            | DmOp::ObserveComposite { .. }
+            | DmOp::CancelObserveComposite { .. }
+            | DmOp::WriteComposite { .. } => {}
         }
         Ok(p)
     }
+}
+
+/// Uri-Query entries for named Write-Attributes `attributes` (Core 1.1
+/// §5.1.2): `pmin`/`pmax`/`epmin`/`epmax` take whole seconds, `gt`/`lt`/`st`
+/// numbers (`st` not negative); null (or `""`) sends the bare name, which
+/// removes the attribute.
+pub fn attribute_queries(
+    attributes: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<String>, DmError> {
+    use serde_json::Value as Json;
+    let mut out = Vec::with_capacity(attributes.len());
+    for (name, v) in attributes {
+        let bad = || DmError::BadAttribute(format!("{name}={v}"));
+        let text = match v {
+            Json::Null => None,
+            Json::String(s) if s.trim().is_empty() => None,
+            Json::String(s) => Some(s.trim().to_string()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => return Err(bad()),
+        };
+        match (name.as_str(), text) {
+            ("pmin" | "pmax" | "epmin" | "epmax" | "gt" | "lt" | "st", None) => {
+                out.push(name.clone());
+            }
+            ("pmin" | "pmax" | "epmin" | "epmax", Some(t)) => {
+                let n: u32 = t.parse().map_err(|_| bad())?;
+                out.push(format!("{name}={n}"));
+            }
+            ("gt" | "lt" | "st", Some(t)) => {
+                let f: f64 = t.parse().map_err(|_| bad())?;
+                if !f.is_finite() || (name == "st" && f < 0.0) {
+                    return Err(bad());
+                }
+                out.push(format!("{name}={t}"));
+            }
+            _ => return Err(DmError::BadAttribute(format!("unknown attribute {name}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// A decoded DM response.
@@ -317,6 +463,21 @@ pub fn parse_reply_as(
     packet: &Packet,
     default_format: Option<u16>,
 ) -> Result<DmReply, DmError> {
+    let mut reply = reply_header(packet)?;
+    if !Code(reply.code).is_success() || packet.payload.is_empty() {
+        return Ok(reply);
+    }
+    let format = reply.format;
+    let cf = format
+        .or(default_format)
+        .map(ContentFormat::from_code)
+        .unwrap_or(Some(ContentFormat::Text));
+    decode_values(&mut reply, path, packet, cf)?;
+    Ok(reply)
+}
+
+/// A reply's code, options and raw payload, values not yet decoded.
+pub(crate) fn reply_header(packet: &Packet) -> Result<DmReply, DmError> {
     let code = Code::of(packet).0;
     let format = msg::get_uint(packet, CoapOption::ContentFormat, 2)
         .map_err(|_| DmError::BadOption)?
@@ -329,21 +490,22 @@ pub fn parse_reply_as(
             .map(|s| format!("/{}", String::from_utf8_lossy(s)))
             .collect::<String>()
     });
-    let mut reply = DmReply {
+    Ok(DmReply {
         code,
         observe,
         format,
         location,
         payload: packet.payload.clone(),
         ..DmReply::default()
-    };
-    if !Code(code).is_success() || packet.payload.is_empty() {
-        return Ok(reply);
-    }
-    let cf = format
-        .or(default_format)
-        .map(ContentFormat::from_code)
-        .unwrap_or(Some(ContentFormat::Text));
+    })
+}
+
+fn decode_values(
+    reply: &mut DmReply,
+    path: Path,
+    packet: &Packet,
+    cf: Option<ContentFormat>,
+) -> Result<(), DmError> {
     match cf {
         Some(ContentFormat::LinkFormat) => reply.links = link::parse(&packet.payload)?,
         Some(ContentFormat::Opaque) if path.resource.is_some() => {
@@ -382,7 +544,7 @@ pub fn parse_reply_as(
         }
         _ => {} // kept raw in `payload`
     }
-    Ok(reply)
+    Ok(())
 }
 
 /// A value as JSON for the HTTP API.
@@ -467,6 +629,7 @@ mod tests {
         let p = DmOp::WriteAttributes {
             path: "/3/0/9".into(),
             attrs,
+            attributes: BTreeMap::new(),
         }
         .to_packet("")
         .unwrap();
@@ -629,6 +792,43 @@ mod tests {
         let r = parse_reply(Path::object(9), &nf).unwrap();
         assert!(!r.is_success());
         assert_eq!(r.code_text(), "4.04");
+    }
+
+    #[test]
+    fn named_attributes_become_uri_queries() {
+        let attrs = |v: serde_json::Value| {
+            let map: BTreeMap<String, serde_json::Value> = serde_json::from_value(v).unwrap();
+            attribute_queries(&map)
+        };
+        assert_eq!(
+            attrs(serde_json::json!({"pmin": 10, "pmax": "60", "st": 1.5, "gt": null, "lt": -2}))
+                .unwrap(),
+            vec!["gt", "lt=-2", "pmax=60", "pmin=10", "st=1.5"]
+        );
+        for bad in [
+            serde_json::json!({"pmin": -1}),
+            serde_json::json!({"pmax": 1.5}),
+            serde_json::json!({"st": -1}),
+            serde_json::json!({"gt": "x"}),
+            serde_json::json!({"gt": true}),
+            serde_json::json!({"dim": 1}),
+        ] {
+            assert!(matches!(attrs(bad), Err(DmError::BadAttribute(_))));
+        }
+        // Sent as Uri-Query options of a PUT; none at all is refused.
+        let op: DmOp = serde_json::from_value(serde_json::json!(
+            {"op": "write-attributes", "path": "/3/0/9", "attributes": {"pmin": 10}}
+        ))
+        .unwrap();
+        let p = op.to_packet("").unwrap();
+        assert_eq!(
+            wire(p, 0x0104, &[0x08]),
+            hex("41 03 01 04 08 B1 33 01 30 01 39 47 70 6D 69 6E 3D 31 30")
+        );
+        let none: DmOp =
+            serde_json::from_value(serde_json::json!({"op": "write-attributes", "path": "/3/0/9"}))
+                .unwrap();
+        assert!(matches!(none.to_packet(""), Err(DmError::BadAttribute(_))));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod block1;
+pub mod composite;
 pub mod dm;
 pub mod link;
 pub mod observe;

@@ -14,6 +14,9 @@ pub struct Observation {
     pub path: Path,
     /// Token of the observe request (needed to cancel it).
     pub token: Vec<u8>,
+    /// The paths of an Observe-Composite (Core 1.1 §6.4.3), empty for a
+    /// single-path observation; `path` is then the first of them.
+    pub composite: Vec<Path>,
     /// Last accepted Observe sequence number and when (ms) it arrived.
     last: Option<(u32, u64)>,
 }
@@ -36,9 +39,45 @@ impl Observations {
                 endpoint,
                 path,
                 token,
+                composite: Vec::new(),
                 last: None,
             },
         );
+    }
+
+    /// Records a new Observe-Composite of `paths` (not empty).
+    pub fn insert_composite(
+        &mut self,
+        id: u64,
+        endpoint: String,
+        paths: Vec<Path>,
+        token: Vec<u8>,
+    ) {
+        let path = paths.first().copied().unwrap_or(Path::object(0));
+        self.by_id.insert(
+            id,
+            Observation {
+                endpoint,
+                path,
+                token,
+                composite: paths,
+                last: None,
+            },
+        );
+    }
+
+    /// The Observe-Composite of exactly `paths` (in any order) on `endpoint`.
+    pub fn find_composite(&self, endpoint: &str, paths: &[Path]) -> Option<u64> {
+        let mut want = paths.to_vec();
+        want.sort();
+        self.by_id
+            .iter()
+            .find(|(_, o)| {
+                let mut have = o.composite.clone();
+                have.sort();
+                o.endpoint == endpoint && !have.is_empty() && have == want
+            })
+            .map(|(id, _)| *id)
     }
 
     /// Removes and returns the observation `id`.
@@ -69,7 +108,7 @@ impl Observations {
     pub fn find(&self, endpoint: &str, path: Path) -> Option<u64> {
         self.by_id
             .iter()
-            .find(|(_, o)| o.endpoint == endpoint && o.path == path)
+            .find(|(_, o)| o.endpoint == endpoint && o.path == path && o.composite.is_empty())
             .map(|(id, _)| *id)
     }
 
@@ -128,9 +167,19 @@ mod tests {
         assert!(obs.accept(8, Some(0), 200_000).is_some());
         assert!(obs.accept(99, Some(1), 0).is_none(), "unknown observation");
         assert_eq!(obs.find("dev", Path::resource(9, 0, 9)), Some(8));
+        let both = vec![Path::resource(9, 0, 9), Path::resource(3, 0, 0)];
+        obs.insert_composite(9, "dev".into(), both, vec![4]);
+        let reversed = [Path::resource(3, 0, 0), Path::resource(9, 0, 9)];
+        assert_eq!(obs.find_composite("dev", &reversed), Some(9));
+        assert_eq!(obs.find_composite("dev", &reversed[..1]), None);
+        assert_eq!(
+            obs.find("dev", Path::resource(9, 0, 9)),
+            Some(8),
+            "not the composite"
+        );
         let mut ids = obs.remove_endpoint("dev");
         ids.sort();
-        assert_eq!(ids, vec![7, 8]);
+        assert_eq!(ids, vec![7, 8, 9]);
         assert!(obs.is_empty());
     }
 }

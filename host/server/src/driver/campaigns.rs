@@ -168,6 +168,7 @@ impl Driver {
             purpose,
             block1: Some(sender),
             block2: None,
+            composite: None,
         };
         self.pending.insert(id, pending);
     }

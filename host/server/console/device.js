@@ -13,15 +13,8 @@ const MODEL = {
   14: ["Software Component", { 0: ["Component Identity", "R"], 1: ["Component Pack", "R"], 2: ["Component Version", "R"], 3: ["Activate", "E"], 4: ["Deactivate", "E"], 5: ["Activation State", "R"] }],
 };
 
-/** Names of CoAP response codes (RFC 7252 §12.1.2; LwM2M Core 1.1 §6 lists what each operation answers). */
-const CODE_NAME = {
-  "2.01": "Created", "2.02": "Deleted", "2.04": "Changed", "2.05": "Content", "2.31": "Continue",
-  "4.00": "Bad Request", "4.01": "Unauthorized", "4.02": "Bad Option", "4.03": "Forbidden", "4.04": "Not Found",
-  "4.05": "Method Not Allowed", "4.06": "Not Acceptable", "4.08": "Request Entity Incomplete", "4.09": "Conflict",
-  "4.12": "Precondition Failed", "4.13": "Request Entity Too Large", "4.15": "Unsupported Content-Format",
-  "5.00": "Internal Server Error", "5.01": "Not Implemented", "5.03": "Service Unavailable", "5.04": "Gateway Timeout",
-};
-const codeName = (code) => code + " " + (CODE_NAME[code] || "(unknown code)");
+/** "4.05 Method Not Allowed": the code and its name, as the API gives them. */
+const codeName = (r) => r.code + " " + (r.code_name || "");
 
 // ------------------------------------------------------------- device page
 
@@ -38,7 +31,7 @@ function dm(ep, op) {
 /** A DM operation whose error answer becomes an error that names the code. */
 function dmChecked(ep, op) {
   return dm(ep, op).then((r) => {
-    if (!r.success) throw new ApiError(0, "the device answered " + codeName(r.code));
+    if (!r.success) throw new ApiError(0, "the device answered " + codeName(r));
     return r;
   });
 }

@@ -64,36 +64,10 @@ pub enum CtlError {
     Output(#[from] std::io::Error),
 }
 
-/// The name of a CoAP response code in `c.dd` form (RFC 7252 §12.1.2,
-/// RFC 7959 §2.9, RFC 8516), so a failed DM operation says why, not just a number.
+/// The name of a CoAP response code in `c.dd` form (the protocol core's
+/// table), so a failed DM operation says why, not just a number.
 pub fn code_meaning(code: &str) -> &'static str {
-    match code {
-        "2.01" => "Created",
-        "2.02" => "Deleted",
-        "2.03" => "Valid",
-        "2.04" => "Changed",
-        "2.05" => "Content",
-        "2.31" => "Continue",
-        "4.00" => "Bad Request",
-        "4.01" => "Unauthorized",
-        "4.02" => "Bad Option",
-        "4.03" => "Forbidden",
-        "4.04" => "Not Found",
-        "4.05" => "Method Not Allowed",
-        "4.06" => "Not Acceptable",
-        "4.08" => "Request Entity Incomplete",
-        "4.12" => "Precondition Failed",
-        "4.13" => "Request Entity Too Large",
-        "4.15" => "Unsupported Content-Format",
-        "4.29" => "Too Many Requests",
-        "5.00" => "Internal Server Error",
-        "5.01" => "Not Implemented",
-        "5.02" => "Bad Gateway",
-        "5.03" => "Service Unavailable",
-        "5.04" => "Gateway Timeout",
-        "5.05" => "Proxying Not Supported",
-        _ => "Unknown",
-    }
+    wasmdm_proto::coap::msg::Code::parse(code).map_or("Unknown", |c| c.name())
 }
 
 /// The error a printed reply stands for: a DM reply with `success: false`

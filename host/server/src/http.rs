@@ -304,6 +304,7 @@ pub fn reply_json(r: &DmReply) -> Json {
         .collect();
     json!({
         "code": r.code_text(),
+        "code_name": wasmdm_proto::coap::msg::Code(r.code).name(),
         "success": r.is_success(),
         "values": values,
         "links": r.links.iter().map(link_json).collect::<Vec<_>>(),

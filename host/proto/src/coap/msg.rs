@@ -51,7 +51,7 @@ impl Code {
         packet.header.code = MessageClass::from(self.0);
     }
     /// The name of a response code (RFC 7252 §12.1.2, RFC 7959 §2.9,
-    /// RFC 8516), so a log line or an error says why, not just a number;
+    /// RFC 8132 §2.2, RFC 8516), so a log line or an error says why, not just a number;
     /// "Unknown" for codes none of them names.
     pub const fn name(self) -> &'static str {
         match (self.class(), self.0 & 0x1F) {
@@ -69,6 +69,7 @@ impl Code {
             (4, 5) => "Method Not Allowed",
             (4, 6) => "Not Acceptable",
             (4, 8) => "Request Entity Incomplete",
+            (4, 9) => "Conflict",
             (4, 12) => "Precondition Failed",
             (4, 13) => "Request Entity Too Large",
             (4, 15) => "Unsupported Content-Format",

@@ -124,6 +124,21 @@ fn composite_reads_and_writes_span_objects_all_or_nothing() {
         (&json!(301), &json!(1)),
         "{v:#}"
     );
+    // A value the object's own rules refuse (Lifetime 0, Core 1.1 §E.2)
+    // after one it accepts: the object checks all of them before the first
+    // is written, so 4.00 and nothing changed.
+    let r = dm(
+        &net,
+        ep,
+        json!({"op": "write-composite",
+               "values": [{"n": "/1/0/5", "v": 555}, {"n": "/1/0/1", "v": 0}]}),
+    );
+    assert_eq!(
+        (r["code"].as_str(), r["success"].as_bool()),
+        (Some("4.00"), Some(false)),
+        "{r:#}"
+    );
+    assert_eq!(net.read(ep, "/1/0/5")["/1/0/5"], 301);
     // A record of the wrong type (4.00 from the device), nothing written.
     let r = dm(
         &net,

@@ -117,6 +117,14 @@ impl<T: Object> Object for Shared<T> {
     fn generation(&self) -> Option<u64> {
         Some(self.0.generation.load(Ordering::Acquire))
     }
+    /// The wrapped object's own rules (a Write-Composite is all or nothing:
+    /// /1 and /9 check every value before any is written).
+    fn check_writes(&self, writes: &[wasmdm_proto::object::PlannedWrite]) -> Result<(), OpError> {
+        self.peek().check_writes(writes)
+    }
+    fn writes_answered_later(&self) -> bool {
+        self.peek().writes_answered_later()
+    }
 }
 
 /// Object 3 as the engine sees it: Current Time (13) and Memory Free (10)

@@ -522,9 +522,19 @@ impl Session {
             r.identity,
             r.key.len()
         );
-        let path = Path::instance(0, x);
         let node = Node::Instance { id: x, resources };
-        let payload = codec::encode(&node, path, self.plan.format)
+        self.bootstrap_write(Path::instance(0, x), &node, detail)
+    }
+
+    /// A Bootstrap-Write (PUT) of `node` at `path` in the plan's format,
+    /// recorded as a step.
+    fn bootstrap_write(
+        &mut self,
+        path: Path,
+        node: &Node,
+        detail: String,
+    ) -> Result<BsRequest, String> {
+        let payload = codec::encode(node, path, self.plan.format)
             .map_err(|e| format!("cannot encode {path}: {e}"))?;
         self.step("write", &path.to_string(), Some(detail));
         Ok(BsRequest {
@@ -587,16 +597,7 @@ impl Session {
             let (node, detail) = server_instance(y, &a);
             (Path::instance(1, y), node, detail)
         };
-        let payload = codec::encode(&node, path, self.plan.format)
-            .map_err(|e| format!("cannot encode {path}: {e}"))?;
-        self.step("write", &path.to_string(), Some(detail));
-        Ok(BsRequest {
-            method: RequestType::Put,
-            path: segments(path),
-            content_format: Some(self.plan.format.code()),
-            accept: None,
-            payload,
-        })
+        self.bootstrap_write(path, &node, detail)
     }
 }
 

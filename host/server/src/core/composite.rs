@@ -207,16 +207,7 @@ mod tests {
     use serde_json::json;
     use wasmdm_proto::model::Value;
 
-    fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect()
-    }
-    fn wire(mut p: Packet, mid: u16, token: &[u8]) -> Vec<u8> {
-        p.header.message_id = mid;
-        p.set_token(token.to_vec());
-        msg::encode(&p).unwrap()
-    }
+    use crate::core::test_bytes::{hex, wire};
 
     #[test]
     fn read_composite_is_a_fetch_on_root_with_the_t7_4_4_6_body() {

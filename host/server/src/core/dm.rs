@@ -601,16 +601,7 @@ mod tests {
     use super::*;
     use coap_lite::MessageType;
 
-    fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect()
-    }
-    fn wire(mut p: Packet, mid: u16, token: &[u8]) -> Vec<u8> {
-        p.header.message_id = mid;
-        p.set_token(token.to_vec());
-        msg::encode(&p).unwrap()
-    }
+    use crate::core::test_bytes::{hex, wire};
 
     #[test]
     fn request_builders_match_reference_vectors() {

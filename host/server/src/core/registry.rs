@@ -506,12 +506,8 @@ fn parse_objects(request: &Packet) -> Result<Option<ObjectList>, Code> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::test_bytes::hex;
 
-    fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect()
-    }
     fn peer() -> SocketAddr {
         "127.0.0.1:5683".parse().unwrap()
     }

@@ -196,6 +196,7 @@ pub fn router(state: AppState) -> Router {
     // console session (crate::console::session).
     let api = api_router()
         .merge(crate::console::api_router())
+        .layer(middleware::from_fn(read_small_body))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::console::history::record,
@@ -215,6 +216,37 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
+}
+
+/// Request bodies up to this size are read before the handler runs.
+const SMALL_BODY: usize = 64 * 1024;
+
+/// Reads a small request body (Content-Length up to [`SMALL_BODY`]) before
+/// the handler runs, whether or not the handler wants it. hyper keeps a
+/// connection for the next request only when the request body was read to
+/// its end; a handler that ignores its body (`POST .../cancel` with `{}`)
+/// otherwise races the client's body bytes, and the connection may close
+/// under the client's next request ("peer disconnected"). Larger bodies
+/// (file uploads) stream to their handler as before. Runs after the
+/// authentication check, so only an authenticated request is read.
+async fn read_small_body(req: axum::extract::Request, next: middleware::Next) -> Response {
+    let small = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > 0 && n <= SMALL_BODY);
+    if !small {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, SMALL_BODY).await {
+        Ok(bytes) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(req).await
+        }
+        Err(e) => ApiError::bad(format!("cannot read the request body: {e}")).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -785,3 +785,44 @@ async fn uploads_that_must_be_packages_are_read_before_they_are_kept() {
     .await;
     server.shutdown().await;
 }
+
+/// A handler that ignores its body (a cancel with `{}`) leaves the
+/// connection usable. The body comes after a pause, as it may from a busy
+/// client: the server used to answer before it arrived and close the
+/// connection, so the client's next request on it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_after_a_body_the_handler_ignores_reuse_the_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let addr = server.http().trim_start_matches("http://").to_string();
+    let token = server.bound.token.clone();
+    blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let answer = |s: &mut std::net::TcpStream| {
+            let mut buf = vec![0u8; 65536];
+            let n = s.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        write!(
+            s,
+            "POST /api/campaigns/nosuch/cancel HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\n\r\n"
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(b"{}").unwrap();
+        assert!(answer(&mut s).starts_with("HTTP/1.1 404"));
+        write!(
+            s,
+            "GET /api/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let second = answer(&mut s);
+        assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    })
+    .await;
+    server.shutdown().await;
+}

@@ -60,6 +60,8 @@ pub struct AppState {
     pub precompile: Option<Arc<crate::precompile::Service>>,
     /// Campaigns being prepared ([`crate::precompile::preparing`]).
     pub preparing: crate::precompile::preparing::Preparing,
+    /// Their tasks, which a stopping server waits for.
+    pub preparing_tasks: crate::precompile::preparing::Tasks,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             downloads,
             precompile: None,
             preparing: Arc::default(),
+            preparing_tasks: Default::default(),
         }
     }
 }

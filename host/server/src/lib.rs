@@ -419,6 +419,7 @@ pub async fn serve_with(
         tracing::info!("LwM2M bootstrap server on coaps://{secure} and coap://{plain}");
     }
     on_bound(bound);
+    let preparing = state.preparing_tasks.clone();
     let app = http::router(state);
     let stopped = async move {
         let _ = stop_http.wait_for(|s| *s).await;
@@ -441,8 +442,11 @@ pub async fn serve_with(
     if let Some(t) = bootstrap_task {
         let _ = t.await;
     }
-    match http_task.await {
+    let served = match http_task.await {
         Ok(r) => r.map_err(ServerError::Http),
         Err(_) => Ok(()),
-    }
+    };
+    // Nothing of this server holds the store once it returns.
+    preparing.settle().await;
+    served
 }

@@ -34,6 +34,45 @@ use crate::store::{DEVICES, DeviceRecord, Store, StoreError};
 /// preparing phase, so a cancel and the start never cross.
 pub type Preparing = Arc<Mutex<BTreeSet<String>>>;
 
+/// The preparation tasks still running, so a stopping server can wait for
+/// them: they hold the store, and a server started again in the same
+/// process (a restart in tests, an embedder) could not open it meanwhile.
+#[derive(Debug, Clone)]
+pub struct Tasks(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Tasks(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
+
+/// Counts one running task until it is dropped.
+struct TaskGuard(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Tasks {
+    /// Spawns `run(s, id)`, counted until it ends (after it dropped `s`).
+    fn spawn(&self, s: AppState, id: String) -> JoinHandle<()> {
+        self.0.send_modify(|n| *n += 1);
+        let guard = TaskGuard(self.0.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            run(s, id).await;
+        })
+    }
+
+    /// Waits until no preparation task runs (one in a compile finishes it).
+    pub async fn settle(&self) {
+        let mut count = self.0.subscribe();
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+}
+
 /// How long the read of a device's /26500 may take.
 const ENGINE_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Engine reads in flight at once, per campaign.
@@ -58,7 +97,7 @@ pub async fn begin(
     s.store.put_campaign(&c, None)?;
     set.insert(c.id.clone());
     drop(set);
-    let task = tokio::spawn(run(s.clone(), c.id.clone()));
+    let task = s.preparing_tasks.spawn(s.clone(), c.id.clone());
     Ok((c, task))
 }
 
@@ -77,7 +116,7 @@ pub async fn resume(s: &AppState) -> Vec<JoinHandle<()>> {
         if c.status == CampaignStatus::Preparing {
             tracing::info!("campaign {}: preparing again after a restart", c.id);
             set.insert(c.id.clone());
-            tasks.push(tokio::spawn(run(s.clone(), c.id)));
+            tasks.push(s.preparing_tasks.spawn(s.clone(), c.id));
         }
     }
     tasks

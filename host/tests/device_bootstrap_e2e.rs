@@ -8,7 +8,7 @@ mod device_support;
 
 use device_support::{Net, wait_for};
 use serde_json::json;
-use wasmdm::device::config::{DeviceConfig, Secret};
+use wasmdm::device::config::DeviceConfig;
 use wasmdm_proto::objects::SecurityMode;
 
 const BOOTSTRAP_KEY: &str = "b0075742a9b0075742a9b0075742a9b0";
@@ -39,14 +39,7 @@ fn a_bootstrap_only_device_bootstraps_registers_and_is_upgraded_over_dtls() {
         .unwrap();
 
     // The factory configuration: the bootstrap account only.
-    let config = DeviceConfig {
-        server: String::new(),
-        bootstrap_server: Some(format!("coaps://{bs_coaps}")),
-        bootstrap_psk_identity: Some(format!("bs-{ep}")),
-        bootstrap_psk_key: Some(Secret::new(BOOTSTRAP_KEY)),
-        bootstrap_retry: 1,
-        ..net.config(ep, String::new())
-    };
+    let config = net.psk_bootstrap_only(ep, bs_coaps, &format!("bs-{ep}"), BOOTSTRAP_KEY);
     let data_dir = net.data_dir(ep);
     net.device(config);
     net.wait_online(&[ep]);
@@ -155,21 +148,13 @@ fn a_device_bootstraps_in_certificate_mode() {
     net.device(config);
     net.wait_online(&[ep]);
     let session = wait_for("the bootstrap session is recorded", || {
-        let s = net.api.get(&format!("/api/bootstrap/sessions/{ep}")).ok()?;
-        s.as_array()?.last().cloned()
+        net.bootstrap_sessions(ep).last().cloned()
     });
     assert_eq!(session["status"], "succeeded", "{session:#}");
     assert_eq!(session["security"], "x509", "{session:#}");
     // Bootstrap-Request Trigger: the account kept in accounts.json (the
     // factory one, with its CA trust) bootstraps again.
-    let r = net
-        .api
-        .dm(
-            ep,
-            &json!({"op": "execute", "path": "/1/0/9", "args": null}),
-        )
-        .unwrap();
-    assert_eq!(r["success"], true, "{r:#}");
+    net.trigger_bootstrap(ep);
     wait_for("a second certificate-mode bootstrap", || {
         let s = net.api.get(&format!("/api/bootstrap/sessions/{ep}")).ok()?;
         let s = s.as_array()?;

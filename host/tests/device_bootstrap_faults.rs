@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use device_support::{InProcessDevice as Device, Net, stored_accounts, wait_for};
 use serde_json::{Value as Json, json};
-use wasmdm::device::config::{DeviceConfig, Secret};
+use wasmdm::device::config::DeviceConfig;
 
 const BOOTSTRAP_KEY: &str = "f0075742a9b0075742a9b0075742a9b1";
 /// The operational key the server "restores" in place of the new one.
@@ -55,14 +55,7 @@ fn bootstrap_only(net: &Net, ep: &str, bootstrap: SocketAddr) -> DeviceConfig {
             &json!({"identity": format!("bs-{ep}"), "key": BOOTSTRAP_KEY, "labels": []}),
         )
         .unwrap();
-    DeviceConfig {
-        server: String::new(),
-        bootstrap_server: Some(format!("coaps://{bootstrap}")),
-        bootstrap_psk_identity: Some(format!("bs-{ep}")),
-        bootstrap_psk_key: Some(Secret::new(BOOTSTRAP_KEY)),
-        bootstrap_retry: 1,
-        ..net.config(ep, String::new())
-    }
+    net.psk_bootstrap_only(ep, bootstrap, &format!("bs-{ep}"), BOOTSTRAP_KEY)
 }
 
 /// The device's stored server account (the non-bootstrap /0 instance).
@@ -75,14 +68,6 @@ fn stored_server_account(data_dir: &Path) -> Json {
         .find(|s| s["bootstrap"] == false)
         .cloned()
         .expect("a provisioned server account")
-}
-
-fn sessions(net: &Net, ep: &str) -> Vec<Json> {
-    net.api
-        .get(&format!("/api/bootstrap/sessions/{ep}"))
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
 }
 
 fn offline(net: &Net, ep: &str) -> bool {
@@ -127,7 +112,7 @@ fn a_key_the_server_no_longer_has_leads_to_a_new_bootstrap() {
     // Within the helper's 60 s bound; without a fast handshake failure
     // each Register would wait ~93 s for CoAP to give up.
     let session = wait_for("the device bootstraps again and registers", || {
-        let s = sessions(&net, ep);
+        let s = net.bootstrap_sessions(ep);
         (s.len() == 2 && s[1]["status"] == "succeeded" && !offline(&net, ep)).then(|| s[1].clone())
     });
     eprintln!(
@@ -276,7 +261,7 @@ fn lost_datagrams_do_not_stop_a_bootstrap_over_dtls() {
         assert!(st.finish_dropped, "the relay never saw the Finish: {st:?}");
         assert!(st.to_server.1 >= 1 && st.to_device.1 >= 2, "{st:?}");
     }
-    let done = sessions(&net, ep);
+    let done = net.bootstrap_sessions(ep);
     let last = done.last().expect("a session");
     assert_eq!(last["status"], "succeeded", "{done:#?}");
 
@@ -295,6 +280,10 @@ fn lost_datagrams_do_not_stop_a_bootstrap_over_dtls() {
     });
     let _device = Device::start(&net, config);
     net.wait_online(&[ep]);
-    assert_eq!(sessions(&net, ep).len(), done.len(), "no new bootstrap");
+    assert_eq!(
+        net.bootstrap_sessions(ep).len(),
+        done.len(),
+        "no new bootstrap"
+    );
     assert_eq!(stored_server_account(&data_dir), account);
 }

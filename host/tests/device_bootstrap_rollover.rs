@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use device_support::{InProcessDevice as Device, Net, stored_accounts, wait_for};
 use serde_json::{Value as Json, json};
-use wasmdm::device::config::{DeviceConfig, Secret};
 use wasmdm_proto::dtls::{ClientCredentials, ClientEvent, DtlsClient};
 
 /// The factory bootstrap key (printable bytes, so a libcoap client could use it too).
@@ -35,31 +34,12 @@ fn stored_bootstrap_account(data_dir: &Path) -> Json {
     accounts[0].clone()
 }
 
-fn sessions(net: &Net, ep: &str) -> Vec<Json> {
-    net.api
-        .get(&format!("/api/bootstrap/sessions/{ep}"))
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
 /// Waits until `ep` has `n` sessions, the last one ended; returns it.
 fn nth_session(net: &Net, ep: &str, n: usize) -> Json {
     wait_for(&format!("bootstrap session {n} of {ep} ends"), || {
-        let s = sessions(net, ep);
+        let s = net.bootstrap_sessions(ep);
         (s.len() == n && s[n - 1]["status"] != "running").then(|| s[n - 1].clone())
     })
-}
-
-fn trigger_bootstrap(net: &Net, ep: &str) {
-    let r = net
-        .api
-        .dm(
-            ep,
-            &json!({"op": "execute", "path": "/1/0/9", "args": null}),
-        )
-        .unwrap();
-    assert_eq!(r["success"], true, "{r:#}");
 }
 
 /// A DTLS-PSK handshake with `server`; `Ok` once it completes, `Err` with
@@ -125,14 +105,7 @@ fn a_rolled_over_bootstrap_credential_reaches_the_device() {
             }]}),
         )
         .unwrap();
-    let factory = DeviceConfig {
-        server: String::new(),
-        bootstrap_server: Some(format!("coaps://{bs_coaps}")),
-        bootstrap_psk_identity: Some(old_identity.clone()),
-        bootstrap_psk_key: Some(Secret::new(hex::encode(FACTORY_KEY))),
-        bootstrap_retry: 1,
-        ..net.config(ep, String::new())
-    };
+    let factory = net.psk_bootstrap_only(ep, bs_coaps, &old_identity, &hex::encode(FACTORY_KEY));
     let data_dir = net.data_dir(ep);
     let started = Instant::now();
     let mut device = Device::start(&net, factory.clone());
@@ -172,7 +145,7 @@ fn a_rolled_over_bootstrap_credential_reaches_the_device() {
     );
 
     // The device bootstraps again and is written the new credential.
-    trigger_bootstrap(&net, ep);
+    net.trigger_bootstrap(ep);
     let second = nth_session(&net, ep, 2);
     assert_eq!(second["status"], "succeeded", "{second:#}");
     assert_eq!(second["identity"], old_identity.as_str(), "{second:#}");
@@ -211,7 +184,7 @@ fn a_rolled_over_bootstrap_credential_reaches_the_device() {
     device.stop();
     let _device = Device::start(&net, factory);
     net.wait_online(&[ep]);
-    trigger_bootstrap(&net, ep);
+    net.trigger_bootstrap(ep);
     let third = nth_session(&net, ep, 3);
     assert_eq!(third["status"], "succeeded", "{third:#}");
     assert_eq!(third["identity"], new_identity.as_str(), "{third:#}");

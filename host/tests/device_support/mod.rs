@@ -707,6 +707,46 @@ impl Net {
         }
     }
 
+    /// A factory configuration with a PSK bootstrap account only (no
+    /// server account), aimed at `bootstrap`, retrying after 1 s.
+    pub fn psk_bootstrap_only(
+        &self,
+        ep: &str,
+        bootstrap: SocketAddr,
+        identity: &str,
+        key: &str,
+    ) -> DeviceConfig {
+        DeviceConfig {
+            server: String::new(),
+            bootstrap_server: Some(format!("coaps://{bootstrap}")),
+            bootstrap_psk_identity: Some(identity.into()),
+            bootstrap_psk_key: Some(Secret::new(key)),
+            bootstrap_retry: 1,
+            ..self.config(ep, String::new())
+        }
+    }
+
+    /// The bootstrap sessions the server recorded for `ep`, oldest first.
+    pub fn bootstrap_sessions(&self, ep: &str) -> Vec<Json> {
+        self.api
+            .get(&format!("/api/bootstrap/sessions/{ep}"))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Executes /1/0/9 Bootstrap-Request Trigger on `ep` (answered 2.04).
+    pub fn trigger_bootstrap(&self, ep: &str) {
+        let r = self
+            .api
+            .dm(
+                ep,
+                &json!({"op": "execute", "path": "/1/0/9", "args": null}),
+            )
+            .unwrap();
+        assert_eq!(r["success"], true, "{r:#}");
+    }
+
     pub fn online(&self) -> Vec<String> {
         let devices = self.api.get("/api/devices").unwrap();
         let mut online: Vec<String> = devices

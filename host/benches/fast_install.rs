@@ -52,32 +52,17 @@ fn config(dir: &Path, compiler: CompilerChoice) -> RuntimeConfig {
     c
 }
 
-/// (VmHWM, VmRSS) in KiB.
-fn rss_kib() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let get = |key: &str| -> u64 {
-        s.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmHWM:"), get("VmRSS:"))
-}
-
-/// Resets the peak RSS to the current RSS (Linux 4.0+: clear_refs 5).
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 // ---- first stdout line, through tracing (the runtime mirrors guest lines) ------------
 
 #[path = "support/log_lines.rs"]
 mod log_lines;
 use log_lines::capture;
 
+#[path = "support/rss.rs"]
+mod rss;
 #[path = "support/stats.rs"]
 mod stats;
+use rss::{reset_peak, rss_kib};
 use stats::{row_p50_p99 as row, scratch, table_head};
 
 async fn first_stdout(

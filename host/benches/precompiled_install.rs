@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 use wasmdm::runtime::{CompilerChoice, Runtime, RuntimeConfig, Tier};
 use wasmdm_server::precompile::variant::{self, Artifact};
 
+#[path = "support/rss.rs"]
+mod rss;
 #[path = "support/stats.rs"]
 mod stats;
+use rss::{reset_peak, rss_kib};
 use stats::{fmt, row, scratch};
 
 #[path = "support/log_lines.rs"]
@@ -62,24 +65,6 @@ async fn deliver(rt: &Runtime, bytes: &[u8]) -> Result<()> {
     d.sync(None)?;
     rt.verify_delivery("s").await?;
     Ok(())
-}
-
-/// (VmHWM, VmRSS) in KiB.
-fn rss_kib() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let get = |key: &str| -> u64 {
-        s.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmHWM:"), get("VmRSS:"))
-}
-
-/// Resets the peak RSS to the current RSS (Linux 4.0+: clear_refs 5).
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 #[derive(Default)]

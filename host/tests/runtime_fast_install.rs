@@ -21,22 +21,6 @@ async fn open(dir: &Path, compiler: CompilerChoice) -> Runtime {
     Runtime::open(cfg(dir, compiler)).await.unwrap()
 }
 
-/// Non-temp `.cwasm` files in the cache.
-fn artifacts(dir: &Path) -> BTreeSet<PathBuf> {
-    std::fs::read_dir(dir.join("cache"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "cwasm")
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(".tmp-"))
-        })
-        .collect()
-}
-
 fn hello_pkg() -> Vec<u8> {
     package(
         "hello",

@@ -6,8 +6,7 @@
 mod runtime_support;
 
 use runtime_support::*;
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use wasmdm::runtime::{
     CodeLoading, CompilerChoice, ComponentState, ExitStatus, Runtime, RuntimeConfig, Tier,
@@ -32,22 +31,6 @@ fn hello_pkg(name: &str) -> Vec<u8> {
         "env = { GREETING = \"hi\" }",
         "",
     )
-}
-
-/// Non-temp `.cwasm` files in the cache.
-fn artifacts(dir: &Path) -> BTreeSet<PathBuf> {
-    std::fs::read_dir(dir.join("cache"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "cwasm")
-                && !p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(".tmp-"))
-        })
-        .collect()
 }
 
 async fn wait_loaded(rt: &Runtime, n: usize) {

@@ -5,29 +5,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use coap_lite::{CoapOption, Packet, RequestType};
 use serde_json::json;
 use tokio::net::UdpSocket;
 use wasmdm_proto::coap::msg::{self, Code};
 
-use common::{TestServer, blocking};
-
-async fn exchange(sock: &UdpSocket, server: SocketAddr, mut req: Packet, mid: u16) -> Packet {
-    req.header.message_id = mid;
-    req.set_token(vec![mid as u8]);
-    sock.send_to(&msg::encode(&req).unwrap(), server)
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 2048];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    Packet::from_bytes(&buf[..n]).unwrap()
-}
+use common::{TestServer, blocking, exchange};
 
 fn register(ep: &str) -> Packet {
     let mut reg = msg::request(RequestType::Post, &["rd"]);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,22 +11,7 @@ use coap_lite::{CoapOption, Packet, RequestType};
 use tokio::net::UdpSocket;
 use wasmdm_proto::coap::msg;
 
-use common::TestServer;
-
-/// Sends one CON request and returns the response.
-async fn exchange(sock: &UdpSocket, server: SocketAddr, mut req: Packet, mid: u16) -> Packet {
-    req.header.message_id = mid;
-    req.set_token(vec![mid as u8]);
-    sock.send_to(&msg::encode(&req).unwrap(), server)
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 2048];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    Packet::from_bytes(&buf[..n]).unwrap()
-}
+use common::{TestServer, exchange};
 
 fn register(ep: &str, lt: u64) -> Packet {
     let mut reg = msg::request(RequestType::Post, &["rd"]);

@@ -124,3 +124,19 @@ pub fn log_text(rt: &Runtime, pkg: &str, id: &str) -> Vec<String> {
         .map(|l| l.text)
         .collect()
 }
+
+/// The compiled artifacts in `<dir>/cache` (`.cwasm`, not temp files).
+pub fn artifacts(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "cwasm")
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".tmp-"))
+        })
+        .collect()
+}

@@ -146,3 +146,24 @@ impl std::io::Write for SharedWriter {
         Ok(())
     }
 }
+
+/// Sends one CON request from `sock` to `server` (message id and token from
+/// `mid`) and returns the response.
+pub async fn exchange(
+    sock: &tokio::net::UdpSocket,
+    server: std::net::SocketAddr,
+    mut req: coap_lite::Packet,
+    mid: u16,
+) -> coap_lite::Packet {
+    req.header.message_id = mid;
+    req.set_token(vec![mid as u8]);
+    sock.send_to(&wasmdm_proto::coap::msg::encode(&req).unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    coap_lite::Packet::from_bytes(&buf[..n]).unwrap()
+}

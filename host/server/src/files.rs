@@ -88,21 +88,33 @@ pub(crate) async fn get_file(
     ok(file_json(&f))
 }
 
-/// Whether a running or preparing campaign (issue 13: it reads the file to
-/// compile it) delivers the file `sha`: such a file is neither deleted nor
-/// purged at the end of its retention.
+/// The files a running or preparing campaign (issue 13: it reads the file
+/// to compile it) delivers: such a file is neither deleted nor purged at
+/// the end of its retention, nor are its precompiled variants evicted.
+pub(crate) fn files_in_use(
+    store: &crate::store::Store,
+) -> Result<std::collections::BTreeSet<String>, crate::store::StoreError> {
+    use crate::campaign::CampaignStatus;
+    // Headers suffice (status, spec).
+    Ok(store
+        .list::<Campaign>(CAMPAIGNS)?
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c.status,
+                CampaignStatus::Running | CampaignStatus::Preparing
+            )
+        })
+        .filter_map(|c| c.spec.file)
+        .collect())
+}
+
+/// Whether file `sha` is in [`files_in_use`].
 pub(crate) fn used_by_a_campaign(
     store: &crate::store::Store,
     sha: &str,
 ) -> Result<bool, crate::store::StoreError> {
-    use crate::campaign::CampaignStatus;
-    // Headers suffice (status, spec).
-    Ok(store.list::<Campaign>(CAMPAIGNS)?.into_iter().any(|c| {
-        matches!(
-            c.status,
-            CampaignStatus::Running | CampaignStatus::Preparing
-        ) && c.spec.file.as_deref() == Some(sha)
-    }))
+    Ok(files_in_use(store)?.contains(sha))
 }
 
 pub(crate) async fn delete_file(

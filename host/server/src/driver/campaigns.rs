@@ -180,16 +180,20 @@ impl Driver {
         let Ok(files) = self.store.list::<SoftwareFile>(FILES) else {
             return;
         };
+        // Read once, at the first expired file; None: the store cannot tell.
+        let mut stored_in_use: Option<Option<std::collections::BTreeSet<String>>> = None;
         for f in files {
             let expired = f.retain_until.is_some_and(|t| t <= now);
             if !expired {
                 continue;
             }
+            let stored =
+                stored_in_use.get_or_insert_with(|| crate::files::files_in_use(&self.store).ok());
             let in_use = self
                 .campaigns
                 .values()
                 .any(|c| c.spec.file.as_deref() == Some(f.sha256.as_str()))
-                || crate::files::used_by_a_campaign(&self.store, &f.sha256).unwrap_or(true);
+                || stored.as_ref().is_none_or(|u| u.contains(&f.sha256));
             if !in_use {
                 self.files.remove(&f.sha256);
                 let removed = self

@@ -266,7 +266,9 @@ impl Service {
         }
         let bytes =
             variant::build(&plain, MAX_PACKAGE_BYTES, &artifacts).map_err(|e| e.to_string())?;
-        let in_use = |f: &str| crate::files::used_by_a_campaign(store, f).unwrap_or(true);
+        // Read once; a store that cannot tell keeps every variant.
+        let used = crate::files::files_in_use(store).ok();
+        let in_use = |f: &str| used.as_ref().is_none_or(|u| u.contains(f));
         cache::store(&self.dir, file, hash, &bytes, self.cache_bytes, &in_use)
             .map_err(|e| format!("cache: {e}"))
     }

@@ -121,8 +121,13 @@ async fn corrupt_compiled_cache_is_recompiled_on_open() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(files.len(), 1);
-    // As if written by another wasmtime build: garbage under the expected name.
-    std::fs::write(&files[0], b"not a cwasm").unwrap();
+    // As if written by another wasmtime build: garbage under the expected
+    // name. Put in place by a rename, as any writer of the cache does: the
+    // first runtime's background compile may still map the old file, and
+    // truncating a mapped file in place is a SIGBUS for whoever reads it.
+    let garbage = cache.join("garbage.tmp");
+    std::fs::write(&garbage, b"not a cwasm").unwrap();
+    std::fs::rename(&garbage, &files[0]).unwrap();
     let rt = Runtime::open(config(dir.path())).await.unwrap();
     wait_state(&rt, "counter", "counter", ComponentState::Running, 10).await;
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);

@@ -253,6 +253,8 @@ pub async fn serve_with(
         .map(tls::server_config)
         .transpose()?;
     let store = Arc::new(store::Store::open(&config.data_dir)?);
+    // To see, at the end, that nothing of this server holds it any more.
+    let store_left = Arc::downgrade(&store);
     let (token, created) = auth::load_or_create(&config.data_dir)?;
     let token_path = auth::token_path(&config.data_dir);
     if created {
@@ -446,7 +448,17 @@ pub async fn serve_with(
         Ok(r) => r.map_err(ServerError::Http),
         Err(_) => Ok(()),
     };
-    // Nothing of this server holds the store once it returns.
+    // Nothing of this server holds the store once it returns, so a server
+    // started again in this process (an embedder, the tests) can open it:
+    // the preparation tasks end, and the last connection and blocking tasks
+    // drop their clones a moment after the HTTP server returned.
     preparing.settle().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store_left.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    if store_left.strong_count() > 0 {
+        tracing::warn!("the store is still held 5 s after the server stopped");
+    }
     served
 }
